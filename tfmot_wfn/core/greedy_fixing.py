@@ -1,0 +1,353 @@
+"""One whole-network fixing stage: the greedy assignment of weights to centres.
+
+Pure numpy. This is the fast implementation: O(N log N) per stage (one sort of
+the free weights), no (weights x candidates) matrix. `tests/reference_fixing.py`
+holds the slow dense version it must equal.
+
+Semantics of a stage (see ``docs/algorithm.md`` and the paper):
+
+* Quota ``Q = int(N * fraction)``. Weights fixed in earlier stages stay fixed at
+  their value and count toward the quota; they still "vote" for their centre,
+  as in the reference, until that centre is chosen once in this stage.
+* Each greedy step builds the candidate centres (`candidate_centres` of the
+  still-unassigned range at the current `order`, plus every centre already in
+  the palette), lets every unassigned weight vote for its absolute-nearest
+  candidate (ties to the smaller candidate) and picks the candidate with the
+  most votes (ties to the smaller candidate).
+* Relative distance to the chosen centre ``c``: ``D = |w - c| / |w|``; weights
+  with ``|w| < zero_distance`` are at distance 0 from the centre 0. Unassigned
+  weights sorted by ``(D, index)``; the longest prefix whose running mean of
+  non-zero distances is ``<= a`` is fixed to ``c``, capped at the quota.
+* Nothing fixed: ``order += 1``; past order 20 ``a`` doubles on every further
+  failure and resets to the stage's distance after a success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional
+
+import numpy as np
+
+from tfmot_wfn.core.candidates import candidate_centres
+from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
+
+#: After this many orders without success the allowed distance starts doubling.
+ORDER_BEFORE_DOUBLING = 20
+
+_BLOCK = 4096
+
+
+@dataclasses.dataclass
+class StageResult:
+    """Outcome of one fixing stage.
+
+    Attributes:
+      values: float32 weights, fixed entries set exactly to their centre.
+      fixed: bool mask of fixed entries (a superset of the input mask).
+      palette: sorted unique float32 values of all fixed entries.
+      steps: greedy steps taken.
+      max_order: highest power-of-two order reached.
+      newly_fixed: number of weights fixed in this stage.
+    """
+
+    values: np.ndarray
+    fixed: np.ndarray
+    palette: np.ndarray
+    steps: int
+    max_order: int
+    newly_fixed: int
+
+
+def quota_for(n: int, fraction: float) -> int:
+    """Number of weights that must be fixed after a stage at `fraction`."""
+    return min(n, int(n * float(fraction)))
+
+
+def relative_distance(w: np.ndarray, centre: float, zero_distance: float = ZERO_DISTANCE) -> np.ndarray:
+    """``|w - c| / |w|`` in float64, with distance 0 from 0 for ``|w| < zero_distance``."""
+    w = np.asarray(w, dtype=np.float64)
+    c = float(centre)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.abs(w - c) / np.abs(w)
+    if c == 0.0:
+        d = np.where(np.abs(w) < zero_distance, 0.0, d)
+    return d
+
+
+def accepted_count(sorted_distances: np.ndarray, allowed: float) -> int:
+    """Length of the accepted prefix of ascending distances.
+
+    One past the last position whose running mean of the non-zero distances so
+    far is <= `allowed` (positions with no non-zero distance yet always pass).
+    """
+    d = np.asarray(sorted_distances, dtype=np.float64)
+    if d.size == 0:
+        return 0
+    nonzero = d > 0
+    zeros = int(np.count_nonzero(~nonzero))  # zeros come first in ascending order
+    rest = d[zeros:]
+    if rest.size == 0:
+        return zeros
+    with np.errstate(invalid="ignore", over="ignore"):
+        means = np.cumsum(rest) / np.arange(1, rest.size + 1)
+    ok = np.flatnonzero(means <= allowed)
+    return zeros + (int(ok[-1]) + 1 if ok.size else 0)
+
+
+class _SortedPool:
+    """The unassigned free weights, sorted by value, with O(1) removal.
+
+    Removed entries are flagged dead; alive counts per block of positions keep
+    range counts cheap without re-compacting the array.
+    """
+
+    def __init__(self, values: np.ndarray, indices: np.ndarray):
+        self.s = values  # float32, ascending
+        self.idx = indices  # original flat index of each sorted entry
+        self.size = values.size
+        self.alive = np.ones(self.size, dtype=bool)
+        nblocks = -(-self.size // _BLOCK) if self.size else 0
+        self.block_alive = np.full(nblocks, _BLOCK, dtype=np.int64)
+        if nblocks:
+            self.block_alive[-1] = self.size - (nblocks - 1) * _BLOCK
+        self.n_alive = self.size
+        self.first = 0
+        self.last = self.size - 1
+
+    def max_abs(self) -> float:
+        if self.n_alive == 0:
+            return 0.0
+        return max(abs(float(self.s[self.first])), abs(float(self.s[self.last])))
+
+    def _count_before(self, positions: np.ndarray) -> np.ndarray:
+        """Alive entries strictly before each position."""
+        if self.n_alive == self.size:
+            return positions.astype(np.int64)
+        cum = np.concatenate([[0], np.cumsum(self.block_alive)])
+        blocks = positions // _BLOCK
+        out = cum[blocks]
+        for i, (p, b) in enumerate(zip(positions.tolist(), blocks.tolist())):
+            start = b * _BLOCK
+            if p > start:
+                out[i] += np.count_nonzero(self.alive[start:p])
+        return out
+
+    def votes(self, centres: np.ndarray) -> np.ndarray:
+        """How many alive weights have each centre as their nearest (ties: lower centre)."""
+        k = centres.size
+        if self.n_alive == 0 or k == 0:
+            return np.zeros(k, dtype=np.int64)
+        c = centres.astype(np.float64)
+        lower, upper = c[:-1], c[1:]
+        # First sorted position strictly closer to the upper centre: binary search
+        # on the exact predicate (monotone in w), all boundaries at once.
+        lo = np.zeros(k - 1, dtype=np.int64)
+        hi = np.full(k - 1, self.size, dtype=np.int64)
+        s = self.s
+        while True:
+            active = lo < hi
+            if not active.any():
+                break
+            mid = (lo + hi) // 2
+            v = s[np.minimum(mid, self.size - 1)].astype(np.float64)
+            closer_up = np.abs(v - upper) < np.abs(v - lower)
+            hi = np.where(active & closer_up, mid, hi)
+            lo = np.where(active & ~closer_up, mid + 1, lo)
+        bounds = np.concatenate([[0], lo, [self.size]])
+        before = self._count_before(bounds)
+        return np.diff(before)
+
+    def alive_positions(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        stop = self.size if stop is None else stop
+        return start + np.flatnonzero(self.alive[start:stop])
+
+    def remove(self, positions: np.ndarray) -> None:
+        if positions.size == 0:
+            return
+        self.alive[positions] = False
+        self.block_alive -= np.bincount(positions // _BLOCK, minlength=self.block_alive.size)
+        self.n_alive -= positions.size
+        if self.n_alive == 0:
+            return
+        if not self.alive[self.first]:
+            self.first = self._scan(self.first, forward=True)
+        if not self.alive[self.last]:
+            self.last = self._scan(self.last, forward=False)
+
+    def _scan(self, pos: int, forward: bool) -> int:
+        b = pos // _BLOCK
+        if forward:
+            nz = np.flatnonzero(self.block_alive[b:])
+            b = b + int(nz[0])
+            return b * _BLOCK + int(np.argmax(self.alive[b * _BLOCK:(b + 1) * _BLOCK]))
+        nz = np.flatnonzero(self.block_alive[: b + 1])
+        b = int(nz[-1])
+        block = self.alive[b * _BLOCK:(b + 1) * _BLOCK]
+        return b * _BLOCK + block.size - 1 - int(np.argmax(block[::-1]))
+
+    def window(self, centre: float, limit: float, zero_distance: float):
+        """Alive positions holding every weight within relative distance `limit`
+        of `centre`, and a lower bound on the distance of every alive weight
+        outside them. None if that set is not one value interval (limit >= 1)."""
+        c = float(centre)
+        if c == 0.0:
+            # |w| < g0 are at distance 0; every other weight is at distance >= 1.
+            lo = np.searchsorted(self.s, np.float32(-zero_distance), side="right")
+            hi = np.searchsorted(self.s, np.float32(zero_distance), side="left")
+            return self.alive_positions(int(lo), int(hi)), 1.0
+        if limit >= 1.0:
+            return None
+        a, b = c / (1.0 + limit), c / (1.0 - limit)
+        low, high = (a, b) if c > 0 else (b, a)
+        # Loose float32 bounds (the needle must share the array's dtype, or numpy
+        # copies the whole array), then the exact filter.
+        lo = np.searchsorted(self.s, np.float32(low - abs(low) * 1e-6), side="left")
+        hi = np.searchsorted(self.s, np.float32(high + abs(high) * 1e-6), side="right")
+        positions = self.alive_positions(int(lo), int(hi))
+        if positions.size:
+            d = relative_distance(self.s[positions], c, zero_distance)
+            positions = positions[d <= limit]
+        return positions, limit
+
+
+def _take(pool: _SortedPool, centre: float, allowed: float, room: int, zero_distance: float) -> np.ndarray:
+    """Sorted-pool positions the greedy step fixes to `centre` (at most `room`).
+
+    Looks only at a value window around the centre and widens it while the
+    accepted prefix could still run past its edge.
+    """
+    if room <= 0 or pool.n_alive == 0:
+        return np.zeros(0, dtype=np.int64)
+    limit = max(3.0 * allowed, 1e-6)
+    scan_all = False
+    while True:
+        found = None if scan_all else pool.window(centre, limit, zero_distance)
+        if found is None:
+            positions, outside = pool.alive_positions(), np.inf
+        else:
+            positions, outside = found
+        complete = positions.size == pool.n_alive
+        d = relative_distance(pool.s[positions], centre, zero_distance)
+        zero = d == 0
+        zeros = positions[zero]
+        if zeros.size >= room:
+            # The cap falls among the zero distances: smallest original indices first.
+            if zeros.size > room:
+                zeros = zeros[np.argpartition(pool.idx[zeros], room - 1)[:room]]
+            return zeros
+        rest, d_rest = positions[~zero], d[~zero]
+        d_sorted = np.sort(d_rest)
+        n = accepted_count(d_sorted, allowed)
+        if n == rest.size and not complete and zeros.size + n < room:
+            # Every weight in the window passed; one outside is at distance > outside.
+            total = float(np.cumsum(d_sorted)[-1]) if rest.size else 0.0
+            if (total + outside) / (rest.size + 1) <= allowed:
+                limit *= 4.0
+                scan_all = centre == 0.0 or limit >= 1.0
+                continue
+        n = min(n, room - zeros.size)
+        return np.concatenate([zeros, _smallest(rest, d_rest, d_sorted, n, pool.idx)])
+
+
+def _smallest(positions: np.ndarray, d: np.ndarray, d_sorted: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
+    """The first `n` of `positions` in (distance, original index) order, unordered."""
+    if n <= 0:
+        return positions[:0]
+    if n >= positions.size:
+        return positions
+    cut = d_sorted[n - 1]
+    below = positions[d < cut]
+    ties = positions[d == cut]
+    need = n - below.size
+    if need < ties.size:
+        ties = ties[np.argpartition(idx[ties], need - 1)[:need]]
+    return np.concatenate([below, ties])
+
+
+def fixing_stage(
+    weights: np.ndarray,
+    fixed: Optional[np.ndarray],
+    fraction: float,
+    distance: float,
+    zero_distance: float = ZERO_DISTANCE,
+    palette: Optional[np.ndarray] = None,
+) -> StageResult:
+    """Fix the weights of one stage, network-wide.
+
+    Args:
+      weights: 1-D float array of every fixable weight of the network. Entries
+        already fixed must hold their fixed value.
+      fixed: bool mask of the entries fixed in earlier stages (None: nothing).
+      fraction: cumulative fraction of all weights fixed after this stage, in (0, 1].
+      distance: the stage's allowed mean relative distance ``a`` (> 0).
+      zero_distance: magnitudes below it are pruned to the centre 0.
+      palette: extra centres to offer as candidates (e.g. centres used before).
+
+    Returns:
+      A `StageResult`. Inputs are not modified.
+    """
+    w = np.asarray(weights, dtype=np.float32).ravel()
+    n = w.size
+    if fixed is None:
+        fixed_in = np.zeros(n, dtype=bool)
+    else:
+        fixed_in = np.asarray(fixed, dtype=bool).ravel()
+        if fixed_in.size != n:
+            raise ValueError(f"fixed mask has {fixed_in.size} entries, weights have {n}")
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if not float(distance) > 0:
+        raise ValueError(f"distance must be > 0, got {distance!r}")
+    if not np.all(np.isfinite(w)):
+        bad = int(np.count_nonzero(~np.isfinite(w)))
+        raise ValueError(f"{bad} weights are NaN or Inf; fixing needs finite weights")
+
+    values = w.copy()
+    out_fixed = fixed_in.copy()
+    quota = quota_for(n, fraction)
+    locked_values, locked_counts = np.unique(w[fixed_in], return_counts=True)
+    pending: Dict[float, int] = {float(v): int(c) for v, c in zip(locked_values, locked_counts)}
+    used = set(pending)
+    if palette is not None:
+        used.update(float(v) for v in np.asarray(palette, dtype=np.float32).ravel())
+    taken = int(np.count_nonzero(fixed_in))
+    newly = 0
+
+    free = np.flatnonzero(~fixed_in)
+    perm = np.argsort(w[free])
+    sorted_idx = free[perm]
+    del perm, free
+    pool = _SortedPool(w[sorted_idx], sorted_idx)
+
+    order, allowed, steps, max_order = 0, float(distance), 0, 0
+    while taken < quota and (pool.n_alive or pending):
+        steps += 1
+        max_abs = max([pool.max_abs()] + [abs(v) for v in pending])
+        centres = candidate_centres(max_abs, distance, order, zero_distance)
+        if used:
+            centres = np.union1d(centres, np.fromiter(used, np.float32, len(used)))
+        votes = pool.votes(centres)
+        for v, count in pending.items():
+            votes[np.searchsorted(centres, np.float32(v))] += count
+        centre = float(centres[int(np.argmax(votes))])
+        recaptured = pending.pop(centre, 0) > 0
+        positions = _take(pool, centre, allowed, quota - taken, zero_distance)
+        if positions.size:
+            idx = pool.idx[positions]
+            values[idx] = centre
+            out_fixed[idx] = True
+            pool.remove(positions)
+            taken += positions.size
+            newly += positions.size
+            used.add(centre)
+        if positions.size == 0 and not recaptured:
+            order += 1
+            max_order = max(max_order, order)
+            if order > ORDER_BEFORE_DOUBLING:
+                allowed *= 2.0
+        else:
+            allowed = float(distance)
+
+    palette_out = np.unique(values[out_fixed]).astype(np.float32)
+    return StageResult(values, out_fixed, palette_out, steps, max_order, newly)
