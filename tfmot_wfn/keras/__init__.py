@@ -1,0 +1,1 @@
+"""Keras glue of tfmot_wfn (wrapper, schedules, callbacks, entry points, metrics)."""

@@ -1,0 +1,225 @@
+"""Entry points: `fix_weights`, `strip_fixing`, `fixing_scope` (like tfmot's prune.py)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
+from tfmot_wfn.keras import fixable_layer, regularizer
+from tfmot_wfn.keras import fixing_schedule as schedules
+from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.fixing_wrapper import (
+    DEFAULT_DISTANCE,
+    DEFAULT_PALETTE_CAPACITY,
+    DEFAULT_REGULARIZATION,
+    DEFAULT_TEMPERATURE,
+    WeightFixingWrapper,
+)
+from tfmot_wfn.keras.network_fixing import wrappers_of
+
+
+def fixing_scope():
+    """Custom-object scope to load models saved while fixing.
+
+    The classes are also registered with Keras, so ``keras.models.load_model``
+    works without it; the scope exists for parity with tfmot's `prune_scope`.
+
+    ```python
+    with tfmot_wfn.fixing_scope():
+        model = keras.models.load_model("fixed.keras")
+    ```
+    """
+    return keras.utils.custom_object_scope({
+        "WeightFixingWrapper": WeightFixingWrapper,
+        "StagedFixing": schedules.StagedFixing,
+        "PolynomialFixing": schedules.PolynomialFixing,
+    })
+
+
+def _is_functional_or_sequential(model) -> bool:
+    if isinstance(model, keras.Sequential):
+        return True
+    functional = getattr(getattr(keras, "src", None), "models", None)
+    cls = getattr(getattr(functional, "functional", None), "Functional", None) if functional else None
+    if cls is not None:
+        return isinstance(model, cls)
+    return getattr(model, "_is_graph_network", False)
+
+
+def _check_model(model) -> None:
+    if not _is_functional_or_sequential(model):
+        raise ValueError(
+            f"Model {model.name!r} is a subclassed keras.Model; fix_weights supports "
+            "Sequential and Functional models (as tfmot does). Wrap the supported layers "
+            "inside your subclass instead: self.dense = tfmot_wfn.fix_weights(keras.layers.Dense(10)) "
+            "in __init__, then train with UpdateFixingStep as usual.")
+    problems, has_weights = [], False
+    for layer in _leaf_layers(model):
+        if isinstance(layer, WeightFixingWrapper):
+            raise ValueError(
+                f"Model {model.name!r} already contains the WeightFixingWrapper {layer.name!r}: "
+                "it was made by fix_weights. Call tfmot_wfn.strip_fixing(model) first to get "
+                "a plain model, or keep training the wrapped one.")
+        if layer.weights:
+            if not fixable_layer.is_supported(layer):
+                problems.append(fixable_layer.unsupported_layer_error(layer))
+            else:
+                has_weights = True
+    if problems:
+        raise problems[0]
+    if not has_weights:
+        raise ValueError(f"Model {model.name!r} has no layer with weights to fix.")
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _copy_layer(layer):
+    """A new layer with the same config, built the same way, holding the same weights."""
+    new = layer.__class__.from_config(layer.get_config())
+    if layer.built and layer.weights:
+        build_config = layer.get_build_config()
+        if build_config is not None:
+            new.build_from_config(build_config)
+        new.set_weights(layer.get_weights())
+    return new
+
+
+def fix_weights(
+    to_fix,
+    fixing_schedule: Optional[schedules.FixingSchedule] = None,
+    distance: float = DEFAULT_DISTANCE,
+    regularization: float = DEFAULT_REGULARIZATION,
+    temperature: float = DEFAULT_TEMPERATURE,
+    zero_distance: float = ZERO_DISTANCE,
+    fix_biases: bool = True,
+    fix_batchnorm: bool = True,
+    **kwargs,
+):
+    """Prepare a layer, list of layers or model for Weight Fixing Networks training.
+
+    Like tfmot's `prune_low_magnitude`: returns a NEW model (or layer / list)
+    whose supported layers are wrapped in `WeightFixingWrapper`. The model you
+    pass is never changed. Train it with `model.fit(...,
+    callbacks=[tfmot_wfn.UpdateFixingStep()])`, then `strip_fixing`.
+
+    ```python
+    fixed = tfmot_wfn.fix_weights(model, distance=0.015)
+    fixed.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fixed.fit(x, y, epochs=10, callbacks=[tfmot_wfn.UpdateFixingStep()])
+    final = tfmot_wfn.strip_fixing(fixed)
+    ```
+
+    Args:
+      to_fix: a layer, a list of layers, or a Sequential / Functional model
+        (nested models included).
+      fixing_schedule: `StagedFixing` (default: the paper's ten stages, one epoch
+        each) or `PolynomialFixing`.
+      distance: the paper's delta, the allowed mean relative distance of a weight to
+        its centre at the last stage; stages before allow up to 10x more. Smaller
+        keeps more unique values and more accuracy. The default 0.015 is the
+        coarsest of the paper's settings; with the regulariser it is lossless on
+        the digits demo (accuracy within 0.5 points) with a few dozen values.
+      regularization: gamma, the weight of the regulariser relative to the task loss
+        (0.4 in the paper; 0 turns it off).
+      temperature: softmin temperature of the regulariser (0.05).
+      zero_distance: weights smaller than this in magnitude are set to 0 (2**-7).
+      fix_biases: fix biases too (default, as the reference does).
+      fix_batchnorm: fix BatchNormalization/LayerNormalization gamma and beta too.
+      **kwargs: `palette_capacity` (int, default 4096).
+
+    Returns:
+      A new model, wrapper or list of wrappers.
+
+    Raises:
+      ValueError / TypeError: bad arguments, a subclassed model, an unsupported
+        layer with weights, a model with nothing to fix, or an already-wrapped model.
+        Nothing is created or changed when an error is raised.
+    """
+    unknown = set(kwargs) - {"palette_capacity"}
+    if unknown:
+        raise TypeError(f"fix_weights got unexpected keyword arguments {sorted(unknown)}")
+    params = dict(
+        fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
+        temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
+        fix_batchnorm=fix_batchnorm,
+        palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
+    if fixing_schedule is None:
+        params["fixing_schedule"] = schedules.StagedFixing()
+    # Validate every argument once, before anything is built.
+    WeightFixingWrapper(keras.layers.Dense(1), **params)
+
+    if isinstance(to_fix, (list, tuple)):
+        for layer in to_fix:
+            if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+                raise TypeError(
+                    f"fix_weights got a list containing {type(layer).__name__}; a list must "
+                    "hold keras layers only.")
+        return [fix_weights(layer, **params) for layer in to_fix]
+    if isinstance(to_fix, keras.Model):
+        _check_model(to_fix)
+
+        def clone_function(layer):
+            new = _copy_layer(layer)
+            if layer.weights and fixable_layer.is_supported(layer):
+                return WeightFixingWrapper(new, **params)
+            return new
+
+        model = keras.models.clone_model(to_fix, clone_function=clone_function, recursive=True)
+        regularizer.install(model)
+        return model
+    if isinstance(to_fix, keras.layers.Layer):
+        if isinstance(to_fix, WeightFixingWrapper):
+            raise ValueError(f"Layer {to_fix.name!r} is already a WeightFixingWrapper.")
+        return WeightFixingWrapper(_copy_layer(to_fix), **params)
+    raise TypeError(
+        "fix_weights expects a keras layer, a list of layers, or a Sequential/Functional "
+        f"model, got {type(to_fix).__name__}.")
+
+
+def _stripped_layer(wrapper: WeightFixingWrapper):
+    inner = wrapper.layer
+    new = inner.__class__.from_config(inner.get_config())
+    build_config = inner.get_build_config()
+    if build_config is not None:
+        new.build_from_config(build_config)
+    effective = {id(v): value for v, value in zip(wrapper.fixable_variables, wrapper.effective_numpy())}
+    new.set_weights([effective.get(id(v), v.numpy()) for v in inner.weights])
+    return new
+
+
+def strip_fixing(model):
+    """A plain Keras model of the original architecture holding the effective weights.
+
+    Fixed weights hold exactly their palette values (after the final stage every
+    fixable weight is fixed). The input is not changed. Accepts a model, a
+    wrapper (returns the plain layer) or a list of them.
+
+    ```python
+    final = tfmot_wfn.strip_fixing(fixed_model)
+    final.save("final.keras")
+    ```
+    """
+    if isinstance(model, (list, tuple)):
+        return [strip_fixing(m) for m in model]
+    if isinstance(model, WeightFixingWrapper):
+        return _stripped_layer(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"strip_fixing expects a keras Model or layer, got {type(model).__name__}")
+    if not wrappers_of(model):
+        raise ValueError(
+            f"Model {model.name!r} has no WeightFixingWrapper: it is not a model made by "
+            "fix_weights (or it was stripped already).")
+
+    def clone_function(layer):
+        if isinstance(layer, WeightFixingWrapper):
+            return _stripped_layer(layer)
+        return _copy_layer(layer)
+
+    return keras.models.clone_model(model, clone_function=clone_function, recursive=True)

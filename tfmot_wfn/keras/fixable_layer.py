@@ -1,0 +1,110 @@
+"""Which weights of a layer are fixed: the `FixableLayer` interface and the built-in registry."""
+
+from __future__ import annotations
+
+import abc
+from typing import List
+
+from tfmot_wfn.keras.compat import keras
+
+#: Weight names that are always fixed (kernels and embeddings).
+KERNEL_NAMES = frozenset({"kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"})
+#: Weight names fixed when ``fix_biases`` is on.
+BIAS_NAMES = frozenset({"bias"})
+#: Normalization scale/shift, fixed when ``fix_batchnorm`` is on.
+NORMALIZATION_NAMES = frozenset({"gamma", "beta"})
+#: Buffers that are never fixed (running statistics).
+BUFFER_NAMES = frozenset({"moving_mean", "moving_variance"})
+
+
+class FixableLayer(metaclass=abc.ABCMeta):
+    """Interface a custom layer implements to opt in to weight fixing.
+
+    Example:
+
+    ```python
+    class ScaledDense(keras.layers.Layer, tfmot_wfn.FixableLayer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 4))
+            self.scale = self.add_weight(shape=(), initializer="ones")
+
+        def call(self, x):
+            return self.scale * (x @ self.w)
+
+        def get_fixable_weights(self):
+            return [self.w]          # `scale` stays float
+    ```
+    """
+
+    @abc.abstractmethod
+    def get_fixable_weights(self) -> List["keras.Variable"]:
+        """The variables of this layer whose values join the shared palette."""
+
+
+def _builtin_classes():
+    layers = keras.layers
+    names = [
+        "Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D",
+        "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+        "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+        "BatchNormalization", "LayerNormalization", "Embedding", "MultiHeadAttention",
+    ]
+    return tuple(getattr(layers, n) for n in names if hasattr(layers, n))
+
+
+SUPPORTED_LAYERS = _builtin_classes()
+
+
+def _short_name(variable) -> str:
+    name = getattr(variable, "path", None) or variable.name
+    return name.split("/")[-1].split(":")[0]
+
+
+def is_supported(layer) -> bool:
+    """True if `layer` implements `FixableLayer` or is a built-in supported class."""
+    return isinstance(layer, FixableLayer) or isinstance(layer, SUPPORTED_LAYERS)
+
+
+def unsupported_layer_error(layer) -> ValueError:
+    return ValueError(
+        f"Layer {layer.name!r} of class {type(layer).__name__} has weights but is not "
+        "supported by tfmot_wfn.fix_weights. Supported: "
+        + ", ".join(c.__name__ for c in SUPPORTED_LAYERS)
+        + ", and any layer without weights. To opt in, make the layer implement "
+        "tfmot_wfn.FixableLayer (define get_fixable_weights() returning the variables to "
+        "fix), or leave it out of the layers you pass to fix_weights."
+    )
+
+
+def fixable_weights(layer, fix_biases: bool = True, fix_batchnorm: bool = True) -> list:
+    """The variables of `layer` that take part in fixing, in a stable order.
+
+    Raises:
+      ValueError: the layer has weights and is not supported.
+    """
+    if isinstance(layer, FixableLayer):
+        return list(layer.get_fixable_weights())
+    if not layer.weights:
+        return []
+    if not isinstance(layer, SUPPORTED_LAYERS):
+        raise unsupported_layer_error(layer)
+    chosen = []
+    for v in layer.weights:
+        name = _short_name(v)
+        if name in KERNEL_NAMES:
+            chosen.append(v)
+        elif name in BIAS_NAMES:
+            if fix_biases:
+                chosen.append(v)
+        elif name in NORMALIZATION_NAMES:
+            if fix_batchnorm:
+                chosen.append(v)
+        elif name in BUFFER_NAMES or not v.trainable:
+            continue
+        else:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has a trainable weight "
+                f"{name!r} that tfmot_wfn does not know how to fix. Implement "
+                "tfmot_wfn.FixableLayer on a subclass to say which weights to fix."
+            )
+    return chosen

@@ -1,0 +1,234 @@
+"""`WeightFixingWrapper`: a Keras layer wrapper whose fixed weights never move."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import numpy as np
+
+from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
+from tfmot_wfn.keras import fixable_layer
+from tfmot_wfn.keras import fixing_schedule as schedules
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, tf
+
+#: Default delta (the paper's main knob). 0.015 is the coarsest setting of the
+#: paper's runs (fewest unique values); on the digits demo it is lossless with
+#: the default regularisation (see README, "Choosing distance").
+DEFAULT_DISTANCE = 0.015
+DEFAULT_REGULARIZATION = 0.4
+DEFAULT_TEMPERATURE = 0.05
+DEFAULT_PALETTE_CAPACITY = 4096
+
+
+def _check_fraction_param(name, value, low, high, low_open=True, high_open=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
+    if not ok:
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in {lb}{low}, {high}{hb}, got {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfmot_wfn")
+class WeightFixingWrapper(keras.layers.Wrapper):
+    """Wraps a layer so that its weights can be fixed to a network-wide palette.
+
+    For every fixable weight the wrapper holds a boolean mask and the fixed
+    values as non-trainable variables. The layer runs with the effective
+    weight ``where(mask, fixed_values, weight)``: fixed entries are exactly
+    their palette value whatever the optimizer does to the underlying variable
+    (momentum, weight decay), free entries train normally. Fixing itself is
+    done network-wide by the `UpdateFixingStep` callback.
+
+    Use `tfmot_wfn.fix_weights` rather than this class directly:
+
+    ```python
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    fixed = tfmot_wfn.fix_weights(model)
+    isinstance(fixed.layers[0], tfmot_wfn.WeightFixingWrapper)  # True
+    ```
+
+    Args:
+      layer: the layer to wrap (supported built-in or `FixableLayer`).
+      fixing_schedule: a `FixingSchedule`; default `StagedFixing()` (paper's ten stages,
+        one epoch each).
+      distance: the paper's delta, in (0, 1).
+      regularization: gamma of the regulariser (0 disables it).
+      temperature: softmin temperature tau of the regulariser, > 0.
+      zero_distance: magnitudes below it go to 0 (g0 = 2**-7).
+      fix_biases: also fix biases.
+      fix_batchnorm: also fix normalization scale/shift (gamma/beta).
+      palette_capacity: room for the shared palette inside the wrapper.
+    """
+
+    def __init__(
+        self,
+        layer,
+        fixing_schedule: Optional[schedules.FixingSchedule] = None,
+        distance: float = DEFAULT_DISTANCE,
+        regularization: float = DEFAULT_REGULARIZATION,
+        temperature: float = DEFAULT_TEMPERATURE,
+        zero_distance: float = ZERO_DISTANCE,
+        fix_biases: bool = True,
+        fix_batchnorm: bool = True,
+        palette_capacity: int = DEFAULT_PALETTE_CAPACITY,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                f"WeightFixingWrapper wraps a keras.layers.Layer, got {type(layer).__name__}")
+        if isinstance(layer, WeightFixingWrapper):
+            raise ValueError(
+                f"Layer {layer.name!r} is already a WeightFixingWrapper; do not wrap it twice.")
+        if isinstance(layer, keras.Model):
+            raise TypeError(
+                f"WeightFixingWrapper wraps single layers, got the model {layer.name!r}; "
+                "call tfmot_wfn.fix_weights(model) instead.")
+        if not fixable_layer.is_supported(layer):
+            raise fixable_layer.unsupported_layer_error(layer)
+        if "name" not in kwargs:
+            kwargs["name"] = f"fix_{layer.name}"
+        super().__init__(layer, **kwargs)
+        if fixing_schedule is None:
+            fixing_schedule = schedules.StagedFixing()
+        elif isinstance(fixing_schedule, dict):
+            fixing_schedule = schedules.deserialize(fixing_schedule)
+        if not isinstance(fixing_schedule, schedules.FixingSchedule):
+            raise TypeError(
+                "fixing_schedule must be a tfmot_wfn FixingSchedule (StagedFixing or "
+                f"PolynomialFixing), got {type(fixing_schedule).__name__}")
+        self.fixing_schedule = fixing_schedule
+        self.distance = _check_fraction_param("distance", distance, 0.0, 1.0)
+        self.regularization = _check_fraction_param(
+            "regularization", regularization, 0.0, float("inf"), low_open=False)
+        self.temperature = _check_fraction_param("temperature", temperature, 0.0, float("inf"))
+        self.zero_distance = _check_fraction_param("zero_distance", zero_distance, 0.0, 1.0)
+        self.fix_biases = bool(fix_biases)
+        self.fix_batchnorm = bool(fix_batchnorm)
+        if isinstance(palette_capacity, bool) or not isinstance(palette_capacity, (int, np.integer)) \
+                or palette_capacity < 1:
+            raise ValueError(f"palette_capacity must be a positive integer, got {palette_capacity!r}")
+        self.palette_capacity = int(palette_capacity)
+        self._fixing_callback_attached = False
+        self._fixable: List = []
+        self.masks: List = []
+        self.fixed_values: List = []
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            super().build(input_shape)
+        self._fixable = fixable_layer.fixable_weights(self.layer, self.fix_biases, self.fix_batchnorm)
+        self.masks, self.fixed_values = [], []
+        for i, v in enumerate(self._fixable):
+            self.masks.append(self.add_weight(
+                name=f"fixed_mask_{i}", shape=tuple(v.shape), dtype="bool",
+                initializer="zeros", trainable=False))
+            self.fixed_values.append(self.add_weight(
+                name=f"fixed_values_{i}", shape=tuple(v.shape), dtype=v.dtype,
+                initializer="zeros", trainable=False))
+        self.palette = self.add_weight(
+            name="palette", shape=(self.palette_capacity,), dtype="float32",
+            initializer="zeros", trainable=False)
+        self.palette_size = self.add_weight(
+            name="palette_size", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self.fixing_step = self.add_weight(
+            name="fixing_step", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False)
+        self.built = True
+
+    # --------------------------------------------------------------- accessors
+    @property
+    def fixable_variables(self) -> list:
+        """The wrapped layer's variables that take part in fixing."""
+        return list(self._fixable)
+
+    def effective_weight(self, i: int):
+        """Tensor of fixable weight `i` as the layer sees it."""
+        v = self._fixable[i]
+        return tf.where(tf.convert_to_tensor(self.masks[i]),
+                        tf.convert_to_tensor(self.fixed_values[i]),
+                        tf.convert_to_tensor(v))
+
+    def effective_numpy(self) -> List[np.ndarray]:
+        """Effective values of every fixable weight (numpy, eager)."""
+        out = []
+        for v, m, f in zip(self._fixable, self.masks, self.fixed_values):
+            out.append(np.where(np.asarray(m.numpy()), f.numpy(), v.numpy()))
+        return out
+
+    def mask_numpy(self) -> List[np.ndarray]:
+        return [np.asarray(m.numpy(), dtype=bool) for m in self.masks]
+
+    # ------------------------------------------------------------------- call
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and not self._fixing_callback_attached:
+            raise RuntimeError(
+                f"{self.name}: a WeightFixingWrapper is being trained without the "
+                "tfmot_wfn.UpdateFixingStep() callback. Add it to model.fit(..., "
+                "callbacks=[tfmot_wfn.UpdateFixingStep()]); in a custom training loop call "
+                "its set_model(model) and on_train_begin() first and "
+                "on_train_batch_begin(step) every step.")
+        if IS_LEGACY_KERAS:  # pragma: no cover - legacy seam (issue: tf_keras support)
+            raise NotImplementedError("legacy tf_keras support is not implemented yet")
+        effective = {id(v): self.effective_weight(i) for i, v in enumerate(self._fixable)}
+        inner = list(self.layer.variables)
+        mapping = [(v, effective.get(id(v), v.value)) for v in inner]
+        original = {id(v): value for v, value in mapping}
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs, *args, training=training, **kwargs)
+        # State updates made inside the scope (BatchNorm statistics, RNG seeds)
+        # are recorded by it, not applied: apply them now.
+        for v in inner:
+            if id(v) in effective:
+                continue
+            new = scope.get_current_value(v)
+            if new is not None and new is not original[id(v)]:
+                v.assign(new)
+        for loss in scope.losses:
+            self.add_loss(loss)
+        return outputs
+
+    # ----------------------------------------------------------------- config
+    def get_build_config(self):
+        config = super().get_build_config() or {}
+        if self.layer.built:
+            inner = self.layer.get_build_config()
+            if inner is not None:
+                config["layer_build_config"] = inner
+        return config
+
+    def build_from_config(self, config):
+        inner = (config or {}).get("layer_build_config")
+        if inner is not None and not self.layer.built:
+            # Multi-input layers (MultiHeadAttention) need their own build config.
+            self.layer.build_from_config(inner)
+        self.build((config or {}).get("input_shape"))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "fixing_schedule": schedules.serialize(self.fixing_schedule),
+            "distance": self.distance,
+            "regularization": self.regularization,
+            "temperature": self.temperature,
+            "zero_distance": self.zero_distance,
+            "fix_biases": self.fix_biases,
+            "fix_batchnorm": self.fix_batchnorm,
+            "palette_capacity": self.palette_capacity,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        schedule = config.pop("fixing_schedule", None)
+        if isinstance(schedule, dict):
+            schedule = schedules.deserialize(schedule)
+        return cls(layer, fixing_schedule=schedule, **config)

@@ -1,0 +1,156 @@
+"""Network-wide weight metrics: palette, unique values, entropy, fixed fraction, report.
+
+They accept a model made by `fix_weights` (effective weights of the wrappers)
+or a plain model such as the result of `strip_fixing` (the weights the fixing
+would cover: kernels, biases, normalization gamma/beta).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from tfmot_wfn.core.powers_of_two import format_signed_digits, signed_digits
+from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
+from tfmot_wfn.keras import fixable_layer
+from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
+from tfmot_wfn.keras.network_fixing import wrappers_of
+
+
+def _leaves(model):
+    if isinstance(model, (list, tuple)):
+        for m in model:
+            yield from _leaves(m)
+        return
+    if isinstance(model, WeightFixingWrapper) or not hasattr(model, "layers"):
+        yield model
+        return
+    for layer in model.layers:
+        yield from _leaves(layer)
+
+
+def layer_weights(model) -> List[Tuple[str, str, np.ndarray, np.ndarray]]:
+    """``(layer name, weight name, effective values, fixed mask)`` for every fixable weight."""
+    rows = []
+    for layer in _leaves(model):
+        if isinstance(layer, WeightFixingWrapper):
+            for v, values, mask in zip(layer.fixable_variables, layer.effective_numpy(), layer.mask_numpy()):
+                rows.append((layer.layer.name, v.path, values, mask))
+        elif layer.weights and fixable_layer.is_supported(layer):
+            for v in fixable_layer.fixable_weights(layer):
+                values = v.numpy()
+                rows.append((layer.name, v.path, values, np.ones(values.shape, bool)))
+    if not rows:
+        raise ValueError("The model has no fixable weights (no supported layer with weights).")
+    return rows
+
+
+def _all(model) -> Tuple[np.ndarray, np.ndarray]:
+    rows = layer_weights(model)
+    values = np.concatenate([r[2].astype(np.float32).ravel() for r in rows])
+    masks = np.concatenate([r[3].ravel() for r in rows])
+    return values, masks
+
+
+def palette(model) -> np.ndarray:
+    """Sorted unique values of the fixed weights (for a plain model: of all fixable weights)."""
+    values, masks = _all(model)
+    return value_counts(values[masks])[0]
+
+
+def unique_weights(model, include_zero: bool = True) -> int:
+    """Number of distinct values among ALL fixable weights (free ones included)."""
+    values, _ = _all(model)
+    return int(value_counts(values, include_zero)[0].size)
+
+
+def weight_entropy(model, include_zero: bool = True) -> float:
+    """Shannon entropy (bits) of the distribution of all fixable weight values."""
+    values, _ = _all(model)
+    return entropy_bits(values, include_zero)
+
+
+def fixed_fraction(model) -> float:
+    """Fraction of fixable weights fixed so far (a model made by fix_weights)."""
+    if not wrappers_of(model) and not isinstance(model, WeightFixingWrapper):
+        raise ValueError(
+            "fixed_fraction needs a model made by tfmot_wfn.fix_weights; a plain model carries "
+            "no fixing state.")
+    _, masks = _all(model)
+    return float(masks.mean())
+
+
+@dataclasses.dataclass
+class FixingReport:
+    """Summary of a (partly) fixed network. `str(report)` is a readable text."""
+
+    total_weights: int
+    fixed_fraction: float
+    unique_values: int
+    unique_values_nonzero: int
+    entropy_bits: float
+    entropy_bits_nonzero: float
+    zero_fraction: float
+    palette: List[Dict]
+    layers: List[Dict]
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    def __str__(self) -> str:
+        lines = [
+            f"weights: {self.total_weights}   fixed: {self.fixed_fraction:.2%}   "
+            f"zeros: {self.zero_fraction:.2%}",
+            f"unique values: {self.unique_values} (with 0), {self.unique_values_nonzero} (without 0)",
+            f"entropy: {self.entropy_bits:.3f} bits (with 0), {self.entropy_bits_nonzero:.3f} bits "
+            "(without 0)",
+            f"palette ({len(self.palette)} values, count, sum of signed powers of two):",
+        ]
+        for p in self.palette:
+            lines.append(f"  {p['value']:>+14.8g}  {p['count']:>9d}  {p['powers_of_two']}")
+        lines.append("layers:")
+        for layer in self.layers:
+            lines.append(f"  {layer['layer']:<28s} {layer['weights']:>9d} weights  "
+                         f"{layer['fixed_fraction']:>7.2%} fixed  {layer['unique_values']:>5d} values")
+        return "\n".join(lines)
+
+
+def report(model) -> FixingReport:
+    """Network-wide and per-layer statistics, and the palette with each value's
+    decomposition into signed powers of two."""
+    rows = layer_weights(model)
+    values = np.concatenate([r[2].astype(np.float32).ravel() for r in rows])
+    masks = np.concatenate([r[3].ravel() for r in rows])
+    pal, counts = value_counts(values[masks])
+    per_layer: Dict[str, Dict] = {}
+    for name, _, v, m in rows:
+        entry = per_layer.setdefault(name, {"layer": name, "values": [], "masks": []})
+        entry["values"].append(v.ravel())
+        entry["masks"].append(m.ravel())
+    layers = []
+    for entry in per_layer.values():
+        v = np.concatenate(entry["values"])
+        m = np.concatenate(entry["masks"])
+        layers.append({"layer": entry["layer"], "weights": int(v.size),
+                       "fixed_fraction": float(m.mean()),
+                       "unique_values": int(value_counts(v)[0].size)})
+    return FixingReport(
+        total_weights=int(values.size),
+        fixed_fraction=float(masks.mean()),
+        unique_values=int(value_counts(values)[0].size),
+        unique_values_nonzero=int(value_counts(values, False)[0].size),
+        entropy_bits=entropy_bits(values),
+        entropy_bits_nonzero=entropy_bits(values, False),
+        zero_fraction=float(np.mean(values == 0)),
+        palette=[{"value": float(p), "count": int(c), "powers_of_two": format_signed_digits(p),
+                  "terms": len(signed_digits(p))} for p, c in zip(pal, counts)],
+        layers=layers,
+    )
