@@ -1,0 +1,38 @@
+"""tfmot_wfn: Weight Fixing Networks for Keras / TensorFlow."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+    LONG_DESCRIPTION = f.read()
+
+setup(
+    name="tfmot-wfn",
+    version="0.1.0",
+    description=("Weight Fixing Networks for Keras: whole-network weight sharing with few unique "
+                 "power-of-two weights, low entropy and no accuracy loss, tfmot-style API."),
+    long_description=LONG_DESCRIPTION,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["tfmot_wfn", "tfmot_wfn.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "tensorflow>=2.16",  # ships Keras 3
+        "keras>=3.3",
+        "numpy>=1.23",
+        "scikit-learn>=1.2",  # the demo's built-in digits data
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "tests": ["pytest>=7.0", "hypothesis>=6.80"],
+        "legacy": ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
+    },
+    entry_points={"console_scripts": ["tfmot-wfn=tfmot_wfn.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
