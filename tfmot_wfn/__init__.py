@@ -12,28 +12,50 @@ print(tfmot_wfn.report(final))
 
 __version__ = "0.1.0"
 
-from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE  # noqa: E402
-from tfmot_wfn.keras.compat import IS_LEGACY_KERAS  # noqa: E402
-from tfmot_wfn.keras.fix import fix_weights, fixing_scope, strip_fixing  # noqa: E402
-from tfmot_wfn.keras.fixable_layer import FixableLayer  # noqa: E402
-from tfmot_wfn.keras.fixing_callbacks import FixingSummaries, UpdateFixingStep  # noqa: E402
-from tfmot_wfn.keras.fixing_schedule import (  # noqa: E402
-    PAPER_FRACTIONS,
-    FixingSchedule,
-    PolynomialFixing,
-    StagedFixing,
-)
-from tfmot_wfn.keras.fixing_wrapper import DEFAULT_DISTANCE, WeightFixingWrapper  # noqa: E402
-from tfmot_wfn.keras.metrics import (  # noqa: E402
-    FixingReport,
-    fixed_fraction,
-    palette,
-    report,
-    unique_weights,
-    weight_entropy,
-)
-from tfmot_wfn.keras.network_fixing import run_fixing_stage  # noqa: E402
-from tfmot_wfn.keras.regularizer import regularization_value, regularized_loss  # noqa: E402
+import importlib as _importlib
+
+# Public names and the module that defines each. They are imported on first use
+# (PEP 562), so `import tfmot_wfn.core` or `tfmot-wfn --help` do not pay for
+# importing TensorFlow, and tfmot_wfn.keras.compat picks the Keras module once.
+_EXPORTS = {
+    "ZERO_DISTANCE": "tfmot_wfn.core.powers_of_two",
+    "IS_LEGACY_KERAS": "tfmot_wfn.keras.compat",
+    "fix_weights": "tfmot_wfn.keras.fix",
+    "fixing_scope": "tfmot_wfn.keras.fix",
+    "strip_fixing": "tfmot_wfn.keras.fix",
+    "FixableLayer": "tfmot_wfn.keras.fixable_layer",
+    "FixingSummaries": "tfmot_wfn.keras.fixing_callbacks",
+    "UpdateFixingStep": "tfmot_wfn.keras.fixing_callbacks",
+    "PAPER_FRACTIONS": "tfmot_wfn.keras.fixing_schedule",
+    "FixingSchedule": "tfmot_wfn.keras.fixing_schedule",
+    "PolynomialFixing": "tfmot_wfn.keras.fixing_schedule",
+    "StagedFixing": "tfmot_wfn.keras.fixing_schedule",
+    "DEFAULT_DISTANCE": "tfmot_wfn.keras.fixing_wrapper",
+    "WeightFixingWrapper": "tfmot_wfn.keras.fixing_wrapper",
+    "FixingReport": "tfmot_wfn.keras.metrics",
+    "fixed_fraction": "tfmot_wfn.keras.metrics",
+    "palette": "tfmot_wfn.keras.metrics",
+    "report": "tfmot_wfn.keras.metrics",
+    "unique_weights": "tfmot_wfn.keras.metrics",
+    "weight_entropy": "tfmot_wfn.keras.metrics",
+    "run_fixing_stage": "tfmot_wfn.keras.network_fixing",
+    "regularization_value": "tfmot_wfn.keras.regularizer",
+    "regularized_loss": "tfmot_wfn.keras.regularizer",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfmot_wfn' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "DEFAULT_DISTANCE",

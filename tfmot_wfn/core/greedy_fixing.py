@@ -140,11 +140,12 @@ class _SortedPool:
             return np.zeros(k, dtype=np.int64)
         c = centres.astype(np.float64)
         lower, upper = c[:-1], c[1:]
-        # First sorted position strictly closer to the upper centre: binary search
-        # on the exact predicate (monotone in w), all boundaries at once.
-        lo = np.zeros(k - 1, dtype=np.int64)
-        hi = np.full(k - 1, self.size, dtype=np.int64)
+        # First sorted position strictly closer to the upper centre, searched only
+        # between the two centres, where the exact float64 predicate
+        # |w - upper| < |w - lower| is monotone in w: all boundaries at once.
         s = self.s
+        lo = np.searchsorted(s, centres[:-1], side="left").astype(np.int64)
+        hi = np.searchsorted(s, centres[1:], side="right").astype(np.int64)
         while True:
             active = lo < hi
             if not active.any():
@@ -193,9 +194,11 @@ class _SortedPool:
         c = float(centre)
         if c == 0.0:
             # |w| < g0 are at distance 0; every other weight is at distance >= 1.
-            lo = np.searchsorted(self.s, np.float32(-zero_distance), side="right")
-            hi = np.searchsorted(self.s, np.float32(zero_distance), side="left")
-            return self.alive_positions(int(lo), int(hi)), 1.0
+            bound = np.float32(zero_distance * (1 + 1e-6))
+            lo = np.searchsorted(self.s, -bound, side="left")
+            hi = np.searchsorted(self.s, bound, side="right")
+            positions = self.alive_positions(int(lo), int(hi))
+            return positions[np.abs(self.s[positions].astype(np.float64)) < zero_distance], 1.0
         if limit >= 1.0:
             return None
         a, b = c / (1.0 + limit), c / (1.0 - limit)

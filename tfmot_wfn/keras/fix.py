@@ -7,7 +7,7 @@ from typing import Optional
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer, regularizer
 from tfmot_wfn.keras import fixing_schedule as schedules
-from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
 from tfmot_wfn.keras.fixing_wrapper import (
     DEFAULT_DISTANCE,
     DEFAULT_PALETTE_CAPACITY,
@@ -77,6 +77,30 @@ def _leaf_layers(model):
             yield from _leaf_layers(layer)
         else:
             yield layer
+
+
+def _clone(model, clone_function):
+    """`keras.models.clone_model`, recursing into nested models, keeping input names.
+
+    Keras names the cloned inputs after their tensors ("keras_tensor_7"), not after
+    the original input layers; pass inputs re-created from the InputLayer configs
+    so that the clone has the same layer names as the original.
+    """
+
+    def visit(layer):
+        if isinstance(layer, keras.Model):
+            return _clone(layer, clone_function)
+        return clone_function(layer)
+
+    if IS_LEGACY_KERAS or isinstance(model, keras.Sequential) \
+            or not _is_functional_or_sequential(model):
+        return keras.models.clone_model(model, clone_function=visit)
+
+    def new_input(tensor):
+        return keras.Input(**tensor._keras_history.operation.get_config())
+
+    inputs = keras.tree.map_structure(new_input, model.input)
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=visit)
 
 
 def _copy_layer(layer):
@@ -171,7 +195,7 @@ def fix_weights(
                 return WeightFixingWrapper(new, **params)
             return new
 
-        model = keras.models.clone_model(to_fix, clone_function=clone_function, recursive=True)
+        model = _clone(to_fix, clone_function)
         regularizer.install(model)
         return model
     if isinstance(to_fix, keras.layers.Layer):
@@ -222,4 +246,4 @@ def strip_fixing(model):
             return _stripped_layer(layer)
         return _copy_layer(layer)
 
-    return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    return _clone(model, clone_function)

@@ -71,7 +71,10 @@ class UpdateFixingStep(keras.callbacks.Callback):
                 w.fixing_schedule.resolve(steps)
             w._fixing_callback_attached = True
         if regularizer.install(self.model) and getattr(self.model, "train_function", None):
-            self.model.train_function = None  # retrace with the regulariser
+            # fit() made its train function before calling on_train_begin and calls
+            # it right after: rebuild it (setting it to None would break fit) so it
+            # traces the regularised loss.
+            self.model.make_train_function(force=True)
         self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
         self._sync_step()
 
@@ -103,6 +106,11 @@ class UpdateFixingStep(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for w in self._wrappers:
             w._fixing_callback_attached = False
+        if self.model is not None and getattr(self.model, "train_function", None) is not None:
+            # The "missing UpdateFixingStep" check runs when fit traces its train
+            # function; drop the cached one so a later fit without this callback
+            # retraces and raises instead of silently training without fixing.
+            self.model.train_function = None
 
 
 def network_statistics(model) -> dict:
@@ -117,6 +125,20 @@ def network_statistics(model) -> dict:
         "palette_size": int(value_counts(fixed_values)[0].size),
         "entropy_bits": entropy_bits(values),
     }
+
+
+def _write_scalar(tag: str, value: float, step: int) -> None:
+    """`tf.summary.scalar` without needing the tensorboard package.
+
+    TensorFlow's `tf.summary.scalar` is implemented by tensorboard and raises
+    TBNotInstalledError without it; write the same summary (float32 tensor
+    tagged for the "scalars" plugin) with the core `tf.summary.write`.
+    """
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
 
 
 class FixingSummaries(keras.callbacks.Callback):
@@ -146,8 +168,8 @@ class FixingSummaries(keras.callbacks.Callback):
         reg = float(regularizer.regularization_value(self.model).numpy())
         with self._writer.as_default():
             for name, value in stats.items():
-                tf.summary.scalar(f"fixing/{name}", value, step=epoch)
-            tf.summary.scalar("fixing/regularizer", reg, step=epoch)
+                _write_scalar(f"fixing/{name}", value, step=epoch)
+            _write_scalar("fixing/regularizer", reg, step=epoch)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

@@ -213,6 +213,10 @@ class PolynomialFixing(FixingSchedule):
 
     def fraction_at(self, step: int) -> float:
         p = self._progress(step)
+        if p <= 0.0:  # exact end points (the formula gives e.g. 0.30000000000000004)
+            return self.initial_fraction
+        if p >= 1.0:
+            return self.final_fraction
         return self.final_fraction + (self.initial_fraction - self.final_fraction) * (1 - p) ** self.power
 
     def __call__(self, step: int) -> Tuple[bool, float]:

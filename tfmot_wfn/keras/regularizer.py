@@ -6,23 +6,29 @@ distance 0 from the centre 0 for those). The total loss is
 ``task + alpha * R`` with ``alpha = gamma * task / R`` held constant (no
 gradient), so the term is always worth ``gamma * task``.
 
-Only the `neighbours` nearest centres on each side of a weight enter its
-softmin (the palette is sorted, so they are found by binary search): no dense
-N x K matrix. A centre left out is farther than both kept centres on its side,
-so its softmin weight is at most ``exp(-(d_out - d_min) / tau)`` of the
-nearest one's; with the default 2 per side this is far below float32
-resolution for the palettes WFN produces.
+No dense N x K matrix is built:
+
+* Small weights (``|w| <= g0``) use absolute distances, for which the softmin
+  sums separate: ``exp(-|w - c|/tau) = exp(+-w/tau) exp(-+c/tau)``. Prefix sums
+  over the sorted palette make their term EXACT in O(1) per weight.
+* Larger weights use the `neighbours` nearest centres on each side (binary
+  search in the sorted palette). Distances grow monotonically away from the
+  weight on each side, so every dropped centre is at least as far as the
+  outermost kept one, ``d_edge``; the error of a weight's term is at most
+  ``n_dropped * (d_edge + r) * exp(-(d_edge - d_min) / tau)``
+  (`truncation_bound` computes it; the tests check it).
 """
 
 from __future__ import annotations
 
 import types
 
-from tfmot_wfn.keras.compat import keras, tf
+from tfmot_wfn.keras.compat import keras, tf  # noqa: F401
 from tfmot_wfn.keras.network_fixing import wrappers_of
 
 _EPS = 1e-14
-NEIGHBOURS = 2
+#: Centres kept on each side of a weight larger than g0.
+NEIGHBOURS = 8
 
 
 def distances_to_centres(w, centres, zero_distance):
@@ -35,13 +41,46 @@ def distances_to_centres(w, centres, zero_distance):
     return tf.where(small & tf.equal(centres, 0.0), tf.zeros_like(d), d)
 
 
-def per_weight_term(w, palette, palette_size, temperature, zero_distance, neighbours=NEIGHBOURS):
-    """``sum_k softmin_k(d_ik / tau) d_ik`` for each weight, from its nearest centres."""
+def _valid_palette(palette, palette_size):
     capacity = palette.shape[0]
-    positions = tf.range(capacity, dtype=tf.int32)
-    valid_palette = positions < palette_size
-    big = tf.constant(3.0e38, tf.float32)
-    padded = tf.where(valid_palette, palette, big)
+    valid = tf.range(capacity, dtype=tf.int32) < palette_size
+    padded = tf.where(valid, palette, tf.constant(3.0e38, tf.float32))
+    return valid, padded
+
+
+def _small_weight_term(w, palette, valid, padded, temperature, zero_distance):
+    """Exact term for ``|w| <= g0`` (absolute distances) by prefix sums over the palette.
+
+    Computed in float64: ``c - w`` is formed as a difference of sums, which would
+    cancel badly in float32 for a weight next to a centre.
+    """
+    j = tf.searchsorted(padded, w, side="left", out_type=tf.int32)
+    w = tf.cast(w, tf.float64)
+    palette = tf.cast(palette, tf.float64)
+    tau = tf.constant(temperature, tf.float64)
+    nonzero = valid & tf.not_equal(palette, 0.0)
+    has_zero = tf.reduce_any(valid & tf.equal(palette, 0.0))
+    limit = 2.0 * zero_distance
+    # Centres right of a small weight are >= -g0, those left of it <= g0: zero the
+    # others so the exponentials cannot overflow (they never enter a needed sum).
+    zeros = tf.zeros_like(palette)
+    right = tf.where(nonzero & (palette >= -limit), tf.exp(-palette / tau), zeros)
+    left = tf.where(nonzero & (palette <= limit), tf.exp(palette / tau), zeros)
+    zero = tf.zeros([1], tf.float64)
+    right_sum = tf.concat([tf.cumsum(right, reverse=True), zero], 0)
+    right_csum = tf.concat([tf.cumsum(right * palette, reverse=True), zero], 0)
+    left_sum = tf.concat([zero, tf.cumsum(left)], 0)
+    left_csum = tf.concat([zero, tf.cumsum(left * palette)], 0)
+    up, down = tf.exp(w / tau), tf.exp(-w / tau)
+    r_s, r_c = tf.gather(right_sum, j), tf.gather(right_csum, j)
+    l_s, l_c = tf.gather(left_sum, j), tf.gather(left_csum, j)
+    z = tf.cast(has_zero, tf.float64) + up * r_s + down * l_s
+    numerator = up * (r_c - w * r_s) + down * (w * l_s - l_c)
+    return tf.cast(numerator / tf.maximum(z, 1e-300), tf.float32)
+
+
+def _large_weight_term(w, palette, palette_size, padded, temperature, zero_distance, neighbours):
+    capacity = palette.shape[0]
     j = tf.searchsorted(padded, w, side="left", out_type=tf.int32)
     offsets = tf.range(-neighbours, neighbours, dtype=tf.int32)
     idx = j[:, None] + offsets[None, :]
@@ -52,6 +91,59 @@ def per_weight_term(w, palette, palette_size, temperature, zero_distance, neighb
     logits = tf.where(ok, -(d + _EPS) / temperature, tf.fill(tf.shape(d), -1e30))
     weights = tf.nn.softmax(logits, axis=1)
     return tf.reduce_sum(weights * d, axis=1)
+
+
+def truncation_bound(w, palette, temperature, zero_distance, neighbours=NEIGHBOURS):
+    """Per-weight upper bound (numpy) on ``|per_weight_term - exact term|``.
+
+    0 for small weights (exact) and where no centre is dropped. For the others,
+    with ``d_min`` the smallest kept distance, ``d_edge`` the outermost kept
+    distance on a side that drops centres and ``r_kept`` the windowed term:
+    ``n_dropped * exp(d_min/tau) * (g(d_edge) + r_kept * exp(-d_edge/tau))``,
+    ``g(x) = x exp(-x/tau)`` for ``x >= tau`` (else its maximum ``tau/e``).
+    """
+    import numpy as np
+
+    w = np.asarray(w, np.float64)
+    c = np.sort(np.asarray(palette, np.float64))
+    tau = float(temperature)
+    out = np.zeros(w.shape)
+    for i, x in enumerate(w):
+        if abs(x) <= zero_distance:
+            continue
+        j = int(np.searchsorted(c, np.float32(x), side="left"))
+        lo, hi = max(0, j - neighbours), min(c.size, j + neighbours)
+        dropped = lo + (c.size - hi)
+        if dropped == 0:
+            continue
+        d = np.abs(x - c[lo:hi]) / abs(x)
+        edges = []
+        if lo > 0:
+            edges.append(abs(x - c[lo]) / abs(x))
+        if hi < c.size:
+            edges.append(abs(x - c[hi - 1]) / abs(x))
+        d_edge, d_min = min(edges), d.min()
+        p = np.exp(-(d - d_min) / tau)
+        r_kept = float((p * d).sum() / p.sum())
+        g = d_edge * np.exp(-d_edge / tau) if d_edge >= tau else tau / np.e
+        out[i] = dropped * np.exp(d_min / tau) * (g + r_kept * np.exp(-d_edge / tau))
+    return out
+
+
+def per_weight_term(w, palette, palette_size, temperature, zero_distance, neighbours=NEIGHBOURS):
+    """``sum_k softmin_k(d_ik / tau) d_ik`` for each weight (see the module docstring)."""
+    w = tf.convert_to_tensor(w, tf.float32)
+    palette = tf.convert_to_tensor(palette, tf.float32)
+    valid, padded = _valid_palette(palette, palette_size)
+    small = tf.abs(w) <= zero_distance
+    # Each branch sees safe inputs where it is not selected, so no NaN leaks
+    # into the gradient through tf.where.
+    w_small = tf.where(small, w, 0.0)
+    w_large = tf.where(small, tf.ones_like(w), w)
+    r_small = _small_weight_term(w_small, palette, valid, padded, temperature, zero_distance)
+    r_large = _large_weight_term(w_large, palette, palette_size, padded, temperature,
+                                 zero_distance, neighbours)
+    return tf.where(small, r_small, r_large)
 
 
 def regularization_value(model_or_wrappers):

@@ -1,0 +1,156 @@
+"""UpdateFixingStep (stage timing, epochs, resuming) and FixingSummaries (TensorBoard scalars)."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+import keras_helpers as kh
+import tfmot_wfn
+from tfmot_wfn.core.greedy_fixing import quota_for
+from tfmot_wfn.keras.network_fixing import wrappers_of
+
+TAGS = {"fixing/fixed_fraction", "fixing/unique_values", "fixing/palette_size",
+        "fixing/entropy_bits", "fixing/regularizer"}
+
+
+def _fixed_dense(schedule, seed=0, **kwargs):
+    fixed = tfmot_wfn.fix_weights(kh.dense_model(seed=seed), fixing_schedule=schedule, **kwargs)
+    fixed.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return fixed
+
+
+def test_epoch_based_schedule_runs_one_stage_per_epoch(capsys):
+    x, y = kh.classification_data(n=40)
+    schedule = tfmot_wfn.StagedFixing((0.5, 0.8, 1.0), epochs_per_stage=1)
+    fixed = _fixed_dense(schedule)
+    update = tfmot_wfn.UpdateFixingStep()  # verbose
+    recorder = kh.StageRecorder(update)
+    fixed.fit(x, y, batch_size=8, epochs=4, verbose=0, callbacks=[update, recorder])
+    # 5 steps per epoch, resolved from fit.
+    assert all(w.fixing_schedule.steps_per_stage == 5 for w in wrappers_of(fixed))
+    assert [s["step"] for s in recorder.snapshots] == [0, 5, 10]
+    n = recorder.snapshots[0]["masks"].size
+    assert [h.fixed for h in update.history] == [quota_for(n, f) for f in (0.5, 0.8, 1.0)]
+    assert [h.total for h in update.history] == [n] * 3
+    assert [h.distance for h in update.history] == pytest.approx(
+        [tfmot_wfn.DEFAULT_DISTANCE * m for m in (3, 2, 1)])
+    assert [h.palette_size for h in update.history] == [s["palettes"][0].size
+                                                      for s in recorder.snapshots]
+    assert update.step == 20
+    assert all(int(w.fixing_step.numpy()) == 20 for w in wrappers_of(fixed))
+    out = capsys.readouterr().out
+    assert out.count("[tfmot_wfn] step") == 3
+    assert f"[tfmot_wfn] step 0: fixed {quota_for(n, 0.5)}/{n}" in out
+    assert "step 10: fixed" in out and "(100.00%)" in out
+
+
+def test_silent_callback_prints_nothing(capsys):
+    x, y = kh.classification_data(n=16)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((1.0,), steps_per_stage=1))
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    assert "[tfmot_wfn]" not in capsys.readouterr().out
+    assert kh.flat_masks(fixed).all()
+
+
+def test_steps_continue_across_fits_with_new_callbacks():
+    x, y = kh.classification_data(n=32)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.3, 0.6, 1.0), steps_per_stage=6))
+    first = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[first])  # steps 0..7
+    assert [h.fraction for h in first.history] == [0.3, 0.6]
+    assert first.step == 8
+    second = tfmot_wfn.UpdateFixingStep(verbose=0)
+    recorder = kh.StageRecorder(second)
+    fixed.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[second, recorder])  # 8..15
+    assert [s["step"] for s in recorder.snapshots] == [12]
+    assert [h.fraction for h in second.history] == [1.0]
+    assert second.step == 16
+    assert tfmot_wfn.fixed_fraction(fixed) == 1.0
+
+
+def test_callback_refuses_a_model_without_wrappers():
+    model = kh.dense_model()
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = kh.classification_data(n=8)
+    with pytest.raises(ValueError, match="found no WeightFixingWrapper"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep()])
+
+
+def test_epoch_schedule_with_unknown_epoch_length_is_a_clear_error():
+    x, y = kh.classification_data(n=16)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing())
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
+    with pytest.raises(ValueError, match="steps per epoch is unknown"):
+        fixed.fit(dataset, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    # With steps_per_epoch given, the epoch length is known.
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False, callbacks=[update])
+    assert wrappers_of(fixed)[0].fixing_schedule.steps_per_stage == 3
+    assert len(update.history) == 1
+
+
+# ------------------------------------------------------------ FixingSummaries
+def _read_scalars(log_dir):
+    files = glob.glob(os.path.join(log_dir, "fixing", "events.out.tfevents.*"))
+    assert files, f"no event file under {log_dir}/fixing"
+    scalars, plugins = {}, {}
+    for path in files:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name:
+                    plugins[value.tag] = value.metadata.plugin_data.plugin_name
+                if value.HasField("tensor"):
+                    number = float(tf.make_ndarray(value.tensor))
+                else:
+                    number = float(value.simple_value)
+                scalars.setdefault(value.tag, {})[int(event.step)] = number
+    # Tagged for TensorBoard's scalars dashboard.
+    assert plugins == {tag: "scalars" for tag in scalars}
+    return scalars
+
+
+def test_fixing_summaries_writes_the_scalars_to_tensorboard(tmp_path):
+    x, y = kh.classification_data(n=40)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 1.0)))  # one stage per epoch
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    recorder = kh.StageRecorder(update)
+    end_of_epoch = []
+    log_dir = str(tmp_path / "logs")
+    summaries = tfmot_wfn.FixingSummaries(log_dir)
+    grab = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: end_of_epoch.append(
+        (kh.flat_masks(fixed), kh.flat_values(fixed), float(tfmot_wfn.regularization_value(fixed)))))
+    fixed.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[update, recorder, summaries, grab])
+
+    scalars = _read_scalars(log_dir)
+    assert set(scalars) == TAGS
+    assert all(sorted(steps) == [0, 1, 2] for steps in scalars.values())
+    n = end_of_epoch[0][0].size
+    for epoch, (mask, values, reg) in enumerate(end_of_epoch):
+        assert scalars["fixing/fixed_fraction"][epoch] == pytest.approx(mask.mean(), abs=1e-6)
+        assert scalars["fixing/unique_values"][epoch] == np.unique(values + 0.0).size
+        assert scalars["fixing/palette_size"][epoch] == np.unique(values[mask] + 0.0).size
+        _, counts = np.unique(values + 0.0, return_counts=True)
+        p = counts / counts.sum()
+        assert scalars["fixing/entropy_bits"][epoch] == pytest.approx(-(p * np.log2(p)).sum(),
+                                                                      rel=1e-5)
+        assert scalars["fixing/regularizer"][epoch] == pytest.approx(reg, rel=1e-5, abs=1e-7)
+    assert scalars["fixing/fixed_fraction"][0] == pytest.approx(quota_for(n, 0.5) / n, abs=1e-6)
+    assert scalars["fixing/fixed_fraction"][1] == 1.0
+    assert scalars["fixing/regularizer"][0] > 0
+    assert scalars["fixing/regularizer"][1] == 0.0  # nothing free any more
+    assert scalars["fixing/palette_size"][2] == kh.wrapper_palette(wrappers_of(fixed)[0]).size
+
+
+def test_fixing_summaries_checks_its_argument():
+    with pytest.raises(TypeError, match="log_dir must be a path"):
+        tfmot_wfn.FixingSummaries(3)

@@ -1,0 +1,89 @@
+"""Tests of tfmot_wfn.core.weight_statistics (pure numpy; no TensorFlow import here)."""
+
+import math
+import os
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from tfmot_wfn.core.weight_statistics import concatenate, entropy_bits, value_counts  # noqa: E402
+
+
+def test_entropy_hand_computed():
+    assert entropy_bits(np.array([1.0, 1.0, 2.0, 2.0])) == 1.0
+    assert entropy_bits(np.array([0.5, 0.25, -0.25, 1.0])) == 2.0
+    # p = (3/4, 1/4): -(0.75 log2 0.75 + 0.25 log2 0.25) = 0.8112781244591328
+    assert math.isclose(entropy_bits(np.array([0.0, 0.0, 0.0, 1.0])), 0.8112781244591328, rel_tol=1e-12)
+    # p = (1/2, 1/4, 1/8, 1/8): 1.75 bits
+    w = np.array([3.0] * 4 + [1.0] * 2 + [-1.0, 0.5], np.float32)
+    assert math.isclose(entropy_bits(w), 1.75, rel_tol=1e-12)
+    # A single value carries no information.
+    assert entropy_bits(np.full(7, 0.125)) == 0.0
+
+
+def test_negative_zero_counts_as_zero():
+    w = np.array([-0.0, 0.0, 1.0, -0.0], np.float32)
+    values, counts = value_counts(w)
+    np.testing.assert_array_equal(values, [0.0, 1.0])
+    np.testing.assert_array_equal(counts, [3, 1])
+    assert not np.signbit(values[0])
+    assert entropy_bits(np.array([-0.0, 0.0])) == 0.0
+    assert math.isclose(entropy_bits(w), 0.8112781244591328, rel_tol=1e-12)
+
+
+def test_include_zero_false_drops_zeros():
+    w = np.array([0.0, -0.0, 0.0, 1.0, 2.0], np.float64)
+    values, counts = value_counts(w, include_zero=False)
+    np.testing.assert_array_equal(values, [1.0, 2.0])
+    np.testing.assert_array_equal(counts, [1, 1])
+    assert entropy_bits(w, include_zero=False) == 1.0
+    # p = (3/5, 1/5, 1/5) with the zeros kept
+    expected = -(0.6 * math.log2(0.6) + 2 * 0.2 * math.log2(0.2))
+    assert math.isclose(entropy_bits(w), expected, rel_tol=1e-12)
+
+
+def test_empty_and_all_zero():
+    assert entropy_bits(np.zeros(0, np.float32)) == 0.0
+    assert entropy_bits(np.zeros(5, np.float32), include_zero=False) == 0.0
+    values, counts = value_counts(np.zeros(5), include_zero=False)
+    assert values.size == 0 and counts.size == 0
+
+
+def test_inputs_are_not_modified_and_shapes_flattened():
+    w = np.array([[-0.0, 1.0], [1.0, 2.0]], np.float32)
+    before = w.copy()
+    values, counts = value_counts(w)
+    np.testing.assert_array_equal(values, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(counts, [1, 2, 1])
+    assert np.array_equal(w.view(np.uint32), before.view(np.uint32))  # -0.0 kept in the input
+
+
+def test_concatenate():
+    out = concatenate([np.ones((2, 3)), np.zeros(4, np.float64), np.array([[0.5]])])
+    assert out.dtype == np.float32 and out.shape == (11,)
+    assert entropy_bits(out) == pytest.approx(-(6 / 11 * math.log2(6 / 11) + 4 / 11 * math.log2(4 / 11) + 1 / 11 * math.log2(1 / 11)))
+    assert concatenate([]).size == 0
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    values=st.lists(st.sampled_from([0.0, -0.0, 0.5, -0.5, 0.25, 1.0, 2.0**-7, 3.0]), max_size=60),
+    include_zero=st.booleans(),
+)
+def test_entropy_matches_counter(values, include_zero):
+    w = np.array(values, np.float32)
+    counter = Counter(v + 0.0 for v in values if include_zero or v != 0)  # Python: -0.0 == 0.0
+    total = sum(counter.values())
+    expected = -sum(c / total * math.log2(c / total) for c in counter.values()) if total else 0.0
+    h = entropy_bits(w, include_zero)
+    assert math.isclose(h, expected, rel_tol=1e-12, abs_tol=1e-12)
+    assert 0.0 <= h <= math.log2(max(len(counter), 1)) + 1e-12
+    vals, counts = value_counts(w, include_zero)
+    assert vals.size == len(counter)
+    assert int(counts.sum()) == total
