@@ -24,6 +24,9 @@ setup(
         "numpy>=1.23",
         "scikit-learn>=1.2",  # the demo's built-in digits data
         "tqdm>=4.60",
+        "constriction>=0.4",  # ANS entropy coding of the archive (tfmot_wfn.lite.archive)
+        "ai-edge-litert>=1.0",  # the mobile interpreter (LiteRT) that runs the palette files
+        "flatbuffers>=23",  # TFLite flatbuffer rewriting
     ],
     extras_require={
         "tests": ["pytest>=7.0", "hypothesis>=6.80"],

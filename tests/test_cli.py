@@ -52,3 +52,72 @@ def test_short_demo_writes_a_fixed_model_and_a_consistent_report(tmp_path, capsy
     assert [p["value"] for p in report["palette"]] == sorted(np.unique(values).tolist())
     assert report["stages"][-1]["fixed"] == report["total_weights"]
     assert 0.0 <= report["fixed_accuracy"] <= 1.0
+    # The mobile files exist, their sizes are the ones reported, and they agree with Keras.
+    mobile = report["mobile"]
+    for name, key in (("model_palette.tflite", "palette_bytes"), ("model_dense.tflite", "dense_bytes"),
+                      ("model.wfn", "archive_bytes")):
+        assert (out / name).stat().st_size == mobile[key]
+    assert mobile["palette_bytes"] < mobile["dense_bytes"]
+    assert mobile["archive_bytes"] <= mobile["archive_bound_bytes"]
+    assert mobile["top1_equal_decoded"] and mobile["top1_equal_as_stored"]
+    assert "palette TFLite" in printed and "archive (.wfn)" in printed
+
+
+@pytest.fixture(scope="module")
+def saved_fixed_model(tmp_path_factory):
+    """A small CNN, fully fixed in one stage, saved as .keras (wrapped, mid-training form)."""
+    from tfmot_wfn.keras.compat import keras
+    import tfmot_wfn
+    from tfmot_wfn.demo import build_cnn
+
+    keras.utils.set_random_seed(1)
+    fixed = tfmot_wfn.fix_weights(build_cnn(keras))
+    tfmot_wfn.run_fixing_stage(fixed, 1.0, 0.05)
+    path = tmp_path_factory.mktemp("cli") / "fixed.keras"
+    fixed.save(path)
+    return path, fixed
+
+
+@pytest.mark.parametrize("fmt, suffix", [("palette", "_palette.tflite"), ("dense", "_dense.tflite"),
+                                         ("archive", ".wfn")])
+def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, fmt, suffix, capsys):
+    import tfmot_wfn
+    from tfmot_wfn import lite
+
+    path, fixed = saved_fixed_model
+    assert cli.main(["export", str(path), "--format", fmt]) == 0
+    written = str(path)[: -len(".keras")] + suffix
+    assert os.path.getsize(written) > 0
+    capsys.readouterr()
+    assert cli.main(["inspect", written, "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    palette = tfmot_wfn.palette(fixed)
+    if fmt == "archive":
+        assert described["palette"] == palette.tolist()
+        restored = lite.load_archive(written)
+        stripped = tfmot_wfn.strip_fixing(fixed)
+        for a, b in zip(restored.weights, stripped.weights):
+            assert np.array_equal(a.numpy(), b.numpy())
+    elif fmt == "palette":
+        assert cli.main(["inspect", written]) == 0
+        assert "palette" in capsys.readouterr().out
+        np.testing.assert_array_equal(lite.inspect(written).palette, palette)
+
+
+def test_export_and_inspect_refuse_missing_files(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        cli.main(["export", str(tmp_path / "missing.keras")])
+    with pytest.raises(SystemExit, match="no such file"):
+        cli.main(["inspect", str(tmp_path / "missing.tflite")])
+
+
+def test_inspect_refuses_a_damaged_archive_clearly(saved_fixed_model, tmp_path, capsys):
+    path, _ = saved_fixed_model
+    target = tmp_path / "m.wfn"
+    assert cli.main(["export", str(path), "--format", "archive", "--output", str(target), "--quiet"]) == 0
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert cli.main(["inspect", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tfmot-wfn inspect: error: ") and "checksum" in err.lower()

@@ -1,0 +1,569 @@
+"""Mobile export (`tfmot_wfn.lite`): palette TFLite files, BatchNorm folding, inspect, runtimes.
+
+The fixed models here are fixed in one whole-network stage (`run_fixing_stage(m, 1.0, 0.05)`),
+without training between stages: the export only needs weights that are palette values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras
+import tfmot_wfn
+from tfmot_wfn import lite
+from tfmot_wfn.demo import build_cnn
+from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.lite.palette_format import METADATA_NAME, PALETTE_TENSOR_NAME
+
+L = keras.layers
+ATOL = 1e-5
+
+
+# ------------------------------------------------------------------ helpers
+def randomize_batchnorm(model, seed=0):
+    """Give every BatchNorm non-trivial statistics so folding is really exercised."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            randomize_batchnorm(layer, seed + 1)
+        elif isinstance(layer, L.BatchNormalization):
+            layer.set_weights([
+                rng.uniform(0.5, 2.0, size=v.shape).astype("float32")
+                if v.name in ("gamma", "moving_variance")
+                else (0.3 * rng.normal(size=v.shape)).astype("float32")
+                for v in layer.weights])
+    return model
+
+
+def fully_fixed(model, distance=0.05):
+    fixed = tfmot_wfn.fix_weights(model)
+    tfmot_wfn.run_fixing_stage(fixed, 1.0, distance)
+    return fixed
+
+
+def keras_predict(model, x):
+    return np.asarray(model(x, training=False))
+
+
+def tflite_predict(path_or_bytes, x, decode=True, **kwargs):
+    return lite.run_interpreter(lite.load_interpreter(path_or_bytes, decode=decode, **kwargs), x)
+
+
+def ops_of(data):
+    model = fb.read_model(data)
+    return [fb.op_name(model, op) for op in model.subgraphs[0].operators]
+
+
+def palette_tensors(data):
+    model = fb.read_model(data)
+    return [(s, t) for s, _, t in fb.iter_tensors(model)
+            if fb.tensor_name(t) == PALETTE_TENSOR_NAME]
+
+
+def float_constants(data):
+    """name -> value of every constant float32 tensor of a TFLite file."""
+    model = fb.read_model(data)
+    return {fb.tensor_name(t): fb.constant_array(model, t) for _, _, t in fb.iter_tensors(model)
+            if fb.is_constant(model, t) and t.type == fb.type_value("FLOAT32")}
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# ----------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def trained_cnn(digits):
+    """The demo CNN (Conv-BN-ReLU x2, Flatten, Dense), trained briefly (a few seconds)."""
+    keras.utils.set_random_seed(3)
+    model = build_cnn(keras)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def folded_fixed_cnn(trained_cnn):
+    """fold_batchnorm BEFORE fix_weights: every deployed weight is a palette value."""
+    return fully_fixed(lite.fold_batchnorm(trained_cnn))
+
+
+@pytest.fixture(scope="module")
+def cnn_export(folded_fixed_cnn, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lite")
+    palette = lite.export_tflite(folded_fixed_cnn, folder / "cnn_palette.tflite")
+    dense = lite.export_tflite(folded_fixed_cnn, folder / "cnn_dense.tflite", mode="dense")
+    return palette, dense
+
+
+@pytest.fixture(scope="module")
+def mlp_export(tmp_path_factory):
+    """A Dense-heavy MLP (~100k weights), fully fixed, exported both ways."""
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((64,)), L.Dense(256, activation="relu"),
+                              L.Dense(256, activation="relu"), L.Dense(128, activation="relu"),
+                              L.Dense(10)], name="mlp")
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # non-zero biases, so the converter keeps them
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel, (0.05 * rng.normal(size=bias.shape)).astype("float32")])
+    fixed = fully_fixed(model)
+    folder = tmp_path_factory.mktemp("mlp")
+    return (fixed, lite.export_tflite(fixed, folder / "mlp_palette.tflite"),
+            lite.export_tflite(fixed, folder / "mlp_dense.tflite", mode="dense"))
+
+
+# ----------------------------------------------------------- BatchNorm folding
+def test_fold_batchnorm_keeps_outputs_and_removes_foldable_batchnorms(trained_cnn, digits):
+    model = keras.models.clone_model(trained_cnn)
+    model.set_weights(trained_cnn.get_weights())
+    randomize_batchnorm(model)
+    folded = lite.fold_batchnorm(model)
+    assert lite.foldable_batchnorms(model) == [lite.FoldedPair("conv1", "bn1"),
+                                               lite.FoldedPair("conv2", "bn2")]
+    assert not any(isinstance(layer, L.BatchNormalization) for layer in folded.layers)
+    assert folded.get_layer("conv1").use_bias and folded.get_layer("conv2").use_bias
+    np.testing.assert_allclose(keras_predict(folded, digits.x_test),
+                               keras_predict(model, digits.x_test), atol=ATOL)
+    assert any(isinstance(layer, L.BatchNormalization) for layer in model.layers)  # unchanged
+
+
+def test_fold_batchnorm_sequential_depthwise_separable_dense():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        L.DepthwiseConv2D(3, depth_multiplier=2), L.BatchNormalization(), L.ReLU(),
+        L.SeparableConv2D(5, 3), L.BatchNormalization(center=False),
+        L.Conv2D(4, 1, activation="relu"), L.BatchNormalization(),  # after an activation: kept
+        L.Flatten(), L.Dense(7, use_bias=False), L.BatchNormalization(scale=False),
+    ])
+    randomize_batchnorm(model)
+    folded = lite.fold_batchnorm(model)
+    assert [p.layer for p in lite.foldable_batchnorms(model)] == [
+        model.layers[0].name, model.layers[3].name, model.layers[8].name]
+    assert sum(isinstance(layer, L.BatchNormalization) for layer in folded.layers) == 1
+    x = np.random.default_rng(1).normal(size=(16, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(keras_predict(folded, x), keras_predict(model, x), atol=ATOL)
+
+
+def test_fold_batchnorm_functional_skips_shared_outputs_and_folds_nested_models():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    conv = L.Conv2D(3, 3, padding="same", name="branching")(inp)
+    added = L.Add()([L.BatchNormalization(name="bn_kept")(conv), conv])  # conv output used twice
+    out = L.BatchNormalization(name="bn_folded")(L.Conv2D(3, 1, name="pointwise")(added))
+    inner = keras.Model(inp, out, name="inner")
+    outer_in = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_in, L.Dense(2)(L.Flatten()(inner(outer_in))), name="outer")
+    randomize_batchnorm(outer)
+    assert lite.foldable_batchnorms(outer) == [lite.FoldedPair("pointwise", "bn_folded")]
+    folded = lite.fold_batchnorm(outer)
+    inner_names = [layer.name for layer in folded.get_layer("inner").layers]
+    assert "bn_kept" in inner_names and "bn_folded" not in inner_names
+    x = np.random.default_rng(2).normal(size=(8, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(keras_predict(folded, x), keras_predict(outer, x), atol=ATOL)
+
+
+def test_fold_batchnorm_refuses_a_model_made_by_fix_weights(folded_fixed_cnn):
+    with pytest.raises(ValueError, match="before fixing"):
+        lite.fold_batchnorm(folded_fixed_cnn)
+    with pytest.raises(TypeError):
+        lite.fold_batchnorm(L.Dense(3))
+
+
+# --------------------------------------------------------------- palette file
+def test_palette_export_runs_as_stored_and_decoded_like_keras(folded_fixed_cnn, cnn_export, digits):
+    result, _ = cnn_export
+    expected = keras_predict(tfmot_wfn.strip_fixing(folded_fixed_cnn), digits.x_test)
+    for decode in (False, True):
+        out = tflite_predict(result.path, digits.x_test, decode=decode)
+        np.testing.assert_allclose(out, expected, atol=ATOL, err_msg=f"decode={decode}")
+        np.testing.assert_array_equal(out.argmax(-1), expected.argmax(-1))
+
+
+def test_palette_file_holds_exactly_one_palette_equal_to_the_network_palette(
+        folded_fixed_cnn, cnn_export):
+    result, _ = cnn_export
+    data = read(result.path)
+    found = palette_tensors(data)
+    assert len(found) == 1
+    model = fb.read_model(data)
+    stored = fb.constant_array(model, found[0][1])
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, tfmot_wfn.palette(folded_fixed_cnn))
+    np.testing.assert_array_equal(result.palette, tfmot_wfn.palette(folded_fixed_cnn))
+    assert result.palette_size == stored.size <= 256
+
+
+def test_folded_export_indexes_every_weight_as_uint8(folded_fixed_cnn, cnn_export):
+    result, dense = cnn_export
+    assert result.mode == "palette" and result.bytes == os.path.getsize(result.path)
+    assert set(result.index_dtypes.values()) == {"uint8"}
+    # conv1, conv2 kernels and biases (from the folded BatchNorms), classifier kernel and bias.
+    n_weights = sum(w.size for w in tfmot_wfn.strip_fixing(folded_fixed_cnn).get_weights())
+    assert result.indexed_elements == n_weights
+    assert all(t.dtype != "FLOAT32" for t in result.non_palette)
+    # Every float weight of the dense file is now an index tensor, no float data is left.
+    assert not float_constants(read(result.path)).keys() - {PALETTE_TENSOR_NAME}
+    assert set(result.index_dtypes) == set(float_constants(read(dense.path)))
+
+
+def test_file_decodes_to_the_dense_files_weights_exactly(cnn_export):
+    result, dense = cnn_export
+    decoded = lite.decode_palette(read(result.path))
+    assert "GATHER" not in ops_of(decoded) and "CAST" not in ops_of(decoded)
+    assert ops_of(decoded) == ops_of(read(dense.path))
+    weights, reference = float_constants(decoded), float_constants(read(dense.path))
+    for name, value in reference.items():
+        np.testing.assert_array_equal(weights[name], value, err_msg=name)
+
+
+def test_decode_ops_sit_right_before_the_op_that_reads_the_weight(cnn_export):
+    result, _ = cnn_export
+    model = fb.read_model(read(result.path))
+    subgraph = model.subgraphs[0]
+    ops = subgraph.operators
+    for pos, op in enumerate(ops):
+        if fb.op_name(model, op) != "GATHER":
+            continue
+        assert fb.op_name(model, ops[pos - 1]) == "CAST"
+        assert ops[pos - 1].outputs[0] == op.inputs[1]
+        decoded = op.outputs[0]
+        readers = [p for p, o in enumerate(ops) if decoded in list(o.inputs)]
+        assert readers and min(readers) > pos
+        between = [fb.op_name(model, o) for o in ops[pos + 1:min(readers)]]
+        assert set(between) <= {"CAST", "GATHER"}
+
+
+def test_palette_file_is_at_most_30_percent_of_the_dense_file(mlp_export):
+    fixed, palette, dense = mlp_export
+    assert sum(w.size for w in fixed.get_weights()) > 50_000
+    assert palette.bytes <= 0.30 * dense.bytes, (palette.bytes, dense.bytes)
+    x = np.random.default_rng(0).normal(size=(64, 64)).astype("float32")
+    expected = keras_predict(tfmot_wfn.strip_fixing(fixed), x)
+    for decode in (False, True):
+        out = tflite_predict(palette.path, x, decode=decode)
+        np.testing.assert_allclose(out, expected, atol=ATOL)
+        np.testing.assert_array_equal(out.argmax(-1), expected.argmax(-1))
+    # biases were fixed too: all 4 kernels and 4 biases are indexed
+    assert len(palette.indexed) == 8
+    assert not [t for t in palette.non_palette if t.dtype == "FLOAT32"]
+
+
+# ------------------------------------------------------------ non-palette tensors
+def test_unfolded_batchnorm_is_reported_with_reasons(stripped_cnn, digits, tmp_path):
+    """The conftest CNN keeps its BatchNorms: the converter folds them and the palette breaks."""
+    result = lite.export_tflite(stripped_cnn, tmp_path / "bn.tflite")
+    reasons = [t.reason for t in result.non_palette if t.dtype == "FLOAT32"]
+    bn_names = [layer.name for layer in stripped_cnn.layers
+                if isinstance(layer, L.BatchNormalization)]
+    conv_names = [layer.name for layer in stripped_cnn.layers if isinstance(layer, L.Conv2D)]
+    for bn, conv in zip(bn_names, conv_names):
+        assert any(r.startswith(f"BatchNorm {bn!r} folded into {conv!r}: values are not in the "
+                                "palette") and "fold_batchnorm" in r for r in reasons), reasons
+        assert any(r.startswith("bias of size ") and "not in palette" in r and repr(bn) in r
+                   for r in reasons), reasons
+    assert len(reasons) == 4
+    # The Dense classifier (no BatchNorm after it) is still palette-indexed.
+    assert result.indexed and set(result.index_dtypes.values()) == {"uint8"}
+    expected = keras_predict(stripped_cnn, digits.x_test)
+    for decode in (False, True):
+        out = tflite_predict(result.path, digits.x_test, decode=decode)
+        np.testing.assert_allclose(out, expected, atol=ATOL)
+        np.testing.assert_array_equal(out.argmax(-1), expected.argmax(-1))
+    # inspect shows the same reasons later, from the file's metadata.
+    shown = {t.name: t.reason for t in lite.inspect(result.path).non_palette}
+    assert shown == {t.name: t.reason for t in result.non_palette}
+
+
+def test_partly_fixed_model_reports_not_fixed_tensors(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((16,)), L.Dense(64, activation="relu", name="hidden"),
+                              L.Dense(4, name="head")])
+    fixed = tfmot_wfn.fix_weights(model)
+    tfmot_wfn.run_fixing_stage(fixed, 0.5, 0.05)
+    result = lite.export_tflite(fixed, tmp_path / "half.tflite")
+    np.testing.assert_array_equal(result.palette, tfmot_wfn.palette(fixed))  # fixed values only
+    not_fixed = [t for t in result.non_palette if t.reason.startswith("not fixed")]
+    assert not_fixed and all("values are not in the palette" in t.reason for t in not_fixed)
+    assert all("'hidden'" in t.reason or "'head'" in t.reason for t in not_fixed)
+    x = np.random.default_rng(3).normal(size=(32, 16)).astype("float32")
+    expected = keras_predict(tfmot_wfn.strip_fixing(fixed), x)
+    np.testing.assert_allclose(tflite_predict(result.path, x, decode=False), expected, atol=ATOL)
+
+
+def test_bias_outside_the_palette_is_reported_by_size(tmp_path):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((12,)), L.Dense(24, name="d")])
+    model.layers[0].set_weights([model.layers[0].get_weights()[0],
+                                 np.linspace(-1, 1, 24).astype("float32")])
+    fixed = tfmot_wfn.fix_weights(model, fix_biases=False)
+    tfmot_wfn.run_fixing_stage(fixed, 1.0, 0.05)
+    result = lite.export_tflite(fixed, tmp_path / "bias.tflite")
+    (bias,) = [t for t in result.non_palette if t.dtype == "FLOAT32"]
+    assert bias.reason.startswith("bias of size 24 not in palette"), bias.reason
+    assert bias.shape == (24,) and bias.bytes == 96
+    assert len(result.indexed) == 1
+
+
+# ------------------------------------------------------------------- inspect
+def test_inspect_numbers_match_the_export_and_the_model(folded_fixed_cnn, cnn_export):
+    result, _ = cnn_export
+    report = lite.inspect(result.path)
+    assert report.format == "palette" and report.format_version == 1
+    assert report.file_bytes == result.bytes == os.path.getsize(result.path)
+    np.testing.assert_array_equal(report.palette, tfmot_wfn.palette(folded_fixed_cnn))
+    assert report.palette_bytes == 4 * report.palette_size
+    assert report.index_dtype == "uint8" and report.index_dtypes == result.index_dtypes
+    by_name = {t.name: t for t in report.indexed}
+    assert {t.name: t.elements for t in result.indexed} == {
+        n: t.elements for n, t in by_name.items()}
+    assert {t.name: t.unique_values for t in result.indexed} == {
+        n: t.unique_values for n, t in by_name.items()}
+    assert all(t.bytes == t.elements for t in report.indexed)  # uint8
+    # unique values per tensor = unique values of the Keras weight it came from
+    keras_uniques = sorted(np.unique(w).size for w in
+                           tfmot_wfn.strip_fixing(folded_fixed_cnn).get_weights())
+    assert sorted(t.unique_values for t in report.indexed) == keras_uniques
+    assert report.indexed_elements == result.indexed_elements
+    assert report.indexed_bytes + report.other_bytes + report.palette_bytes <= report.constant_bytes
+    assert report.constant_bytes + report.overhead_bytes == report.file_bytes
+    assert {t.name: t.reason for t in report.non_palette} == {
+        t.name: t.reason for t in result.non_palette}
+    text = str(report)
+    assert "palette: " in text and "totals:" in text
+    for t in report.tensors:
+        assert t.name[-20:] in text
+    json.dumps(report.to_dict())  # JSON-ready
+
+
+def test_inspect_a_dense_file(cnn_export):
+    _, dense = cnn_export
+    report = lite.inspect(dense.path)
+    assert report.format == "dense" and report.palette is None and not report.indexed
+    assert report.file_bytes == dense.bytes
+    floats = [t for t in report.non_palette if t.stored_as == "float32"]
+    assert floats and all("dense" in t.reason for t in floats)
+    assert {t.name for t in dense.non_palette} == {t.name for t in report.non_palette}
+    assert "palette: " not in str(report)
+
+
+def test_metadata_entry_holds_json_reasons(stripped_cnn, tmp_path):
+    result = lite.export_tflite(stripped_cnn, tmp_path / "m.tflite")
+    raw = fb.get_metadata(fb.read_model(read(result.path)), METADATA_NAME)
+    meta = json.loads(raw)
+    assert meta["format"] == "tfmot_wfn.palette_tflite" and meta["version"] == 1
+    assert meta["palette_size"] == result.palette_size
+    assert {e["tensor"] for e in meta["not_indexed"]} == {
+        t.name for t in result.non_palette if t.dtype == "FLOAT32"}
+
+
+# ------------------------------------------------------------------ edge cases
+LAYER_MODELS = {
+    "conv1d": lambda: keras.Sequential([keras.Input((16, 3)), L.Conv1D(8, 3, activation="relu"),
+                                        L.GlobalAveragePooling1D(), L.Dense(4)]),
+    "depthwise_separable": lambda: keras.Sequential([
+        keras.Input((8, 8, 3)), L.DepthwiseConv2D(3, depth_multiplier=2), L.SeparableConv2D(6, 3),
+        L.Flatten(), L.Dense(4)]),
+    "conv2d_transpose": lambda: keras.Sequential([
+        keras.Input((4, 4, 3)), L.Conv2DTranspose(5, 3, strides=2, padding="same"), L.Flatten(),
+        L.Dense(3)]),
+    "embedding_layernorm": lambda: keras.Sequential([
+        keras.Input((6,), dtype="int32"), L.Embedding(20, 8), L.LayerNormalization(), L.Flatten(),
+        L.Dense(3)]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_MODELS))
+def test_other_layer_types_export_and_run(kind, tmp_path):
+    keras.utils.set_random_seed(8)
+    model = LAYER_MODELS[kind]()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # non-zero biases and LayerNorm beta, so they are exported
+        layer.set_weights([w + (0.1 * rng.normal(size=w.shape)).astype(w.dtype)
+                           for w in layer.get_weights()])
+    fixed = fully_fixed(model)
+    result = lite.export_tflite(fixed, tmp_path / f"{kind}.tflite")
+    n_weights = sum(w.size for w in fixed.get_weights() if w.dtype == np.float32)
+    assert result.indexed
+    shape = [4] + list(model.inputs[0].shape[1:])
+    x = (rng.integers(0, 20, size=shape).astype("int32") if kind.startswith("embedding")
+         else rng.normal(size=shape).astype("float32"))
+    expected = keras_predict(tfmot_wfn.strip_fixing(fixed), x)
+    for decode in (False, True):
+        np.testing.assert_allclose(tflite_predict(result.path, x, decode=decode), expected,
+                                   atol=ATOL, err_msg=f"decode={decode}")
+    floats = [t for t in result.non_palette if t.dtype == "FLOAT32"]
+    if kind.startswith("embedding"):  # the LayerNorm epsilon is a graph constant
+        assert [t.elements for t in floats] == [1]
+        assert floats[0].reason.startswith("no weight of the Keras model has these values")
+    else:
+        assert not floats
+    assert result.indexed_elements <= n_weights
+
+
+def test_more_than_256_values_use_int16_indices(tmp_path):
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((20,)), L.Dense(30)])  # unfixed: 630 distinct values
+    result = lite.export_tflite(model, tmp_path / "wide.tflite")
+    assert result.palette_size > 256
+    assert set(result.index_dtypes.values()) == {"int16"}
+    x = np.random.default_rng(0).normal(size=(8, 20)).astype("float32")
+    for decode in (False, True):
+        np.testing.assert_allclose(tflite_predict(result.path, x, decode=decode),
+                                   keras_predict(model, x), atol=ATOL)
+    assert lite.inspect(result.path).index_dtype == "int16"
+
+
+def test_a_weight_read_by_two_ops_is_decoded_once_before_the_first(tmp_path):
+    keras.utils.set_random_seed(7)
+    shared = L.Dense(8, name="shared")
+    inp = keras.Input((8,))
+    model = keras.Model(inp, shared(L.ReLU()(shared(inp))))
+    fixed = fully_fixed(model)
+    result = lite.export_tflite(fixed, tmp_path / "shared.tflite")
+    data = read(result.path)
+    assert ops_of(data).count("GATHER") == len(result.indexed)
+    x = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    expected = keras_predict(tfmot_wfn.strip_fixing(fixed), x)
+    for decode in (False, True):
+        np.testing.assert_allclose(tflite_predict(result.path, x, decode=decode), expected,
+                                   atol=ATOL)
+
+
+def test_dense_mode_is_an_ordinary_float_file(folded_fixed_cnn, cnn_export, digits):
+    _, dense = cnn_export
+    data = read(dense.path)
+    assert not palette_tensors(data) and "GATHER" not in ops_of(data)
+    assert fb.get_metadata(fb.read_model(data), METADATA_NAME) is None
+    assert dense.mode == "dense" and dense.palette_size == 0 and not dense.index_dtypes
+    assert lite.decode_palette(data) == data
+    np.testing.assert_allclose(tflite_predict(dense.path, digits.x_test),
+                               keras_predict(tfmot_wfn.strip_fixing(folded_fixed_cnn),
+                                             digits.x_test),
+                               atol=ATOL)
+
+
+def test_export_from_a_saved_keras_file(folded_fixed_cnn, cnn_export, tmp_path):
+    result, _ = cnn_export
+    saved = tmp_path / "fixed.keras"
+    tfmot_wfn.strip_fixing(folded_fixed_cnn).save(saved)
+    again = lite.export_tflite(str(saved), tmp_path / "from_file.tflite")
+    assert again.bytes == result.bytes and again.index_dtypes == result.index_dtypes
+    with pytest.raises(FileNotFoundError):
+        lite.export_tflite(tmp_path / "missing.keras", tmp_path / "x.tflite")
+
+
+def test_export_result_str_and_dict(cnn_export):
+    result, _ = cnn_export
+    text = str(result)
+    assert "palette TFLite" in text and f"{result.palette_size} float32 values" in text
+    json.dumps(result.to_dict())
+
+
+# ----------------------------------------------------------------- runtimes
+def test_make_interpreter_prefers_ai_edge_litert_and_accepts_path_or_bytes(cnn_export):
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from ai_edge_litert.interpreter import Interpreter
+
+    result, _ = cnn_export
+    assert lite.available_runtimes()[0] == "ai_edge_litert"
+    from_path = lite.make_interpreter(result.path)
+    from_bytes = lite.make_interpreter(read(result.path), num_threads=1)
+    assert lite.runtime_name(from_path) == lite.runtime_name(from_bytes) == "ai_edge_litert"
+    assert isinstance(from_path, Interpreter)
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+@pytest.mark.parametrize("runtime", ["ai_edge_litert", "tflite_runtime", "tensorflow"])
+def test_every_installed_runtime_runs_the_file_as_stored_and_decoded(
+        runtime, cnn_export, folded_fixed_cnn, digits):
+    if runtime not in lite.available_runtimes():
+        pytest.skip(f"{runtime} is not installed")
+    result, _ = cnn_export
+    expected = keras_predict(tfmot_wfn.strip_fixing(folded_fixed_cnn), digits.x_test)
+    for decode in (False, True):
+        interpreter = lite.load_interpreter(result.path, decode=decode, runtime=runtime)
+        assert lite.runtime_name(interpreter) == runtime
+        out = lite.run_interpreter(interpreter, digits.x_test)
+        np.testing.assert_allclose(out, expected, atol=ATOL)
+        np.testing.assert_array_equal(out.argmax(-1), expected.argmax(-1))
+
+
+def test_decode_true_loads_static_weights_and_decode_false_keeps_the_gathers(cnn_export):
+    result, _ = cnn_export
+    stored = lite.load_interpreter(result.path, decode=False)
+    decoded = lite.load_interpreter(result.path, decode=True)
+    stored_ops = [op["op_name"] for op in stored._get_ops_details()]
+    decoded_ops = [op["op_name"] for op in decoded._get_ops_details()]
+    assert stored_ops.count("GATHER") == len(result.indexed) == stored_ops.count("CAST")
+    assert "GATHER" not in decoded_ops and "CAST" not in decoded_ops
+    # Decoding twice changes nothing; the decoded bytes are a plain float file.
+    once = lite.decode_palette(read(result.path))
+    assert lite.decode_palette(once) == once
+    assert lite.inspect(once).format == "dense"
+
+
+def test_latency_and_size_helpers_run(mlp_export, tmp_path):
+    fixed, palette, dense = mlp_export
+    from tfmot_wfn.lite.benchmark import export_and_measure
+    from tfmot_wfn.lite.latency import compare_latency
+
+    times = compare_latency({"float": dense.path, "stored": (palette.path, False),
+                             "decoded": palette.path}, runs=5, warmup=1, batch=2)
+    assert set(times.median_us) == {"float", "stored", "decoded"} and times.batch == 2
+    assert times.ratio("decoded", "float") > 0 and "median" in str(times)
+    x = np.random.default_rng(0).normal(size=(16, 64)).astype("float32")
+    numbers = export_and_measure(fixed, str(tmp_path), x_test=x, runs=3)
+    assert numbers["palette_bytes"] == palette.bytes and numbers["dense_bytes"] == dense.bytes
+    assert numbers["top1_equal_as_stored"] and numbers["top1_equal_decoded"]
+    assert numbers["max_abs_diff_decoded"] <= ATOL
+    json.dumps(numbers)
+
+
+# ------------------------------------------------------------------- errors
+def test_clear_errors(cnn_export, tmp_path, folded_fixed_cnn):
+    result, dense = cnn_export
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        lite.inspect(b"not a model at all")
+    with pytest.raises(FileNotFoundError):
+        lite.inspect(tmp_path / "missing.tflite")
+    with pytest.raises(FileNotFoundError):
+        lite.load_interpreter(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        lite.export_tflite(folded_fixed_cnn, tmp_path / "x.tflite", mode="zip")
+    with pytest.raises(ValueError, match="already palette-encoded"):
+        lite.encode_palette(read(result.path), [0.0, 1.0])
+    with pytest.raises(ValueError, match="32768"):
+        lite.encode_palette(read(dense.path), np.arange(40000, dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        lite.encode_palette(read(dense.path), [0.0, np.nan])
+    with pytest.raises(ValueError, match="unknown runtime"):
+        lite.make_interpreter(result.path, runtime="onnx")
+
+
+def test_out_of_range_index_and_newer_version_are_refused(cnn_export):
+    result, _ = cnn_export
+    model = fb.read_model(read(result.path))
+    subgraph = model.subgraphs[0]
+    index_tensor = next(t for t in subgraph.tensors if fb.tensor_name(t).startswith("wfn_idx"))
+    data = np.asarray(model.buffers[index_tensor.buffer].data).copy()
+    data[0] = 255
+    model.buffers[index_tensor.buffer].data = data
+    damaged = fb.write_model(model)
+    with pytest.raises(ValueError, match="outside the palette"):
+        lite.decode_palette(damaged)
+    with pytest.raises(ValueError, match="outside the palette"):
+        lite.inspect(damaged)
+
+    model = fb.read_model(read(result.path))
+    meta = json.loads(fb.get_metadata(model, METADATA_NAME))
+    meta["version"] = 99
+    fb.set_metadata(model, METADATA_NAME, json.dumps(meta).encode())
+    with pytest.raises(ValueError, match="version 99"):
+        lite.inspect(fb.write_model(model))

@@ -1,0 +1,247 @@
+"""Fold BatchNormalization into the Conv/Dense layer before it, before fixing.
+
+The TFLite converter folds an inference-mode BatchNorm into the preceding
+layer: each output channel of the kernel is multiplied by
+``gamma / sqrt(var + eps)``, which turns palette values into arbitrary floats.
+Folding first, then fixing, makes the deployed kernels palette values:
+
+```python
+folded = fold_batchnorm(trained_float_model)          # plain Keras model, no folded BN left
+fixed = tfmot_wfn.fix_weights(folded)                  # fix, fine-tune, strip as usual
+```
+
+A BatchNormalization is folded when it directly follows a Dense, Conv1D/2D/3D,
+DepthwiseConv1D/2D or SeparableConv1D/2D layer that has a linear activation,
+is called once, and whose output feeds only that BatchNorm, with the BatchNorm
+normalizing the layer's channel axis. Other BatchNorms stay as they are.
+The folded model computes the same inference outputs (to float32 rounding);
+training it no longer normalizes batches, so fine-tune with a lower learning
+rate than the float training used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List
+
+import numpy as np
+
+from tfmot_wfn.keras.compat import keras
+
+L = keras.layers
+# Layers whose output channels are the last axis of their (last) kernel.
+_LAST_AXIS_KERNEL = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.SeparableConv1D, L.SeparableConv2D)
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+FOLDABLE_LAYERS = _LAST_AXIS_KERNEL + _DEPTHWISE
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldedPair:
+    """A layer and the BatchNormalization folded into it (layer names)."""
+
+    layer: str
+    batchnorm: str
+
+
+def _is_model(layer) -> bool:
+    return isinstance(layer, keras.Model)
+
+
+def _channel_axis(layer, rank: int) -> int:
+    if isinstance(layer, L.Dense):
+        return rank - 1
+    data_format = getattr(layer, "data_format", "channels_last")
+    return 1 if data_format == "channels_first" else rank - 1
+
+
+def _layer_can_fold(layer) -> bool:
+    # Transposed convolutions keep output channels elsewhere (and subclass Conv in tf_keras).
+    if not isinstance(layer, FOLDABLE_LAYERS) or "Transpose" in type(layer).__name__:
+        return False
+    config = layer.get_config()
+    if config.get("activation", "linear") != "linear" or config.get("lora_rank"):
+        return False
+    names = {v.name for v in layer.weights}
+    return names <= {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
+
+
+def _batchnorm_matches(layer, bn, output_shape) -> bool:
+    if not isinstance(bn, L.BatchNormalization) or not isinstance(bn.axis, int):
+        return False
+    rank = len(output_shape)
+    return bn.axis % rank == _channel_axis(layer, rank)
+
+
+def _functional_pairs(model) -> Dict[int, object]:
+    """id(BatchNorm) -> the layer it folds into, for a Functional model."""
+    outputs = {id(t) for t in model.outputs}
+    pairs = {}
+    for bn in model.layers:
+        if not isinstance(bn, L.BatchNormalization) or len(bn._inbound_nodes) != 1:
+            continue
+        node = bn._inbound_nodes[0]
+        if len(node.input_tensors) != 1:
+            continue
+        tensor = node.input_tensors[0]
+        layer = tensor._keras_history.operation
+        if (not _layer_can_fold(layer) or len(layer._inbound_nodes) != 1
+                or len(layer._outbound_nodes) != 1 or id(tensor) in outputs
+                or layer not in model.layers):
+            continue
+        if _batchnorm_matches(layer, bn, tensor.shape):
+            pairs[id(bn)] = layer
+    return pairs
+
+
+def _sequential_pairs(model) -> Dict[int, object]:
+    pairs = {}
+    layers = model.layers
+    for layer, bn in zip(layers[:-1], layers[1:]):
+        if not _layer_can_fold(layer) or not isinstance(bn, L.BatchNormalization):
+            continue
+        if _batchnorm_matches(layer, bn, layer.output.shape):
+            pairs[id(bn)] = layer
+    return pairs
+
+
+def _pairs(model) -> Dict[int, object]:
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
+    if isinstance(model, keras.Sequential):
+        return _sequential_pairs(model)
+    return _functional_pairs(model)
+
+
+def foldable_batchnorms(model) -> List[FoldedPair]:
+    """The (layer, BatchNorm) pairs `fold_batchnorm` would fold, nested models included.
+
+    ```python
+    >>> foldable_batchnorms(build_cnn(keras))
+    [FoldedPair(layer='conv1', batchnorm='bn1'), FoldedPair(layer='conv2', batchnorm='bn2')]
+    ```
+    """
+    found = []
+    bn_by_id = {id(layer): layer for layer in model.layers}
+    for bn_id, layer in _pairs(model).items():
+        found.append(FoldedPair(layer.name, bn_by_id[bn_id].name))
+    for layer in model.layers:
+        if _is_model(layer):
+            found.extend(foldable_batchnorms(layer))
+    return found
+
+
+def batchnorm_scale_shift(bn):
+    """``(scale, shift)`` of an inference-mode BatchNorm: ``y = x * scale + shift`` (float64)."""
+    values = {v.name: np.asarray(v.numpy(), np.float64) for v in bn.weights}
+    var = values["moving_variance"]
+    gamma = values.get("gamma", np.ones_like(var))
+    beta = values.get("beta", np.zeros_like(var))
+    scale = gamma / np.sqrt(var + float(bn.epsilon))
+    return scale, beta - values["moving_mean"] * scale
+
+
+def folded_weights(layer, bn) -> Dict[str, np.ndarray]:
+    """The ``layer`` weights (by variable name) with ``bn`` folded in; bias always present."""
+    values = {v.name: np.asarray(v.numpy(), np.float64) for v in layer.weights}
+    scale, shift = batchnorm_scale_shift(bn)
+    if isinstance(layer, _DEPTHWISE):
+        kernel = values["kernel"]
+        values["kernel"] = kernel * scale.reshape(kernel.shape[-2:])
+    else:
+        key = "pointwise_kernel" if "pointwise_kernel" in values else "kernel"
+        values[key] = values[key] * scale
+    values["bias"] = values.get("bias", np.zeros_like(scale)) * scale + shift
+    return values
+
+
+def _folded_layer(layer, bn):
+    config = layer.get_config()
+    config["use_bias"] = True
+    new = layer.__class__.from_config(config)
+    build_config = layer.get_build_config()
+    if build_config is not None:
+        new.build_from_config(build_config)
+    values = folded_weights(layer, bn)
+    new.set_weights([values[v.name].astype(v.dtype) for v in new.weights])
+    return new
+
+
+def _copy_layer(layer):
+    new = layer.__class__.from_config(layer.get_config())
+    if layer.built and layer.weights:
+        build_config = layer.get_build_config()
+        if build_config is not None:
+            new.build_from_config(build_config)
+        new.set_weights(layer.get_weights())
+    return new
+
+
+def fold_batchnorm(model):
+    """A new plain Keras model with each foldable BatchNormalization folded into its layer.
+
+    ``model`` is not changed. The kernel of the layer before the BatchNorm is
+    scaled per output channel by ``gamma / sqrt(moving_variance + epsilon)``, its
+    bias becomes ``(bias - moving_mean) * scale + beta`` (a bias is added if it had
+    none), and the BatchNorm disappears. Inference outputs are unchanged (to
+    float32 rounding, ~1e-6 relative). Use it on the trained float model BEFORE
+    `tfmot_wfn.fix_weights`, so the exported kernels are palette values.
+
+    ```python
+    folded = fold_batchnorm(model)
+    np.testing.assert_allclose(folded.predict(x), model.predict(x), atol=1e-5)
+    ```
+
+    Raises:
+      TypeError: not a Sequential/Functional Keras model.
+      ValueError: the model is unbuilt or made by fix_weights (fold before fixing).
+    """
+    from tfmot_wfn.lite.keras_conversion import is_wrapped
+
+    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
+        raise TypeError(f"fold_batchnorm expects a Keras model, got {type(model).__name__}")
+    if is_wrapped(model):
+        raise ValueError(
+            f"model {model.name!r} was made by tfmot_wfn.fix_weights: fold BatchNorm into the "
+            "float model before fixing (fold_batchnorm(float_model), then fix_weights), since "
+            "folding rescales the fixed palette values.")
+    pairs = _pairs(model)
+    folded_into = {id(layer): bn_id for bn_id, layer in pairs.items()}
+    bn_by_id = {id(layer): layer for layer in model.layers}
+    skip = set(pairs)
+
+    def clone(layer):
+        if _is_model(layer):
+            return fold_batchnorm(layer)
+        if id(layer) in folded_into:
+            return _folded_layer(layer, bn_by_id[folded_into[id(layer)]])
+        return _copy_layer(layer)
+
+    if isinstance(model, keras.Sequential):
+        first = model._layers[0] if model._layers else None
+        layers = [clone(layer) for layer in model.layers if id(layer) not in skip]
+        if isinstance(first, L.InputLayer):
+            layers.insert(0, keras.Input(batch_shape=first.batch_shape,
+                                         dtype=getattr(first, "_dtype", None) or first.dtype,
+                                         name=first.name))
+        return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+
+    skipped_clones = set()
+
+    def clone_function(layer):
+        if id(layer) in skip:
+            placeholder = L.Identity(name=layer.name)  # never called: the BN is bypassed
+            skipped_clones.add(id(placeholder))
+            return placeholder
+        return clone(layer)
+
+    def call_function(layer, *args, **kwargs):
+        if id(layer) in skipped_clones:
+            return args[0]
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=clone_function,
+                                    call_function=call_function)
+
+
+__all__ = ["FOLDABLE_LAYERS", "FoldedPair", "batchnorm_scale_shift", "fold_batchnorm",
+           "foldable_batchnorms", "folded_weights"]

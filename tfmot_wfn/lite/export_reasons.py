@@ -1,0 +1,130 @@
+"""Why a constant tensor of an exported model is not palette-indexed, using the Keras model.
+
+The converter renames and transposes weights, so a TFLite constant is matched
+to its Keras origin by its sorted values (layout-independent): a raw weight, a
+kernel or bias with a BatchNorm folded in by the converter, or a standalone
+BatchNorm's scale/shift.
+
+```python
+explain = keras_explainer(plain_model, palette)
+data, meta, indexed, others = encode_palette(tflite_bytes, palette, explain=explain)
+print(others[0].reason)   # "BatchNorm 'bn1' folded into 'conv1': values are not in the palette ..."
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from tfmot_wfn.lite.palette_encoding import ConstantTensor, Explainer, generic_reason
+
+FOLD_HINT = "apply tfmot_wfn.lite.fold_batchnorm to the float model before fix_weights"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Origin:
+    sorted_values: np.ndarray
+    reason: str
+    exact: bool
+
+
+def _converter_folded_pairs(model):
+    """(layer, bn) pairs the TFLite converter folds: the same rule as fold_batchnorm."""
+    from tfmot_wfn.lite.batchnorm_folding import _pairs
+
+    pairs = []
+
+    def visit(m):
+        by_id = {id(layer): layer for layer in m.layers}
+        pairs.extend((layer, by_id[bn_id]) for bn_id, layer in _pairs(m).items())
+        for layer in m.layers:
+            if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+                visit(layer)
+
+    visit(model)
+    return pairs
+
+
+def _batchnorms(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+            yield from _batchnorms(layer)
+        elif type(layer).__name__ == "BatchNormalization":
+            yield layer
+
+
+def _origins(model) -> Dict[int, List[_Origin]]:
+    from tfmot_wfn.keras.metrics import layer_weights
+    from tfmot_wfn.lite.batchnorm_folding import batchnorm_scale_shift, folded_weights
+
+    found: Dict[int, List[_Origin]] = {}
+
+    def add(values, reason, exact):
+        flat = np.sort(np.asarray(values, np.float32).ravel())
+        found.setdefault(flat.size, []).append(_Origin(flat, reason, exact))
+
+    folded_bns = set()
+    for layer, bn in _converter_folded_pairs(model):
+        folded_bns.add(id(bn))
+        values = folded_weights(layer, bn)
+        for name, v in values.items():
+            if name == "bias":
+                add(v, f"bias of size {v.size} not in palette: BatchNorm {bn.name!r} shift folded "
+                       f"into {layer.name!r} by the converter", False)
+            elif name != "depthwise_kernel":
+                add(v, f"BatchNorm {bn.name!r} folded into {layer.name!r}: values are not in the "
+                       f"palette ({FOLD_HINT})", False)
+    for bn in _batchnorms(model):
+        if id(bn) in folded_bns:
+            continue
+        scale, shift = batchnorm_scale_shift(bn)
+        add(scale, f"BatchNorm {bn.name!r} scale gamma/sqrt(var+eps): moving statistics are "
+                   "not fixed weights", False)
+        add(shift, f"BatchNorm {bn.name!r} shift beta-mean*scale: moving statistics are not "
+                   "fixed weights", False)
+    try:
+        rows = layer_weights(model)
+    except ValueError:
+        rows = []
+    for layer_name, weight_path, values, _ in rows:
+        kind = "bias" if weight_path.endswith("bias") else "weight"
+        add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True)
+    return found
+
+
+def _matches(origin: _Origin, values: np.ndarray) -> bool:
+    if origin.exact:
+        return bool(np.array_equal(origin.sorted_values, values))
+    return bool(np.allclose(origin.sorted_values, values, rtol=1e-4, atol=1e-6))
+
+
+def keras_explainer(model) -> Explainer:
+    """An explainer naming the Keras layer (and folded BatchNorm) a constant came from.
+
+    Falls back to `generic_reason` for constants it cannot match.
+    """
+    origins = _origins(model)
+
+    def explain(t: ConstantTensor) -> Optional[str]:
+        if t.values is None or t.outside_palette <= 0:
+            return None
+        values = np.sort(t.values.ravel())
+        for origin in origins.get(values.size, []):
+            if not _matches(origin, values):
+                continue
+            if not origin.exact:
+                return origin.reason
+            outside = f"{t.outside_palette} of {t.elements} values are not in the palette"
+            if t.is_bias:
+                return f"bias of size {t.elements} not in palette: {origin.reason}, {outside}"
+            return f"not fixed: {origin.reason}, {outside}"
+        if t.is_bias:
+            return generic_reason(t)
+        return (f"no weight of the Keras model has these values (a graph constant such as an "
+                f"epsilon, or a weight the converter transformed): {t.outside_palette} of "
+                f"{t.elements} values are not in the palette")
+
+    return explain

@@ -1,0 +1,235 @@
+"""`inspect`: what a (palette or dense) TFLite file stores, tensor by tensor.
+
+```python
+report = inspect("model.tflite")
+print(report)                     # the table
+report.palette                    # the shared palette (float32), None for a dense file
+report.index_dtypes               # {"model/conv1/convolution": "uint8", ...}
+[(t.name, t.reason) for t in report.non_palette]
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.lite.palette_format import (
+    find_decoders,
+    non_float_reason,
+    palette_tensor_index,
+    read_metadata,
+)
+
+NO_METADATA_REASON = "no tfmot_wfn palette metadata: a dense float TFLite file"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One constant tensor: how it is stored, its size and, if not indexed, why.
+
+    ``stored_as``: ``"uint8"``/``"int16"`` indices, or the tensor's own type
+    (``"float32"``, ``"int32"``...). ``unique_values``: distinct values it holds
+    (for indices: palette entries it uses). ``bytes``: its data bytes.
+    """
+
+    subgraph: int
+    name: str
+    shape: tuple
+    elements: int
+    stored_as: str
+    unique_values: int
+    bytes: int
+    palette_indexed: bool
+    reason: str = ""
+
+
+@dataclasses.dataclass
+class TFLiteInspection:
+    """The result of `inspect`; ``str()`` prints a table, ``to_dict()`` gives JSON-ready data."""
+
+    path: str
+    file_bytes: int
+    format: str
+    format_version: Optional[int]
+    producer: str
+    palette: Optional[np.ndarray]
+    palette_bytes: int
+    index_dtype: Optional[str]
+    tensors: List[TensorInfo]
+    constant_bytes: int
+
+    @property
+    def indexed(self) -> List[TensorInfo]:
+        return [t for t in self.tensors if t.palette_indexed]
+
+    @property
+    def non_palette(self) -> List[TensorInfo]:
+        return [t for t in self.tensors if not t.palette_indexed]
+
+    @property
+    def palette_size(self) -> int:
+        return 0 if self.palette is None else int(self.palette.size)
+
+    @property
+    def index_dtypes(self) -> Dict[str, str]:
+        return {t.name: t.stored_as for t in self.indexed}
+
+    @property
+    def indexed_elements(self) -> int:
+        return sum(t.elements for t in self.indexed)
+
+    @property
+    def indexed_bytes(self) -> int:
+        return sum(t.bytes for t in self.indexed)
+
+    @property
+    def float_elements(self) -> int:
+        return sum(t.elements for t in self.non_palette if t.stored_as == "float32")
+
+    @property
+    def other_bytes(self) -> int:
+        """Data bytes of the constants that are not palette-indexed."""
+        return sum(t.bytes for t in self.non_palette)
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Graph, names, metadata and alignment: the file minus all tensor data."""
+        return self.file_bytes - self.constant_bytes
+
+    def to_dict(self) -> Dict:
+        out = dataclasses.asdict(self)
+        out["palette"] = None if self.palette is None else [float(v) for v in self.palette]
+        out.update(palette_size=self.palette_size, indexed_elements=self.indexed_elements,
+                   indexed_bytes=self.indexed_bytes, other_bytes=self.other_bytes,
+                   overhead_bytes=self.overhead_bytes)
+        return out
+
+    def __str__(self) -> str:
+        head = f"{self.path or '<bytes>'}: {self.file_bytes:,} bytes, {self.format} TFLite"
+        if self.format_version is not None:
+            head += f" (format v{self.format_version})"
+        lines = [head]
+        if self.palette is not None:
+            lines.append(f"palette: {self.palette_size} float32 values "
+                         f"({self.palette_bytes} bytes), {self.index_dtype} indices: "
+                         + ", ".join(f"{v:g}" for v in self.palette))
+        rows = [("tensor", "shape", "elements", "stored as", "unique", "bytes", "palette")]
+        for t in self.tensors:
+            rows.append((t.name, "x".join(str(d) for d in t.shape) or "scalar", f"{t.elements:,}",
+                         t.stored_as, str(t.unique_values) if t.unique_values >= 0 else "-",
+                         f"{t.bytes:,}", "yes" if t.palette_indexed else "no"))
+        name_width = min(60, max(len(r[0]) for r in rows))
+        widths = [name_width] + [max(len(r[i]) for r in rows) for i in range(1, len(rows[0]))]
+        for r in rows:
+            name = r[0] if len(r[0]) <= name_width else "..." + r[0][-(name_width - 3):]
+            cells = [name.ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+            lines.append("  ".join(cells))
+        total_weights = self.indexed_elements + self.float_elements
+        share = self.indexed_elements / total_weights if total_weights else 0.0
+        lines.append(
+            f"totals: {total_weights:,} float weights, {self.indexed_elements:,} palette-indexed "
+            f"({share:.1%}) in {self.indexed_bytes:,} bytes; other constants {self.other_bytes:,} "
+            f"bytes; palette {self.palette_bytes:,} bytes; graph+metadata {self.overhead_bytes:,} "
+            f"bytes; file {self.file_bytes:,} bytes")
+        if self.non_palette:
+            lines.append("not palette-indexed:")
+            for t in self.non_palette:
+                lines.append(f"  {t.name}: {t.reason}")
+        return "\n".join(lines)
+
+
+def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
+    """Describe a TFLite file written by `export_tflite` (palette or dense) or any other.
+
+    Lists the palette, every constant tensor (stored dtype, element count, unique
+    values, bytes), whole-file totals, and for each tensor that is not
+    palette-indexed the reason recorded at export (in the ``tfmot_wfn`` metadata).
+
+    Raises:
+      FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data, shown = bytes(path), ""
+    else:
+        shown = os.fspath(path)
+        if not os.path.isfile(shown):
+            raise FileNotFoundError(f"no TFLite file at {shown!r}")
+        with open(shown, "rb") as f:
+            data = f.read()
+    model = fb.read_model(data)
+    meta = read_metadata(model)
+    reasons = meta.reasons() if meta is not None else {}
+    tensors: List[TensorInfo] = []
+    counted_buffers = set()
+    palette: Optional[np.ndarray] = None
+    palette_bytes = 0
+
+    def count(buffer: int) -> int:
+        if buffer in counted_buffers:
+            return 0
+        counted_buffers.add(buffer)
+        return fb.buffer_bytes(model, buffer)
+
+    for s, subgraph in enumerate(model.subgraphs):
+        skip = set()
+        decoded: Dict[int, int] = {}  # decoded tensor -> index tensor
+        palette_index = (None if meta is None
+                         else palette_tensor_index(subgraph, meta.palette_tensor))
+        if palette_index is not None:
+            skip.add(palette_index)
+            values = fb.constant_array(model, subgraph.tensors[palette_index])
+            if values is None:
+                raise ValueError("damaged palette file: the palette tensor has no data")
+            if palette is None:
+                palette = values.astype(np.float32)
+                palette_bytes = count(subgraph.tensors[palette_index].buffer)
+            for decoder in find_decoders(model, subgraph, palette_index):
+                decoded[decoder.output_tensor] = decoder.index_tensor
+                skip.add(decoder.index_tensor)
+        for out, source in decoded.items():
+            index_tensor = subgraph.tensors[source]
+            indices = fb.constant_array(model, index_tensor)
+            if indices is None:
+                raise ValueError("damaged palette file: palette indices are not constant")
+            if indices.size and (indices.min() < 0 or indices.max() >= palette.size):
+                raise ValueError(f"damaged palette file: an index of "
+                                 f"{fb.tensor_name(index_tensor)!r} is outside the palette of "
+                                 f"{palette.size} values")
+            tensors.append(TensorInfo(
+                subgraph=s, name=fb.tensor_name(subgraph.tensors[out]),
+                shape=fb.tensor_shape(subgraph.tensors[out]), elements=int(indices.size),
+                stored_as=fb.type_name(index_tensor.type).lower(),
+                unique_values=int(np.unique(indices).size), bytes=count(index_tensor.buffer),
+                palette_indexed=True))
+        for i, tensor in enumerate(subgraph.tensors):
+            if i in skip or not fb.is_constant(model, tensor):
+                continue
+            name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
+            values = fb.constant_array(model, tensor)
+            dtype = fb.type_name(tensor.type)
+            if dtype != "FLOAT32":
+                reason = reasons.get((s, name), non_float_reason(dtype))
+            elif meta is None:
+                reason = NO_METADATA_REASON
+            else:
+                reason = reasons.get((s, name), "not listed in the tfmot_wfn metadata")
+            tensors.append(TensorInfo(
+                subgraph=s, name=name, shape=shape, elements=int(np.prod(shape)) if shape else 1,
+                stored_as=dtype.lower(),
+                unique_values=(-1 if fb.numpy_dtype(tensor.type) is None
+                               else int(np.unique(values).size)),
+                bytes=count(tensor.buffer), palette_indexed=False, reason=reason))
+    constant_bytes = sum(fb.buffer_bytes(model, b) for b in counted_buffers)
+    return TFLiteInspection(
+        path=shown, file_bytes=len(data),
+        format="palette" if meta is not None else "dense",
+        format_version=None if meta is None else int(meta.version),
+        producer="" if meta is None else meta.producer,
+        palette=palette, palette_bytes=palette_bytes,
+        index_dtype=None if meta is None else meta.index_dtype,
+        tensors=tensors, constant_bytes=constant_bytes)

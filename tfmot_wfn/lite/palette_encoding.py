@@ -1,0 +1,228 @@
+"""Rewrite a float TFLite flatbuffer so its fixed weights index one shared palette.
+
+The TFLite converter constant-folds ``gather(palette, indices)`` back into
+float weights, so the palette is introduced after conversion, on the
+flatbuffer: every constant float32 tensor whose values all lie in the palette
+gets its data replaced by indices (uint8 / int16) and is produced in the graph
+by ``CAST`` + ``GATHER`` from the one palette tensor, right before the first op
+that reads it. The result runs as-is on any stock TFLite interpreter.
+
+```python
+data, encoding = encode_palette(float_tflite_bytes, palette=tfmot_wfn.palette(model))
+open("model_palette.tflite", "wb").write(data)
+print(encoding.index_dtype, [t.name for t in encoding.indexed])
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.lite.palette_format import (
+    INDICES_PREFIX,
+    METADATA_NAME,
+    PALETTE_TENSOR_NAME,
+    POSITIONS_PREFIX,
+    IndexedTensor,
+    NonPaletteTensor,
+    PaletteMetadata,
+    check_palette,
+    index_dtype_for,
+    non_float_reason,
+)
+
+# Input slot of the bias of the ops that carry one.
+BIAS_SLOTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "CONV_3D": 2,
+              "TRANSPOSE_CONV": 3, "CONV_3D_TRANSPOSE": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantTensor:
+    """What an explainer is told about a constant tensor that is not palette-indexed.
+
+    ``outside_palette``: how many of its values are not palette values (-1 when it
+    is not a plain float32 tensor); ``consumers``: ``(op name, input slot)`` of the
+    ops reading it; ``values``: its data (float32 tensors only).
+    """
+
+    subgraph: int
+    index: int
+    name: str
+    shape: tuple
+    dtype: str
+    elements: int
+    bytes: int
+    outside_palette: int
+    consumers: tuple
+    values: Optional[np.ndarray] = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def is_bias(self) -> bool:
+        return len(self.shape) == 1 and any(
+            BIAS_SLOTS.get(op) == slot for op, slot in self.consumers)
+
+
+Explainer = Callable[[ConstantTensor], Optional[str]]
+
+
+def generic_reason(t: ConstantTensor) -> str:
+    """The reason a constant tensor is not palette-indexed, from the file alone.
+
+    >>> generic_reason(ConstantTensor(0, 3, "b", (16,), "FLOAT32", 16, 64, 16, (("CONV_2D", 2),)))
+    'bias of size 16 not in palette (16 of 16 values outside it)'
+    """
+    if t.dtype != "FLOAT32":
+        return non_float_reason(t.dtype)
+    if t.outside_palette < 0:
+        return "quantized or sparse float tensor, left as stored"
+    if t.outside_palette == 0:
+        return "not read by any operator"
+    outside = f"{t.outside_palette} of {t.elements} values outside it"
+    if t.is_bias:
+        return f"bias of size {t.elements} not in palette ({outside})"
+    return f"not fixed: values not in the palette ({outside})"
+
+
+def _palette_positions(values: np.ndarray, pal: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Positions of ``values`` in the sorted ``pal`` and how many values are not in it."""
+    flat = values.ravel()
+    pos = np.minimum(np.searchsorted(pal, flat), pal.size - 1)
+    inside = pal[pos] == flat
+    return pos, int(flat.size - np.count_nonzero(inside))
+
+
+def _decode_ops(model, subgraph, palette_tensor: int, index_tensor: int, output_tensor: int,
+                shape, number: int) -> List:
+    mod = fb.schema()
+    positions = fb.add_tensor(subgraph, f"{POSITIONS_PREFIX}{number}", shape, mod.TensorType.INT32)
+    cast = mod.OperatorT()
+    cast.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.CAST)
+    cast.inputs, cast.outputs = [index_tensor], [positions]
+    cast.builtinOptionsType = mod.BuiltinOptions.CastOptions
+    cast.builtinOptions = mod.CastOptionsT()
+    cast.builtinOptions.inDataType = subgraph.tensors[index_tensor].type
+    cast.builtinOptions.outDataType = mod.TensorType.INT32
+    gather = mod.OperatorT()
+    gather.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.GATHER)
+    gather.inputs, gather.outputs = [palette_tensor, positions], [output_tensor]
+    gather.builtinOptionsType = mod.BuiltinOptions.GatherOptions
+    gather.builtinOptions = mod.GatherOptionsT()
+    gather.builtinOptions.axis, gather.builtinOptions.batchDims = 0, 0
+    return [cast, gather]
+
+
+def _candidate(model, tensor) -> bool:
+    """A plain (not quantized, not sparse, not variable) constant float32 tensor."""
+    quant = tensor.quantization
+    quantized = quant is not None and quant.scale is not None and len(quant.scale) > 0
+    return (tensor.type == fb.type_value("FLOAT32") and fb.is_constant(model, tensor)
+            and not quantized and tensor.sparsity is None and not tensor.isVariable)
+
+
+def encode_palette(
+    tflite: bytes,
+    palette,
+    explain: Optional[Explainer] = None,
+    producer: str = "",
+) -> Tuple[bytes, PaletteMetadata, List[IndexedTensor], List[NonPaletteTensor]]:
+    """Store every all-palette float32 constant of ``tflite`` as indices into ``palette``.
+
+    Args:
+      tflite: the bytes of a float TFLite model (e.g. from the converter).
+      palette: the network palette (any order; made sorted and unique).
+      explain: called for each constant left as it is; returns the reason, or None
+        to use `generic_reason`.
+      producer: a free text stored in the metadata (e.g. the tfmot_wfn version).
+
+    Returns:
+      ``(bytes, metadata, indexed tensors, non-palette tensors)``.
+
+    Raises:
+      ValueError: not a TFLite file, a bad palette (empty, NaN, > 32768 values), or
+        a file that is already palette-encoded.
+    """
+    model = fb.read_model(tflite)
+    if fb.get_metadata(model, METADATA_NAME) is not None:
+        raise ValueError("the TFLite file is already palette-encoded (it has tfmot_wfn metadata)")
+    pal = check_palette(palette)
+    index_dtype = index_dtype_for(pal.size)
+    index_type = fb.type_value(index_dtype.upper())
+    # Decoded tensors point at an empty buffer (by convention buffer 0 is one).
+    first = model.buffers[0] if model.buffers else None
+    empty_buffer = 0 if first is not None and (first.data is None or len(first.data) == 0) \
+        else fb.add_buffer(model, None)
+    palette_buffer = fb.add_buffer(model, pal.astype("<f4").tobytes())
+    index_buffers: Dict[int, int] = {}  # original buffer -> its index buffer
+    replaced_buffers = set()
+    indexed: List[IndexedTensor] = []
+    not_indexed: List[NonPaletteTensor] = []
+
+    for s, subgraph in enumerate(model.subgraphs):
+        readers = fb.consumers(subgraph)
+        original_count = len(subgraph.tensors)
+        palette_tensor: Optional[int] = None
+        inserts: Dict[int, List] = {}
+        for i in range(original_count):
+            tensor = subgraph.tensors[i]
+            if not fb.is_constant(model, tensor):
+                continue
+            name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
+            data_bytes = fb.buffer_bytes(model, tensor.buffer)
+            reads = tuple((fb.op_name(model, subgraph.operators[p]), slot)
+                          for p, slot in readers.get(i, []))
+            values, outside, positions = None, -1, None
+            if _candidate(model, tensor):
+                values = fb.constant_array(model, tensor)
+                positions, outside = _palette_positions(values, pal)
+            if outside == 0 and reads:
+                if palette_tensor is None:
+                    palette_tensor = fb.add_tensor(subgraph, PALETTE_TENSOR_NAME, [pal.size],
+                                                   fb.type_value("FLOAT32"), palette_buffer)
+                if tensor.buffer not in index_buffers:
+                    index_buffers[tensor.buffer] = fb.add_buffer(
+                        model, positions.astype(np.dtype(index_dtype).newbyteorder("<")).tobytes())
+                number = len(indexed)
+                index_tensor = fb.add_tensor(subgraph, f"{INDICES_PREFIX}{number}", shape,
+                                             index_type, index_buffers[tensor.buffer])
+                replaced_buffers.add(tensor.buffer)
+                tensor.buffer = empty_buffer
+                first_reader = min(p for p, _ in readers[i])
+                inserts.setdefault(first_reader, []).extend(
+                    _decode_ops(model, subgraph, palette_tensor, index_tensor, i, shape, number))
+                indexed.append(IndexedTensor(
+                    subgraph=s, name=name, shape=shape, elements=int(values.size),
+                    index_dtype=index_dtype, unique_values=int(np.unique(positions).size),
+                    index_bytes=int(values.size * np.dtype(index_dtype).itemsize)))
+                continue
+            record = ConstantTensor(
+                subgraph=s, index=i, name=name, shape=shape, dtype=fb.type_name(tensor.type),
+                elements=int(np.prod(shape)) if shape else 1, bytes=data_bytes,
+                outside_palette=outside, consumers=reads, values=values)
+            reason = (explain(record) if explain is not None else None) or generic_reason(record)
+            not_indexed.append(NonPaletteTensor(
+                subgraph=s, name=name, shape=shape, dtype=record.dtype, elements=record.elements,
+                bytes=data_bytes, reason=reason))
+        if inserts:
+            ops = []
+            for pos, op in enumerate(subgraph.operators):
+                ops.extend(inserts.get(pos, []))
+                ops.append(op)
+            subgraph.operators = ops
+
+    still_used = fb.referenced_buffers(model)
+    for b in replaced_buffers - still_used:
+        model.buffers[b].data = None
+
+    metadata = PaletteMetadata(
+        palette_size=int(pal.size), index_dtype=index_dtype,
+        indexed_count=len(indexed),
+        # Non-float constants (shapes, axes) get their generic reason back from `inspect`.
+        not_indexed=[{"subgraph": t.subgraph, "tensor": t.name, "reason": t.reason}
+                     for t in not_indexed if t.dtype == "FLOAT32"],
+        producer=producer)
+    fb.set_metadata(model, METADATA_NAME, metadata.to_json_bytes())
+    return fb.write_model(model), metadata, indexed, not_indexed

@@ -1,0 +1,158 @@
+"""Pick a TFLite interpreter and load palette files, decoded once or as stored.
+
+The runtimes tried, in order: ``ai_edge_litert`` (LiteRT, the maintained
+package), ``tflite_runtime`` (the older standalone wheel), then ``tf.lite``
+from TensorFlow.
+
+```python
+interpreter = load_interpreter("model_palette.tflite")            # fast: weights decoded once
+slow = load_interpreter("model_palette.tflite", decode=False)     # runs CAST+GATHER each call
+print(runtime_name(interpreter))                                   # "ai_edge_litert"
+```
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Callable, List, Optional, Tuple, Union
+
+RUNTIMES: Tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+_MODULES = {
+    "ai_edge_litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "tensorflow": None,
+}
+
+
+def _interpreter_class(runtime: str) -> Callable:
+    if runtime == "tensorflow":
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+    return importlib.import_module(_MODULES[runtime]).Interpreter
+
+
+def available_runtimes() -> List[str]:
+    """The runtimes that import here, in preference order."""
+    found = []
+    for runtime in RUNTIMES:
+        try:
+            _interpreter_class(runtime)
+        except ImportError:
+            continue
+        found.append(runtime)
+    return found
+
+
+def make_interpreter(
+    model: Union[str, os.PathLike, bytes, bytearray],
+    num_threads: Optional[int] = None,
+    runtime: Optional[str] = None,
+):
+    """An interpreter (tensors not yet allocated) for a file path or model bytes.
+
+    Args:
+      model: a ``.tflite`` path, or the model's bytes (``model_content``).
+      num_threads: CPU threads (None: the runtime's default).
+      runtime: force ``"ai_edge_litert"``, ``"tflite_runtime"`` or ``"tensorflow"``;
+        None picks the first that imports.
+
+    ```python
+    interpreter = make_interpreter("model.tflite", num_threads=1)
+    interpreter.allocate_tensors()
+    ```
+    """
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+    errors = []
+    for name in ([runtime] if runtime else RUNTIMES):
+        try:
+            cls = _interpreter_class(name)
+        except ImportError as e:
+            errors.append(f"{name}: {e}")
+            continue
+        kwargs = {} if num_threads is None else {"num_threads": int(num_threads)}
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            interpreter = cls(model_content=bytes(model), **kwargs)
+        else:
+            path = os.fspath(model)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no TFLite file at {path!r}")
+            interpreter = cls(model_path=path, **kwargs)
+        interpreter._tfmot_wfn_runtime = name  # noqa: SLF001 - lets runtime_name() report it
+        return interpreter
+    raise ImportError("no TFLite interpreter found; install ai-edge-litert (pip install "
+                      "ai-edge-litert), tflite-runtime or tensorflow. Tried: " + "; ".join(errors))
+
+
+def runtime_name(interpreter) -> str:
+    """Which runtime made an interpreter returned by `make_interpreter`/`load_interpreter`."""
+    return getattr(interpreter, "_tfmot_wfn_runtime", type(interpreter).__module__)
+
+
+def load_interpreter(
+    path: Union[str, os.PathLike, bytes],
+    decode: bool = True,
+    num_threads: Optional[int] = None,
+    runtime: Optional[str] = None,
+):
+    """An allocated interpreter for a palette (or dense) TFLite file.
+
+    Args:
+      path: the ``.tflite`` file (or its bytes).
+      decode: True (default) decodes the palette once, in memory, into static
+        float32 weights and drops the decode ops: the latency of the float model.
+        False runs the file as stored (``CAST`` + ``GATHER`` before each layer).
+      num_threads: CPU threads (None: the runtime's default).
+      runtime: as in `make_interpreter`.
+
+    ```python
+    interpreter = load_interpreter("model_palette.tflite", num_threads=1)
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    ```
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data = bytes(path)
+    else:
+        if not os.path.isfile(os.fspath(path)):
+            raise FileNotFoundError(f"no TFLite file at {os.fspath(path)!r}")
+        with open(path, "rb") as f:
+            data = f.read()
+    if decode:
+        from tfmot_wfn.lite.palette_decoding import decode_palette
+
+        data = decode_palette(data)
+    interpreter = make_interpreter(data, num_threads=num_threads, runtime=runtime)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_interpreter(interpreter, *inputs):
+    """Run one batch through an allocated interpreter; resizes the batch if needed.
+
+    Returns the first output (or a list when the model has several).
+
+    ```python
+    probabilities = run_interpreter(load_interpreter("model.tflite"), x_test)
+    ```
+    """
+    import numpy as np
+
+    details = interpreter.get_input_details()
+    if len(inputs) != len(details):
+        raise ValueError(f"the model takes {len(details)} inputs, got {len(inputs)}")
+    resized = False
+    for d, x in zip(details, inputs):
+        if tuple(d["shape"]) != tuple(np.shape(x)):
+            interpreter.resize_tensor_input(d["index"], list(np.shape(x)))
+            resized = True
+    if resized:
+        interpreter.allocate_tensors()
+    for d, x in zip(details, inputs):
+        interpreter.set_tensor(d["index"], np.asarray(x, dtype=d["dtype"]))
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    return outputs[0] if len(outputs) == 1 else outputs
