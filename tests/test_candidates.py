@@ -83,8 +83,9 @@ def test_candidate_centres_example_order_zero():
 
 
 def test_candidate_centres_tiny_range():
-    np.testing.assert_array_equal(candidate_centres(0.0, 0.1, 0), np.array([-ZERO_DISTANCE, 0, ZERO_DISTANCE], np.float32))
-    np.testing.assert_array_equal(candidate_centres(1e-5, 0.1, 4), np.array([-ZERO_DISTANCE, 0, ZERO_DISTANCE], np.float32))
+    expected = np.array([-ZERO_DISTANCE, 0, ZERO_DISTANCE], np.float32)
+    np.testing.assert_array_equal(candidate_centres(0.0, 0.1, 0), expected)
+    np.testing.assert_array_equal(candidate_centres(1e-5, 0.1, 4), expected)
 
 
 @settings(deadline=None, max_examples=150)

@@ -26,7 +26,7 @@ from tfmot_wfn.core.greedy_fixing import (  # noqa: E402
     quota_for,
     relative_distance,
 )
-from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE, signed_digits  # noqa: E402
+from tfmot_wfn.core.powers_of_two import signed_digits  # noqa: E402
 
 SCALE = float(os.environ.get("WFN_EXAMPLES_SCALE", "1"))
 PAPER_FRACTIONS = [0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0]
@@ -36,6 +36,16 @@ DISTANCES = [0.001, 0.0075, 0.015, 0.05, 0.15, 0.5, 1.0, 3.0]
 
 def examples(n):
     return max(1, int(n * SCALE))
+
+
+def bucket(x, edges):
+    """'0', '1', '2-9', ... label of x for hypothesis.event statistics."""
+    lo = 0
+    for hi in edges:
+        if x <= hi:
+            return str(hi) if lo == hi else f"{lo}-{hi}"
+        lo = hi + 1
+    return f"{lo}+"
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -113,7 +123,7 @@ def palettes(draw):
         keep = draw(st.lists(st.integers(0, c.size - 1), min_size=1, max_size=8, unique=True))
         return c[sorted(keep)]
     # Arbitrary values, but no non-zero value below 2**-10 in magnitude: see
-    # test_palette_with_tiny_nonzero_centre for what goes wrong with those.
+    # test_palette_with_tiny_nonzero_centre_rounding_tie for what goes wrong with those.
     magnitude = st.floats(2.0**-10, 2.0, width=32)
     elements = st.one_of(st.just(0.0), magnitude, magnitude.map(lambda x: -x))
     return draw(hnp.arrays(np.float32, st.integers(1, 6), elements=elements))
@@ -157,8 +167,8 @@ def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed,
         fast = fixing_stage(values, fixed, fraction, distance, palette=palette)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette)
         assert_same(fast, ref_values, ref_fixed)
-        event(f"steps {'0' if not fast.steps else '1' if fast.steps == 1 else '2-9' if fast.steps < 10 else '10-99' if fast.steps < 100 else '100+'}")
-        event(f"max_order {'0' if not fast.max_order else '1-20' if fast.max_order <= 20 else '>20'}")
+        event("steps " + bucket(fast.steps, [0, 1, 9, 99]))
+        event("max_order " + bucket(fast.max_order, [0, 20]))
         # Inputs untouched (bitwise).
         assert np.array_equal(values.view(np.uint32), before_values.view(np.uint32))
         np.testing.assert_array_equal(fixed, before_fixed)
@@ -175,6 +185,9 @@ def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed,
 )
 def test_fixing_stage_equals_reference_other_zero_distance(w, fraction, distance, zero_distance):
     """Other g0 values, including one that float32 cannot represent exactly."""
+    g = np.float32(zero_distance)
+    edge = np.array([g, np.nextafter(g, np.float32(0)), np.nextafter(g, np.float32(1)), -g], np.float32)
+    w = np.concatenate([w, edge])  # weights at and next to +-float32(g0)
     fast = fixing_stage(w, None, fraction, distance, zero_distance=zero_distance)
     ref_values, ref_fixed = reference_stage(w, None, fraction, distance, g0=zero_distance)
     assert_same(fast, ref_values, ref_fixed)
@@ -196,7 +209,23 @@ def test_palette_with_tiny_nonzero_centre():
     ref_values, ref_fixed = reference_stage(w, None, 0.6, 0.001, palette=palette)
     # Reference: w[0] sits exactly on the candidate 1.0 and is fixed there in one step.
     np.testing.assert_array_equal(ref_values, [1.0, 1.0])
-    assert_same(fast, ref_values, ref_fixed)  # fast: [0, 1] after 31 steps (order 30, a doubled 10 times)
+    assert_same(fast, ref_values, ref_fixed)  # before db5f147, fast: [0, 1] after 31 steps (negative votes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a nonzero centre below |w| * 2**-53 (here 2e-27 next to w = 0.001) ties with 0 in the reference's "
+    "float64 |w - c| (argmin -> 0, the lower index), while the fast pairwise search between adjacent centres "
+    "compares exactly and votes for 2e-27; the fast stage then escalates the order until a >= 1 and fixes the "
+    "weights to 2e-27 instead of 0",
+)
+def test_palette_with_tiny_nonzero_centre_rounding_tie():
+    w = np.array([0.001] * 5 + [0.5, 0.5], np.float32)
+    palette = np.array([2e-27], np.float32)
+    fast = fixing_stage(w, None, 0.7, 0.15, palette=palette)
+    ref_values, ref_fixed = reference_stage(w, None, 0.7, 0.15, palette=palette)
+    np.testing.assert_array_equal(ref_values[:4], 0.0)  # reference: pruned to 0 in one step
+    assert_same(fast, ref_values, ref_fixed)  # fast: 2e-27 after 24 steps, max_order 23
 
 
 def test_equals_reference_on_paper_schedule_larger_n():
@@ -224,7 +253,12 @@ def test_equals_reference_on_paper_schedule_larger_n():
     seed=st.integers(0, 2**32 - 1),
     scale=st.sampled_from([0.02, 0.1, 0.5]),
     duplicates=st.booleans(),
-    schedule=st.sampled_from([[(0.3, 0.15), (0.6, 0.135)], [(0.8, 0.03), (0.95, 0.015)], [(0.5, 0.01), (0.9, 0.1)], [(0.2, 0.5), (0.7, 1.0)]]),
+    schedule=st.sampled_from([
+        [(0.3, 0.15), (0.6, 0.135)],
+        [(0.8, 0.03), (0.95, 0.015)],
+        [(0.5, 0.01), (0.9, 0.1)],
+        [(0.2, 0.5), (0.7, 1.0)],
+    ]),
 )
 def test_equals_reference_large_n(n, seed, scale, duplicates, schedule):
     """Sizes over the pool's 4096-entry blocks: exercises the block counts and window widening."""
@@ -273,7 +307,7 @@ def test_stage_invariants(w, schedule, palette, seed):
         assert r.newly_fixed == int(r.fixed.sum()) - prev
         assert np.all(r.fixed[before_fixed])
         np.testing.assert_array_equal(r.values[before_fixed], before_values[before_fixed])
-        event(f"steps {'0' if not r.steps else '1' if r.steps == 1 else '2-9' if r.steps < 10 else '10+'}")
+        event("steps " + bucket(r.steps, [0, 1, 9]))
         # Free weights keep their value.
         np.testing.assert_array_equal(r.values[~r.fixed], before_values[~r.fixed])
         assert r.values.dtype == np.float32 and r.values.shape == (n,)
