@@ -317,10 +317,13 @@ def fixing_stage(
     taken = int(np.count_nonzero(fixed_in))
     newly = 0
 
-    free = np.flatnonzero(~fixed_in)
-    perm = np.argsort(w[free])
-    sorted_idx = free[perm]
-    del perm, free
+    index_type = np.int32 if n < 2**31 else np.int64
+    if taken == 0:
+        sorted_idx = np.argsort(w).astype(index_type)
+    else:
+        free = np.flatnonzero(~fixed_in).astype(index_type)
+        sorted_idx = free[np.argsort(w[free])]
+        del free
     pool = _SortedPool(w[sorted_idx], sorted_idx)
 
     order, allowed, steps, max_order = 0, float(distance), 0, 0
