@@ -257,8 +257,9 @@ def test_palette_file_is_at_most_30_percent_of_the_dense_file(mlp_export):
 
 # ------------------------------------------------------------ non-palette tensors
 def test_unfolded_batchnorm_is_reported_with_reasons(stripped_cnn, digits, tmp_path):
-    """The conftest CNN keeps its BatchNorms: the converter folds them and the palette breaks."""
-    result = lite.export_tflite(stripped_cnn, tmp_path / "bn.tflite")
+    """batchnorm="fold": the converter folds the kept BatchNorms and the palette breaks."""
+    result = lite.export_tflite(stripped_cnn, tmp_path / "bn.tflite", batchnorm="fold")
+    assert result.batchnorm == "fold" and not result.batchnorm_scales
     reasons = [t.reason for t in result.non_palette if t.dtype == "FLOAT32"]
     bn_names = [layer.name for layer in stripped_cnn.layers
                 if isinstance(layer, L.BatchNormalization)]
@@ -567,3 +568,289 @@ def test_out_of_range_index_and_newer_version_are_refused(cnn_export):
     fb.set_metadata(model, METADATA_NAME, json.dumps(meta).encode())
     with pytest.raises(ValueError, match="version 99"):
         lite.inspect(fb.write_model(model))
+
+
+# ----------------------------------------------- BatchNorm kept as a scale MUL
+SCALE_REASON = "BatchNorm scale kept as a separate MUL (float, per channel)"
+HOSTS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+@pytest.fixture(scope="module")
+def bn_fixed_cnn(trained_cnn):
+    """The demo CNN fixed WITH its BatchNorms (no fold_batchnorm): gamma/beta are palette values."""
+    return fully_fixed(trained_cnn)
+
+
+@pytest.fixture(scope="module")
+def bn_export(bn_fixed_cnn, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bn_scale")
+    palette = lite.export_tflite(bn_fixed_cnn, folder / "cnn_bn_palette.tflite")  # the default
+    dense = lite.export_tflite(bn_fixed_cnn, folder / "cnn_bn_dense.tflite", mode="dense")
+    return palette, dense
+
+
+def op_inputs(data, names=HOSTS):
+    """[(op name, weight tensor name, producer op name or None, fused activation)] of host ops."""
+    model = fb.read_model(data)
+    subgraph = model.subgraphs[0]
+    producer = fb.producers(subgraph)
+    found = []
+    for op in subgraph.operators:
+        name = fb.op_name(model, op)
+        if name in names:
+            weight = int(op.inputs[1])
+            source = producer.get(weight)
+            found.append((name, fb.tensor_name(subgraph.tensors[weight]),
+                          None if source is None else fb.op_name(model, subgraph.operators[source]),
+                          int(op.builtinOptions.fusedActivationFunction)))
+    return found
+
+
+def assert_matches_keras(path, model, x, decodes=(False, True)):
+    from tfmot_wfn.lite.keras_conversion import is_wrapped
+
+    expected = keras_predict(tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model, x)
+    for decode in decodes:
+        out = tflite_predict(path, x, decode=decode)
+        np.testing.assert_allclose(out, expected, atol=ATOL, err_msg=f"decode={decode}")
+        np.testing.assert_array_equal(out.argmax(-1), expected.argmax(-1))
+
+
+def test_batchnorm_scale_op_is_the_default_and_indexes_every_conv_kernel(bn_fixed_cnn, bn_export):
+    result, _ = bn_export
+    assert result.batchnorm == "scale_op"
+    assert [(k.layer, k.batchnorm, k.op, k.channels) for k in result.batchnorm_scales] == [
+        ("conv1", "bn1", "CONV_2D", 16), ("conv2", "bn2", "CONV_2D", 32)]
+    data = read(result.path)
+    hosts = op_inputs(data)
+    assert [h[0] for h in hosts] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    assert all(h[2] == "GATHER" for h in hosts), hosts  # every kernel decoded from the palette
+    assert set(result.index_dtypes.values()) == {"uint8"}
+    # conv1, conv2, classifier kernels and the classifier bias are indices
+    plain = tfmot_wfn.strip_fixing(bn_fixed_cnn)
+    kernels = sum(plain.get_layer(n).get_weights()[0].size for n in ("conv1", "conv2",
+                                                                     "classifier"))
+    assert result.indexed_elements == kernels + 10
+    # Left as float: the two scales and the two biases b_folded / s, with their reasons.
+    floats = {t.name: t for t in result.non_palette if t.dtype == "FLOAT32"}
+    assert {n for n, t in floats.items() if t.reason == SCALE_REASON} == {
+        "tfmot_wfn/bn_scale/bn1", "tfmot_wfn/bn_scale/bn2"}
+    biases = [t for t in floats.values() if t.reason != SCALE_REASON]
+    assert sorted(t.elements for t in biases) == [16, 32]
+    assert all("shift divided by its scale" in t.reason for t in biases)
+    assert all(t.shape == (t.elements,) for t in floats.values())
+    # the fused ReLU moved from the conv to the MUL
+    model = fb.read_model(data)
+    ops = model.subgraphs[0].operators
+    names = [fb.op_name(model, op) for op in ops]
+    assert names.count("MUL") == 2
+    relu = fb.schema().ActivationFunctionType.RELU
+    for pos, name in enumerate(names):
+        if name == "MUL":
+            assert names[pos - 1] == "CONV_2D"
+            assert ops[pos - 1].builtinOptions.fusedActivationFunction == 0
+            assert ops[pos].builtinOptions.fusedActivationFunction == relu
+            assert ops[pos].inputs[0] == ops[pos - 1].outputs[0]
+
+
+def test_batchnorm_scale_op_runs_like_keras_as_stored_and_decoded(bn_fixed_cnn, bn_export, digits):
+    result, _ = bn_export
+    assert_matches_keras(result.path, bn_fixed_cnn, digits.x_test)
+
+
+def test_decode_true_folds_the_scale_mul_back_into_static_weights(bn_export):
+    result, dense = bn_export
+    stored = lite.load_interpreter(result.path, decode=False)
+    decoded = lite.load_interpreter(result.path, decode=True)
+    stored_ops = [op["op_name"] for op in stored._get_ops_details()]
+    decoded_ops = [op["op_name"] for op in decoded._get_ops_details()]
+    assert stored_ops.count("MUL") == 2 and stored_ops.count("GATHER") == len(result.indexed)
+    assert not {"MUL", "GATHER", "CAST"} & set(decoded_ops), decoded_ops
+    # The decoded bytes are the converter's float model again: same ops, same weights
+    # (kernels bit for bit, biases b_new * s to within one float32 rounding).
+    once = lite.decode_palette(read(result.path))
+    assert ops_of(once) == ops_of(read(dense.path))
+    assert [h[3] for h in op_inputs(once)] == [h[3] for h in op_inputs(read(dense.path))]
+    weights, reference = float_constants(once), float_constants(read(dense.path))
+    for name, value in reference.items():
+        if value.ndim > 1:
+            np.testing.assert_array_equal(weights[name], value, err_msg=name)
+        else:
+            np.testing.assert_allclose(weights[name], value, rtol=1e-6, atol=1e-12, err_msg=name)
+    assert lite.inspect(once).format == "dense" and lite.decode_palette(once) == once
+
+
+def test_inspect_lists_the_kept_scales_as_float_with_the_reason(bn_export):
+    result, _ = bn_export
+    report = lite.inspect(result.path)
+    scales = [t for t in report.non_palette if t.reason == SCALE_REASON]
+    assert sorted((t.name, t.stored_as, t.elements, t.bytes) for t in scales) == [
+        ("tfmot_wfn/bn_scale/bn1", "float32", 16, 64),
+        ("tfmot_wfn/bn_scale/bn2", "float32", 32, 128)]
+    assert {t.name: t.reason for t in report.non_palette} == {
+        t.name: t.reason for t in result.non_palette}
+    assert report.index_dtypes == result.index_dtypes
+    meta = json.loads(fb.get_metadata(fb.read_model(read(result.path)), METADATA_NAME))
+    assert [(e["layer"], e["batchnorm"], e["tensor"]) for e in meta["batchnorm_scales"]] == [
+        ("conv1", "bn1", "tfmot_wfn/bn_scale/bn1"), ("conv2", "bn2", "tfmot_wfn/bn_scale/bn2")]
+    assert "kept as MUL" in str(result)
+    json.dumps(result.to_dict())
+
+
+def test_batchnorm_fold_option_keeps_the_folded_float_kernels(bn_fixed_cnn, bn_export, tmp_path,
+                                                              digits):
+    scale_op, _ = bn_export
+    folded = lite.export_tflite(bn_fixed_cnn, tmp_path / "fold.tflite", batchnorm="fold")
+    hosts = op_inputs(read(folded.path))
+    assert [h[2] for h in hosts] == [None, None, "GATHER"]  # the convs hold float kernels
+    assert "MUL" not in ops_of(read(folded.path))
+    reasons = [t.reason for t in folded.non_palette if t.dtype == "FLOAT32"]
+    assert sum("folded into" in r and "fold_batchnorm" in r for r in reasons) == 2
+    assert folded.bytes > scale_op.bytes
+    assert_matches_keras(folded.path, bn_fixed_cnn, digits.x_test)
+
+
+def test_zero_gamma_channel_falls_back_to_the_folded_kernel_with_a_reason(bn_fixed_cnn, tmp_path,
+                                                                         digits):
+    plain = tfmot_wfn.strip_fixing(bn_fixed_cnn)
+    bn1 = plain.get_layer("bn1")
+    weights = bn1.get_weights()
+    weights[0] = weights[0].copy()
+    weights[0][3] = 0.0  # gamma fixed to 0 in one channel: s = 0, b / s is not finite
+    bn1.set_weights(weights)
+    result = lite.export_tflite(plain, tmp_path / "zero_gamma.tflite")
+    assert [k.layer for k in result.batchnorm_scales] == ["conv2"]
+    hosts = op_inputs(read(result.path))
+    assert [h[2] for h in hosts] == [None, "GATHER", "GATHER"]
+    (reason,) = [t.reason for t in result.non_palette if t.name == hosts[0][1]]
+    assert reason.startswith("BatchNorm 'bn1' folded into 'conv1': its scale gamma/sqrt(var+eps) "
+                             "is 0") and "1 of 16 channels" in reason
+    assert "not kept as a separate MUL" in reason
+    assert_matches_keras(result.path, plain, digits.x_test)
+
+
+BN_MODELS = {
+    "depthwise_separable_dense": lambda: keras.Sequential([
+        keras.Input((8, 8, 3)),
+        L.DepthwiseConv2D(3, depth_multiplier=2), L.BatchNormalization(), L.ReLU(6.0),
+        L.SeparableConv2D(5, 3), L.BatchNormalization(), L.ReLU(),
+        L.Conv2D(4, 1), L.BatchNormalization(),
+        L.Flatten(), L.Dense(7, use_bias=False), L.BatchNormalization(), L.ReLU(), L.Dense(3)]),
+    "conv1d_depthwise1d": lambda: keras.Sequential([
+        keras.Input((16, 3)), L.Conv1D(8, 3), L.BatchNormalization(), L.ReLU(),
+        L.DepthwiseConv1D(3), L.BatchNormalization(), L.GlobalAveragePooling1D(), L.Dense(4)]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BN_MODELS))
+def test_scale_op_for_depthwise_separable_dense_and_1d_layers(kind, tmp_path):
+    keras.utils.set_random_seed(11)
+    model = randomize_batchnorm(BN_MODELS[kind]())
+    fixed = fully_fixed(model)
+    result = lite.export_tflite(fixed, tmp_path / f"{kind}.tflite")
+    pairs = lite.foldable_batchnorms(model)
+    assert [(k.layer, k.batchnorm) for k in result.batchnorm_scales] == [
+        (p.layer, p.batchnorm) for p in pairs]
+    data = read(result.path)
+    assert all(h[2] == "GATHER" for h in op_inputs(data)), op_inputs(data)
+    assert ops_of(data).count("MUL") == len(pairs)
+    assert not [t for t in result.non_palette if t.dtype == "FLOAT32"
+                and t.reason != SCALE_REASON and "shift divided by its scale" not in t.reason]
+    x = np.random.default_rng(4).normal(size=[8] + list(model.inputs[0].shape[1:]))
+    assert_matches_keras(result.path, fixed, x.astype("float32"))
+    decoded = lite.load_interpreter(result.path, decode=True)
+    assert "MUL" not in [op["op_name"] for op in decoded._get_ops_details()]
+
+
+def test_index_dtype_and_batchnorm_options(bn_fixed_cnn, tmp_path, digits):
+    wide = lite.export_tflite(bn_fixed_cnn, tmp_path / "int16.tflite", index_dtype="int16")
+    assert set(wide.index_dtypes.values()) == {"int16"} and len(wide.batchnorm_scales) == 2
+    assert lite.inspect(wide.path).index_dtype == "int16"
+    assert_matches_keras(wide.path, bn_fixed_cnn, digits.x_test)
+    with pytest.raises(ValueError, match="batchnorm must be one of"):
+        lite.export_tflite(bn_fixed_cnn, tmp_path / "x.tflite", batchnorm="keep")
+    with pytest.raises(ValueError, match="index_dtype must be"):
+        lite.export_tflite(bn_fixed_cnn, tmp_path / "x.tflite", index_dtype="int8")
+    with pytest.raises(ValueError, match="needs int16"):
+        lite.encode_palette(read(lite.export_tflite(bn_fixed_cnn, tmp_path / "d.tflite",
+                                                    mode="dense").path),
+                            np.arange(300, dtype=np.float32), index_dtype="uint8")
+
+
+# ------------------------------------------------- tflite-runtime check bundle
+TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
+                    "check_tflite_runtime.py")
+
+
+def _run_tool(bundle, python=None, shim=None):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if shim:
+        env["PYTHONPATH"] = str(shim)  # tflite_runtime -> ai_edge_litert, and nothing else
+    return subprocess.run([python or sys.executable, TOOL, str(bundle)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def check_bundle_dir(bn_fixed_cnn, digits, tmp_path_factory):
+    from tfmot_wfn.lite.runtime_check import write_check_bundle
+
+    folder = tmp_path_factory.mktemp("bundle")
+    manifest = write_check_bundle(bn_fixed_cnn, folder, digits.x_test)
+    return folder, manifest
+
+
+def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
+    from tfmot_wfn.lite.runtime_check import check_bundle
+
+    folder, manifest = check_bundle_dir
+    names = {"palette", "palette_int16", "palette_decoded", "palette_bn_fold", "dense"}
+    assert set(manifest["files"]) == names
+    assert {f for f in os.listdir(folder) if f.endswith(".tflite")} == {
+        n + ".tflite" for n in names}
+    assert manifest["files"]["palette"]["batchnorm_scales"] == ["bn1", "bn2"]
+    assert manifest["files"]["palette_int16"]["index_dtypes"] == ["int16"]
+    assert "MUL" not in ops_of(read(folder / "palette_decoded.tflite"))
+    results = check_bundle(folder)
+    assert len(results) == 5 and all(r.passed for r in results), [str(r) for r in results]
+
+
+def test_check_tool_imports_only_tflite_runtime_and_reports_failures(check_bundle_dir, tmp_path):
+    """tools/check_tflite_runtime.py, run with ai_edge_litert posing as tflite_runtime."""
+    import shutil
+
+    pytest.importorskip("ai_edge_litert.interpreter")
+    folder, _ = check_bundle_dir
+    shim = tmp_path / "shim" / "tflite_runtime"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("__version__ = 'ai_edge_litert shim'\n")
+    (shim / "interpreter.py").write_text("from ai_edge_litert.interpreter import Interpreter\n")
+    done = _run_tool(folder, shim=shim.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == "5 passed, 0 failed"
+    assert sum(line.startswith("PASS ") for line in lines) == 5
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    expected = np.load(broken / "palette.expected.npy")
+    np.save(broken / "palette.expected.npy", expected + 1e-3)
+    done = _run_tool(broken, shim=shim.parent)
+    assert done.returncode == 1
+    assert done.stdout.strip().splitlines()[-1] == "4 passed, 1 failed"
+    assert any(line.startswith("FAIL palette.tflite: max |diff|") for line in
+               done.stdout.splitlines())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    np.save(empty / "inputs.npy", np.zeros((1, 8, 8, 1), np.float32))
+    assert _run_tool(empty, shim=shim.parent).returncode == 1
+
+
+@pytest.mark.skipif(not os.environ.get("TFLITE_RUNTIME_PYTHON"),
+                    reason="set TFLITE_RUNTIME_PYTHON to a python with tflite-runtime installed")
+def test_check_tool_on_the_real_tflite_runtime(check_bundle_dir):
+    folder, _ = check_bundle_dir
+    done = _run_tool(folder, python=os.environ["TFLITE_RUNTIME_PYTHON"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "5 passed, 0 failed"

@@ -40,7 +40,7 @@ py_test(
     name = "{name}",
     size = "{size}",
     srcs = ["{src}"],
-    main = "{src}",
+    main = "{src}",{data}
     deps = [
 {deps}
     ],
@@ -92,7 +92,8 @@ def generate(exclude=()):
         if not name.startswith("test_"):
             continue
         deps = ['":test_support"', '":tfmot_wfn"'] + (['":lite"'] if "lite" in name and lite else [])
-        out.append(TEST.format(name=name, size="large" if "end_to_end" in name else "medium", src=t,
+        data = '\n    data = ["tools/check_tflite_runtime.py"],' if name == "test_lite_export" else ""
+        out.append(TEST.format(name=name, size="large" if "end_to_end" in name else "medium", src=t, data=data,
                                deps=_lines(deps, quote=False) + "\n        # pytest dep\n        # hypothesis dep"))
     return "".join(out)
 

@@ -4,9 +4,11 @@
 import tfmot_wfn
 from tfmot_wfn import lite
 
-folded = lite.fold_batchnorm(float_model)          # before fixing (BN would break the palette)
-fixed = tfmot_wfn.fix_weights(folded)              # ... train with UpdateFixingStep ...
+fixed = tfmot_wfn.fix_weights(float_model)          # ... train with UpdateFixingStep ...
 result = lite.export_tflite(fixed, "model.tflite") # palette file: uint8/int16 indices + 1 palette
+# BatchNorm after a conv/dense: the kernel stays palette indices and the BN scale is a
+# separate per-channel MUL (batchnorm="scale_op", default); or fold BN into the float
+# model before fixing with lite.fold_batchnorm (then export with batchnorm="fold").
 print(result)
 print(lite.inspect("model.tflite"))                # table: palette, tensors, bytes, reasons
 interpreter = lite.load_interpreter("model.tflite", num_threads=1)   # decoded once: float speed
@@ -38,6 +40,11 @@ _EXPORTS = {
     "ArchiveError": "archive", "ArchiveContents": "archive", "save_archive": "archive",
     "load_archive": "archive", "read_archive": "archive", "archive_size_report": "archive",
     "export_and_measure": "benchmark",
+    "BATCHNORM_MODES": "export",
+    "KeptScale": "batchnorm_scale", "keep_batchnorm_scales": "batchnorm_scale",
+    "fold_scale_ops": "batchnorm_scale",
+    "write_check_bundle": "runtime_check", "check_bundle": "runtime_check",
+    "CheckResult": "runtime_check",
 }
 
 __all__ = sorted(_EXPORTS)

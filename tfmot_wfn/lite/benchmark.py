@@ -8,7 +8,8 @@ print(numbers["palette_bytes"] / numbers["dense_bytes"], numbers["latency_ratio_
 ```
 
 ``python -m tfmot_wfn.lite.benchmark --output out/`` runs `digits_benchmark`: the
-demo CNN fixed with and without `fold_batchnorm`, both exported and measured.
+demo CNN fixed with and without `fold_batchnorm`, both exported and measured
+(without folding, each BatchNorm's scale is kept as a MUL: ``batchnorm="scale_op"``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def export_and_measure(
     runs: int = 2000,
     num_threads: int = 1,
     name: str = "model",
+    batchnorm: str = "scale_op",
 ) -> Dict:
     """Export ``model`` as ``{name}_dense.tflite`` and ``{name}_palette.tflite`` and measure.
 
@@ -36,6 +38,8 @@ def export_and_measure(
     (both runtimes paths: as stored and decoded), test accuracy when ``y_test``
     is given, and median single-input latency of the float file, the palette
     file as stored, and the palette file decoded at load (all in one run).
+    ``batchnorm`` is passed to `export_tflite` (``"scale_op"``: a BatchNorm after a
+    conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed).
     """
     import tfmot_wfn
     from tfmot_wfn.lite.export import export_tflite
@@ -45,7 +49,8 @@ def export_and_measure(
 
     os.makedirs(folder, exist_ok=True)
     dense = export_tflite(model, os.path.join(folder, f"{name}_dense.tflite"), mode="dense")
-    palette = export_tflite(model, os.path.join(folder, f"{name}_palette.tflite"))
+    palette = export_tflite(model, os.path.join(folder, f"{name}_palette.tflite"),
+                            batchnorm=batchnorm)
     out: Dict = {
         "dense_path": dense.path, "palette_path": palette.path,
         "dense_bytes": dense.bytes, "palette_bytes": palette.bytes,
@@ -54,6 +59,8 @@ def export_and_measure(
         "palette_gzip_bytes": len(gzip.compress(open(palette.path, "rb").read(), 9)),
         "palette_size": palette.palette_size,
         "indexed_weights": palette.indexed_elements,
+        "batchnorm": batchnorm,
+        "batchnorm_scales": [k.batchnorm for k in palette.batchnorm_scales],
         "non_palette": [(t.name, t.reason) for t in palette.non_palette if t.dtype == "FLOAT32"],
     }
     if x_test is not None:
@@ -102,7 +109,8 @@ def digits_benchmark(folder: str = "wfn_lite_benchmark", seed: int = 0, runs: in
     """The demo CNN on digits, with and without `fold_batchnorm` before fixing, measured.
 
     Trains the float model like the demo, fixes ``fold_batchnorm(model)`` and
-    ``model`` with the demo's schedule, and runs `export_and_measure` on both.
+    ``model`` with the demo's schedule, and runs `export_and_measure` on both
+    ("unfolded": BatchNorm kept, exported with ``batchnorm="scale_op"``).
     About a minute on 2 CPU cores.
     """
     import keras

@@ -20,9 +20,11 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.lite.batchnorm_scale import KeptScale
 from tfmot_wfn.lite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
 MODES = ("palette", "dense")
+BATCHNORM_MODES = ("scale_op", "fold")
 DENSE_REASON = "dense export (mode='dense'): stored as float32"
 
 
@@ -31,7 +33,9 @@ class ExportResult:
     """What `export_tflite` wrote.
 
     ``index_dtypes``: tensor name -> ``"uint8"``/``"int16"`` for each palette-indexed
-    weight; ``non_palette``: every other constant tensor, with the reason.
+    weight; ``non_palette``: every other constant tensor, with the reason;
+    ``batchnorm``: how BatchNorms after a conv/dense were exported
+    (``"scale_op"``/``"fold"``); ``batchnorm_scales``: the BatchNorms kept as a MUL.
     """
 
     path: str
@@ -43,6 +47,8 @@ class ExportResult:
     non_palette: List[NonPaletteTensor]
     palette: np.ndarray = dataclasses.field(
         repr=False, default_factory=lambda: np.zeros(0, np.float32))
+    batchnorm: str = "scale_op"
+    batchnorm_scales: List[KeptScale] = dataclasses.field(default_factory=list)
 
     @property
     def indexed_elements(self) -> int:
@@ -60,6 +66,9 @@ class ExportResult:
             lines.append(f"palette: {self.palette_size} float32 values shared by "
                          f"{len(self.indexed)} tensors ({self.indexed_elements:,} weights, "
                          f"{'/'.join(dtypes)} indices)")
+            for k in self.batchnorm_scales:
+                lines.append(f"BatchNorm {k.batchnorm!r} kept as MUL by {k.scale} after "
+                             f"{k.layer!r} ({k.op}, {k.channels} channels): weight palette-indexed")
         if self.non_palette:
             lines.append(f"not palette-indexed ({len(self.non_palette)}):")
             for t in self.non_palette:
@@ -91,6 +100,7 @@ def _write_atomically(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -115,29 +125,50 @@ def load_keras_model(path: Union[str, os.PathLike]):
         return keras.models.load_model(path, compile=False)
 
 
-def export_tflite_bytes(model, mode: str = "palette", palette=None):
+def _check_options(mode: str, batchnorm: str, index_dtype: Optional[str]) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+    if index_dtype not in (None, "uint8", "int16"):
+        raise ValueError(f"index_dtype must be None, 'uint8' or 'int16', got {index_dtype!r}")
+
+
+def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: str = "scale_op",
+                        index_dtype: Optional[str] = None):
     """Like `export_tflite` but returns ``(bytes, ExportResult without a path)``."""
     import tfmot_wfn
+    from tfmot_wfn.lite.batchnorm_scale import keep_batchnorm_scales
     from tfmot_wfn.lite.export_reasons import keras_explainer
     from tfmot_wfn.lite.keras_conversion import convert_to_tflite, deployable
     from tfmot_wfn.lite.palette_encoding import encode_palette
 
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_options(mode, batchnorm, index_dtype)
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
     plain, model_palette = deployable(model)
     dense = convert_to_tflite(plain)
     if mode == "dense":
         return dense, ExportResult(path="", mode=mode, bytes=len(dense), palette_size=0,
-                                   index_dtypes={}, indexed=[], non_palette=_dense_constants(dense))
+                                   index_dtypes={}, indexed=[], non_palette=_dense_constants(dense),
+                                   batchnorm="fold")
     pal = model_palette if palette is None else np.asarray(palette, np.float32)
+    kept, reasons = [], {}
+    if batchnorm == "scale_op":
+        dense, kept, reasons = keep_batchnorm_scales(dense, plain, pal)
+    base = keras_explainer(plain)
+
+    def explain(t):
+        return reasons.get((t.subgraph, t.name)) or base(t)
+
     data, meta, indexed, others = encode_palette(
-        dense, pal, explain=keras_explainer(plain), producer=f"tfmot_wfn {tfmot_wfn.__version__}")
+        dense, pal, explain=explain, producer=f"tfmot_wfn {tfmot_wfn.__version__}",
+        index_dtype=index_dtype, batchnorm_scales=kept)
     return data, ExportResult(
         path="", mode=mode, bytes=len(data), palette_size=meta.palette_size,
         index_dtypes={t.name: t.index_dtype for t in indexed}, indexed=indexed,
-        non_palette=others, palette=np.unique(pal.astype(np.float32)))
+        non_palette=others, palette=np.unique(pal.astype(np.float32)), batchnorm=batchnorm,
+        batchnorm_scales=kept)
 
 
 def export_tflite(
@@ -145,6 +176,8 @@ def export_tflite(
     path: Union[str, os.PathLike],
     mode: str = "palette",
     palette: Optional[np.ndarray] = None,
+    batchnorm: str = "scale_op",
+    index_dtype: Optional[str] = None,
 ) -> ExportResult:
     """Write a fixed Keras model as a TFLite file.
 
@@ -161,18 +194,31 @@ def export_tflite(
         interpreter, and `load_interpreter` decodes it once for float speed.
         ``"dense"``: the ordinary float32 TFLite of the stripped model.
       palette: override the palette (values missing from it are not indexed).
+      batchnorm: what to do with a BatchNorm right after a Conv/DepthwiseConv/Dense,
+        which the converter folds into it (``W * s``, no longer palette values).
+        ``"scale_op"`` (default): the layer's palette weight ``W`` is stored as
+        indices, its bias becomes ``b_folded / s`` and a ``MUL`` by the float32
+        per-channel scale ``s = gamma / sqrt(var + eps)`` follows it, carrying the
+        fused activation (a layer whose scale is 0 or tiny in some channel stays
+        folded, with the reason); ``load_interpreter(decode=True)`` folds the MUL
+        back into the static weights. ``"fold"``: keep the converter's folded
+        float weights (listed as not palette-indexed, with the reason); fold
+        BatchNorm into the float model before fixing (`fold_batchnorm`) instead.
+      index_dtype: force ``"uint8"`` or ``"int16"`` indices; None (default) picks
+        uint8 for K <= 256 and int16 above.
 
     Returns:
-      An `ExportResult`: path, bytes, palette size, index dtype per tensor, and
-      every constant tensor left as float (or int) with the reason, e.g. a
-      BatchNorm the converter folded into a conv (use `fold_batchnorm` before
-      fixing to avoid it).
+      An `ExportResult`: path, bytes, palette size, index dtype per tensor, the
+      BatchNorms kept as a MUL, and every constant tensor left as float (or int)
+      with the reason.
 
     Raises:
-      ValueError: unknown mode, a palette of more than 32768 values (the model
-        does not look fixed), or a model that cannot be converted.
+      ValueError: unknown mode / batchnorm / index_dtype, a palette of more than
+        32768 values (the model does not look fixed), or a model that cannot be
+        converted.
     """
-    data, result = export_tflite_bytes(model, mode=mode, palette=palette)
+    data, result = export_tflite_bytes(model, mode=mode, palette=palette, batchnorm=batchnorm,
+                                       index_dtype=index_dtype)
     path = os.fspath(path)
     _write_atomically(path, data)
     result.path = path

@@ -29,6 +29,7 @@ class _Origin:
     sorted_values: np.ndarray
     reason: str
     exact: bool
+    bias_only: bool = False  # a folded bias: only an op's bias input can be it
 
 
 def _converter_folded_pairs(model):
@@ -62,24 +63,21 @@ def _origins(model) -> Dict[int, List[_Origin]]:
 
     found: Dict[int, List[_Origin]] = {}
 
-    def add(values, reason, exact):
+    def add(values, reason, exact, bias_only=False):
         flat = np.sort(np.asarray(values, np.float32).ravel())
-        found.setdefault(flat.size, []).append(_Origin(flat, reason, exact))
+        found.setdefault(flat.size, []).append(_Origin(flat, reason, exact, bias_only))
 
-    folded_bns = set()
     for layer, bn in _converter_folded_pairs(model):
-        folded_bns.add(id(bn))
         values = folded_weights(layer, bn)
         for name, v in values.items():
             if name == "bias":
                 add(v, f"bias of size {v.size} not in palette: BatchNorm {bn.name!r} shift folded "
-                       f"into {layer.name!r} by the converter", False)
+                       f"into {layer.name!r} by the converter", False, bias_only=True)
             elif name != "depthwise_kernel":
                 add(v, f"BatchNorm {bn.name!r} folded into {layer.name!r}: values are not in the "
                        f"palette ({FOLD_HINT})", False)
+    # Standalone BatchNorms, and those the converter did not fold after all (e.g. Conv3D).
     for bn in _batchnorms(model):
-        if id(bn) in folded_bns:
-            continue
         scale, shift = batchnorm_scale_shift(bn)
         add(scale, f"BatchNorm {bn.name!r} scale gamma/sqrt(var+eps): moving statistics are "
                    "not fixed weights", False)
@@ -113,7 +111,7 @@ def keras_explainer(model) -> Explainer:
             return None
         values = np.sort(t.values.ravel())
         for origin in origins.get(values.size, []):
-            if not _matches(origin, values):
+            if (origin.bias_only and not t.is_bias) or not _matches(origin, values):
                 continue
             if not origin.exact:
                 return origin.reason

@@ -17,7 +17,7 @@ print(encoding.index_dtype, [t.name for t in encoding.indexed])
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -128,6 +128,8 @@ def encode_palette(
     palette,
     explain: Optional[Explainer] = None,
     producer: str = "",
+    index_dtype: Optional[str] = None,
+    batchnorm_scales: Sequence = (),
 ) -> Tuple[bytes, PaletteMetadata, List[IndexedTensor], List[NonPaletteTensor]]:
     """Store every all-palette float32 constant of ``tflite`` as indices into ``palette``.
 
@@ -137,6 +139,10 @@ def encode_palette(
       explain: called for each constant left as it is; returns the reason, or None
         to use `generic_reason`.
       producer: a free text stored in the metadata (e.g. the tfmot_wfn version).
+      index_dtype: ``"uint8"`` or ``"int16"``; None (default) picks the smallest that
+        holds the palette (uint8 for K <= 256).
+      batchnorm_scales: the `batchnorm_scale.KeptScale` records (or their metadata
+        dicts) of BatchNorms kept as a MUL, stored in the metadata for the decoder.
 
     Returns:
       ``(bytes, metadata, indexed tensors, non-palette tensors)``.
@@ -149,7 +155,13 @@ def encode_palette(
     if fb.get_metadata(model, METADATA_NAME) is not None:
         raise ValueError("the TFLite file is already palette-encoded (it has tfmot_wfn metadata)")
     pal = check_palette(palette)
-    index_dtype = index_dtype_for(pal.size)
+    smallest = index_dtype_for(pal.size)
+    if index_dtype is None:
+        index_dtype = smallest
+    elif index_dtype not in ("uint8", "int16"):
+        raise ValueError(f"index_dtype must be 'uint8', 'int16' or None, got {index_dtype!r}")
+    elif index_dtype == "uint8" and smallest != "uint8":
+        raise ValueError(f"a palette of {pal.size} values needs int16 indices, not uint8")
     index_type = fb.type_value(index_dtype.upper())
     # Decoded tensors point at an empty buffer (by convention buffer 0 is one).
     first = model.buffers[0] if model.buffers else None
@@ -223,6 +235,8 @@ def encode_palette(
         # Non-float constants (shapes, axes) get their generic reason back from `inspect`.
         not_indexed=[{"subgraph": t.subgraph, "tensor": t.name, "reason": t.reason}
                      for t in not_indexed if t.dtype == "FLOAT32"],
-        producer=producer)
+        producer=producer,
+        batchnorm_scales=[k if isinstance(k, dict) else k.to_metadata()
+                          for k in batchnorm_scales])
     fb.set_metadata(model, METADATA_NAME, metadata.to_json_bytes())
     return fb.write_model(model), metadata, indexed, not_indexed

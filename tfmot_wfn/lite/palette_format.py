@@ -10,7 +10,10 @@ A palette file is an ordinary TFLite flatbuffer in which
   and decoded in the graph by ``CAST(indices -> int32)`` and
   ``GATHER(palette, positions, axis=0)`` right before the first op reading W;
 * the metadata entry ``tfmot_wfn`` holds JSON describing the encoding and the
-  reason every other constant tensor was left as it is.
+  reason every other constant tensor was left as it is;
+* a BatchNorm after a conv/dense may be kept as ``MUL`` by its per-channel
+  float32 scale ``tfmot_wfn/bn_scale/<name>`` (listed in ``batchnorm_scales``),
+  so the conv's weight stays palette values (see `batchnorm_scale`).
 
 ```python
 meta = PaletteMetadata(palette_size=29, index_dtype="uint8", indexed_count=5, not_indexed=[...])
@@ -80,6 +83,9 @@ class PaletteMetadata:
 
     ``indexed_count``: how many weights are palette-indexed (the graph says which).
     ``not_indexed``: ``{"subgraph", "tensor", "reason"}`` per float32 constant left as float.
+    ``batchnorm_scales``: ``{"subgraph", "tensor", "layer", "batchnorm"}`` per BatchNorm
+    kept as a ``MUL`` by the float32 constant ``tensor`` after ``layer``'s op (readers
+    that ignore it still run the file correctly, only the decode fast path folds it).
     """
 
     palette_size: int
@@ -91,6 +97,7 @@ class PaletteMetadata:
     version: int = FORMAT_VERSION
     palette_tensor: str = PALETTE_TENSOR_NAME
     producer: str = ""
+    batchnorm_scales: List[Dict] = dataclasses.field(default_factory=list)
 
     def to_json_bytes(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True,
@@ -115,6 +122,11 @@ class PaletteMetadata:
     def reasons(self) -> Dict[tuple, str]:
         """``(subgraph, tensor name) -> reason`` for the tensors left as they are."""
         return {(int(e["subgraph"]), e["tensor"]): e["reason"] for e in self.not_indexed}
+
+    def scale_tensors(self, subgraph: int) -> List[str]:
+        """Names of the kept BatchNorm scale tensors of one subgraph."""
+        return [str(e["tensor"]) for e in self.batchnorm_scales or []
+                if int(e.get("subgraph", 0)) == subgraph]
 
 
 def read_metadata(model) -> Optional[PaletteMetadata]:

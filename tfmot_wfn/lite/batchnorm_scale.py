@@ -1,0 +1,428 @@
+"""Keep a BatchNorm's scale as a separate MUL so the conv before it stays palette-indexed.
+
+The TFLite converter folds an inference-mode BatchNorm into the preceding
+Conv/DepthwiseConv/Dense: the stored weight is ``F = W * s`` with the per
+output channel scale ``s = gamma / sqrt(moving_var + eps)``, which turns the
+palette values ``W`` into arbitrary floats. This module undoes that on the
+converted flatbuffer, for each such layer whose Keras kernel ``W`` is all
+palette values:
+
+* the op's weight is set back to ``W`` (so `encode_palette` stores it as
+  palette indices),
+* its bias becomes ``b_new = b_folded / s`` and its fused activation is removed,
+* a ``MUL`` by the float32 constant ``s`` (shape ``[C]``, broadcast on the last
+  axis) follows it and carries the fused activation, so
+  ``act((conv(x, W) + b_new) * s) == act(conv(x, F) + b_folded)``.
+
+``s`` is recovered exactly as the converter rounded it (per channel, the float32
+value with ``float32(W * s) == F`` for every weight), and ``b_new`` is chosen so
+that ``float32(b_new * s) == b_folded``: `fold_scale_ops` (used by
+`decode_palette`, the ``load_interpreter(decode=True)`` fast path) multiplies the
+MUL back into the static weights and gets the converter's folded weights bit
+for bit.
+
+A channel with ``|s| < MIN_SCALE`` (e.g. gamma fixed to 0) has no finite
+``b_new``; such a layer keeps the folded, non-palette weights, with the reason.
+
+```python
+data, kept, reasons = keep_batchnorm_scales(float_tflite, plain_model)
+data, meta, indexed, others = encode_palette(data, palette, batchnorm_scales=kept, ...)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from tfmot_wfn.lite import tflite_flatbuffer as fb
+
+SCALE_PREFIX = "tfmot_wfn/bn_scale/"   # + the BatchNorm's name: the MUL's constant
+UNSCALED_SUFFIX = "/wfn_unscaled"       # the op's output before the MUL
+SCALE_REASON = "BatchNorm scale kept as a separate MUL (float, per channel)"
+MIN_SCALE = 1e-12  # |s| below this (0 when gamma is fixed to 0): keep the folded weights
+# Ops the converter folds a BatchNorm into, and the axis of their weight's output channels.
+HOST_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1}
+_BIAS_SLOT = 2
+_MATCH_RTOL = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptScale:
+    """A BatchNorm whose scale is kept as a MUL after the op of ``layer``.
+
+    Tensor names are those of the TFLite file: ``weight`` (palette values),
+    ``bias`` (``b_folded / s``, "" when the op has none) and ``scale`` (``s``).
+    ``exact``: the decode fast path reproduces the converter's folded weights
+    and bias bit for bit.
+    """
+
+    subgraph: int
+    layer: str
+    batchnorm: str
+    op: str
+    channels: int
+    weight: str
+    bias: str
+    scale: str
+    exact: bool
+
+    def to_metadata(self) -> Dict:
+        return {"subgraph": self.subgraph, "tensor": self.scale, "layer": self.layer,
+                "batchnorm": self.batchnorm}
+
+
+# ---------------------------------------------------------------- Keras side
+@dataclasses.dataclass
+class _Pair:
+    layer: object
+    bn: object
+    kernel: np.ndarray       # (elements per channel, C), Keras order, float32
+    scale64: np.ndarray      # (C,) float64
+    scale_tf: np.ndarray     # (C,) float32 as TensorFlow rounds gamma * rsqrt(var + eps)
+    uniques: np.ndarray      # sorted unique kernel values (float64)
+    in_palette: bool
+
+
+def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
+    from tfmot_wfn.lite.batchnorm_folding import _DEPTHWISE, batchnorm_scale_shift
+    from tfmot_wfn.lite.export_reasons import _converter_folded_pairs
+
+    pairs = []
+    for layer, bn in _converter_folded_pairs(model):
+        values = {v.name: np.asarray(v.numpy(), np.float32) for v in layer.weights}
+        key = "pointwise_kernel" if "pointwise_kernel" in values else "kernel"
+        if key not in values:
+            continue
+        kernel = values[key]
+        if isinstance(layer, _DEPTHWISE):  # (..., in, multiplier): channel = in * mult + m
+            kernel = kernel.reshape(kernel.shape[:-2] + (-1,))
+        scale64, _ = batchnorm_scale_shift(bn)
+        channels = scale64.size
+        if kernel.shape[-1] != channels:
+            continue
+        bn_values = {v.name: np.asarray(v.numpy(), np.float32) for v in bn.weights}
+        var = bn_values["moving_variance"]
+        gamma = bn_values.get("gamma", np.ones_like(var))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rsqrt = (np.float32(1) / np.sqrt(var + np.float32(bn.epsilon))).astype(np.float32)
+        flat = kernel.reshape(-1, channels)
+        pal_pos = np.minimum(np.searchsorted(palette, flat.ravel()), palette.size - 1)
+        pairs.append(_Pair(
+            layer=layer, bn=bn, kernel=flat, scale64=scale64,
+            scale_tf=(gamma * rsqrt).astype(np.float32),
+            uniques=np.unique(flat).astype(np.float64),
+            in_palette=bool(palette.size and np.all(palette[pal_pos] == flat.ravel()))))
+    return pairs
+
+
+# ------------------------------------------------------------- flatbuffer side
+def _channels_last(array: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
+
+
+def _from_channels_last(flat: np.ndarray, shape: Tuple[int, ...], axis: int) -> np.ndarray:
+    moved = list(shape)
+    moved.append(moved.pop(axis % len(shape)))
+    return np.moveaxis(flat.reshape(moved), -1, axis % len(shape))
+
+
+def _snap(folded: np.ndarray, pair: _Pair, usable: np.ndarray) -> Optional[np.ndarray]:
+    """``W`` (channels last, float32) with ``folded ~= W * s``, or None when it does not fit."""
+    u = pair.uniques
+    if not usable.all():  # channels with s ~ 0 hold ~0 (all of them: this alone is no match)
+        limit = MIN_SCALE * max(1.0, float(np.abs(pair.kernel).max(initial=0.0)))
+        if not usable.any() or not np.all(np.abs(folded[:, ~usable]) <= limit):
+            return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = folded[:, usable].astype(np.float64) / pair.scale64[usable]
+    pos = np.clip(np.searchsorted(u, ratio), 1, max(u.size - 1, 1))
+    lower, upper = u[pos - 1], u[np.minimum(pos, u.size - 1)]
+    nearest = np.where(np.abs(ratio - lower) <= np.abs(upper - ratio), lower, upper)
+    if not np.all(np.abs(nearest - ratio) <= _MATCH_RTOL * np.abs(ratio) + 1e-30):
+        return None
+    snapped = np.zeros(folded.shape, np.float32)
+    snapped[:, usable] = nearest.astype(np.float32)
+    # Same values per channel as the Keras kernel: this op is this layer.
+    if not np.array_equal(np.sort(snapped[:, usable], axis=0),
+                          np.sort(pair.kernel[:, usable], axis=0)):
+        return None
+    return snapped
+
+
+def _ulp_neighbours(values: np.ndarray, steps: int = 2) -> List[np.ndarray]:
+    out, up, down = [values], values, values
+    for _ in range(steps):
+        up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+        out.extend([up, down])
+    return out
+
+
+def _exact_scale(kernel: np.ndarray, folded: np.ndarray, pair: _Pair) -> Tuple[np.ndarray, bool]:
+    """Per channel, the float32 ``s`` with ``float32(kernel * s) == folded`` (else the nearest)."""
+    channels = folded.shape[1]
+    rows = np.argmax(np.abs(kernel), axis=0)
+    w_max = kernel[rows, np.arange(channels)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        from_file = np.where(w_max != 0, folded[rows, np.arange(channels)] / w_max,
+                             pair.scale_tf).astype(np.float32)
+    candidates = []
+    for base in (pair.scale_tf, pair.scale64.astype(np.float32), from_file):
+        candidates.extend(_ulp_neighbours(base.astype(np.float32)))
+    best = pair.scale64.astype(np.float32)
+    best_error = np.full(channels, np.inf)
+    for cand in candidates:
+        error = np.abs(kernel * cand - folded).max(axis=0) if kernel.size else np.zeros(channels)
+        better = error < best_error
+        best, best_error = np.where(better, cand, best), np.where(better, error, best_error)
+    return best.astype(np.float32), bool(np.all(best_error == 0))
+
+
+def _exact_quotient(bias: np.ndarray, scale: np.ndarray) -> Tuple[np.ndarray, bool]:
+    """float32 ``q`` with ``float32(q * scale) == bias`` where one exists near ``bias / scale``."""
+    base = (bias.astype(np.float64) / scale.astype(np.float64)).astype(np.float32)
+    best, best_error = base, np.abs(base * scale - bias)
+    for cand in _ulp_neighbours(base):
+        error = np.abs(cand * scale - bias)
+        better = error < best_error
+        best, best_error = np.where(better, cand, best), np.where(better, error, best_error)
+    return best.astype(np.float32), bool(np.all(best_error == 0))
+
+
+def _set_constant(model, subgraph, op, slot: int, values: np.ndarray, readers) -> str:
+    """Give ``op``'s input ``slot`` the data ``values`` (a new tensor if others read it)."""
+    index = int(op.inputs[slot])
+    tensor = subgraph.tensors[index]
+    buffer = fb.add_buffer(model, np.ascontiguousarray(values, dtype="<f4").tobytes())
+    if len(readers.get(index, [])) > 1:
+        index = fb.add_tensor(subgraph, fb.tensor_name(tensor) + "/wfn", fb.tensor_shape(tensor),
+                              tensor.type, buffer)
+        op.inputs[slot] = index
+    else:
+        tensor.buffer = buffer
+    return fb.tensor_name(subgraph.tensors[index])
+
+
+def _unique_name(subgraph, name: str) -> str:
+    taken = {fb.tensor_name(t) for t in subgraph.tensors}
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
+
+
+def _mul_op(model, inputs, outputs, activation: int):
+    mod = fb.schema()
+    mul = mod.OperatorT()
+    mul.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.MUL)
+    mul.inputs, mul.outputs = list(inputs), list(outputs)
+    mul.builtinOptionsType = mod.BuiltinOptions.MulOptions
+    mul.builtinOptions = mod.MulOptionsT()
+    mul.builtinOptions.fusedActivationFunction = int(activation)
+    return mul
+
+
+def _host_weight(model, subgraph, op) -> Optional[np.ndarray]:
+    if op.inputs is None or len(op.inputs) < 2 or int(op.inputs[1]) < 0:
+        return None
+    tensor = subgraph.tensors[int(op.inputs[1])]
+    quant = tensor.quantization
+    if (tensor.type != fb.type_value("FLOAT32") or not fb.is_constant(model, tensor)
+            or (quant is not None and quant.scale is not None and len(quant.scale) > 0)
+            or tensor.sparsity is not None):
+        return None
+    return fb.constant_array(model, tensor)
+
+
+def _optional_bias(model, subgraph, op) -> Tuple[bool, Optional[np.ndarray]]:
+    """(usable, bias values or None when the op has no bias input)."""
+    if op.inputs is None or len(op.inputs) <= _BIAS_SLOT or int(op.inputs[_BIAS_SLOT]) < 0:
+        return True, None
+    tensor = subgraph.tensors[int(op.inputs[_BIAS_SLOT])]
+    if tensor.type != fb.type_value("FLOAT32") or not fb.is_constant(model, tensor):
+        return False, None
+    return True, fb.constant_array(model, tensor)
+
+
+def _fallback_reason(pair: _Pair, tiny: np.ndarray) -> str:
+    from tfmot_wfn.lite.export_reasons import FOLD_HINT
+
+    smallest = float(np.min(np.abs(pair.scale64[tiny])))
+    return (f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: its scale "
+            f"gamma/sqrt(var+eps) is {smallest:.3g} (|s| < {MIN_SCALE:g}) in "
+            f"{int(np.count_nonzero(tiny))} of {tiny.size} channels, so it is not kept as a "
+            f"separate MUL (the bias b/s would not be finite); values are not in the palette "
+            f"({FOLD_HINT})")
+
+
+def keep_batchnorm_scales(
+    tflite: bytes, model, palette,
+) -> Tuple[bytes, List[KeptScale], Dict[Tuple[int, str], str]]:
+    """Rewrite converter-folded BatchNorms of ``tflite`` into palette weight + ``MUL`` by ``s``.
+
+    Args:
+      tflite: float TFLite bytes of ``model`` (from `convert_to_tflite`).
+      model: the plain Keras model it was converted from (its kernels are palette values).
+      palette: the network palette; layers whose kernel is not all palette values
+        are left folded.
+
+    Returns:
+      ``(bytes, kept scales, reasons)``: ``reasons`` maps ``(subgraph, tensor name)``
+      to the reason a tensor is not palette-indexed (the scale, the new bias, and the
+      folded weight of a layer left folded because its scale is 0 or tiny).
+    """
+    pal = np.unique(np.asarray(palette, np.float32).ravel())
+    pairs = [p for p in _keras_pairs(model, pal) if p.in_palette]
+    if not pairs:
+        return bytes(tflite), [], {}
+    fbm = fb.read_model(tflite)
+    kept: List[KeptScale] = []
+    reasons: Dict[Tuple[int, str], str] = {}
+    unmatched = list(pairs)
+    replaced_buffers = set()
+    for s, subgraph in enumerate(fbm.subgraphs):
+        inserts: Dict[int, object] = {}
+        readers = fb.consumers(subgraph)
+        for pos, op in enumerate(subgraph.operators or []):
+            name = fb.op_name(fbm, op)
+            if name not in HOST_OPS or not unmatched:
+                continue
+            weight = _host_weight(fbm, subgraph, op)
+            if weight is None or weight.ndim < 2:
+                continue
+            axis = HOST_OPS[name]
+            folded = _channels_last(weight, axis)
+            for pair in unmatched:
+                if folded.shape != pair.kernel.shape:
+                    continue
+                tiny = ~(np.abs(pair.scale64) >= MIN_SCALE)  # NaN counts as tiny
+                snapped = _snap(folded, pair, ~tiny)
+                if snapped is None:
+                    continue
+                unmatched.remove(pair)
+                weight_name = fb.tensor_name(subgraph.tensors[int(op.inputs[1])])
+                usable, bias = _optional_bias(fbm, subgraph, op)
+                if tiny.any() or not usable:
+                    reasons[(s, weight_name)] = _fallback_reason(pair, tiny) if tiny.any() else (
+                        f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the op's "
+                        "bias is not a float32 constant, so the scale is not kept as a MUL")
+                    break
+                scale, exact = _exact_scale(snapped, folded, pair)
+                bias_name = ""
+                if bias is not None:
+                    new_bias, bias_exact = _exact_quotient(bias, scale)
+                    if not np.all(np.isfinite(new_bias)):
+                        reasons[(s, weight_name)] = (
+                            f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the "
+                            "bias divided by its scale is not finite in float32, so the scale is "
+                            "not kept as a separate MUL; values are not in the palette")
+                        break
+                    exact = exact and bias_exact
+                    replaced_buffers.add(int(subgraph.tensors[int(op.inputs[_BIAS_SLOT])].buffer))
+                    bias_name = _set_constant(fbm, subgraph, op, _BIAS_SLOT, new_bias, readers)
+                    reasons[(s, bias_name)] = (
+                        f"bias of size {new_bias.size} not in palette: BatchNorm "
+                        f"{pair.bn.name!r} shift divided by its scale (kept as a separate MUL "
+                        f"after {pair.layer.name!r})")
+                replaced_buffers.add(int(subgraph.tensors[int(op.inputs[1])].buffer))
+                weight_name = _set_constant(
+                    fbm, subgraph, op, 1, _from_channels_last(snapped, weight.shape, axis),
+                    readers)
+                # op -> unscaled tensor -> MUL(s, activation) -> the op's original output
+                out_index = int(op.outputs[0])
+                out = subgraph.tensors[out_index]
+                unscaled = fb.add_tensor(
+                    subgraph, _unique_name(subgraph, fb.tensor_name(out) + UNSCALED_SUFFIX),
+                    fb.tensor_shape(out), out.type)
+                if out.shapeSignature is not None:
+                    subgraph.tensors[unscaled].shapeSignature = np.array(out.shapeSignature)
+                scale_name = _unique_name(subgraph, SCALE_PREFIX + pair.bn.name)
+                scale_index = fb.add_tensor(
+                    subgraph, scale_name, [scale.size], fb.type_value("FLOAT32"),
+                    fb.add_buffer(fbm, scale.astype("<f4").tobytes()))
+                activation = int(op.builtinOptions.fusedActivationFunction)
+                op.builtinOptions.fusedActivationFunction = fb.schema().ActivationFunctionType.NONE
+                op.outputs[0] = unscaled
+                inserts[pos] = _mul_op(fbm, [unscaled, scale_index], [out_index], activation)
+                reasons[(s, scale_name)] = SCALE_REASON
+                kept.append(KeptScale(
+                    subgraph=s, layer=pair.layer.name, batchnorm=pair.bn.name, op=name,
+                    channels=int(scale.size), weight=weight_name, bias=bias_name,
+                    scale=scale_name, exact=exact))
+                break
+        if inserts:
+            ops = []
+            for pos, op in enumerate(subgraph.operators):
+                ops.append(op)
+                if pos in inserts:
+                    ops.append(inserts[pos])
+            subgraph.operators = ops
+    for b in replaced_buffers - fb.referenced_buffers(fbm):
+        if b > 0:
+            fbm.buffers[b].data = None
+    if not kept:
+        return bytes(tflite), [], reasons
+    return fb.write_model(fbm), kept, reasons
+
+
+# ------------------------------------------------------------------ decoding
+def fold_scale_ops(model, subgraph, scale_names: Iterable[str]) -> int:
+    """Multiply each kept-scale ``MUL`` back into the static weights of the op before it.
+
+    For ``MUL(op(x, W, b), s)`` with ``s`` one of ``scale_names``: ``W *= s`` (per
+    output channel), ``b *= s``, the MUL's fused activation goes back on the op,
+    which writes the MUL's output, and the MUL is dropped. MULs whose op has
+    non-constant weights, another reader or an activation are left as they are.
+    Returns how many were folded.
+    """
+    names = set(scale_names)
+    if not names:
+        return 0
+    mul_code = fb.schema().BuiltinOperator.MUL
+    none = fb.schema().ActivationFunctionType.NONE
+    producer = fb.producers(subgraph)
+    readers = fb.consumers(subgraph)
+    outputs = set(int(t) for t in (subgraph.outputs if subgraph.outputs is not None else []))
+    drop = set()
+    for pos, mul in enumerate(subgraph.operators or []):
+        opcode = model.operatorCodes[mul.opcodeIndex]
+        if opcode.customCode or fb.builtin_code(opcode) != mul_code or len(mul.inputs) != 2:
+            continue
+        scale_tensor = subgraph.tensors[int(mul.inputs[1])]
+        if fb.tensor_name(scale_tensor) not in names:
+            continue
+        scale = fb.constant_array(model, scale_tensor)
+        unscaled = int(mul.inputs[0])
+        host_pos = producer.get(unscaled)
+        if scale is None or host_pos is None or unscaled in outputs:
+            continue
+        host = subgraph.operators[host_pos]
+        host_name = fb.op_name(model, host)
+        if (host_name not in HOST_OPS or len(readers.get(unscaled, [])) != 1
+                or int(host.builtinOptions.fusedActivationFunction) != none):
+            continue
+        weight = _host_weight(model, subgraph, host)
+        usable, bias = _optional_bias(model, subgraph, host)
+        axis = HOST_OPS[host_name]
+        if weight is None or not usable or weight.shape[axis] != scale.size:
+            continue
+        scale = scale.astype(np.float32).ravel()
+        shaped = np.ones(weight.ndim, int)
+        shaped[axis] = scale.size
+        _set_constant(model, subgraph, host, 1, weight * scale.reshape(shaped), readers)
+        if bias is not None:
+            _set_constant(model, subgraph, host, _BIAS_SLOT, bias * scale, readers)
+        activation = int(mul.builtinOptions.fusedActivationFunction)
+        host.builtinOptions.fusedActivationFunction = activation
+        host.outputs[0] = int(mul.outputs[0])
+        drop.add(pos)
+    if drop:
+        subgraph.operators = [op for pos, op in enumerate(subgraph.operators) if pos not in drop]
+    return len(drop)
+
+
+__all__ = ["KeptScale", "MIN_SCALE", "SCALE_PREFIX", "SCALE_REASON", "fold_scale_ops",
+           "keep_batchnorm_scales"]
