@@ -154,3 +154,29 @@ def test_fixing_summaries_writes_the_scalars_to_tensorboard(tmp_path):
 def test_fixing_summaries_checks_its_argument():
     with pytest.raises(TypeError, match="log_dir must be a path"):
         tfmot_wfn.FixingSummaries(3)
+
+
+def test_steps_per_execution_counts_steps_not_calls():
+    """fit(steps_per_execution=2) calls batch callbacks once per 2 steps: the schedule still
+    counts training steps, and a stage due inside an execution runs at its start."""
+    x, y = kh.classification_data(n=32)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 0.8, 1.0), steps_per_stage=3))
+    fixed.compile(optimizer="adam", steps_per_execution=2,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    recorder = kh.StageRecorder(update)
+    # 4 steps per epoch = 2 calls; stages due at steps 0, 3, 6 run at steps 0, 2, 6.
+    fixed.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+              callbacks=[update, recorder])
+    assert [round(s.fraction, 3) for s in update.history] == [0.5, 0.8, 1.0]
+    assert [s["step"] for s in recorder.snapshots] == [1, 3, 7]  # the call's last step
+    assert update.step == 8
+    assert all(int(w.fixing_step.numpy()) == 8 for w in wrappers_of(fixed))
+    # An epoch-based schedule resolves to steps (not calls) and fixes once per epoch.
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 1.0)))
+    fixed.compile(optimizer="adam", steps_per_execution=3,  # calls of 3 and 1 steps
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[update])
+    assert wrappers_of(fixed)[0].fixing_schedule.steps_per_stage == 4
+    assert len(update.history) == 2 and update.step == 8

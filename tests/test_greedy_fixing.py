@@ -321,6 +321,51 @@ def test_stage_invariants(w, schedule, palette, seed):
         extra |= set(r.palette.tolist())
 
 
+@st.composite
+def degenerate_vectors(draw):
+    """Inputs a network can hold but random draws rarely give."""
+    n = draw(st.integers(1, 300))
+    kind = draw(st.sampled_from(["zeros", "constant", "spike", "range", "tiny", "pairs"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if kind == "zeros":
+        w = np.zeros(n)
+    elif kind == "constant":
+        w = np.full(n, draw(st.floats(-1e4, 1e4, width=32)))
+    elif kind == "spike":  # one large weight among zeros
+        w = np.zeros(n)
+        w[rng.integers(n)] = draw(st.sampled_from([1e-6, 0.3, -7.0, 3e4]))
+    elif kind == "range":  # magnitudes from 1e-30 to 1e4 (float32 subnormals included)
+        w = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-30, 4, n)
+    elif kind == "tiny":  # all below g0 = 2**-7
+        w = rng.uniform(-(2.0**-8), 2.0**-8, n)
+    else:  # +-x pairs
+        half = rng.normal(0, 0.3, (n + 1) // 2)
+        w = np.concatenate([half, -half])[:n]
+    return w.astype(np.float32)
+
+
+@settings(deadline=None, max_examples=examples(60), suppress_health_check=[HealthCheck.too_slow])
+@given(w=degenerate_vectors(), start=st.integers(0, 6), stages=st.integers(1, 4),
+       delta=st.sampled_from([0.0075, 0.015, 0.3]))
+def test_stage_invariants_on_degenerate_vectors(w, start, stages, delta):
+    values, fixed, palette = w, np.zeros(w.size, bool), None
+    seen = set()
+    fractions = PAPER_FRACTIONS[start:start + stages]
+    for i, fraction in enumerate(fractions):
+        r = fixing_stage(values, fixed, fraction, delta * max(1, len(fractions) - i), palette=palette)
+        assert int(r.fixed.sum()) == max(int(fixed.sum()), quota_for(w.size, fraction))
+        assert np.all(r.fixed[fixed])
+        np.testing.assert_array_equal(r.values[fixed].view(np.uint32), values[fixed].view(np.uint32))
+        np.testing.assert_array_equal(r.values[~r.fixed], values[~r.fixed])
+        assert np.all(np.isfinite(r.values)) and np.all(np.isfinite(r.palette))
+        np.testing.assert_array_equal(r.palette, np.unique(r.values[r.fixed]))
+        assert_power_of_two_sums(r, seen)
+        if not np.any(w):
+            assert set(r.palette.tolist()) <= {0.0}
+        seen |= set(r.palette.tolist())
+        values, fixed, palette = r.values, r.fixed, r.palette
+
+
 @settings(deadline=None, max_examples=examples(40))
 @given(w=weight_vectors(), distance=distances)
 def test_single_stage_to_one_fixes_everything(w, distance):

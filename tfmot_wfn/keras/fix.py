@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer, regularizer
 from tfmot_wfn.keras import fixing_schedule as schedules
-from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, tf
 from tfmot_wfn.keras.fixing_wrapper import (
     DEFAULT_DISTANCE,
     DEFAULT_PALETTE_CAPACITY,
     DEFAULT_REGULARIZATION,
     DEFAULT_TEMPERATURE,
     WeightFixingWrapper,
+    check_arguments,
 )
 from tfmot_wfn.keras.network_fixing import wrappers_of
 
@@ -46,14 +49,26 @@ def _is_functional_or_sequential(model) -> bool:
     return getattr(model, "_is_graph_network", False)
 
 
-def _check_model(model) -> None:
+SUBCLASSED_MODEL_HELP = (
+    "Wrap the supported layers inside your subclass instead, all with the same schedule "
+    "and distance: in __init__, schedule = tfmot_wfn.StagedFixing(...); self.dense = "
+    "tfmot_wfn.fix_weights(keras.layers.Dense(10), fixing_schedule=schedule); then train "
+    "with callbacks=[tfmot_wfn.UpdateFixingStep()] as usual, and get plain layers with "
+    "tfmot_wfn.strip_fixing(self.dense) (or copy their effective weights into a plain "
+    "instance of your model).")
+
+
+def _check_model(model, fix_biases: bool = True, fix_batchnorm: bool = True) -> None:
     if not _is_functional_or_sequential(model):
         raise ValueError(
             f"Model {model.name!r} is a subclassed keras.Model; fix_weights supports "
-            "Sequential and Functional models (as tfmot does). Wrap the supported layers "
-            "inside your subclass instead: self.dense = tfmot_wfn.fix_weights(keras.layers.Dense(10)) "
-            "in __init__, then train with UpdateFixingStep as usual.")
-    problems, has_weights = [], False
+            "Sequential and Functional models (as tfmot does). " + SUBCLASSED_MODEL_HELP)
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built, so its weights do not exist yet. Build it "
+            "first: start a Sequential model with keras.Input(shape), or call "
+            "model.build(input_shape) or the model on a batch of data.")
+    problems, layers = [], []
     for layer in _leaf_layers(model):
         if isinstance(layer, WeightFixingWrapper):
             raise ValueError(
@@ -64,11 +79,49 @@ def _check_model(model) -> None:
             if not fixable_layer.is_supported(layer):
                 problems.append(fixable_layer.unsupported_layer_error(layer))
             else:
-                has_weights = True
+                layers.append(layer)
     if problems:
         raise problems[0]
-    if not has_weights:
+    if not layers:
         raise ValueError(f"Model {model.name!r} has no layer with weights to fix.")
+    count = sum(int(np.prod(v.shape)) for layer in layers
+                for v in fixable_layer.fixable_weights(layer, fix_biases, fix_batchnorm))
+    if count == 0:
+        raise ValueError(
+            f"Model {model.name!r} has no fixable weight with fix_biases={fix_biases} and "
+            f"fix_batchnorm={fix_batchnorm}: its layers with weights hold only "
+            + ("biases and " if not fix_biases else "")
+            + ("normalization scale/shift and " if not fix_batchnorm else "")
+            + "statistics. Fix more kinds of weights or pass a model with kernels.")
+    for layer in layers:
+        _check_layer_values(layer, fix_biases, fix_batchnorm)
+
+
+def _check_layer_values(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
+    """Refuse NaN/Inf weights, and weights a mixed precision compute dtype cannot hold."""
+    if not layer.weights:
+        return
+    compute = tf.dtypes.as_dtype(layer.compute_dtype)
+    for v in fixable_layer.fixable_weights(layer, fix_biases, fix_batchnorm):
+        values = np.asarray(v.numpy())
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ValueError(
+                f"{bad} of {values.size} values of weight {v.path!r} in layer {layer.name!r} "
+                "are NaN or Inf; fix_weights needs a model with finite weights. The float "
+                "model diverged or was loaded wrongly: retrain it (lower learning rate, "
+                "gradient clipping) or load a good checkpoint.")
+        stored = tf.dtypes.as_dtype(v.dtype)
+        if getattr(v, "_autocast", True) and compute.is_floating and compute.size < stored.size:
+            limit = float(compute.max)
+            largest = float(np.max(np.abs(values))) if values.size else 0.0
+            if largest > limit:
+                raise ValueError(
+                    f"Weight {v.path!r} of layer {layer.name!r} holds {largest:g}, beyond the "
+                    f"largest {compute.name} value {limit:g}; the layer computes in {compute.name} "
+                    "under the mixed precision policy, so fixed values could not be represented "
+                    "(and its outputs already overflow). Keep this layer in float32 "
+                    "(dtype='float32') or rescale the weights.")
 
 
 def _leaf_layers(model):
@@ -112,6 +165,19 @@ def _copy_layer(layer):
             new.build_from_config(build_config)
         new.set_weights(layer.get_weights())
     return new
+
+
+def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
+    if isinstance(layer, WeightFixingWrapper):
+        raise ValueError(f"Layer {layer.name!r} is already a WeightFixingWrapper.")
+    if not fixable_layer.is_supported(layer):
+        if layer.built and not layer.weights:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no weights, so there is "
+                "nothing to fix in it; pass layers with weights (fix_weights(model) leaves "
+                "weightless layers as they are).")
+        raise fixable_layer.unsupported_layer_error(layer)
+    _check_layer_values(layer, fix_biases, fix_batchnorm)
 
 
 def fix_weights(
@@ -162,9 +228,11 @@ def fix_weights(
       A new model, wrapper or list of wrappers.
 
     Raises:
-      ValueError / TypeError: bad arguments, a subclassed model, an unsupported
-        layer with weights, a model with nothing to fix, or an already-wrapped model.
-        Nothing is created or changed when an error is raised.
+      ValueError / TypeError: bad arguments, a subclassed or unbuilt model, an
+        unsupported layer with weights, a model with nothing to fix, NaN or Inf
+        weights, weights beyond a mixed precision compute dtype, or an
+        already-wrapped model (see docs/errors.md). Nothing is created or changed
+        when an error is raised.
     """
     unknown = set(kwargs) - {"palette_capacity"}
     if unknown:
@@ -174,10 +242,9 @@ def fix_weights(
         temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
         fix_batchnorm=fix_batchnorm,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
-    if fixing_schedule is None:
-        params["fixing_schedule"] = schedules.StagedFixing()
-    # Validate every argument once, before anything is built.
-    WeightFixingWrapper(keras.layers.Dense(1), **params)
+    # Validate every argument once, before anything is built (creates no layer).
+    params = check_arguments(**params)
+    fix_biases, fix_batchnorm = params["fix_biases"], params["fix_batchnorm"]
 
     if isinstance(to_fix, (list, tuple)):
         for layer in to_fix:
@@ -185,9 +252,12 @@ def fix_weights(
                 raise TypeError(
                     f"fix_weights got a list containing {type(layer).__name__}; a list must "
                     "hold keras layers only.")
+        # Check every layer before wrapping any, so that an error creates nothing.
+        for layer in to_fix:
+            _check_single_layer(layer, fix_biases, fix_batchnorm)
         return [fix_weights(layer, **params) for layer in to_fix]
     if isinstance(to_fix, keras.Model):
-        _check_model(to_fix)
+        _check_model(to_fix, fix_biases, fix_batchnorm)
 
         def clone_function(layer):
             new = _copy_layer(layer)
@@ -199,8 +269,7 @@ def fix_weights(
         regularizer.install(model)
         return model
     if isinstance(to_fix, keras.layers.Layer):
-        if isinstance(to_fix, WeightFixingWrapper):
-            raise ValueError(f"Layer {to_fix.name!r} is already a WeightFixingWrapper.")
+        _check_single_layer(to_fix, fix_biases, fix_batchnorm)
         return WeightFixingWrapper(_copy_layer(to_fix), **params)
     raise TypeError(
         "fix_weights expects a keras layer, a list of layers, or a Sequential/Functional "
@@ -240,6 +309,12 @@ def strip_fixing(model):
         raise ValueError(
             f"Model {model.name!r} has no WeightFixingWrapper: it is not a model made by "
             "fix_weights (or it was stripped already).")
+    if not _is_functional_or_sequential(model):
+        raise ValueError(
+            f"Model {model.name!r} is a subclassed keras.Model, which Keras cannot clone. "
+            "Strip its wrapped layers one by one: plain = tfmot_wfn.strip_fixing(model.dense) "
+            "returns the plain layer with the palette weights (or copy "
+            "tfmot_wfn.strip_fixing(wrapper).get_weights() into a plain instance of your model).")
 
     def clone_function(layer):
         if isinstance(layer, WeightFixingWrapper):

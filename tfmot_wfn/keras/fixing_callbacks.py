@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import numbers
 import os
 from typing import List, Optional
 
@@ -42,16 +44,33 @@ class UpdateFixingStep(keras.callbacks.Callback):
     cb.on_train_end()
     ```
 
+    The schedule position is the wrappers' `fixing_step` variable, saved with the
+    model and restored by `keras.callbacks.BackupAndRestore` or a checkpoint: it is
+    read again at the first batch of every `fit`, whatever the order of the
+    callbacks, so a resumed run continues the schedule where its weights were saved.
+
     Args:
       verbose: 1 prints one line per fixing stage; 0 is silent.
+      check_finite: at the first batch of every `fit` and at the end of every epoch,
+        raise `FloatingPointError` (naming the layer) if a free weight became NaN or
+        Inf, instead of training on and failing at the next stage. One
+        `is_finite` reduction per weight; put this callback before
+        `BackupAndRestore` / `ModelCheckpoint` so a diverged state is never saved.
     """
 
-    def __init__(self, verbose: int = 1):
+    def __init__(self, verbose: int = 1, check_finite: bool = True):
         super().__init__()
+        if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
+            raise TypeError(f"verbose must be 0 or 1, got {type(verbose).__name__} {verbose!r}")
+        if not isinstance(check_finite, (bool, np.bool_)):
+            raise TypeError(
+                f"check_finite must be True or False, got {type(check_finite).__name__}")
         self.verbose = int(verbose)
+        self.check_finite = bool(check_finite)
         self.history: List[StageSummary] = []
         self._wrappers = []
         self._step: Optional[int] = None
+        self._read_step = True
 
     def _collect(self):
         wrappers = wrappers_of(self.model)
@@ -69,6 +88,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
         for w in self._wrappers:
             if w.fixing_schedule is not schedule:
                 w.fixing_schedule.resolve(steps)
+        _check_consistent(self._wrappers)
+        for w in self._wrappers:
             w._fixing_callback_attached = True
         if regularizer.install(self.model) and getattr(self.model, "train_function", None):
             # fit() made its train function before calling on_train_begin and calls
@@ -76,7 +97,9 @@ class UpdateFixingStep(keras.callbacks.Callback):
             # traces the regularised loss.
             self.model.make_train_function(force=True)
         self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
-        self._sync_step()
+        # BackupAndRestore may restore the variables after this (its on_train_begin
+        # can run after ours): read the step again at the first batch.
+        self._read_step = True
 
     def _sync_step(self):
         for w in self._wrappers:
@@ -90,18 +113,46 @@ class UpdateFixingStep(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._step is None:
             self.on_train_begin()
+        if self._read_step:
+            self._read_step = False
+            self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
+            if self.check_finite:
+                check_finite_weights(self._wrappers, "at the start of training")
+            check_workers_agree(self.model, self._wrappers, "at the start of training")
+        # With fit(steps_per_execution=k) Keras calls this once per k steps: run the
+        # stages scheduled within those k steps now, and count steps, not calls.
+        for _ in range(self._steps_in_call(batch)):
+            self._run_scheduled_stage()
+            self._step += 1
+        self._sync_step()
+
+    def _steps_in_call(self, batch) -> int:
+        """Training steps one batch callback of `fit` stands for (1 in custom loops)."""
+        params = self.params or {}
+        k = getattr(self.model, "steps_per_execution", 1)
+        if "steps" not in params or not isinstance(k, numbers.Integral) or k <= 1:
+            return 1  # not called by fit, or one step per call
+        steps = params["steps"]
+        if steps and isinstance(batch, numbers.Integral):
+            return max(1, min(int(k), int(steps) - int(batch)))  # an epoch's last call is shorter
+        return int(k)
+
+    def _run_scheduled_stage(self):
         schedule = self._wrappers[0].fixing_schedule
         should_fix, fraction = schedule(self._step)
         if should_fix:
             distance = self._wrappers[0].distance * schedule.distance_multiplier(self._step)
             summary = run_fixing_stage(self._wrappers, fraction, distance)
+            check_workers_agree(self.model, self._wrappers, f"after the stage at step {self._step}")
             self.history.append(summary)
             if self.verbose:
                 print(f"\n[tfmot_wfn] step {self._step}: fixed {summary.fixed}/{summary.total} "
                       f"({summary.fixed / summary.total:.2%}) at distance {distance:.4g}; "
                       f"palette {summary.palette_size} values")
-        self._step += 1
-        self._sync_step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.check_finite and self._wrappers:
+            check_finite_weights(self._wrappers, f"at the end of epoch {epoch}")
 
     def on_train_end(self, logs=None):
         for w in self._wrappers:
@@ -111,6 +162,89 @@ class UpdateFixingStep(keras.callbacks.Callback):
             # function; drop the cached one so a later fit without this callback
             # retraces and raises instead of silently training without fixing.
             self.model.train_function = None
+
+
+def _check_consistent(wrappers) -> None:
+    """All wrappers must agree on what the network-wide stage uses from them."""
+    first = wrappers[0]
+
+    def key(w):
+        return (w.fixing_schedule.get_config(), type(w.fixing_schedule).__name__, w.distance,
+                w.zero_distance, w.palette_capacity, w.regularization, w.temperature)
+
+    for w in wrappers[1:]:
+        if key(w) != key(first):
+            raise ValueError(
+                f"The WeightFixingWrappers {first.name!r} and {w.name!r} have different fixing "
+                "settings (schedule, distance, zero_distance, palette_capacity, regularization "
+                "or temperature), but the network is fixed as a whole with one palette. Give "
+                "every wrapper the same settings (fix_weights(model) does; when wrapping layers "
+                "one by one, pass the same fixing_schedule and distance to each).")
+
+
+def _worker_count(strategy) -> int:
+    if strategy.num_replicas_in_sync <= 1:
+        return 1
+    try:
+        local = len(strategy.extended.worker_devices) or 1
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return 1
+    return max(1, strategy.num_replicas_in_sync // local)
+
+
+def _state_digest(wrappers) -> float:
+    """52 bits of a SHA-256 of the fixing state and the effective weights (exact in float64)."""
+    h = hashlib.sha256()
+    for w in wrappers:
+        for array in w.effective_numpy() + w.mask_numpy():
+            h.update(np.ascontiguousarray(array).tobytes())
+        h.update(w.palette.numpy().tobytes())
+        h.update(np.int64(w.fixing_step.numpy()).tobytes())
+    return float(int(h.hexdigest()[:13], 16))
+
+
+def check_workers_agree(model, wrappers, when: str = "") -> None:
+    """Under a multi-worker strategy, refuse to go on if the workers' states differ.
+
+    Each worker runs the (deterministic) fixing stage itself on its own copy of the
+    weights, so all of them must hold identical weights: synchronous training keeps
+    them equal once they start equal. This gathers one 52-bit digest per replica
+    (a scalar all-gather, at the first batch of `fit` and after each stage) and
+    raises `RuntimeError` if they differ. A no-op on one worker.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None or _worker_count(strategy) <= 1:
+        return
+    digest = _state_digest(wrappers)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant([digest], tf.float64))
+    gathered = np.asarray(strategy.gather(values, axis=0))
+    if np.any(gathered != gathered[0]):
+        raise RuntimeError(
+            f"The workers hold different weights or fixing states {when} (digests "
+            f"{sorted(set(gathered.tolist()))}), so their fixing stages would choose different "
+            "palettes. Build or load the float model identically on every worker (same seed, "
+            "or the same checkpoint) before fix_weights, and train synchronously "
+            "(MultiWorkerMirroredStrategy).")
+
+
+def check_finite_weights(wrappers, when: str = "") -> None:
+    """Raise `FloatingPointError` naming the first layer whose free weights hold NaN or Inf.
+
+    One `is_finite` reduction per weight on the device; values are only copied to
+    the host to describe a failure.
+    """
+    for wrapper in wrappers:
+        for i, v in enumerate(wrapper.fixable_variables):
+            if bool(tf.reduce_all(tf.math.is_finite(wrapper.effective_weight(i)))):
+                continue
+            values = wrapper.effective_numpy()[i]
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise FloatingPointError(
+                f"{bad} of {values.size} values of weight {v.path!r} in layer "
+                f"{wrapper.layer.name!r} became NaN or Inf {when}. Training diverged: lower "
+                "the learning rate or clip gradients (e.g. optimizer clipnorm=0.5), then "
+                "resume from the last checkpoint saved before this point.")
 
 
 def network_statistics(model) -> dict:

@@ -20,6 +20,12 @@ from tfmot_wfn.keras.compat import keras
 PAPER_FRACTIONS = (0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0)
 
 
+def _check_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)  # NaN is refused by each caller's range check
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
@@ -93,7 +99,12 @@ class StagedFixing(FixingSchedule):
         begin_step: int = 0,
         epochs_per_stage: int = 1,
     ):
-        fractions = tuple(float(f) for f in fractions)
+        if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) and not (
+                hasattr(fractions, "__iter__") and hasattr(fractions, "__len__")):
+            raise TypeError(
+                "fractions must be a sequence of numbers such as (0.3, 0.6, 0.9, 1.0), got "
+                f"{type(fractions).__name__} {fractions!r}")
+        fractions = tuple(_check_number("every fraction", f) for f in fractions)
         if not fractions:
             raise ValueError("fractions must not be empty; e.g. (0.3, 0.6, 0.9, 1.0)")
         for f in fractions:
@@ -186,7 +197,8 @@ class PolynomialFixing(FixingSchedule):
         frequency: int = 100,
         max_multiplier: float = 10.0,
     ):
-        initial_fraction, final_fraction = float(initial_fraction), float(final_fraction)
+        initial_fraction = _check_number("initial_fraction", initial_fraction)
+        final_fraction = _check_number("final_fraction", final_fraction)
         if not 0.0 < initial_fraction <= 1.0:
             raise ValueError(f"initial_fraction must be in (0, 1], got {initial_fraction}")
         if not initial_fraction <= final_fraction <= 1.0:
@@ -199,11 +211,11 @@ class PolynomialFixing(FixingSchedule):
         self._end_step = _check_int("end_step", end_step, 0)
         if self._end_step <= self.begin_step:
             raise ValueError(f"end_step ({end_step}) must be greater than begin_step ({begin_step})")
-        self.power = float(power)
+        self.power = _check_number("power", power)
         if not self.power > 0:
             raise ValueError(f"power must be > 0, got {power}")
         self.frequency = _check_int("frequency", frequency, 1)
-        self.max_multiplier = float(max_multiplier)
+        self.max_multiplier = _check_number("max_multiplier", max_multiplier)
         if not self.max_multiplier >= 1.0:
             raise ValueError(f"max_multiplier must be >= 1, got {max_multiplier}")
 

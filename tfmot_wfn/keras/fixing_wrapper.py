@@ -34,6 +34,42 @@ def _check_fraction_param(name, value, low, high, low_open=True, high_open=True)
     return value
 
 
+def _check_bool(name, value):
+    # bool("no") is True: refuse anything but a real boolean.
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_arguments(fixing_schedule=None, distance=DEFAULT_DISTANCE,
+                    regularization=DEFAULT_REGULARIZATION, temperature=DEFAULT_TEMPERATURE,
+                    zero_distance=ZERO_DISTANCE, fix_biases=True, fix_batchnorm=True,
+                    palette_capacity=DEFAULT_PALETTE_CAPACITY) -> dict:
+    """Validated, normalised wrapper arguments (raises TypeError / ValueError); creates nothing."""
+    if fixing_schedule is None:
+        fixing_schedule = schedules.StagedFixing()
+    elif isinstance(fixing_schedule, dict):
+        fixing_schedule = schedules.deserialize(fixing_schedule)
+    if not isinstance(fixing_schedule, schedules.FixingSchedule):
+        raise TypeError(
+            "fixing_schedule must be a tfmot_wfn FixingSchedule (StagedFixing or "
+            f"PolynomialFixing), got {type(fixing_schedule).__name__}")
+    if isinstance(palette_capacity, bool) or not isinstance(palette_capacity, (int, np.integer)) \
+            or palette_capacity < 1:
+        raise ValueError(f"palette_capacity must be a positive integer, got {palette_capacity!r}")
+    return dict(
+        fixing_schedule=fixing_schedule,
+        distance=_check_fraction_param("distance", distance, 0.0, 1.0),
+        regularization=_check_fraction_param(
+            "regularization", regularization, 0.0, float("inf"), low_open=False),
+        temperature=_check_fraction_param("temperature", temperature, 0.0, float("inf")),
+        zero_distance=_check_fraction_param("zero_distance", zero_distance, 0.0, 1.0),
+        fix_biases=_check_bool("fix_biases", fix_biases),
+        fix_batchnorm=_check_bool("fix_batchnorm", fix_batchnorm),
+        palette_capacity=int(palette_capacity),
+    )
+
+
 @keras.saving.register_keras_serializable(package="tfmot_wfn")
 class WeightFixingWrapper(keras.layers.Wrapper):
     """Wraps a layer so that its weights can be fixed to a network-wide palette.
@@ -90,30 +126,32 @@ class WeightFixingWrapper(keras.layers.Wrapper):
                 f"WeightFixingWrapper wraps single layers, got the model {layer.name!r}; "
                 "call tfmot_wfn.fix_weights(model) instead.")
         if not fixable_layer.is_supported(layer):
+            if layer.built and not layer.weights:
+                raise ValueError(
+                    f"Layer {layer.name!r} ({type(layer).__name__}) has no weights, so there is "
+                    "nothing to fix in it; wrap only layers with weights (fix_weights(model) "
+                    "leaves weightless layers as they are).")
             raise fixable_layer.unsupported_layer_error(layer)
         if "name" not in kwargs:
             kwargs["name"] = f"fix_{layer.name}"
+        if kwargs.get("dtype") is None:
+            # Compute in the wrapped layer's dtype policy, not the global one: under
+            # mixed precision a layer kept in float32 (e.g. the output layer) must not
+            # receive float16 inputs from its wrapper.
+            kwargs["dtype"] = layer.dtype_policy
+        args = check_arguments(
+            fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
+            temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
+            fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity)
         super().__init__(layer, **kwargs)
-        if fixing_schedule is None:
-            fixing_schedule = schedules.StagedFixing()
-        elif isinstance(fixing_schedule, dict):
-            fixing_schedule = schedules.deserialize(fixing_schedule)
-        if not isinstance(fixing_schedule, schedules.FixingSchedule):
-            raise TypeError(
-                "fixing_schedule must be a tfmot_wfn FixingSchedule (StagedFixing or "
-                f"PolynomialFixing), got {type(fixing_schedule).__name__}")
-        self.fixing_schedule = fixing_schedule
-        self.distance = _check_fraction_param("distance", distance, 0.0, 1.0)
-        self.regularization = _check_fraction_param(
-            "regularization", regularization, 0.0, float("inf"), low_open=False)
-        self.temperature = _check_fraction_param("temperature", temperature, 0.0, float("inf"))
-        self.zero_distance = _check_fraction_param("zero_distance", zero_distance, 0.0, 1.0)
-        self.fix_biases = bool(fix_biases)
-        self.fix_batchnorm = bool(fix_batchnorm)
-        if isinstance(palette_capacity, bool) or not isinstance(palette_capacity, (int, np.integer)) \
-                or palette_capacity < 1:
-            raise ValueError(f"palette_capacity must be a positive integer, got {palette_capacity!r}")
-        self.palette_capacity = int(palette_capacity)
+        self.fixing_schedule = args["fixing_schedule"]
+        self.distance = args["distance"]
+        self.regularization = args["regularization"]
+        self.temperature = args["temperature"]
+        self.zero_distance = args["zero_distance"]
+        self.fix_biases = args["fix_biases"]
+        self.fix_batchnorm = args["fix_batchnorm"]
+        self.palette_capacity = args["palette_capacity"]
         self._fixing_callback_attached = False
         self._fixable: List = []
         self.masks: List = []
@@ -129,9 +167,12 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             self.masks.append(self.add_weight(
                 name=f"fixed_mask_{i}", shape=tuple(v.shape), dtype="bool",
                 initializer="zeros", trainable=False))
+            # Read in the compute dtype exactly when the weight itself is (mixed
+            # precision autocasts kernels, not BatchNormalization's gamma/beta).
             self.fixed_values.append(self.add_weight(
                 name=f"fixed_values_{i}", shape=tuple(v.shape), dtype=v.dtype,
-                initializer="zeros", trainable=False))
+                initializer="zeros", trainable=False,
+                autocast=bool(getattr(v, "_autocast", True))))
         self.palette = self.add_weight(
             name="palette", shape=(self.palette_capacity,), dtype="float32",
             initializer="zeros", trainable=False)
@@ -151,9 +192,14 @@ class WeightFixingWrapper(keras.layers.Wrapper):
     def effective_weight(self, i: int):
         """Tensor of fixable weight `i` as the layer sees it."""
         v = self._fixable[i]
+        # Inside a layer call under a mixed precision policy, reading a variable
+        # autocasts it to the compute dtype, but only if it allows autocasting
+        # (BatchNormalization's do not): cast both branches back to the variable
+        # dtype so that they agree. The layer autocasts the result again.
+        dtype = v.dtype
         return tf.where(tf.convert_to_tensor(self.masks[i]),
-                        tf.convert_to_tensor(self.fixed_values[i]),
-                        tf.convert_to_tensor(v))
+                        tf.cast(tf.convert_to_tensor(self.fixed_values[i]), dtype),
+                        tf.cast(tf.convert_to_tensor(v), dtype))
 
     def effective_numpy(self) -> List[np.ndarray]:
         """Effective values of every fixable weight (numpy, eager)."""
