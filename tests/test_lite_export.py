@@ -17,7 +17,14 @@ import tfmot_wfn
 from tfmot_wfn import lite
 from tfmot_wfn.demo import build_cnn
 from tfmot_wfn.lite import tflite_flatbuffer as fb
-from tfmot_wfn.lite.palette_format import METADATA_NAME, PALETTE_TENSOR_NAME
+from tfmot_wfn.lite.palette_format import (
+    METADATA_MAGIC,
+    METADATA_NAME,
+    PALETTE_TENSOR_NAME,
+    find_decoders,
+    palette_tensor_index,
+    read_metadata,
+)
 
 L = keras.layers
 ATOL = 1e-5
@@ -210,15 +217,38 @@ def test_folded_export_indexes_every_weight_as_uint8(folded_fixed_cnn, cnn_expor
     assert all(t.dtype != "FLOAT32" for t in result.non_palette)
     # Every float weight of the dense file is now an index tensor, no float data is left.
     assert not float_constants(read(result.path)).keys() - {PALETTE_TENSOR_NAME}
-    assert set(result.index_dtypes) == set(float_constants(read(dense.path)))
+    assert len(result.index_dtypes) == len(float_constants(read(dense.path)))
+    # compact (the default): each is named after the Keras weight it holds
+    assert set(result.index_dtypes) == {f"{layer}/{w}" for layer in ("conv1", "conv2", "classifier")
+                                        for w in ("kernel", "bias")}
 
 
-def test_file_decodes_to_the_dense_files_weights_exactly(cnn_export):
+FLATTEN_IDIOM = ("SHAPE", "STRIDED_SLICE", "PACK")  # the converter's dynamic-batch reshape
+
+
+def without_flatten_idiom(ops):
+    return [op for op in ops if op not in FLATTEN_IDIOM]
+
+
+def sorted_weights(data):
+    """The float32 constants of a file as bytes, sorted (name- and order-independent)."""
+    return sorted((v.shape, v.tobytes()) for v in float_constants(data).values())
+
+
+def test_file_decodes_to_the_dense_files_weights_exactly(folded_fixed_cnn, cnn_export, tmp_path):
     result, dense = cnn_export
     decoded = lite.decode_palette(read(result.path))
     assert "GATHER" not in ops_of(decoded) and "CAST" not in ops_of(decoded)
+    # compact: the same ops, but the converter's SHAPE/STRIDED_SLICE/PACK/RESHAPE is one RESHAPE
+    assert ops_of(decoded) == without_flatten_idiom(ops_of(read(dense.path)))
+    assert sorted_weights(decoded) == sorted_weights(read(dense.path))
+    # compact=False keeps the converter's graph and names: weight for weight, by name.
+    named = lite.export_tflite(folded_fixed_cnn, tmp_path / "named.tflite", compact=False)
+    assert not named.compact and named.bytes > result.bytes
+    decoded = lite.decode_palette(read(named.path))
     assert ops_of(decoded) == ops_of(read(dense.path))
     weights, reference = float_constants(decoded), float_constants(read(dense.path))
+    assert weights.keys() == reference.keys()
     for name, value in reference.items():
         np.testing.assert_array_equal(weights[name], value, err_msg=name)
 
@@ -316,7 +346,7 @@ def test_bias_outside_the_palette_is_reported_by_size(tmp_path):
 def test_inspect_numbers_match_the_export_and_the_model(folded_fixed_cnn, cnn_export):
     result, _ = cnn_export
     report = lite.inspect(result.path)
-    assert report.format == "palette" and report.format_version == 1
+    assert report.format == "palette" and report.format_version == 2
     assert report.file_bytes == result.bytes == os.path.getsize(result.path)
     np.testing.assert_array_equal(report.palette, tfmot_wfn.palette(folded_fixed_cnn))
     assert report.palette_bytes == 4 * report.palette_size
@@ -354,14 +384,91 @@ def test_inspect_a_dense_file(cnn_export):
     assert "palette: " not in str(report)
 
 
-def test_metadata_entry_holds_json_reasons(stripped_cnn, tmp_path):
-    result = lite.export_tflite(stripped_cnn, tmp_path / "m.tflite")
-    raw = fb.get_metadata(fb.read_model(read(result.path)), METADATA_NAME)
-    meta = json.loads(raw)
-    assert meta["format"] == "tfmot_wfn.palette_tflite" and meta["version"] == 1
-    assert meta["palette_size"] == result.palette_size
-    assert {e["tensor"] for e in meta["not_indexed"]} == {
-        t.name for t in result.non_palette if t.dtype == "FLOAT32"}
+def test_metadata_entry_is_compressed_and_refers_to_tensors_by_index(bn_export):
+    result, _ = bn_export
+    model = fb.read_model(read(result.path))
+    raw = fb.get_metadata(model, METADATA_NAME)
+    assert raw.startswith(METADATA_MAGIC + bytes([2]))  # magic, version, zlib(JSON)
+    assert len(raw) < 200  # ~1.2 KB of JSON before (names and reasons in full)
+    meta = read_metadata(model)
+    assert meta.format == "tfmot_wfn.palette_tflite" and meta.version == 2
+    assert meta.palette_size == result.palette_size and meta.producer.startswith("tfmot_wfn ")
+    floats = {t.index: t for t in result.non_palette if t.dtype == "FLOAT32"}
+    assert {e["index"]: e["reason"] for e in meta.not_indexed} == {
+        i: t.reason for i, t in floats.items()}
+    assert {(e["layer"], e["batchnorm"]) for e in meta.batchnorm_scales} == {
+        ("conv1", "bn1"), ("conv2", "bn2")}
+    tensors = model.subgraphs[0].tensors
+    for e in meta.batchnorm_scales:
+        assert fb.tensor_name(tensors[e["index"]]) == f"{e['batchnorm']}/scale"
+
+
+def test_compact_names_only_inputs_outputs_palette_and_weights(bn_fixed_cnn, bn_export):
+    result, converter = bn_export
+    model = fb.read_model(read(result.path))
+    subgraph = model.subgraphs[0]
+    named = {i: fb.tensor_name(t) for i, t in enumerate(subgraph.tensors) if fb.tensor_name(t)}
+    io = {int(t) for t in subgraph.inputs} | {int(t) for t in subgraph.outputs}
+    dense = fb.read_model(read(converter.path)).subgraphs[0]
+    # inputs/outputs keep the converter's names (and the signature still finds them)
+    assert {named[i] for i in io} == {fb.tensor_name(dense.tensors[int(t)])
+                                     for t in list(dense.inputs) + list(dense.outputs)}
+    others = {n for i, n in named.items() if i not in io}
+    assert others == {PALETTE_TENSOR_NAME, "conv1/kernel", "conv2/kernel", "classifier/kernel",
+                      "classifier/bias", "conv1/bias", "conv2/bias", "bn1/scale", "bn2/scale"}
+    assert all(len(n) < 20 for n in others)
+    # unnamed tensors show as t<index> in inspect and the export result
+    shown = {t.name for t in lite.inspect(result.path).tensors}
+    assert {n for n in shown if n not in others} == {
+        f"t{i}" for i, t in enumerate(subgraph.tensors)
+        if not fb.tensor_name(t) and fb.is_constant(model, t) and t.type == fb.type_value("INT32")}
+    # no converter metadata, description or empty quantization tables are left
+    assert [m.name for m in model.metadata] == [METADATA_NAME.encode()]
+    assert not model.description
+    assert all(t.quantization is None for t in subgraph.tensors)
+    runner = lite.make_interpreter(result.path).get_signature_runner()
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    np.testing.assert_allclose(list(runner(input_layer=x).values())[0],
+                               keras_predict(tfmot_wfn.strip_fixing(bn_fixed_cnn), x), atol=ATOL)
+
+
+def test_version_1_files_are_still_read(stripped_cnn, digits, tmp_path):
+    """A file written before the compact format (JSON metadata keyed by tensor names)."""
+    result = lite.export_tflite(stripped_cnn, tmp_path / "named.tflite", compact=False)
+    model = fb.read_model(read(result.path))
+    meta = read_metadata(model)
+    tensors = model.subgraphs[0].tensors
+    v1 = {"format": "tfmot_wfn.palette_tflite", "version": 1, "mode": "palette",
+          "palette_size": meta.palette_size, "index_dtype": meta.index_dtype,
+          "indexed_count": meta.indexed_count, "palette_tensor": PALETTE_TENSOR_NAME,
+          "producer": meta.producer,
+          "not_indexed": [{"subgraph": 0, "tensor": fb.tensor_name(tensors[e["index"]]),
+                           "reason": e["reason"]} for e in meta.not_indexed],
+          "batchnorm_scales": [{"subgraph": 0, "tensor": fb.tensor_name(tensors[e["index"]]),
+                                "layer": e["layer"], "batchnorm": e["batchnorm"]}
+                               for e in meta.batchnorm_scales]}
+    fb.set_metadata(model, METADATA_NAME, json.dumps(v1, indent=1).encode())
+    old = fb.write_model(model)
+    report = lite.inspect(old)
+    assert report.format_version == 1
+    assert {t.name: t.reason for t in report.non_palette} == {
+        t.name: t.reason for t in result.non_palette}
+    assert report.index_dtypes == result.index_dtypes
+    decoded = lite.decode_palette(old)
+    assert "MUL" not in ops_of(decoded) and "GATHER" not in ops_of(decoded)
+    np.testing.assert_allclose(tflite_predict(old, digits.x_test),
+                               keras_predict(stripped_cnn, digits.x_test), atol=ATOL)
+
+
+def test_palette_file_of_the_demo_cnn_is_at_most_30_percent_of_the_float_file(bn_export):
+    """The issue's number on the demo model (BatchNorm kept as a MUL, the default export)."""
+    result, dense = bn_export
+    assert result.bytes <= 0.30 * dense.bytes, (result.bytes, dense.bytes,
+                                               result.bytes / dense.bytes)
+    report = lite.inspect(result.path)
+    # what is left besides the weights: graph, names, metadata and alignment
+    assert report.overhead_bytes < 2_700, str(report)
+    assert report.indexed_bytes == report.indexed_elements  # uint8
 
 
 # ------------------------------------------------------------------ edge cases
@@ -419,6 +526,68 @@ def test_more_than_256_values_use_int16_indices(tmp_path):
         np.testing.assert_allclose(tflite_predict(result.path, x, decode=decode),
                                    keras_predict(model, x), atol=ATOL)
     assert lite.inspect(result.path).index_dtype == "int16"
+
+
+def test_compact_rewrites_the_dynamic_batch_reshape_and_keeps_any_batch_size(tmp_path):
+    """``RESHAPE(x, PACK(STRIDED_SLICE(SHAPE(x)), 9, 16))`` -> ``RESHAPE(x, [-1, 9, 16])``."""
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(4, 3, name="c"),
+                              L.Reshape((9, 16)), L.Conv1D(5, 1, name="d"), L.Flatten(),
+                              L.Dense(3, name="head")])
+    fixed = fully_fixed(model)
+    compact = lite.export_tflite(fixed, tmp_path / "compact.tflite")
+    named = lite.export_tflite(fixed, tmp_path / "named.tflite", compact=False)
+    dense = lite.export_tflite(fixed, tmp_path / "dense.tflite", mode="dense")
+    assert ops_of(read(dense.path)).count("PACK") == 2
+    assert ops_of(read(named.path)).count("PACK") == 2  # compact=False keeps the graph
+    # The Reshape's idiom is rewritten; the Flatten's takes the batch from another tensor
+    # (SHAPE of the reshaped Conv1D output), which the rewrite leaves alone.
+    assert ops_of(read(compact.path)).count("PACK") == 1
+    data = read(compact.path)
+    model_fb = fb.read_model(data)
+    shapes = [fb.constant_array(model_fb, model_fb.subgraphs[0].tensors[t.index]).tolist()
+              for t in lite.inspect(data).non_palette if t.stored_as == "int32"]
+    assert [-1, 9, 16] in shapes
+    plain = tfmot_wfn.strip_fixing(fixed)
+    for batch in (1, 5):
+        x = np.random.default_rng(batch).normal(size=(batch, 8, 8, 2)).astype("float32")
+        for decode in (False, True):
+            np.testing.assert_allclose(tflite_predict(data, x, decode=decode),
+                                       keras_predict(plain, x), atol=ATOL)
+    assert compact.bytes < named.bytes
+
+
+def test_compaction_helpers_leave_other_graphs_alone(cnn_export):
+    """Nothing to rewrite in an already compact file; renumbering keeps the signature valid."""
+    from tfmot_wfn.lite import compaction
+
+    result, _ = cnn_export
+    model = fb.read_model(read(result.path))
+    assert compaction.simplify_dynamic_reshapes(model) == 0
+    mapping = compaction.drop_unused_tensors(model)
+    assert all(old == new for (_, old), new in mapping.items())
+    assert compaction.drop_unused_buffers(model) == 0
+    assert compaction.drop_empty_quantization(model) == 0
+    assert compaction.drop_converter_metadata(model) == 0
+    # an unused tensor is removed and every index after it shifts
+    subgraph = model.subgraphs[0]
+    fb.add_tensor(subgraph, "unused", [3], fb.type_value("FLOAT32"),
+                  fb.add_buffer(model, np.zeros(3, "<f4").tobytes()))
+    subgraph.tensors.insert(0, subgraph.tensors.pop())
+    for op in subgraph.operators:
+        op.inputs = np.asarray([t + 1 if t >= 0 else t for t in op.inputs], np.int32)
+        op.outputs = np.asarray([t + 1 for t in op.outputs], np.int32)
+    subgraph.inputs, subgraph.outputs = subgraph.inputs + 1, subgraph.outputs + 1
+    for m in model.signatureDefs[0].inputs + model.signatureDefs[0].outputs:
+        m.tensorIndex += 1
+    mapping = compaction.drop_unused_tensors(model)
+    assert (0, 0) not in mapping and mapping[(0, 1)] == 0
+    assert compaction.drop_unused_buffers(model) == 1
+    again = fb.write_model(model, small_alignment=True)
+    assert len(again) == result.bytes  # back to the same file
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    np.testing.assert_allclose(tflite_predict(again, x, decode=False),
+                               tflite_predict(result.path, x, decode=False), atol=0)
 
 
 def test_a_weight_read_by_two_ops_is_decoded_once_before_the_first(tmp_path):
@@ -552,7 +721,8 @@ def test_out_of_range_index_and_newer_version_are_refused(cnn_export):
     result, _ = cnn_export
     model = fb.read_model(read(result.path))
     subgraph = model.subgraphs[0]
-    index_tensor = next(t for t in subgraph.tensors if fb.tensor_name(t).startswith("wfn_idx"))
+    decoder = find_decoders(model, subgraph, palette_tensor_index(subgraph))[0]
+    index_tensor = subgraph.tensors[decoder.index_tensor]
     data = np.asarray(model.buffers[index_tensor.buffer].data).copy()
     data[0] = 255
     model.buffers[index_tensor.buffer].data = data
@@ -563,9 +733,15 @@ def test_out_of_range_index_and_newer_version_are_refused(cnn_export):
         lite.inspect(damaged)
 
     model = fb.read_model(read(result.path))
-    meta = json.loads(fb.get_metadata(model, METADATA_NAME))
-    meta["version"] = 99
-    fb.set_metadata(model, METADATA_NAME, json.dumps(meta).encode())
+    raw = fb.get_metadata(model, METADATA_NAME)
+    fb.set_metadata(model, METADATA_NAME, raw[:3] + bytes([99]) + raw[4:])
+    with pytest.raises(ValueError, match="version 99"):
+        lite.inspect(fb.write_model(model))
+    fb.set_metadata(model, METADATA_NAME, raw[:-6])
+    with pytest.raises(ValueError, match="metadata is damaged"):
+        lite.inspect(fb.write_model(model))
+    fb.set_metadata(model, METADATA_NAME, json.dumps(
+        {"format": "tfmot_wfn.palette_tflite", "version": 99}).encode())
     with pytest.raises(ValueError, match="version 99"):
         lite.inspect(fb.write_model(model))
 
@@ -606,6 +782,14 @@ def op_inputs(data, names=HOSTS):
     return found
 
 
+def host_constants(data, names=HOSTS):
+    """[(weight name, bias name...)] of the host ops, in order: compares files named differently."""
+    model = fb.read_model(data)
+    subgraph = model.subgraphs[0]
+    return [tuple(fb.tensor_name(subgraph.tensors[int(t)]) for t in op.inputs[1:] if t >= 0)
+            for op in subgraph.operators if fb.op_name(model, op) in names]
+
+
 def assert_matches_keras(path, model, x, decodes=(False, True)):
     from tfmot_wfn.lite.keras_conversion import is_wrapped
 
@@ -633,8 +817,11 @@ def test_batchnorm_scale_op_is_the_default_and_indexes_every_conv_kernel(bn_fixe
     assert result.indexed_elements == kernels + 10
     # Left as float: the two scales and the two biases b_folded / s, with their reasons.
     floats = {t.name: t for t in result.non_palette if t.dtype == "FLOAT32"}
-    assert {n for n, t in floats.items() if t.reason == SCALE_REASON} == {
-        "tfmot_wfn/bn_scale/bn1", "tfmot_wfn/bn_scale/bn2"}
+    assert {n for n, t in floats.items() if t.reason == SCALE_REASON} == {"bn1/scale", "bn2/scale"}
+    assert {n for n, t in floats.items() if t.reason != SCALE_REASON} == {"conv1/bias",
+                                                                          "conv2/bias"}
+    assert [(k.weight, k.bias, k.scale) for k in result.batchnorm_scales] == [
+        ("conv1/kernel", "conv1/bias", "bn1/scale"), ("conv2/kernel", "conv2/bias", "bn2/scale")]
     biases = [t for t in floats.values() if t.reason != SCALE_REASON]
     assert sorted(t.elements for t in biases) == [16, 32]
     assert all("shift divided by its scale" in t.reason for t in biases)
@@ -667,16 +854,21 @@ def test_decode_true_folds_the_scale_mul_back_into_static_weights(bn_export):
     assert stored_ops.count("MUL") == 2 and stored_ops.count("GATHER") == len(result.indexed)
     assert not {"MUL", "GATHER", "CAST"} & set(decoded_ops), decoded_ops
     # The decoded bytes are the converter's float model again: same ops, same weights
-    # (kernels bit for bit, biases b_new * s to within one float32 rounding).
+    # (kernels bit for bit, biases b_new * s to within one float32 rounding); the compact
+    # file's reshape is one RESHAPE, and its weights are named after the Keras weights.
     once = lite.decode_palette(read(result.path))
-    assert ops_of(once) == ops_of(read(dense.path))
+    assert ops_of(once) == without_flatten_idiom(ops_of(read(dense.path)))
     assert [h[3] for h in op_inputs(once)] == [h[3] for h in op_inputs(read(dense.path))]
     weights, reference = float_constants(once), float_constants(read(dense.path))
-    for name, value in reference.items():
-        if value.ndim > 1:
-            np.testing.assert_array_equal(weights[name], value, err_msg=name)
-        else:
-            np.testing.assert_allclose(weights[name], value, rtol=1e-6, atol=1e-12, err_msg=name)
+    for mine, theirs in zip(host_constants(once), host_constants(read(dense.path))):
+        assert len(mine) == len(theirs)
+        for name, expected_name in zip(mine, theirs):
+            value, expected = weights[name], reference[expected_name]
+            if value.ndim > 1:
+                np.testing.assert_array_equal(value, expected, err_msg=expected_name)
+            else:
+                np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-12,
+                                           err_msg=expected_name)
     assert lite.inspect(once).format == "dense" and lite.decode_palette(once) == once
 
 
@@ -685,14 +877,14 @@ def test_inspect_lists_the_kept_scales_as_float_with_the_reason(bn_export):
     report = lite.inspect(result.path)
     scales = [t for t in report.non_palette if t.reason == SCALE_REASON]
     assert sorted((t.name, t.stored_as, t.elements, t.bytes) for t in scales) == [
-        ("tfmot_wfn/bn_scale/bn1", "float32", 16, 64),
-        ("tfmot_wfn/bn_scale/bn2", "float32", 32, 128)]
+        ("bn1/scale", "float32", 16, 64), ("bn2/scale", "float32", 32, 128)]
     assert {t.name: t.reason for t in report.non_palette} == {
         t.name: t.reason for t in result.non_palette}
     assert report.index_dtypes == result.index_dtypes
-    meta = json.loads(fb.get_metadata(fb.read_model(read(result.path)), METADATA_NAME))
-    assert [(e["layer"], e["batchnorm"], e["tensor"]) for e in meta["batchnorm_scales"]] == [
-        ("conv1", "bn1", "tfmot_wfn/bn_scale/bn1"), ("conv2", "bn2", "tfmot_wfn/bn_scale/bn2")]
+    meta = read_metadata(fb.read_model(read(result.path)))
+    shown = {t.index: t.name for t in report.tensors}
+    assert [(e["layer"], e["batchnorm"], shown[e["index"]]) for e in meta.batchnorm_scales] == [
+        ("conv1", "bn1", "bn1/scale"), ("conv2", "bn2", "bn2/scale")]
     assert "kept as MUL" in str(result)
     json.dumps(result.to_dict())
 
@@ -806,15 +998,19 @@ def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
     from tfmot_wfn.lite.runtime_check import check_bundle
 
     folder, manifest = check_bundle_dir
-    names = {"palette", "palette_int16", "palette_decoded", "palette_bn_fold", "dense"}
+    names = {"palette", "palette_named", "palette_int16", "palette_decoded", "palette_bn_fold",
+             "dense"}
     assert set(manifest["files"]) == names
     assert {f for f in os.listdir(folder) if f.endswith(".tflite")} == {
         n + ".tflite" for n in names}
     assert manifest["files"]["palette"]["batchnorm_scales"] == ["bn1", "bn2"]
     assert manifest["files"]["palette_int16"]["index_dtypes"] == ["int16"]
     assert "MUL" not in ops_of(read(folder / "palette_decoded.tflite"))
+    assert manifest["files"]["palette"]["compact"] and not manifest["files"]["palette_named"][
+        "compact"]
+    assert manifest["files"]["palette"]["bytes"] < manifest["files"]["palette_named"]["bytes"]
     results = check_bundle(folder)
-    assert len(results) == 5 and all(r.passed for r in results), [str(r) for r in results]
+    assert len(results) == 6 and all(r.passed for r in results), [str(r) for r in results]
 
 
 def test_check_tool_imports_only_tflite_runtime_and_reports_failures(check_bundle_dir, tmp_path):
@@ -830,15 +1026,15 @@ def test_check_tool_imports_only_tflite_runtime_and_reports_failures(check_bundl
     done = _run_tool(folder, shim=shim.parent)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[-1] == "5 passed, 0 failed"
-    assert sum(line.startswith("PASS ") for line in lines) == 5
+    assert lines[-1] == "6 passed, 0 failed"
+    assert sum(line.startswith("PASS ") for line in lines) == 6
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     expected = np.load(broken / "palette.expected.npy")
     np.save(broken / "palette.expected.npy", expected + 1e-3)
     done = _run_tool(broken, shim=shim.parent)
     assert done.returncode == 1
-    assert done.stdout.strip().splitlines()[-1] == "4 passed, 1 failed"
+    assert done.stdout.strip().splitlines()[-1] == "5 passed, 1 failed"
     assert any(line.startswith("FAIL palette.tflite: max |diff|") for line in
                done.stdout.splitlines())
     empty = tmp_path / "empty"
@@ -853,4 +1049,4 @@ def test_check_tool_on_the_real_tflite_runtime(check_bundle_dir):
     folder, _ = check_bundle_dir
     done = _run_tool(folder, python=os.environ["TFLITE_RUNTIME_PYTHON"])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "5 passed, 0 failed"
+    assert done.stdout.strip().splitlines()[-1] == "6 passed, 0 failed"

@@ -33,7 +33,7 @@ data, meta, indexed, others = encode_palette(data, palette, batchnorm_scales=kep
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -54,9 +54,10 @@ class KeptScale:
     """A BatchNorm whose scale is kept as a MUL after the op of ``layer``.
 
     Tensor names are those of the TFLite file: ``weight`` (palette values),
-    ``bias`` (``b_folded / s``, "" when the op has none) and ``scale`` (``s``).
-    ``exact``: the decode fast path reproduces the converter's folded weights
-    and bias bit for bit.
+    ``bias`` (``b_folded / s``, "" when the op has none) and ``scale`` (``s``,
+    named ``SCALE_PREFIX + batchnorm`` here; a compact export renames the three
+    ``conv1/kernel``, ``conv1/bias``, ``bn1/scale``). ``exact``: the decode fast
+    path reproduces the converter's folded weights and bias bit for bit.
     """
 
     subgraph: int
@@ -369,17 +370,17 @@ def keep_batchnorm_scales(
 
 
 # ------------------------------------------------------------------ decoding
-def fold_scale_ops(model, subgraph, scale_names: Iterable[str]) -> int:
+def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
     """Multiply each kept-scale ``MUL`` back into the static weights of the op before it.
 
-    For ``MUL(op(x, W, b), s)`` with ``s`` one of ``scale_names``: ``W *= s`` (per
-    output channel), ``b *= s``, the MUL's fused activation goes back on the op,
-    which writes the MUL's output, and the MUL is dropped. MULs whose op has
-    non-constant weights, another reader or an activation are left as they are.
-    Returns how many were folded.
+    For ``MUL(op(x, W, b), s)`` with ``s`` one of ``scales`` (tensor indices, or
+    names): ``W *= s`` (per output channel), ``b *= s``, the MUL's fused activation
+    goes back on the op, which writes the MUL's output, and the MUL is dropped.
+    MULs whose op has non-constant weights, another reader or an activation are left
+    as they are. Returns how many were folded.
     """
-    names = set(scale_names)
-    if not names:
+    wanted = set(scales)
+    if not wanted:
         return 0
     mul_code = fb.schema().BuiltinOperator.MUL
     none = fb.schema().ActivationFunctionType.NONE
@@ -392,7 +393,7 @@ def fold_scale_ops(model, subgraph, scale_names: Iterable[str]) -> int:
         if opcode.customCode or fb.builtin_code(opcode) != mul_code or len(mul.inputs) != 2:
             continue
         scale_tensor = subgraph.tensors[int(mul.inputs[1])]
-        if fb.tensor_name(scale_tensor) not in names:
+        if int(mul.inputs[1]) not in wanted and fb.tensor_name(scale_tensor) not in wanted:
             continue
         scale = fb.constant_array(model, scale_tensor)
         unscaled = int(mul.inputs[0])

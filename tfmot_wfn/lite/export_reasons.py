@@ -30,6 +30,7 @@ class _Origin:
     reason: str
     exact: bool
     bias_only: bool = False  # a folded bias: only an op's bias input can be it
+    label: str = ""  # the short name of a compact file, e.g. "conv1/kernel"
 
 
 def _converter_folded_pairs(model):
@@ -63,33 +64,35 @@ def _origins(model) -> Dict[int, List[_Origin]]:
 
     found: Dict[int, List[_Origin]] = {}
 
-    def add(values, reason, exact, bias_only=False):
+    def add(values, reason, exact, label, bias_only=False):
         flat = np.sort(np.asarray(values, np.float32).ravel())
-        found.setdefault(flat.size, []).append(_Origin(flat, reason, exact, bias_only))
+        found.setdefault(flat.size, []).append(_Origin(flat, reason, exact, bias_only, label))
 
-    for layer, bn in _converter_folded_pairs(model):
-        values = folded_weights(layer, bn)
-        for name, v in values.items():
-            if name == "bias":
-                add(v, f"bias of size {v.size} not in palette: BatchNorm {bn.name!r} shift folded "
-                       f"into {layer.name!r} by the converter", False, bias_only=True)
-            elif name != "depthwise_kernel":
-                add(v, f"BatchNorm {bn.name!r} folded into {layer.name!r}: values are not in the "
-                       f"palette ({FOLD_HINT})", False)
-    # Standalone BatchNorms, and those the converter did not fold after all (e.g. Conv3D).
-    for bn in _batchnorms(model):
-        scale, shift = batchnorm_scale_shift(bn)
-        add(scale, f"BatchNorm {bn.name!r} scale gamma/sqrt(var+eps): moving statistics are "
-                   "not fixed weights", False)
-        add(shift, f"BatchNorm {bn.name!r} shift beta-mean*scale: moving statistics are not "
-                   "fixed weights", False)
+    # Exact Keras weights first: a palette weight is labelled by the weight it is.
     try:
         rows = layer_weights(model)
     except ValueError:
         rows = []
     for layer_name, weight_path, values, _ in rows:
         kind = "bias" if weight_path.endswith("bias") else "weight"
-        add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True)
+        add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True, weight_path)
+    for layer, bn in _converter_folded_pairs(model):
+        values = folded_weights(layer, bn)
+        for name, v in values.items():
+            if name == "bias":
+                add(v, f"bias of size {v.size} not in palette: BatchNorm {bn.name!r} shift folded "
+                       f"into {layer.name!r} by the converter", False, f"{layer.name}/bias",
+                    bias_only=True)
+            elif name != "depthwise_kernel":
+                add(v, f"BatchNorm {bn.name!r} folded into {layer.name!r}: values are not in the "
+                       f"palette ({FOLD_HINT})", False, f"{layer.name}/{name}")
+    # Standalone BatchNorms, and those the converter did not fold after all (e.g. Conv3D).
+    for bn in _batchnorms(model):
+        scale, shift = batchnorm_scale_shift(bn)
+        add(scale, f"BatchNorm {bn.name!r} scale gamma/sqrt(var+eps): moving statistics are "
+                   "not fixed weights", False, f"{bn.name}/scale")
+        add(shift, f"BatchNorm {bn.name!r} shift beta-mean*scale: moving statistics are not "
+                   "fixed weights", False, f"{bn.name}/shift")
     return found
 
 
@@ -99,20 +102,32 @@ def _matches(origin: _Origin, values: np.ndarray) -> bool:
     return bool(np.allclose(origin.sorted_values, values, rtol=1e-4, atol=1e-6))
 
 
-def keras_explainer(model) -> Explainer:
+def _match(origins: Dict[int, List[_Origin]], t: ConstantTensor) -> Optional[_Origin]:
+    if t.values is None:
+        return None
+    values = np.sort(t.values.ravel())
+    candidates = origins.get(values.size, [])
+    for exact_only in (True, False):  # an exact weight wins over an approximate folding
+        for origin in candidates:
+            if origin.exact != exact_only or (origin.bias_only and not t.is_bias):
+                continue
+            if _matches(origin, values):
+                return origin
+    return None
+
+
+def keras_explainer(model, origins: Optional[Dict[int, List[_Origin]]] = None) -> Explainer:
     """An explainer naming the Keras layer (and folded BatchNorm) a constant came from.
 
     Falls back to `generic_reason` for constants it cannot match.
     """
-    origins = _origins(model)
+    origins = _origins(model) if origins is None else origins
 
     def explain(t: ConstantTensor) -> Optional[str]:
         if t.values is None or t.outside_palette <= 0:
             return None
-        values = np.sort(t.values.ravel())
-        for origin in origins.get(values.size, []):
-            if (origin.bias_only and not t.is_bias) or not _matches(origin, values):
-                continue
+        origin = _match(origins, t)
+        if origin is not None:
             if not origin.exact:
                 return origin.reason
             outside = f"{t.outside_palette} of {t.elements} values are not in the palette"
@@ -126,3 +141,25 @@ def keras_explainer(model) -> Explainer:
                 f"{t.elements} values are not in the palette")
 
     return explain
+
+
+def keras_labeler(model, origins: Optional[Dict[int, List[_Origin]]] = None):
+    """Short tensor names for a compact export: the Keras weight a float constant holds.
+
+    ``"conv1/kernel"`` (the weight's path) for a weight stored as it is in Keras,
+    ``"conv1/kernel"``/``"conv1/bias"`` for one with a BatchNorm folded in by the
+    converter, ``"bn/scale"``/``"bn/shift"`` for a standalone BatchNorm; None for a
+    constant it cannot match (left unnamed).
+    """
+    origins = _origins(model) if origins is None else origins
+
+    def label(t: ConstantTensor) -> Optional[str]:
+        origin = _match(origins, t)
+        return (origin.label or None) if origin is not None else None
+
+    return label
+
+
+def keras_origins(model) -> Dict[int, List[_Origin]]:
+    """The Keras origins `keras_explainer` and `keras_labeler` match against (shareable)."""
+    return _origins(model)

@@ -4,7 +4,7 @@
 report = inspect("model.tflite")
 print(report)                     # the table
 report.palette                    # the shared palette (float32), None for a dense file
-report.index_dtypes               # {"model/conv1/convolution": "uint8", ...}
+report.index_dtypes               # {"conv1/kernel": "uint8", ...} (compact files)
 [(t.name, t.reason) for t in report.non_palette]
 ```
 """
@@ -19,6 +19,7 @@ import numpy as np
 
 from tfmot_wfn.lite import tflite_flatbuffer as fb
 from tfmot_wfn.lite.palette_format import (
+    display_name,
     find_decoders,
     non_float_reason,
     palette_tensor_index,
@@ -32,9 +33,13 @@ NO_METADATA_REASON = "no tfmot_wfn palette metadata: a dense float TFLite file"
 class TensorInfo:
     """One constant tensor: how it is stored, its size and, if not indexed, why.
 
-    ``stored_as``: ``"uint8"``/``"int16"`` indices, or the tensor's own type
-    (``"float32"``, ``"int32"``...). ``unique_values``: distinct values it holds
-    (for indices: palette entries it uses). ``bytes``: its data bytes.
+    ``name``: the tensor's name in the file (for a palette-indexed weight, the name
+    of the decoded tensor the ops read), or ``t<index>`` for a tensor a compact file
+    left unnamed; ``index``: its position in the subgraph's tensors (as in the
+    interpreter's ``get_tensor_details()`` for subgraph 0). ``stored_as``:
+    ``"uint8"``/``"int16"`` indices, or the tensor's own type (``"float32"``,
+    ``"int32"``...). ``unique_values``: distinct values it holds (for indices:
+    palette entries it uses). ``bytes``: its data bytes.
     """
 
     subgraph: int
@@ -46,6 +51,7 @@ class TensorInfo:
     bytes: int
     palette_indexed: bool
     reason: str = ""
+    index: int = -1
 
 
 @dataclasses.dataclass
@@ -163,7 +169,6 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             data = f.read()
     model = fb.read_model(data)
     meta = read_metadata(model)
-    reasons = meta.reasons() if meta is not None else {}
     tensors: List[TensorInfo] = []
     counted_buffers = set()
     palette: Optional[np.ndarray] = None
@@ -196,34 +201,34 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             indices = fb.constant_array(model, index_tensor)
             if indices is None:
                 raise ValueError("damaged palette file: palette indices are not constant")
+            name = display_name(fb.tensor_name(subgraph.tensors[out]), out)
             if indices.size and (indices.min() < 0 or indices.max() >= palette.size):
-                raise ValueError(f"damaged palette file: an index of "
-                                 f"{fb.tensor_name(index_tensor)!r} is outside the palette of "
-                                 f"{palette.size} values")
+                raise ValueError(f"damaged palette file: an index of {name!r} is outside the "
+                                 f"palette of {palette.size} values")
             tensors.append(TensorInfo(
-                subgraph=s, name=fb.tensor_name(subgraph.tensors[out]),
-                shape=fb.tensor_shape(subgraph.tensors[out]), elements=int(indices.size),
-                stored_as=fb.type_name(index_tensor.type).lower(),
+                subgraph=s, name=name, shape=fb.tensor_shape(subgraph.tensors[out]),
+                elements=int(indices.size), stored_as=fb.type_name(index_tensor.type).lower(),
                 unique_values=int(np.unique(indices).size), bytes=count(index_tensor.buffer),
-                palette_indexed=True))
+                palette_indexed=True, index=out))
         for i, tensor in enumerate(subgraph.tensors):
             if i in skip or not fb.is_constant(model, tensor):
                 continue
-            name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
+            raw_name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
             values = fb.constant_array(model, tensor)
             dtype = fb.type_name(tensor.type)
+            recorded = None if meta is None else meta.reason(s, i, raw_name)
             if dtype != "FLOAT32":
-                reason = reasons.get((s, name), non_float_reason(dtype))
+                reason = recorded or non_float_reason(dtype)
             elif meta is None:
                 reason = NO_METADATA_REASON
             else:
-                reason = reasons.get((s, name), "not listed in the tfmot_wfn metadata")
+                reason = recorded or "not listed in the tfmot_wfn metadata"
             tensors.append(TensorInfo(
-                subgraph=s, name=name, shape=shape, elements=int(np.prod(shape)) if shape else 1,
-                stored_as=dtype.lower(),
+                subgraph=s, name=display_name(raw_name, i), shape=shape,
+                elements=int(np.prod(shape)) if shape else 1, stored_as=dtype.lower(),
                 unique_values=(-1 if fb.numpy_dtype(tensor.type) is None
                                else int(np.unique(values).size)),
-                bytes=count(tensor.buffer), palette_indexed=False, reason=reason))
+                bytes=count(tensor.buffer), palette_indexed=False, reason=reason, index=i))
     constant_bytes = sum(fb.buffer_bytes(model, b) for b in counted_buffers)
     return TFLiteInspection(
         path=shown, file_bytes=len(data),

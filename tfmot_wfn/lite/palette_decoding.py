@@ -96,11 +96,9 @@ def decode_palette(tflite: bytes) -> bytes:
     for s, subgraph in enumerate(model.subgraphs):
         _decode_subgraph(model, subgraph, metadata, encoding_buffers)
         # BatchNorm scales kept as MULs go back into the (now static) weights.
-        scales = metadata.scale_tensors(s)
+        scales = metadata.scale_indices(s, subgraph)
         if scales:
-            for t in subgraph.tensors:
-                if fb.tensor_name(t) in scales:
-                    encoding_buffers.add(int(t.buffer))
+            encoding_buffers.update(int(subgraph.tensors[i].buffer) for i in scales)
             fold_scale_ops(model, subgraph, scales)
 
     still_read = set()

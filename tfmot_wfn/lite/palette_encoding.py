@@ -7,10 +7,16 @@ gets its data replaced by indices (uint8 / int16) and is produced in the graph
 by ``CAST`` + ``GATHER`` from the one palette tensor, right before the first op
 that reads it. The result runs as-is on any stock TFLite interpreter.
 
+With ``compact=True`` (what `export_tflite` uses) the bytes no interpreter reads
+go too (see `compaction`): the converter's long fused tensor names (only the
+model's inputs/outputs, the palette and the weights ``label`` names keep one),
+empty quantization tables, the converter's informational metadata, the decode
+ops' default options; and its dynamic-batch reshape idiom becomes one RESHAPE.
+
 ```python
-data, encoding = encode_palette(float_tflite_bytes, palette=tfmot_wfn.palette(model))
+data, meta, indexed, others = encode_palette(float_tflite_bytes, tfmot_wfn.palette(model))
 open("model_palette.tflite", "wb").write(data)
-print(encoding.index_dtype, [t.name for t in encoding.indexed])
+print(meta.index_dtype, [t.name for t in indexed], [(t.name, t.reason) for t in others])
 ```
 """
 
@@ -21,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfmot_wfn.lite import compaction
 from tfmot_wfn.lite import tflite_flatbuffer as fb
 from tfmot_wfn.lite.palette_format import (
     INDICES_PREFIX,
@@ -31,6 +38,7 @@ from tfmot_wfn.lite.palette_format import (
     NonPaletteTensor,
     PaletteMetadata,
     check_palette,
+    display_name,
     index_dtype_for,
     non_float_reason,
 )
@@ -96,22 +104,26 @@ def _palette_positions(values: np.ndarray, pal: np.ndarray) -> Tuple[np.ndarray,
 
 
 def _decode_ops(model, subgraph, palette_tensor: int, index_tensor: int, output_tensor: int,
-                shape, number: int) -> List:
+                shape, number: int, compact: bool) -> List:
     mod = fb.schema()
-    positions = fb.add_tensor(subgraph, f"{POSITIONS_PREFIX}{number}", shape, mod.TensorType.INT32)
+    positions = fb.add_tensor(subgraph, "" if compact else f"{POSITIONS_PREFIX}{number}", shape,
+                              mod.TensorType.INT32)
     cast = mod.OperatorT()
     cast.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.CAST)
-    cast.inputs, cast.outputs = [index_tensor], [positions]
-    cast.builtinOptionsType = mod.BuiltinOptions.CastOptions
-    cast.builtinOptions = mod.CastOptionsT()
-    cast.builtinOptions.inDataType = subgraph.tensors[index_tensor].type
-    cast.builtinOptions.outDataType = mod.TensorType.INT32
+    cast.inputs = np.asarray([index_tensor], np.int32)
+    cast.outputs = np.asarray([positions], np.int32)
     gather = mod.OperatorT()
     gather.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.GATHER)
-    gather.inputs, gather.outputs = [palette_tensor, positions], [output_tensor]
-    gather.builtinOptionsType = mod.BuiltinOptions.GatherOptions
-    gather.builtinOptions = mod.GatherOptionsT()
-    gather.builtinOptions.axis, gather.builtinOptions.batchDims = 0, 0
+    gather.inputs = np.asarray([palette_tensor, positions], np.int32)
+    gather.outputs = np.asarray([output_tensor], np.int32)
+    if not compact:  # the kernels read the types from the tensors and default to axis 0
+        cast.builtinOptionsType = mod.BuiltinOptions.CastOptions
+        cast.builtinOptions = mod.CastOptionsT()
+        cast.builtinOptions.inDataType = subgraph.tensors[index_tensor].type
+        cast.builtinOptions.outDataType = mod.TensorType.INT32
+        gather.builtinOptionsType = mod.BuiltinOptions.GatherOptions
+        gather.builtinOptions = mod.GatherOptionsT()
+        gather.builtinOptions.axis, gather.builtinOptions.batchDims = 0, 0
     return [cast, gather]
 
 
@@ -123,6 +135,46 @@ def _candidate(model, tensor) -> bool:
             and not quantized and tensor.sparsity is None and not tensor.isVariable)
 
 
+Labeler = Callable[[ConstantTensor], Optional[str]]
+
+
+def _compact_names(model, labels: Dict[Tuple[int, int], str]) -> None:
+    """Drop every tensor name but the public ones and the palette; name labelled tensors."""
+    for s, subgraph in enumerate(model.subgraphs):
+        public = compaction.public_tensors(model, s, subgraph)
+        taken = {fb.tensor_name(subgraph.tensors[i]) for i in public
+                 if i < len(subgraph.tensors)}
+        for i, tensor in enumerate(subgraph.tensors):
+            if i in public or fb.tensor_name(tensor) == PALETTE_TENSOR_NAME:
+                continue
+            label = labels.get((s, i))
+            if label:
+                unique, n = label, 1
+                while unique in taken or unique == PALETTE_TENSOR_NAME:
+                    n += 1
+                    unique = f"{label}#{n}"
+                taken.add(unique)
+                tensor.name = unique.encode("utf-8")
+            else:
+                tensor.name = None
+
+
+def _compact_graph(model) -> None:
+    """The rewrites of ``compact=True`` that change tensor indices (before encoding)."""
+    compaction.simplify_dynamic_reshapes(model)
+    compaction.drop_unused_tensors(model)
+
+
+def _compact_tables(model, labels: Dict[Tuple[int, int], str]) -> None:
+    """The rewrites of ``compact=True`` that keep tensor indices (after encoding)."""
+    _compact_names(model, labels)
+    compaction.drop_empty_quantization(model)
+    compaction.drop_redundant_has_rank(model)
+    compaction.drop_inner_shape_signatures(model)
+    compaction.drop_converter_metadata(model)
+    compaction.drop_unused_buffers(model)
+
+
 def encode_palette(
     tflite: bytes,
     palette,
@@ -130,6 +182,8 @@ def encode_palette(
     producer: str = "",
     index_dtype: Optional[str] = None,
     batchnorm_scales: Sequence = (),
+    compact: bool = False,
+    label: Optional[Labeler] = None,
 ) -> Tuple[bytes, PaletteMetadata, List[IndexedTensor], List[NonPaletteTensor]]:
     """Store every all-palette float32 constant of ``tflite`` as indices into ``palette``.
 
@@ -143,9 +197,21 @@ def encode_palette(
         holds the palette (uint8 for K <= 256).
       batchnorm_scales: the `batchnorm_scale.KeptScale` records (or their metadata
         dicts) of BatchNorms kept as a MUL, stored in the metadata for the decoder.
+      compact: drop what costs bytes and no interpreter reads (see `compaction`):
+        every tensor name but the model's inputs/outputs (and signature tensors), the
+        palette's and those ``label`` gives; empty quantization tables, ``has_rank``
+        of ranked tensors and inner ``shape_signature``s; the decode ops' default
+        options; the converter's ``min_runtime_version`` / ``CONVERSION_METADATA``
+        entries and description; per-tensor empty buffers and the 16-byte alignment
+        of non-float buffers; and rewrite the converter's dynamic-batch reshape idiom
+        into one RESHAPE. Every output is the same, for every batch size.
+      label: with ``compact``, called for each float32 constant (indexed or not);
+        returns its new, short name (e.g. ``"conv1/kernel"``) or None to leave it
+        unnamed (shown as ``t<index>`` by `inspect`).
 
     Returns:
-      ``(bytes, metadata, indexed tensors, non-palette tensors)``.
+      ``(bytes, metadata, indexed tensors, non-palette tensors)``; the records carry
+      each tensor's index in its subgraph and its name in the written file.
 
     Raises:
       ValueError: not a TFLite file, a bad palette (empty, NaN, > 32768 values), or
@@ -155,6 +221,8 @@ def encode_palette(
     if fb.get_metadata(model, METADATA_NAME) is not None:
         raise ValueError("the TFLite file is already palette-encoded (it has tfmot_wfn metadata)")
     pal = check_palette(palette)
+    if compact:
+        _compact_graph(model)
     smallest = index_dtype_for(pal.size)
     if index_dtype is None:
         index_dtype = smallest
@@ -172,6 +240,12 @@ def encode_palette(
     replaced_buffers = set()
     indexed: List[IndexedTensor] = []
     not_indexed: List[NonPaletteTensor] = []
+    labels: Dict[Tuple[int, int], str] = {}
+    scale_names = {(int(k["subgraph"]) if isinstance(k, dict) else k.subgraph,
+                    k["tensor"] if isinstance(k, dict) else k.scale): k
+                   for k in batchnorm_scales}
+    scale_entries: List[Dict] = []
+    index_of = {(s, fb.tensor_name(t)): i for s, i, t in fb.iter_tensors(model)}
 
     for s, subgraph in enumerate(model.subgraphs):
         readers = fb.consumers(subgraph)
@@ -190,6 +264,20 @@ def encode_palette(
             if _candidate(model, tensor):
                 values = fb.constant_array(model, tensor)
                 positions, outside = _palette_positions(values, pal)
+            record = ConstantTensor(
+                subgraph=s, index=i, name=name, shape=shape, dtype=fb.type_name(tensor.type),
+                elements=int(np.prod(shape)) if shape else 1, bytes=data_bytes,
+                outside_palette=outside, consumers=reads, values=values)
+            if compact and label is not None and values is not None:
+                new_name = label(record)
+                if new_name:
+                    labels[(s, i)] = new_name
+            if (s, name) in scale_names:
+                k = scale_names.pop((s, name))
+                entry = dict(k) if isinstance(k, dict) else dict(
+                    k.to_metadata(), weight=k.weight, bias=k.bias)
+                entry.update(subgraph=s, index=i)
+                scale_entries.append(entry)
             if outside == 0 and reads:
                 if palette_tensor is None:
                     palette_tensor = fb.add_tensor(subgraph, PALETTE_TENSOR_NAME, [pal.size],
@@ -198,45 +286,60 @@ def encode_palette(
                     index_buffers[tensor.buffer] = fb.add_buffer(
                         model, positions.astype(np.dtype(index_dtype).newbyteorder("<")).tobytes())
                 number = len(indexed)
-                index_tensor = fb.add_tensor(subgraph, f"{INDICES_PREFIX}{number}", shape,
-                                             index_type, index_buffers[tensor.buffer])
+                index_name = "" if compact else f"{INDICES_PREFIX}{number}"
+                index_tensor = fb.add_tensor(subgraph, index_name, shape, index_type,
+                                             index_buffers[tensor.buffer])
                 replaced_buffers.add(tensor.buffer)
                 tensor.buffer = empty_buffer
                 first_reader = min(p for p, _ in readers[i])
-                inserts.setdefault(first_reader, []).extend(
-                    _decode_ops(model, subgraph, palette_tensor, index_tensor, i, shape, number))
+                inserts.setdefault(first_reader, []).extend(_decode_ops(
+                    model, subgraph, palette_tensor, index_tensor, i, shape, number, compact))
                 indexed.append(IndexedTensor(
                     subgraph=s, name=name, shape=shape, elements=int(values.size),
                     index_dtype=index_dtype, unique_values=int(np.unique(positions).size),
-                    index_bytes=int(values.size * np.dtype(index_dtype).itemsize)))
+                    index_bytes=int(values.size * np.dtype(index_dtype).itemsize), index=i))
                 continue
-            record = ConstantTensor(
-                subgraph=s, index=i, name=name, shape=shape, dtype=fb.type_name(tensor.type),
-                elements=int(np.prod(shape)) if shape else 1, bytes=data_bytes,
-                outside_palette=outside, consumers=reads, values=values)
             reason = (explain(record) if explain is not None else None) or generic_reason(record)
             not_indexed.append(NonPaletteTensor(
                 subgraph=s, name=name, shape=shape, dtype=record.dtype, elements=record.elements,
-                bytes=data_bytes, reason=reason))
+                bytes=data_bytes, reason=reason, index=i))
         if inserts:
             ops = []
             for pos, op in enumerate(subgraph.operators):
                 ops.extend(inserts.get(pos, []))
                 ops.append(op)
             subgraph.operators = ops
+    if scale_names:
+        missing = ", ".join(repr(name) for _, name in scale_names)
+        raise ValueError(f"batchnorm_scales name tensors the file does not hold: {missing}")
 
     still_used = fb.referenced_buffers(model)
     for b in replaced_buffers - still_used:
         model.buffers[b].data = None
+    if compact:
+        _compact_tables(model, labels)
+        # the records, and the kept scales, name the tensors as the file now does
+        shown = {(s, i): display_name(fb.tensor_name(t), i) for s, i, t in fb.iter_tensors(model)}
+
+        def renamed(s: int, name: str) -> str:
+            return shown.get((s, index_of.get((s, name), -1)), name) if name else name
+
+        indexed = [dataclasses.replace(t, name=shown[(t.subgraph, t.index)]) for t in indexed]
+        not_indexed = [dataclasses.replace(t, name=shown[(t.subgraph, t.index)])
+                       for t in not_indexed]
+        for entry in scale_entries:
+            s = int(entry["subgraph"])
+            entry["tensor"] = shown[(s, int(entry["index"]))]
+            for key in ("weight", "bias"):
+                if key in entry:
+                    entry[key] = renamed(s, entry[key])
 
     metadata = PaletteMetadata(
         palette_size=int(pal.size), index_dtype=index_dtype,
         indexed_count=len(indexed),
         # Non-float constants (shapes, axes) get their generic reason back from `inspect`.
-        not_indexed=[{"subgraph": t.subgraph, "tensor": t.name, "reason": t.reason}
-                     for t in not_indexed if t.dtype == "FLOAT32"],
-        producer=producer,
-        batchnorm_scales=[k if isinstance(k, dict) else k.to_metadata()
-                          for k in batchnorm_scales])
-    fb.set_metadata(model, METADATA_NAME, metadata.to_json_bytes())
-    return fb.write_model(model), metadata, indexed, not_indexed
+        not_indexed=[{"subgraph": t.subgraph, "index": t.index, "tensor": t.name,
+                      "reason": t.reason} for t in not_indexed if t.dtype == "FLOAT32"],
+        producer=producer, batchnorm_scales=scale_entries)
+    fb.set_metadata(model, METADATA_NAME, metadata.to_bytes())
+    return fb.write_model(model, small_alignment=compact), metadata, indexed, not_indexed

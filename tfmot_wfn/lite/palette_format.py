@@ -6,18 +6,28 @@ A palette file is an ordinary TFLite flatbuffer in which
   sorted palette) is shared by every layer (one tensor per subgraph, all
   pointing at the same buffer);
 * each palette-indexed weight ``W`` is stored as a constant index tensor
-  ``wfn_idx<n>`` (uint8 when K <= 256, int16 when K <= 32768) of W's shape,
-  and decoded in the graph by ``CAST(indices -> int32)`` and
-  ``GATHER(palette, positions, axis=0)`` right before the first op reading W;
-* the metadata entry ``tfmot_wfn`` holds JSON describing the encoding and the
-  reason every other constant tensor was left as it is;
+  (uint8 when K <= 256, int16 when K <= 32768) of W's shape, and decoded in the
+  graph by ``CAST(indices -> int32)`` and ``GATHER(palette, positions, axis=0)``
+  right before the first op reading W (readers find decoders by that structure,
+  not by name);
+* the metadata entry ``tfmot_wfn`` describes the encoding and the reason every
+  other float constant was left as it is, referring to tensors by index:
+  ``METADATA_MAGIC``, a version byte (2) and zlib-compressed JSON with short keys
+  (version 1, plain JSON keyed by tensor names, is still read);
 * a BatchNorm after a conv/dense may be kept as ``MUL`` by its per-channel
-  float32 scale ``tfmot_wfn/bn_scale/<name>`` (listed in ``batchnorm_scales``),
-  so the conv's weight stays palette values (see `batchnorm_scale`).
+  float32 scale (listed in ``batchnorm_scales``), so the conv's weight stays
+  palette values (see `batchnorm_scale`).
+
+A compact file (the default of `export_tflite`) names only the model's inputs and
+outputs, the palette and the weights (after the Keras weight each holds, e.g.
+``conv1/kernel``, ``bn1/scale``); `display_name` shows the others as ``t<index>``.
+With ``compact=False`` the converter's names are kept, the index tensors are named
+``wfn_idx<n>`` and their int32 positions ``wfn_pos<n>``.
 
 ```python
 meta = PaletteMetadata(palette_size=29, index_dtype="uint8", indexed_count=5, not_indexed=[...])
-set_metadata(model, METADATA_NAME, meta.to_json_bytes())
+set_metadata(model, METADATA_NAME, meta.to_bytes())
+PaletteMetadata.from_bytes(get_metadata(model, METADATA_NAME)).reason(0, 12, "conv1/bias")
 ```
 """
 
@@ -25,16 +35,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from typing import Dict, List, Optional
 
 import numpy as np
 
 METADATA_NAME = "tfmot_wfn"
 FORMAT_NAME = "tfmot_wfn.palette_tflite"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: plain JSON keyed by tensor names; 2: compressed, by tensor index
+METADATA_MAGIC = b"WFN"  # version >= 2: these bytes, one version byte, zlib(JSON)
+# The preset zlib dictionary of version 2: phrases of the reasons `tfmot_wfn` records, so
+# each costs a few bytes. Part of the format: NEVER edit it (a new one needs a new
+# version; zlib checks its Adler-32 when reading).
+_ZDICT_V2 = (
+    b"no weight of the Keras model has these values (a graph constant such as an epsilon, or "
+    b"a weight the converter transformed):  values are not in the palette (apply "
+    b"tfmot_wfn.lite.fold_batchnorm to the float model before fix_weights)not fixed: weight "
+    b"' of layer ' values outside it) by the converter folded into ': values are not in the "
+    b"palette scale gamma/sqrt(var+eps): moving statistics are not fixed weights' shift "
+    b"folded into 'BatchNorm scale kept as a separate MUL (float, per channel)' shift divided "
+    b"by its scale (kept as a separate MUL after '"
+    b'{"k":,"d":"uint8","n":,"p":"tfmot_wfn 0.1.0","r":[[0,"bias of size  not in palette: '
+    b'BatchNorm \'"],"b":[[0,')
 PALETTE_TENSOR_NAME = "tfmot_wfn/palette"
 INDICES_PREFIX = "wfn_idx"    # + a number: the stored indices of one weight (short: file bytes)
 POSITIONS_PREFIX = "wfn_pos"  # + a number: the same indices cast to int32 for GATHER
+UNNAMED_PREFIX = "t"  # + the tensor index: how an unnamed tensor of a compact file is shown
 MAX_PALETTE_SIZE = 32768  # int16 indices, GATHER needs non-negative positions
 
 
@@ -77,15 +103,37 @@ def check_palette(palette) -> np.ndarray:
     return pal
 
 
+def _check_version(version) -> int:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"the {METADATA_NAME!r} metadata has no valid {FORMAT_NAME} version "
+                         f"({version!r})")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"the file uses {FORMAT_NAME} version {version!r}; this tfmot_wfn reads versions up "
+            f"to {FORMAT_VERSION} (upgrade tfmot_wfn)")
+    return version
+
+
+def _entry_index(entry: Dict) -> int:
+    index = entry.get("index", -1)
+    return int(index) if isinstance(index, int) and not isinstance(index, bool) else -1
+
+
 @dataclasses.dataclass
 class PaletteMetadata:
-    """The JSON stored in the ``tfmot_wfn`` metadata entry.
+    """What the ``tfmot_wfn`` metadata entry describes.
 
     ``indexed_count``: how many weights are palette-indexed (the graph says which).
-    ``not_indexed``: ``{"subgraph", "tensor", "reason"}`` per float32 constant left as float.
-    ``batchnorm_scales``: ``{"subgraph", "tensor", "layer", "batchnorm"}`` per BatchNorm
-    kept as a ``MUL`` by the float32 constant ``tensor`` after ``layer``'s op (readers
-    that ignore it still run the file correctly, only the decode fast path folds it).
+    ``not_indexed``: ``{"subgraph", "index", "tensor", "reason"}`` per float32 constant left
+    as float (``index``: its position in the subgraph's tensors; version 1 files name the
+    tensor instead and have ``index`` -1).
+    ``batchnorm_scales``: ``{"subgraph", "index", "tensor", "layer", "batchnorm"}`` per
+    BatchNorm kept as a ``MUL`` by the float32 constant ``index`` after ``layer``'s op
+    (readers that ignore it still run the file correctly, only the decode fast path folds it).
+
+    Version 2 (written now) stores ``METADATA_MAGIC``, one version byte and the
+    zlib-compressed JSON with short keys (`to_bytes`); version 1 stored plain JSON with
+    the fields above keyed by tensor name. `from_bytes` reads both.
     """
 
     palette_size: int
@@ -99,34 +147,115 @@ class PaletteMetadata:
     producer: str = ""
     batchnorm_scales: List[Dict] = dataclasses.field(default_factory=list)
 
-    def to_json_bytes(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True,
-                          separators=(",", ":")).encode("utf-8")
+    # ------------------------------------------------------------ serialization
+    def to_bytes(self) -> bytes:
+        """The version 2 encoding: magic, version byte, zlib(compact JSON, short keys)."""
+        short: Dict = {"k": int(self.palette_size), "d": self.index_dtype,
+                       "n": int(self.indexed_count)}
+        if self.producer:
+            short["p"] = self.producer
+        if self.mode != "palette":
+            short["m"] = self.mode
+        if self.palette_tensor != PALETTE_TENSOR_NAME:
+            short["t"] = self.palette_tensor
+        if self.not_indexed:
+            short["r"] = [[int(e.get("subgraph", 0)), _entry_index(e), str(e["reason"])]
+                          for e in self.not_indexed]
+        if self.batchnorm_scales:
+            short["b"] = [[int(e.get("subgraph", 0)), _entry_index(e), str(e["layer"]),
+                           str(e["batchnorm"])] for e in self.batchnorm_scales]
+        if any(_entry_index(e) < 0 for e in self.not_indexed + list(self.batchnorm_scales)):
+            raise ValueError("version 2 metadata refers to tensors by index; an entry has none")
+        text = json.dumps(short, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        packer = zlib.compressobj(9, zdict=_ZDICT_V2)
+        return METADATA_MAGIC + bytes([FORMAT_VERSION]) + packer.compress(text) + packer.flush()
 
     @classmethod
-    def from_json_bytes(cls, data: bytes) -> "PaletteMetadata":
-        """Parse the metadata; raises ValueError for other formats or newer versions."""
+    def from_bytes(cls, data: bytes) -> "PaletteMetadata":
+        """Parse version 2 (compressed) or version 1 (JSON) metadata.
+
+        Raises ValueError for other formats, damaged data or newer versions.
+        """
+        data = bytes(data)
+        if data.startswith(METADATA_MAGIC):
+            return cls._from_v2(data)
+        return cls._from_v1(data)
+
+    from_json_bytes = from_bytes  # the name used by version 1
+
+    @classmethod
+    def _from_v2(cls, data: bytes) -> "PaletteMetadata":
+        if len(data) < len(METADATA_MAGIC) + 1:
+            raise ValueError(f"the {METADATA_NAME!r} metadata is truncated")
+        version = _check_version(data[len(METADATA_MAGIC)])
+        if version < 2:
+            raise ValueError(f"the {METADATA_NAME!r} metadata is damaged: version {version} "
+                             "in a compressed entry")
         try:
-            raw = json.loads(bytes(data).decode("utf-8"))
+            unpacker = zlib.decompressobj(zdict=_ZDICT_V2)
+            text = unpacker.decompress(data[len(METADATA_MAGIC) + 1:]) + unpacker.flush()
+            if not unpacker.eof:
+                raise zlib.error("the compressed stream is truncated")
+            raw = json.loads(text.decode("utf-8"))
+        except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"the {METADATA_NAME!r} metadata is damaged: {e}") from e
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError("not an object")
+            not_indexed = [{"subgraph": int(s), "index": int(i), "tensor": "", "reason": str(r)}
+                           for s, i, r in raw.get("r", [])]
+            scales = [{"subgraph": int(s), "index": int(i), "tensor": "", "layer": str(layer),
+                       "batchnorm": str(bn)} for s, i, layer, bn in raw.get("b", [])]
+            return cls(palette_size=int(raw["k"]), index_dtype=str(raw["d"]),
+                       indexed_count=int(raw["n"]), not_indexed=not_indexed,
+                       mode=str(raw.get("m", "palette")), version=version,
+                       palette_tensor=str(raw.get("t", PALETTE_TENSOR_NAME)),
+                       producer=str(raw.get("p", "")), batchnorm_scales=scales)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"the {METADATA_NAME!r} metadata is damaged: {e!r}") from e
+
+    @classmethod
+    def _from_v1(cls, data: bytes) -> "PaletteMetadata":
+        try:
+            raw = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"the {METADATA_NAME!r} metadata is not valid JSON: {e}") from e
         if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
             raise ValueError(f"the {METADATA_NAME!r} metadata is not a {FORMAT_NAME} description")
-        if not isinstance(raw.get("version"), int) or raw["version"] > FORMAT_VERSION:
-            raise ValueError(
-                f"the file uses {FORMAT_NAME} version {raw.get('version')!r}; this tfmot_wfn "
-                f"reads versions up to {FORMAT_VERSION} (upgrade tfmot_wfn)")
+        _check_version(raw.get("version"))
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in fields})
+        meta = cls(**{k: v for k, v in raw.items() if k in fields})
+        meta.not_indexed = [dict(e, index=-1) for e in meta.not_indexed or []]
+        meta.batchnorm_scales = [dict(e, index=-1) for e in meta.batchnorm_scales or []]
+        return meta
 
-    def reasons(self) -> Dict[tuple, str]:
-        """``(subgraph, tensor name) -> reason`` for the tensors left as they are."""
-        return {(int(e["subgraph"]), e["tensor"]): e["reason"] for e in self.not_indexed}
+    # ----------------------------------------------------------------- lookups
+    def reason(self, subgraph: int, index: int, name: str) -> Optional[str]:
+        """The recorded reason tensor ``index`` (named ``name``) of a subgraph is not indexed."""
+        for e in self.not_indexed:
+            if int(e.get("subgraph", 0)) != subgraph:
+                continue
+            i = _entry_index(e)
+            if (i >= 0 and i == index) or (i < 0 and e.get("tensor") == name):
+                return str(e["reason"])
+        return None
 
-    def scale_tensors(self, subgraph: int) -> List[str]:
-        """Names of the kept BatchNorm scale tensors of one subgraph."""
-        return [str(e["tensor"]) for e in self.batchnorm_scales or []
-                if int(e.get("subgraph", 0)) == subgraph]
+    def scale_indices(self, subgraph_index: int, subgraph) -> List[int]:
+        """Tensor indices of the kept BatchNorm scales of one subgraph (a ``SubGraphT``)."""
+        from tfmot_wfn.lite.tflite_flatbuffer import tensor_name
+
+        found = []
+        names = {tensor_name(t): i for i, t in enumerate(subgraph.tensors or [])}
+        count = len(subgraph.tensors or [])
+        for e in self.batchnorm_scales or []:
+            if int(e.get("subgraph", 0)) != subgraph_index:
+                continue
+            i = _entry_index(e)
+            if i < 0:
+                i = names.get(str(e.get("tensor")), -1)
+            if 0 <= i < count:
+                found.append(i)
+        return found
 
 
 def read_metadata(model) -> Optional[PaletteMetadata]:
@@ -134,14 +263,16 @@ def read_metadata(model) -> Optional[PaletteMetadata]:
     from tfmot_wfn.lite.tflite_flatbuffer import get_metadata
 
     data = get_metadata(model, METADATA_NAME)
-    return None if data is None else PaletteMetadata.from_json_bytes(data)
+    return None if data is None else PaletteMetadata.from_bytes(data)
 
 
 @dataclasses.dataclass(frozen=True)
 class IndexedTensor:
     """A weight stored as palette indices.
 
-    ``unique_values``: how many palette entries it uses; ``index_bytes``: bytes of its indices.
+    ``name``: the decoded tensor's name (see `display_name`); ``index``: its position in
+    the subgraph's tensors; ``unique_values``: how many palette entries it uses;
+    ``index_bytes``: bytes of its indices.
     """
 
     subgraph: int
@@ -151,11 +282,15 @@ class IndexedTensor:
     index_dtype: str
     unique_values: int
     index_bytes: int
+    index: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
 class NonPaletteTensor:
-    """A constant tensor left as it is, and why (e.g. ``"bias of size 16 not in palette"``)."""
+    """A constant tensor left as it is, and why (e.g. ``"bias of size 16 not in palette"``).
+
+    ``name``: see `display_name`; ``index``: its position in the subgraph's tensors.
+    """
 
     subgraph: int
     name: str
@@ -164,6 +299,7 @@ class NonPaletteTensor:
     elements: int
     bytes: int
     reason: str
+    index: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +310,15 @@ class Decoder:
     cast_op: Optional[int]
     index_tensor: int
     output_tensor: int
+
+
+def display_name(name: str, index: int) -> str:
+    """The name shown for a tensor: its own, or ``t<index>`` when a compact file left it unnamed.
+
+    >>> display_name("conv1/kernel", 3), display_name("", 17)
+    ('conv1/kernel', 't17')
+    """
+    return name if name else f"{UNNAMED_PREFIX}{index}"
 
 
 def palette_tensor_index(subgraph, name: str = PALETTE_TENSOR_NAME) -> Optional[int]:

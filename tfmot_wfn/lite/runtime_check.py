@@ -18,8 +18,10 @@ results = check_bundle("bundle/")          # the same check with the runtime fou
 
 Files written (``<name>.tflite`` with ``<name>.expected.npy`` each):
 
-* ``palette``: the default export (BatchNorm scales kept as MULs, uint8
-  indices when the palette has <= 256 values);
+* ``palette``: the default export (compact, BatchNorm scales kept as MULs,
+  uint8 indices when the palette has <= 256 values);
+* ``palette_named``: the same with ``compact=False`` (the converter's names,
+  options and tables kept);
 * ``palette_int16``: the same with int16 indices;
 * ``palette_decoded``: what ``load_interpreter(decode=True)`` runs (weights
   decoded, BatchNorm MULs folded back into them);
@@ -46,6 +48,8 @@ ATOL = 1e-5
 
 VARIANTS: Dict[str, Dict] = {
     "palette": dict(mode="palette", batchnorm="scale_op", index_dtype=None),
+    # the converter's names, options and tables kept (compact=False)
+    "palette_named": dict(mode="palette", batchnorm="scale_op", index_dtype=None, compact=False),
     "palette_int16": dict(mode="palette", batchnorm="scale_op", index_dtype="int16"),
     "palette_bn_fold": dict(mode="palette", batchnorm="fold", index_dtype=None),
     "dense": dict(mode="dense", batchnorm="fold", index_dtype=None),
@@ -102,6 +106,7 @@ def write_check_bundle(
                 "batchnorm": options["batchnorm"],
                 "index_dtypes": sorted(set(result.index_dtypes.values())),
                 "decoded": out_name.endswith("_decoded"),
+                "compact": bool(result.compact) and not out_name.endswith("_decoded"),
                 "batchnorm_scales": [k.batchnorm for k in result.batchnorm_scales],
             }
     manifest = {

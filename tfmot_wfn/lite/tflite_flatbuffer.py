@@ -3,7 +3,8 @@
 The object API of `tensorflow.lite.python.schema_py_generated` (``ModelT``) is
 used for everything; nothing here computes byte offsets by hand. Writing
 aligns every buffer's data to 16 bytes, as the TFLite converter does, so
-float weights can be read in place by every kernel.
+float weights can be read in place by every kernel (``small_alignment``: only
+float buffers), and stores equal small vectors and strings once.
 
 ```python
 model = read_model(open("model.tflite", "rb").read())
@@ -117,13 +118,15 @@ def _aligned_buffer_class():
     base = schema().BufferT
 
     class AlignedBufferT(base):  # type: ignore[misc, valid-type]
-        """A ``BufferT`` whose data vector starts on a 16-byte boundary of the file."""
+        """A ``BufferT`` whose data vector starts on an ``alignment``-byte boundary of the file."""
+
+        alignment = BUFFER_ALIGNMENT
 
         def Pack(self, builder):  # noqa: N802 - flatc naming
             if self.data is None:
                 return base.Pack(self, builder)
             payload = np.asarray(self.data, dtype=np.uint8).tobytes()
-            builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+            builder.StartVector(1, len(payload), self.alignment)
             builder.head = builder.head - len(payload)
             builder.Bytes[builder.head: builder.head + len(payload)] = payload
             builder.vectorNumElems = len(payload)
@@ -138,20 +141,80 @@ def _aligned_buffer_class():
     return AlignedBufferT
 
 
-def write_model(model) -> bytes:
-    """Serialize a ``ModelT`` to TFLite bytes (buffers 16-byte aligned); ``model`` is kept."""
+# Tensor types whose buffers keep 16-byte alignment when `write_model(small_alignment=True)`.
+_WIDE_ALIGNED_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "INT64", "UINT64", "COMPLEX64",
+                       "COMPLEX128", "BFLOAT16")
+
+
+def _buffer_alignments(model, small_alignment: bool) -> List[int]:
+    count = len(model.buffers or [])
+    if not small_alignment:
+        return [BUFFER_ALIGNMENT] * count
+    # A flatbuffer vector's data follows its 4-byte length: 4-byte aligned at least.
+    alignments = [4] * count
+    wide = {type_value(name) for name in _WIDE_ALIGNED_TYPES if hasattr(schema().TensorType, name)}
+    for _, _, tensor in iter_tensors(model):
+        if tensor.type in wide and 0 <= tensor.buffer < count:
+            alignments[tensor.buffer] = BUFFER_ALIGNMENT
+    return alignments
+
+
+def _sharing_builder_class():
     import flatbuffers
 
+    class SharingBuilder(flatbuffers.Builder):
+        """A ``flatbuffers.Builder`` that writes each distinct small vector and string once.
+
+        Tables may point at the same vector (the format allows it, as flatc's
+        ``CreateSharedString`` does): a decode op's positions tensor and the
+        weight it decodes share one shape vector, as do equal names.
+        """
+
+        _SHARED_KINDS = "iub"
+
+        def __init__(self, initial_size: int = 1024):
+            super().__init__(initial_size)
+            self._vectors: Dict[Tuple[str, bytes], int] = {}
+            self._strings: Dict[bytes, int] = {}
+
+        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers naming
+            if not isinstance(x, np.ndarray) or x.dtype.kind not in self._SHARED_KINDS \
+                    or x.size > 64:
+                return super().CreateNumpyVector(x)
+            key = (x.dtype.newbyteorder("<").str, np.ascontiguousarray(x).tobytes())
+            if key not in self._vectors:
+                self._vectors[key] = super().CreateNumpyVector(x)
+            return self._vectors[key]
+
+        def CreateString(self, s, encoding="utf-8", errors="strict"):  # noqa: N802
+            key = s.encode(encoding, errors) if isinstance(s, str) else bytes(s)
+            if key not in self._strings:
+                self._strings[key] = super().CreateString(key)
+            return self._strings[key]
+
+    return SharingBuilder
+
+
+def write_model(model, small_alignment: bool = False) -> bytes:
+    """Serialize a ``ModelT`` to TFLite bytes; ``model`` is kept.
+
+    Buffers are 16-byte aligned, as the converter writes them; with
+    ``small_alignment`` only the buffers of float (and 64-bit) tensors are, and the
+    others (uint8/int16 indices, int32 shapes, metadata) start on the 4-byte boundary
+    every flatbuffer vector has, which is all their readers need. Equal shape / index
+    vectors and equal strings are stored once.
+    """
     aligned = _aligned_buffer_class()
     original = model.buffers
     packed = []
-    for b in original or []:
+    for b, alignment in zip(original or [], _buffer_alignments(model, small_alignment)):
         copy = aligned()
         copy.data, copy.offset, copy.size = b.data, b.offset, b.size
+        copy.alignment = alignment
         packed.append(copy)
     model.buffers = packed
     try:
-        builder = flatbuffers.Builder(1024)
+        builder = _sharing_builder_class()(1024)
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
         return bytes(builder.Output())
     finally:
@@ -321,3 +384,4 @@ def remove_metadata(model, name: str) -> bool:
     if model.metadata is not None:
         model.metadata = kept
     return removed
+
