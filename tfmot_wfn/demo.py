@@ -30,7 +30,7 @@ def load_digits_split(seed: int = 0):
 def build_cnn(keras):
     """Small CNN with BatchNorm for 8x8x1 images, 10 classes."""
     layers = keras.layers
-    inputs = keras.Input((8, 8, 1))
+    inputs = keras.Input((8, 8, 1), name="image")  # fixed names: file sizes do not vary
     h = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
     h = layers.BatchNormalization(name="bn1")(h)
     h = layers.ReLU()(h)
