@@ -27,10 +27,17 @@ setup(
         "constriction>=0.4",  # ANS entropy coding of the archive (tfmot_wfn.lite.archive)
         "ai-edge-litert>=1.0",  # the mobile interpreter (LiteRT) that runs the palette files
         "flatbuffers>=23",  # TFLite flatbuffer rewriting
+        "matplotlib>=3.5",  # tfmot_wfn.plot; `tfmot-wfn fix` and `report` write PNG plots
     ],
     extras_require={
-        "tests": ["pytest>=7.0", "hypothesis>=6.80"],
+        "data": ["tensorflow-datasets>=4.9"],  # tfmot_wfn.data.from_tfds, `fix --dataset`
+        "tests": ["pytest>=7.0", "hypothesis>=6.80",
+                  "tensorflow-datasets>=4.9",  # tfds mock data (nothing is downloaded)
+                  "nbformat>=5.7", "nbclient>=0.7", "ipykernel>=6.0"],  # notebooks in CI
         "legacy": ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
+        # benchmarks/run.py: plots, and the tfmot peers (run in a TF_USE_LEGACY_KERAS=1
+        # subprocess). tfmot 0.8.x pins absl-py~=1.2, which pip may downgrade to.
+        "benchmarks": ["matplotlib>=3.5", "tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
     },
     entry_points={"console_scripts": ["tfmot-wfn=tfmot_wfn.cli:main"]},
     classifiers=[

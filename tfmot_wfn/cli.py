@@ -1,7 +1,10 @@
-"""Command line: ``tfmot-wfn demo | export | inspect``.
+"""Command line: ``tfmot-wfn demo | fix | report | export | inspect``.
 
-``demo`` runs the main job on built-in data; ``export`` writes a fixed ``.keras``
-model as a palette TFLite file, a dense TFLite file or an entropy-coded archive;
+``demo`` runs the main job on built-in data; ``fix`` fine-tunes a saved Keras
+classifier with the WFN schedule on a tfds dataset or an image folder,
+checkpointing after every stage (``--resume`` continues); ``report`` describes a
+model (text, ``report.json``, plots); ``export`` writes a fixed ``.keras`` model
+as a palette TFLite file, a dense TFLite file or an entropy-coded archive;
 ``inspect`` describes a palette TFLite file or an archive.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import List, Optional
 
@@ -25,6 +29,46 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _fractions(text: str):
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions such as 0.3,0.6,0.9,1, got {text!r}") from None
+    if not values or any(not 0.0 < v <= 1.0 for v in values) or \
+            any(b <= a for a, b in zip(values, values[1:])):
+        raise argparse.ArgumentTypeError(
+            f"fractions must be strictly increasing and in (0, 1], got {text!r}")
+    return values
+
+
+def _image_size(text: str):
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}")
+    return sizes
+
+
+def _fraction_or_zero(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -49,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--quiet", action="store_true", help="print nothing")
 
+    _add_fix_parser(sub)
+    _add_report_parser(sub)
+
     export = sub.add_parser(
         "export", help="write a fixed .keras model as palette/dense TFLite or an archive",
         description="Export a model saved by tfmot_wfn (wrapped mid-training or stripped) as a "
@@ -71,6 +118,198 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FIX_EPILOG = """examples:
+  tfmot-wfn fix resnet.keras --dataset cifar10 --epochs-per-stage 2 --output wfn_cifar10
+  tfmot-wfn fix model.keras --dataset imagenette/320px-v2:train --image-size 160
+  tfmot-wfn fix model.keras --data-dir photos/ --batch-size 32    # photos/<class>/*.jpg
+  tfmot-wfn fix resnet.keras --dataset cifar10 --output wfn_cifar10 --resume
+  tensorboard --logdir wfn_cifar10/logs
+
+The model must take images and output class scores (softmax or logits); the
+images are fed as floats in [0, 1] unless --normalize says otherwise, so use
+the normalisation the model was trained with. Writes OUTPUT/fixed_model.keras
+(plain Keras, palette weights), report.json, report.txt, plots/*.png, logs/
+(TensorBoard) and checkpoints/ (the last completed stage, for --resume).
+tfds datasets are downloaded once to ~/tensorflow_datasets (set TFDS_DATA_DIR to
+change it); tensorflow-datasets comes with: pip install 'tfmot-wfn[data]'."""
+
+
+def _add_fix_parser(sub) -> None:
+    fix = sub.add_parser(
+        "fix", help="fine-tune a saved Keras classifier with the WFN schedule on a tfds "
+                    "dataset or an image folder",
+        description="Fine-tune a trained float Keras classifier with the Weight Fixing "
+                    "Networks schedule: one training run per stage, a checkpoint after "
+                    "every stage (--resume continues an interrupted run), then the "
+                    "stripped fixed model, a report and plots.",
+        epilog=FIX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fix.add_argument("model", help="the trained float model (.keras)")
+    source = fix.add_mutually_exclusive_group()
+    source.add_argument("--dataset", metavar="NAME[:SPLIT]",
+                        help="a TensorFlow Datasets name, optionally with the training split "
+                             "(cifar10, imagenette/320px-v2, cifar10:train[:90%%])")
+    source.add_argument("--data-dir", metavar="DIR",
+                        help="images in class sub-folders (DIR/<class>/*.png); with train/ and "
+                             "val/ (or validation/, test/) sub-folders those are the splits")
+    fix.add_argument("--distance", type=_positive_float, default=None,
+                     help="delta, the allowed relative distance at the last stage "
+                          "(default: tfmot_wfn.DEFAULT_DISTANCE)")
+    fix.add_argument("--fractions", type=_fractions, default=None, metavar="F1,F2,...",
+                     help="the schedule: cumulative fixed fractions per stage (default: the "
+                          "paper's 0.3,0.6,0.8,0.9,0.95,0.975,0.99,0.9975,0.999,1)")
+    fix.add_argument("--epochs-per-stage", type=_positive_int, default=None,
+                     help="training epochs after each stage but the last (default: 1)")
+    fix.add_argument("--final-epochs", type=_positive_int, default=None,
+                     help="training epochs after the last stage (default: 1)")
+    fix.add_argument("--batch-size", type=_positive_int, default=None, help="default: 64")
+    fix.add_argument("--learning-rate", type=_learning_rate, default=None,
+                     help="Adam learning rate of the fine-tuning (default: 1e-4)")
+    fix.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE|HxW",
+                     help="input size (default: the model's input size, else the dataset's)")
+    fix.add_argument("--normalize", choices=("unit", "symmetric", "imagenet", "none"),
+                     default=None, help="input scaling: unit [0,1] (default), symmetric "
+                                        "[-1,1], imagenet mean/std, none (0..255)")
+    fix.add_argument("--no-augment", action="store_true",
+                     help="no random crop / flip of the training images")
+    fix.add_argument("--eval-split", default=None,
+                     help="tfds evaluation split (default: test, else validation; 'none': none)")
+    fix.add_argument("--validation-split", type=_fraction_or_zero, default=None,
+                     help="--data-dir without train/ and val/: fraction held out for "
+                          "evaluation (default: 0.2)")
+    fix.add_argument("--steps-per-epoch", type=_positive_int, default=None,
+                     help="train at most this many batches per epoch (default: the whole split)")
+    fix.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    fix.add_argument("--output", default=None,
+                     help="output folder (default: wfn_<model name>)")
+    fix.add_argument("--log-dir", default=None,
+                     help="TensorBoard folder (default: OUTPUT/logs; 'none': no logs)")
+    fix.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep every stage's checkpoint, not only the last")
+    fix.add_argument("--resume", action="store_true",
+                     help="continue the run in --output from its last completed stage")
+    fix.add_argument("--overwrite", action="store_true",
+                     help="start again in an --output folder that holds a run")
+    fix.add_argument("--quiet", action="store_true", help="print nothing, no progress bars")
+
+
+def _add_report_parser(sub) -> None:
+    report = sub.add_parser(
+        "report", help="describe a fixed model: text, report.json and plots",
+        description="Print tfmot_wfn.report of a .keras model (stripped, or saved while "
+                    "fixing): palette with each value as signed powers of two, unique "
+                    "values, entropy, per-layer numbers; write report.json and plots "
+                    "(palette histogram, per-layer unique values, and the stages when the "
+                    "model comes from `tfmot-wfn fix`).")
+    report.add_argument("model", help="path of the .keras model")
+    report.add_argument("--output", default=None,
+                        help="folder for report.json and plots (default: <model>_report)")
+    report.add_argument("--history", default=None, metavar="JSON",
+                        help="report.json or state.json of a `tfmot-wfn fix` run for the stage "
+                             "plot (default: looked for next to the model)")
+    report.add_argument("--no-plots", action="store_true", help="do not write plots")
+    report.add_argument("--json", action="store_true", help="print JSON instead of text")
+    report.add_argument("--quiet", action="store_true", help="print nothing")
+
+
+def _fix(args) -> int:
+    from tfmot_wfn import fix_job
+
+    output = args.output or "wfn_" + os.path.splitext(os.path.basename(args.model))[0]
+    given = {
+        "dataset": args.dataset, "data_dir": args.data_dir, "distance": args.distance,
+        "fractions": args.fractions, "epochs_per_stage": args.epochs_per_stage,
+        "final_epochs": args.final_epochs, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "image_size": None if args.image_size is None else list(args.image_size),
+        "normalization": args.normalize, "steps_per_epoch": args.steps_per_epoch,
+        "seed": args.seed, "validation_split": args.validation_split,
+        "log_dir": (None if args.log_dir is None
+                    else "" if args.log_dir.lower() == "none" else args.log_dir),
+        "eval_split": (None if args.eval_split is None
+                       else None if args.eval_split.lower() == "none" else args.eval_split),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.eval_split is not None and args.eval_split.lower() == "none":
+        given["eval_split"] = None
+    if args.no_augment:
+        given["augment"] = False
+    if args.keep_checkpoints:
+        given["keep_checkpoints"] = True
+    verbose = 0 if args.quiet else 1
+    if args.resume:
+        if args.overwrite:
+            raise fix_job.FixJobError("--resume and --overwrite exclude each other")
+        fix_job.resume_fix_job(output, verbose=verbose, overrides=given)
+        return 0
+    config = fix_job.FixJobConfig(model_path=args.model, output=output, verbose=verbose, **given)
+    fix_job.run_fix_job(config, overwrite=args.overwrite)
+    return 0
+
+
+def _history_next_to(model_path: str, explicit: Optional[str]):
+    """The stage list of a `tfmot-wfn fix` run: from --history, or the run folder of the model."""
+    candidates = [explicit] if explicit else []
+    folder = os.path.dirname(os.path.abspath(model_path))
+    candidates += [os.path.join(folder, "report.json"), os.path.join(folder, "state.json"),
+                   os.path.join(os.path.dirname(folder), "state.json")]
+    for path in candidates:
+        if path and os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    stages = json.load(f).get("stages")
+            except (OSError, ValueError, AttributeError):
+                stages = None
+            if stages:
+                match = re.fullmatch(r"stage_(\d+)\.keras", os.path.basename(model_path))
+                if match:  # a checkpoint: the stages up to it
+                    stages = [s for s in stages if s.get("stage", 0) <= int(match.group(1))]
+                return stages, path
+        elif explicit and path == explicit:
+            raise FileNotFoundError(f"no such file: {explicit}")
+    return None, None
+
+
+def _report(args) -> int:
+    if not os.path.isfile(args.model):
+        raise SystemExit(f"tfmot-wfn report: no such file: {args.model}")
+    import tfmot_wfn
+    from tfmot_wfn import lite
+
+    say = (lambda *a: None) if args.quiet else print
+    model = lite.load_keras_model(args.model)
+    rep = tfmot_wfn.report(model)
+    output = args.output or os.path.splitext(args.model)[0] + "_report"
+    os.makedirs(output, exist_ok=True)
+    payload = dict(model=args.model, **rep.to_dict())
+    stages, history_path = _history_next_to(args.model, args.history)
+    if stages:
+        payload["stages"] = stages
+        payload["stages_from"] = history_path
+    plots = {}
+    if not args.no_plots:
+        from tfmot_wfn import plot
+
+        plots = plot.save_all(os.path.join(output, "plots"), rep, history=stages)
+        payload["plots"] = plots
+    with open(os.path.join(output, "report.json"), "w") as f:
+        json.dump(payload, f, indent=2)
+    if args.json:
+        say(json.dumps(payload, indent=2))
+    else:
+        say(f"{args.model}:")
+        say(str(rep))
+        say(f"wrote {os.path.join(output, 'report.json')}"
+            + (f" and {len(plots)} plots in {os.path.join(output, 'plots')}/" if plots else ""))
+    return 0
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps sub-parsers here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            return action.choices[name]
+    raise KeyError(name)  # pragma: no cover
+
+
 def _default_output(model_path: str, fmt: str) -> str:
     stem = os.path.splitext(model_path)[0]
     return stem + (".wfn" if fmt == "archive" else f"_{fmt}.tflite")
@@ -81,15 +320,26 @@ def _export(args) -> int:
         raise SystemExit(f"tfmot-wfn export: no such file: {args.model}")
     output = args.output or _default_output(args.model, args.format)
     say = (lambda *a: None) if args.quiet else print
+    from tqdm.auto import tqdm
+
     from tfmot_wfn import lite
 
-    model = lite.load_keras_model(args.model)
+    what = {"archive": "entropy-coding the archive", "dense": "converting to float TFLite",
+            "palette": "converting and palette-encoding"}[args.format]
+    with tqdm(total=2, desc=f"loading {os.path.basename(args.model)}", unit="step",
+              disable=args.quiet, leave=False) as bar:
+        model = lite.load_keras_model(args.model)
+        bar.update(1)
+        bar.set_description(what)
+        if args.format == "archive":
+            info = lite.save_archive(model, output)
+        else:
+            result = lite.export_tflite(model, output, mode=args.format)
+        bar.update(1)
     if args.format == "archive":
-        info = lite.save_archive(model, output)
         say(f"wrote {output}: {info['archive_bytes']} bytes; {info['N']} palette-indexed weights "
             f"at {info['H']:.3f} bits each (entropy bound {info['bound_bytes']:.0f} bytes)")
     else:
-        result = lite.export_tflite(model, output, mode=args.format)
         say(str(result))
     return 0
 
@@ -121,7 +371,11 @@ def _inspect(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "fix" and not args.resume and not (args.dataset or args.data_dir):
+        _subparser(parser, "fix").error("one of --dataset or --data-dir is required "
+                                        "(or --resume to continue a run)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     if args.command == "demo":
         from tfmot_wfn.demo import run_demo
@@ -131,11 +385,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                  verbose=0 if args.quiet else 1)
         return 0
     try:
+        if args.command == "fix":
+            try:
+                return _fix(args)
+            except KeyboardInterrupt:
+                print("\ntfmot-wfn fix: interrupted; continue from the last completed stage with "
+                      "the same command and --resume", file=sys.stderr)
+                return 130
+        if args.command == "report":
+            return _report(args)
         if args.command == "export":
             return _export(args)
         if args.command == "inspect":
             return _inspect(args)
-    except (ValueError, TypeError, OSError) as error:  # bad input: one clear line, exit 1
+    except (ValueError, TypeError, OSError, ImportError) as error:  # bad input: one line, exit 1
         print(f"tfmot-wfn {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 2  # pragma: no cover - argparse enforces a command

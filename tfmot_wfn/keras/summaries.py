@@ -1,0 +1,139 @@
+"""TensorBoard summaries of a model being fixed: palette-usage histogram, per-layer fixed fraction.
+
+Functions that write into the current default summary writer (``with
+writer.as_default():``), for `FixingSummaries` and for custom training loops:
+
+```python
+writer = tf.summary.create_file_writer("logs/fixing")
+with writer.as_default():
+    write_fixing_summaries(fixed_model, step=epoch)   # both of the below
+    # write_palette_histogram(fixed_model, step)       # fixing/palette_usage
+    # write_layer_fixed_fractions(fixed_model, step)   # fixing/layer_fixed_fraction/<layer>
+```
+
+They need no ``tensorboard`` package: ``tf.summary.histogram`` and
+``tf.summary.scalar`` are implemented by tensorboard and raise without it, so
+the summaries are written with TensorFlow's core ``tf.summary.write`` and the
+plugin metadata TensorBoard reads (the "histograms" plugin for a float64
+``[k, 3]`` tensor of ``(left edge, right edge, count)`` buckets, the "scalars"
+plugin for a float32 scalar): the same records those functions write. The
+histogram has one bucket per palette value (edges half way to the neighbouring
+values), so TensorBoard shows how many weights use each value.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from tfmot_wfn.core.weight_statistics import value_counts
+from tfmot_wfn.keras.compat import tf
+from tfmot_wfn.keras.network_fixing import wrappers_of
+
+HISTOGRAM_PLUGIN = "histograms"
+SCALAR_PLUGIN = "scalars"
+PALETTE_TAG = "fixing/palette_usage"
+LAYER_FRACTION_PREFIX = "fixing/layer_fixed_fraction"
+
+
+def _metadata(plugin: str, description: str = ""):
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin
+    # The plugins' data protos hold only a version field, 0: serialised, no bytes.
+    metadata.plugin_data.content = b""
+    if description:
+        metadata.summary_description = description
+    return metadata
+
+
+def write_scalar(tag: str, value: float, step: int, description: str = "") -> bool:
+    """A TensorBoard scalar (like ``tf.summary.scalar``) without the tensorboard package."""
+    return bool(tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
+                                 metadata=_metadata(SCALAR_PLUGIN, description)))
+
+
+def write_histogram_buckets(tag: str, buckets: np.ndarray, step: int, description: str = "") -> bool:
+    """A TensorBoard histogram from explicit ``[k, 3]`` (left, right, count) buckets."""
+    buckets = np.asarray(buckets, np.float64).reshape(-1, 3)
+    return bool(tf.summary.write(tag, tf.constant(buckets, tf.float64), step=int(step),
+                                 metadata=_metadata(HISTOGRAM_PLUGIN, description)))
+
+
+def palette_buckets(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``[k, 3]`` histogram buckets, one per (sorted, distinct) value, edges half way between.
+
+    The outer edges are as far out as the nearest neighbour is (or 1/2^8 of the
+    value's magnitude, at least 1e-6, for a single value).
+    """
+    values = np.asarray(values, np.float64).ravel()
+    counts = np.asarray(counts, np.float64).ravel()
+    if values.size == 0:
+        return np.zeros((0, 3), np.float64)
+    if values.size == 1:
+        half = max(abs(values[0]) / 256.0, 1e-6)
+        return np.array([[values[0] - half, values[0] + half, counts[0]]])
+    mids = (values[1:] + values[:-1]) / 2.0
+    left = np.concatenate([[values[0] - (mids[0] - values[0])], mids])
+    right = np.concatenate([mids, [values[-1] + (values[-1] - mids[-1])]])
+    return np.stack([left, right, counts], axis=1)
+
+
+def palette_usage(model) -> tuple:
+    """``(palette values, number of fixed weights holding each)`` over all wrappers."""
+    wrappers = wrappers_of(model)
+    if not wrappers:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    fixed = [v[m] for w in wrappers for v, m in zip(w.effective_numpy(), w.mask_numpy())]
+    fixed = np.concatenate([f.astype(np.float32).ravel() for f in fixed]) if fixed else np.zeros(0)
+    return value_counts(fixed)
+
+
+def write_palette_histogram(model, step: int, tag: str = PALETTE_TAG) -> bool:
+    """Histogram of the fixed weights over the palette: one bucket per palette value.
+
+    Free (not yet fixed) weights are not counted. Writes nothing (returns False)
+    before the first stage.
+    """
+    values, counts = palette_usage(model)
+    if values.size == 0:
+        return False
+    return write_histogram_buckets(
+        tag, palette_buckets(values, counts), step,
+        description="Number of fixed weights holding each value of the shared palette.")
+
+
+def layer_fixed_fractions(model) -> Dict[str, float]:
+    """Fixed fraction of each wrapped layer's fixable weights, by the wrapped layer's name."""
+    out: Dict[str, float] = {}
+    for w in wrappers_of(model):
+        masks = w.mask_numpy()
+        total = sum(m.size for m in masks)
+        out[w.layer.name] = float(sum(int(m.sum()) for m in masks) / total) if total else 0.0
+    return out
+
+
+def write_layer_fixed_fractions(model, step: int, prefix: str = LAYER_FRACTION_PREFIX) -> Dict[str, float]:
+    """One scalar per wrapped layer, ``<prefix>/<layer name>``; returns the fractions."""
+    fractions = layer_fixed_fractions(model)
+    for name, value in fractions.items():
+        write_scalar(f"{prefix}/{name}", value, step)
+    return fractions
+
+
+def write_scalars(values: Dict[str, float], step: int, prefix: Optional[str] = None) -> None:
+    """Several scalars (e.g. Keras ``logs``), tagged ``<prefix>/<name>``; non-numbers skipped."""
+    for name, value in values.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        write_scalar(f"{prefix}/{name}" if prefix else name, number, step)
+
+
+def write_fixing_summaries(model, step: int) -> None:
+    """The palette histogram and the per-layer fixed fractions, at `step`."""
+    write_palette_histogram(model, step)
+    write_layer_fixed_fractions(model, step)

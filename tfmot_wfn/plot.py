@@ -1,0 +1,270 @@
+"""Plots of a fixed network (matplotlib, PNG): palette usage, stages, layers.
+
+```python
+from tfmot_wfn import plot
+
+plot.palette_histogram(final_model, "palette.png")        # weights per palette value, log scale
+plot.stage_progress(update.history, "stages.png")         # fixed fraction, unique count per stage
+plot.layer_unique_values(tfmot_wfn.report(final_model), "layers.png")
+plot.save_all("plots/", final_model, history=update.history)   # all three
+```
+
+Every function takes a model (made by `fix_weights`, or plain/stripped), a
+`FixingReport`, or its dict (``report.json``), and returns the matplotlib
+`Figure` (shown inline in a notebook). Figures are made without pyplot, so no
+global backend is selected or changed; PNGs are written with the Agg renderer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+DPI = 120
+#: Beyond this many distinct values the palette histogram is binned (BINS bins).
+MAX_BARS = 512
+BINS = 200
+ZERO_COLOR = "#7f7f7f"
+POSITIVE_COLOR = "#1f77b4"
+NEGATIVE_COLOR = "#d62728"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _save(fig, path: Optional[str]):
+    if path is not None:
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fig.savefig(path, format="png", dpi=DPI)
+    return fig
+
+
+def _report_dict(source) -> Dict:
+    """A report dict from a model, a FixingReport, or a dict (report.json or FixingReport.to_dict())."""
+    if isinstance(source, dict):
+        if "palette" not in source or "layers" not in source:
+            raise ValueError("a report dict needs 'palette' and 'layers' (tfmot_wfn.report(model)"
+                             ".to_dict() or a report.json written by tfmot-wfn)")
+        return source
+    if dataclasses.is_dataclass(source) and hasattr(source, "to_dict"):
+        return source.to_dict()
+    if hasattr(source, "layers") or hasattr(source, "weights"):
+        import tfmot_wfn
+
+        return tfmot_wfn.report(source).to_dict()
+    raise TypeError("expected a Keras model, a tfmot_wfn.FixingReport or its dict, got "
+                    f"{type(source).__name__}")
+
+
+def _palette_arrays(source) -> Tuple[np.ndarray, np.ndarray]:
+    if isinstance(source, tuple) and len(source) == 2:
+        values, counts = (np.asarray(a).ravel() for a in source)
+    else:
+        rep = _report_dict(source)
+        values = np.array([p["value"] for p in rep["palette"]], np.float64)
+        counts = np.array([p["count"] for p in rep["palette"]], np.int64)
+    if values.shape != counts.shape:
+        raise ValueError("palette values and counts differ in length")
+    order = np.argsort(values)
+    return values[order], counts[order]
+
+
+def _label(value: float) -> str:
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def palette_histogram(source, path: Optional[str] = None, title: Optional[str] = None,
+                      max_labels: int = 64):
+    """Bar per palette value (in value order) with the number of weights using it, log scale.
+
+    Args:
+      source: a model, a `FixingReport` / its dict, or ``(values, counts)``.
+      path: write a PNG there (folders are created).
+      title: default: palette size, weights and entropy.
+      max_labels: label every value up to this many; beyond, about this many labels.
+
+    More than `MAX_BARS` distinct values (a model that is not fixed) are drawn as a
+    binned histogram instead.
+    """
+    values, counts = _palette_arrays(source)
+    k = values.size
+    fig = _figure(max(6.0, min(16.0, 0.22 * min(k, 60) + 3.0)), 4.0)
+    ax = fig.add_subplot()
+    if k == 0:
+        ax.text(0.5, 0.5, "no fixed weights yet", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    if k > MAX_BARS:  # not a fixed network (or a huge palette): a binned histogram instead
+        ax.hist(values, bins=BINS, weights=counts, color=POSITIVE_COLOR)
+        ax.set_yscale("log")
+        ax.set_xlabel("weight value (binned: more distinct values than bars)")
+        ax.set_ylabel("weights (log scale)")
+        ax.set_title(title or f"Weight values: {k:,} distinct, {int(counts.sum()):,} weights")
+        return _save(fig, path)
+    colors = [ZERO_COLOR if v == 0 else POSITIVE_COLOR if v > 0 else NEGATIVE_COLOR
+              for v in values]
+    positions = np.arange(k)
+    ax.bar(positions, counts, color=colors, width=0.8)
+    ax.set_yscale("log")
+    ax.set_ylim(0.7, counts.max() * 2.0)
+    step = max(1, int(np.ceil(k / max(1, max_labels))))
+    shown = positions[::step]
+    zero = np.flatnonzero(values == 0)
+    if step > 1 and zero.size and zero[0] not in shown:  # always label 0
+        shown = np.sort(np.concatenate([shown[np.abs(shown - zero[0]) > step // 2], zero]))
+    ax.set_xticks(shown)
+    ax.set_xticklabels([_label(values[i]) for i in shown], rotation=90, fontsize=8)
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_xlabel("palette value (sorted; blue > 0, red < 0, grey = 0)")
+    ax.set_ylabel("weights using it (log scale)")
+    total = int(counts.sum())
+    p = counts / total
+    entropy = float(-(p * np.log2(p)).sum())
+    ax.set_title(title or f"Weight usage over the palette: {k} values, {total:,} weights, "
+                          f"entropy {entropy:.2f} bits")
+    ax.grid(axis="y", which="major", alpha=0.3)
+    return _save(fig, path)
+
+
+def _stage_rows(history: Sequence) -> List[Dict]:
+    rows = []
+    for item in history:
+        row = dataclasses.asdict(item) if dataclasses.is_dataclass(item) else dict(item)
+        if "fixed" not in row or "total" not in row:
+            raise ValueError("each stage needs 'fixed' and 'total' (a StageSummary from "
+                             "UpdateFixingStep.history or its dict)")
+        rows.append(row)
+    return rows
+
+
+def stage_progress(history: Sequence, path: Optional[str] = None, title: Optional[str] = None,
+                   baseline_accuracy: Optional[float] = None):
+    """Fixed fraction and unique count after each stage (and accuracy, when recorded).
+
+    Args:
+      history: `UpdateFixingStep.history` (StageSummary list) or dicts with at least
+        ``fixed`` and ``total``; ``fraction`` (target), ``palette_size``,
+        ``unique_values`` and ``accuracy`` / ``eval_accuracy`` are drawn when present.
+      path: write a PNG there.
+      baseline_accuracy: the float model's accuracy, drawn as a dashed line.
+    """
+    rows = _stage_rows(history)
+    has_accuracy = any(r.get("eval_accuracy", r.get("accuracy")) is not None for r in rows)
+    panels = 3 if has_accuracy else 2
+    fig = _figure(4.2 * panels, 3.6)
+    axes = fig.subplots(1, panels)
+    if not rows:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no stage ran yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return _save(fig, path)
+    stages = np.arange(1, len(rows) + 1)
+    fixed = np.array([r["fixed"] / r["total"] for r in rows]) * 100.0
+    ax = axes[0]
+    ax.bar(stages, fixed, color=POSITIVE_COLOR, alpha=0.8, label="fixed")
+    if all("fraction" in r for r in rows):
+        ax.plot(stages, np.array([r["fraction"] for r in rows]) * 100.0, "k_", markersize=14,
+                markeredgewidth=2, label="target")
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("stage")
+    ax.set_ylabel("fixed weights (%)")
+    ax.set_title("Fixed fraction")
+    ax.set_xticks(stages)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+    ax = axes[1]
+    for key, label, style in (("palette_size", "palette (fixed values)", "o-"),
+                              ("unique_values", "unique values (all weights)", "s--")):
+        if all(r.get(key) is not None for r in rows):
+            ax.plot(stages, [r[key] for r in rows], style, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("stage")
+    ax.set_ylabel("count (log scale)")
+    ax.set_title("Unique values")
+    ax.set_xticks(stages)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+
+    if has_accuracy:
+        ax = axes[2]
+        acc = [r.get("eval_accuracy", r.get("accuracy")) for r in rows]
+        ax.plot(stages, [np.nan if a is None else 100.0 * a for a in acc], "o-", color="#2ca02c",
+                label="after the stage")
+        if baseline_accuracy is not None:
+            ax.axhline(100.0 * baseline_accuracy, color="k", linestyle="--", linewidth=1,
+                       label="float model")
+        ax.legend(fontsize=8)
+        ax.set_xlabel("stage")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("Accuracy after each stage")
+        ax.set_xticks(stages)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def layer_unique_values(source, path: Optional[str] = None, title: Optional[str] = None):
+    """Horizontal bar per layer: distinct weight values, labelled with weights and fixed %.
+
+    Args:
+      source: a model, a `FixingReport` or its dict.
+      path: write a PNG there.
+    """
+    rep = _report_dict(source)
+    layers = rep["layers"]
+    n = len(layers)
+    fig = _figure(8.0, max(2.5, 0.24 * n + 1.4))
+    ax = fig.add_subplot()
+    if n == 0:
+        ax.text(0.5, 0.5, "no fixable layer", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    names = [layer["layer"] for layer in layers]
+    unique = np.array([layer["unique_values"] for layer in layers])
+    positions = np.arange(n)[::-1]  # first layer at the top
+    ax.barh(positions, unique, color=POSITIVE_COLOR, alpha=0.85)
+    ax.set_yticks(positions)
+    ax.set_yticklabels(names, fontsize=8)
+    for y, layer, u in zip(positions, layers, unique):
+        ax.text(u, y, f" {u}  ({layer['weights']:,} w, {layer['fixed_fraction']:.0%} fixed)",
+                va="center", fontsize=7)
+    ax.set_xlim(0, unique.max() * 1.45 + 1)
+    ax.set_xlabel("distinct weight values in the layer")
+    ax.set_title(title or f"Unique values per layer (network palette: {len(rep['palette'])} values)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+PLOT_FILES = {"palette": "palette_histogram.png", "stages": "stage_progress.png",
+              "layers": "layer_unique_values.png"}
+
+
+def save_all(folder: str, source, history: Optional[Sequence] = None,
+             baseline_accuracy: Optional[float] = None) -> Dict[str, str]:
+    """Write the plots as PNGs into `folder`; returns ``{"palette"|"stages"|"layers": path}``.
+
+    The stage plot is written only when `history` (a non-empty stage list) is given;
+    `baseline_accuracy` (the float model's) is drawn on it.
+    """
+    os.makedirs(folder, exist_ok=True)
+    rep = _report_dict(source)
+    paths = {}
+    paths["palette"] = os.path.join(folder, PLOT_FILES["palette"])
+    palette_histogram(rep, paths["palette"])
+    paths["layers"] = os.path.join(folder, PLOT_FILES["layers"])
+    layer_unique_values(rep, paths["layers"])
+    if history:
+        paths["stages"] = os.path.join(folder, PLOT_FILES["stages"])
+        stage_progress(history, paths["stages"], baseline_accuracy=baseline_accuracy)
+    return paths
