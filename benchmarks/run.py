@@ -1,0 +1,1070 @@
+"""WFN against its peers, measured side by side in one run; writes RESULTS.md and PNG plots.
+
+    python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~25 min, 2 cores)
+    python benchmarks/run.py --quick --output out  # CI smoke (~3 min): demo CNN only, tiny epochs, nothing committed touched
+
+Sections (see benchmarks/README.md for the method):
+
+1. compression at equal accuracy: float / tfmot ``cluster_weights`` (16 and 8 clusters per
+   layer, tf_keras subprocess) / int8 post-training quantization / WFN at several deltas, on
+   the demo CNN, an MLP and keras.applications.MobileNetV2(alpha=0.35), all trained here on
+   scikit-learn's digits;
+2. clustering speed and memory (`benchmarks/clustering_speed.py`, run as a subprocess);
+3. training-step overhead: WFN-wrapped / plain (Keras 3) next to tfmot ``prune_low_magnitude`` /
+   plain (tf_keras subprocess);
+4. TFLite interpreter latency (1 thread): palette (decoded at load, as stored) and int8 vs float.
+
+tfmot is never imported in this process (it switches TensorFlow to legacy Keras): every tfmot
+part runs in ``benchmarks/peers_tf_keras.py`` with ``TF_USE_LEGACY_KERAS=1``; weights travel as
+``.npz`` files keyed by layer name. Timings on a shared machine are noisy, so every time is
+reported as a ratio against a peer measured in the same process, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gzip
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for p in (ROOT, HERE):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+if os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes"):
+    raise SystemExit("run.py uses Keras 3: unset TF_USE_LEGACY_KERAS (tfmot runs in a subprocess)")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import models  # noqa: E402
+
+# ------------------------------------------------------------------------------------ settings
+FULL = dict(models=["cnn", "mlp", "mobilenetv2"], deltas=[0.0075, 0.015, 0.03], clusters=[16, 8],
+            folded_deltas=[0.015, 0.03], float_bn_deltas=[], epochs_per_stage=2, float_epochs=None,
+            latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=60,
+            step_rounds=4, profile=True,
+            # MobileNetV2: WFN's training step costs ~5x the plain one here (section 3), so it
+            # gets one epoch per stage and fewer variants to keep the run under 30 minutes;
+            # fixing its 14k BatchNorm gamma/beta costs accuracy, hence the fix_batchnorm=False row.
+            per_model={"mobilenetv2": dict(deltas=[0.0075, 0.015], folded_deltas=[],
+                                           float_bn_deltas=[0.015], epochs_per_stage=1,
+                                           latency_runs=600, step_steps=25, step_rounds=2)})
+QUICK = dict(models=["cnn"], deltas=[0.015], clusters=[16], folded_deltas=[], float_bn_deltas=[],
+             epochs_per_stage=1,
+             float_epochs=8, latency_runs=300, step_models=["cnn"], step_steps=25, step_rounds=2,
+             profile=False, per_model={})
+
+
+def model_cfg(cfg: Dict, name: str) -> Dict:
+    """The run settings with the model's overrides applied."""
+    out = {k: v for k, v in cfg.items() if k != "per_model"}
+    out.update(cfg.get("per_model", {}).get(name, {}))
+    return out
+
+
+FINE_TUNE_LR = {"cnn": 1e-3, "mlp": 1e-3, "mobilenetv2": 1e-3}
+FOLDED_LR = 3e-4  # fold_batchnorm's advice: a folded model no longer normalises, lower the rate
+CLIPNORM = 0.5
+ACCURACY_MARGIN_POINTS = 0.3
+TARGET_UNIQUE_RATIO = 10.0
+TARGET_ENTROPY_RATIO = 1.5
+TARGET_STEP_RATIO = 1.25
+TARGET_LATENCY_RATIO = 1.5
+TARGET_STAGE_SECONDS, TARGET_STAGE_MIB = 10.0, 2048.0
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ statistics
+def entropy_bits(values: np.ndarray) -> float:
+    """Shannon entropy (bits per weight) of the empirical distribution of the values."""
+    if values.size == 0:
+        return 0.0
+    _, counts = np.unique(values, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def value_stats(all_arrays: List[np.ndarray], kernel_arrays: List[np.ndarray]) -> Dict:
+    flat_all = np.concatenate([np.asarray(a, np.float32).ravel() for a in all_arrays])
+    flat_k = np.concatenate([np.asarray(a, np.float32).ravel() for a in kernel_arrays])
+    flat_all = flat_all + np.float32(0.0)  # -0.0 -> +0.0: one value
+    flat_k = flat_k + np.float32(0.0)
+    return {"params": int(flat_all.size), "kernel_params": int(flat_k.size),
+            "unique_all": int(np.unique(flat_all).size), "unique_kernels": int(np.unique(flat_k).size),
+            "entropy_all": entropy_bits(flat_all), "entropy_kernels": entropy_bits(flat_k)}
+
+
+def keras_value_stats(model) -> Dict:
+    import keras
+
+    arrays = [np.asarray(v.numpy()) for v in model.weights
+              if np.issubdtype(np.dtype(v.dtype), np.floating)]
+    return value_stats(arrays, models.kernel_arrays(model, keras))
+
+
+def tflite_value_stats(path: str) -> Dict:
+    """Unique values / entropy of the constants of a (quantized) TFLite file, dequantized.
+
+    All stored parameters = every constant float or quantized tensor (int8 weights, int32
+    biases) dequantized with its (per-channel) scale and zero point; kernels = the int8
+    filter inputs of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED. Also the entropy of
+    the raw int8 codes of the kernels (what a compressor sees).
+    """
+    from tfmot_wfn.lite import tflite_flatbuffer as fb
+
+    model = fb.read_model(open(path, "rb").read())
+    sub = model.subgraphs[0]
+    filters = set()
+    for op in sub.operators:
+        if fb.op_name(model, op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            filters.add(int(op.inputs[1]))
+    all_arrays, kernels, codes = [], [], []
+    for i, t in enumerate(sub.tensors):
+        if not fb.is_constant(model, t):
+            continue
+        a = fb.constant_array(model, t)
+        if a is None or not (np.issubdtype(a.dtype, np.floating) or a.dtype in (np.int8, np.int32)):
+            continue
+        q = t.quantization
+        if np.issubdtype(a.dtype, np.integer):
+            if q is None or q.scale is None or len(q.scale) == 0:
+                continue  # shapes, indices: not parameters
+            scale = np.asarray(q.scale, np.float64)
+            zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], np.float64)
+            if scale.size > 1:
+                shape = [1] * a.ndim
+                shape[int(q.quantizedDimension)] = scale.size
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            if i in filters:
+                codes.append(a.ravel())
+            a = ((a.astype(np.float64) - zero) * scale).astype(np.float32)
+        all_arrays.append(a)
+        if i in filters:
+            kernels.append(a)
+    out = value_stats(all_arrays, kernels or [np.zeros(0, np.float32)])
+    if codes:
+        out["kernel_code_entropy"] = entropy_bits(np.concatenate(codes))
+    return out
+
+
+def gzip_bytes(path: str) -> int:
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), 9))
+
+
+# ------------------------------------------------------------------------------------ subprocess
+def run_tf_keras(spec: Dict, timeout: float = 3600) -> Dict:
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "peers_tf_keras.py"), json.dumps(spec)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"tf_keras subprocess {spec['mode']} failed (rc {proc.returncode}):\n"
+                       f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+
+
+# ------------------------------------------------------------------------------------ training
+def compile_model(model, lr):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=CLIPNORM),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def accuracy(model, x, y) -> float:
+    return float(np.mean(np.argmax(np.asarray(model.predict(x, batch_size=256, verbose=0)), -1) == y))
+
+
+def train_float(name, data, epochs, seed):
+    import keras
+
+    spec = models.MODELS[name]
+    x_train, _, y_train, _ = data
+    keras.utils.set_random_seed(seed)
+    model = models.build(name, keras)
+    steps = int(np.ceil(len(x_train) / spec["batch"])) * epochs
+    lr = keras.optimizers.schedules.CosineDecay(spec["float_lr"], steps, alpha=0.05) \
+        if name == "mobilenetv2" else spec["float_lr"]
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0)
+    return model, time.perf_counter() - start
+
+
+def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, fix_batchnorm=True):
+    """fix_weights + the paper's 10-stage schedule, fine-tuned; returns (stripped, seconds, info)."""
+    import keras
+
+    import tfmot_wfn
+
+    spec = models.MODELS[name]
+    x_train, _, y_train, _ = data
+    keras.utils.set_random_seed(seed)
+    steps_per_epoch = int(np.ceil(len(x_train) / spec["batch"]))
+    schedule = tfmot_wfn.StagedFixing(steps_per_stage=epochs_per_stage * steps_per_epoch)
+    epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
+    fixed = tfmot_wfn.fix_weights(base, fixing_schedule=schedule, distance=delta,
+                                  fix_batchnorm=fix_batchnorm)
+    compile_model(fixed, lr)
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    start = time.perf_counter()
+    fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[update])
+    seconds = time.perf_counter() - start
+    final = tfmot_wfn.strip_fixing(fixed)
+    rep = tfmot_wfn.report(final)
+    info = {"epochs": epochs, "stages": len(update.history), "palette_size": len(rep.palette),
+            "fixable_unique": rep.unique_values, "fixable_entropy": rep.entropy_bits,
+            "fixable_weights": rep.total_weights}
+    return final, seconds, info
+
+
+def fine_tune_epochs(epochs_per_stage: int) -> int:
+    import tfmot_wfn
+
+    return (len(tfmot_wfn.PAPER_FRACTIONS) - 1) * epochs_per_stage + 1
+
+
+def int8_ptq(model, x_train, path) -> float:
+    """Full-integer post-training quantization (int8 weights and activations, float I/O)."""
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="wfn_bench_int8_") as tmp:
+        saved = os.path.join(tmp, "saved")
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        calibration = x_train[:256]
+
+        def representative():
+            for i in range(len(calibration)):
+                yield [calibration[i:i + 1]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        data = converter.convert()
+    with open(path, "wb") as f:
+        f.write(data)
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------ measurement
+def measure_keras_row(model, data, folder, tag) -> Dict:
+    """Accuracy, value statistics, TFLite (dense, palette) bytes and gzip, archive bytes."""
+    from tfmot_wfn import lite
+
+    _, x_test, _, y_test = data
+    row = {"accuracy": accuracy(model, x_test, y_test)}
+    row.update(keras_value_stats(model))
+    dense = lite.export_tflite(model, os.path.join(folder, f"{tag}_dense.tflite"), mode="dense")
+    row.update(dense_path=dense.path, dense_bytes=dense.bytes, dense_gzip=gzip_bytes(dense.path))
+    try:
+        pal = lite.export_tflite(model, os.path.join(folder, f"{tag}_palette.tflite"))
+        row.update(palette_path=pal.path, palette_bytes=pal.bytes, palette_gzip=gzip_bytes(pal.path),
+                   palette_size=pal.palette_size,
+                   palette_float_constants=sum(t.bytes for t in pal.non_palette if t.dtype == "FLOAT32"))
+        interpreter = lite.load_interpreter(pal.path, decode=True, num_threads=1)
+        got = lite.run_interpreter(interpreter, x_test)
+        row["tflite_palette_accuracy"] = float(np.mean(np.argmax(got, -1) == y_test))
+    except (ValueError, RuntimeError) as e:
+        row["palette_error"] = str(e).splitlines()[0][:160]
+    try:
+        rep = lite.archive_size_report(model)
+        row.update(archive_bytes=int(rep["archive_bytes"]), archive_bound_bytes=float(rep["bound_bytes"]))
+    except Exception as e:  # noqa: BLE001 - e.g. a float model has more values than a palette holds
+        row["archive_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    return row
+
+
+def measure_int8_row(path, data) -> Dict:
+    from tfmot_wfn import lite
+
+    _, x_test, _, y_test = data
+    interpreter = lite.load_interpreter(path, decode=False, num_threads=1)
+    got = lite.run_interpreter(interpreter, x_test)
+    row = {"accuracy": float(np.mean(np.argmax(got, -1) == y_test))}
+    row.update(tflite_value_stats(path))
+    row.update(dense_path=path, dense_bytes=os.path.getsize(path), dense_gzip=gzip_bytes(path))
+    return row
+
+
+def compression_benchmark(name, cfg, seed, work) -> Dict:
+    import keras
+
+    spec = models.MODELS[name]
+    data = models.digits(spec["image"], spec["channels"], seed)
+    folder = os.path.join(work, name)
+    os.makedirs(folder, exist_ok=True)
+    float_epochs = cfg["float_epochs"] or spec["float_epochs"]
+    eps = cfg["epochs_per_stage"]
+    ft_epochs = fine_tune_epochs(eps)
+    lr = FINE_TUNE_LR[name]
+    say(f"[{name}] float training: {float_epochs} epochs")
+    base, float_seconds = train_float(name, data, float_epochs, seed)
+    weights = os.path.join(folder, "float.npz")
+    models.save_layer_weights(base, weights)
+    rows = []
+    common = f"batch {spec['batch']}, seed {seed}"
+
+    def add(method, settings, row, seconds, seconds_what, **extra):
+        row.update(method=method, settings=settings, seconds=seconds, seconds_what=seconds_what, **extra)
+        rows.append(row)
+        say(f"[{name}] {method:<34s} acc {row['accuracy']:.4f}  unique {row['unique_all']:>7} "
+            f"(kernels {row['unique_kernels']})  H {row['entropy_all']:.2f}  {seconds:.1f}s")
+
+    add("float", f"{float_epochs} epochs Adam({spec['float_lr']:g}"
+        f"{', cosine' if name == 'mobilenetv2' else ''}), {common}",
+        measure_keras_row(base, data, folder, "float"), float_seconds, "training")
+
+    for k in cfg["clusters"]:
+        say(f"[{name}] tfmot cluster_weights({k}) in a tf_keras subprocess ...")
+        out_weights = os.path.join(folder, f"tfmot{k}.npz")
+        res = run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
+                            "weights_out": out_weights, "clusters": k, "epochs": ft_epochs, "lr": lr,
+                            "clipnorm": CLIPNORM, "seed": seed})
+        clustered = models.build(name, keras)
+        models.load_layer_weights(clustered, out_weights)
+        row = measure_keras_row(clustered, data, folder, f"tfmot{k}")
+        add(f"tfmot cluster_weights, {k}/layer",
+            f"KMEANS_PLUS_PLUS, Conv/Depthwise/Dense kernels, {ft_epochs} epochs Adam({lr:g}, "
+            f"clipnorm {CLIPNORM}), strip_clustering, {common}", row, res["fit_seconds"], "fine-tuning",
+            tf_keras_accuracy=res["accuracy_tf_keras"], unclustered_layers=res["unclustered_layers"],
+            tf_keras_float_accuracy=res["float_accuracy_tf_keras"])
+
+    say(f"[{name}] int8 post-training quantization ...")
+    int8_path = os.path.join(folder, "int8.tflite")
+    seconds = int8_ptq(base, data[0], int8_path)
+    add("int8 post-training quantization",
+        "TFLITE_BUILTINS_INT8, 256 calibration images, float I/O; values = dequantized constants",
+        measure_int8_row(int8_path, data), seconds, "conversion")
+
+    has_bn = any(isinstance(l, keras.layers.BatchNormalization) for l in base.layers)
+    variants = [(d, "") for d in cfg["deltas"]]
+    if has_bn:
+        variants += [(d, "folded") for d in cfg["folded_deltas"]]
+        variants += [(d, "float_bn") for d in cfg["float_bn_deltas"]]
+    for delta, kind in variants:
+        from tfmot_wfn import lite
+
+        what = f"WFN delta={delta:g}" + {"": "", "folded": ", BN folded first",
+                                         "float_bn": ", fix_batchnorm=False"}[kind]
+        say(f"[{name}] {what}: {ft_epochs} epochs ...")
+        start_model = lite.fold_batchnorm(base) if kind == "folded" else base
+        use_lr = FOLDED_LR if kind == "folded" else lr
+        final, seconds, info = fix_with_wfn(name, start_model, data, delta, eps, seed, use_lr,
+                                            fix_batchnorm=kind != "float_bn")
+        row = measure_keras_row(final, data, folder, f"wfn{delta:g}{kind}")
+        fixed_what = ("kernels+biases fixed, BN gamma/beta left float" if kind == "float_bn"
+                      else "kernels+biases+BN gamma/beta fixed")
+        settings = (f"10 stages x {eps} epochs (+1), {ft_epochs} epochs Adam({use_lr:g}, clipnorm "
+                    f"{CLIPNORM}), gamma 0.4, {fixed_what}, {common}")
+        if kind == "folded":
+            settings = "lite.fold_batchnorm before fix_weights; " + settings
+        add(what, settings, row, seconds, "fine-tuning", delta=delta, variant=kind or "default", wfn=info)
+    return {"model": name, "title": spec["title"], "rows": rows, "float_accuracy": rows[0]["accuracy"],
+            "fine_tune_epochs": ft_epochs, "train_images": len(data[0]), "test_images": len(data[1]),
+            "int8_path": int8_path, "weights": weights}
+
+
+def latency_benchmark(result, runs) -> Optional[Dict]:
+    """float vs palette (decoded / as stored) vs int8 TFLite, 1 thread, interleaved rounds."""
+    from tfmot_wfn.lite.latency import compare_latency
+
+    rows = result["rows"]
+    wfn = [r for r in rows if r["method"].startswith("WFN") and "palette_path" in r]
+    if not wfn:
+        return None
+    pick = _headline_wfn(result) or wfn[0]
+    sources = {"float": rows[0]["dense_path"],
+               "palette decoded at load": (pick["palette_path"], True),
+               "palette as stored": (pick["palette_path"], False),
+               "int8": (result["int8_path"], False)}
+    lat = compare_latency(sources, num_threads=1, runs=runs, warmup=max(20, runs // 20))
+    return {"model": result["model"], "wfn_row": pick["method"], "runs": runs, "runtime": lat.runtime,
+            "median_us": lat.median_us, "p25_us": lat.p25_us, "p75_us": lat.p75_us,
+            "ratio": {k: lat.ratio(k, "float") for k in sources}}
+
+
+# ------------------------------------------------------------------------------------ step time
+class _TimedUpdate:
+    """Factory of an UpdateFixingStep that records the time of its per-batch hook."""
+
+    @staticmethod
+    def make():
+        import tfmot_wfn
+
+        class Timed(tfmot_wfn.UpdateFixingStep):
+            def __init__(self):
+                super().__init__(verbose=0)
+                self.batch_seconds: List[float] = []
+
+            def on_train_batch_begin(self, batch, logs=None):
+                t = time.perf_counter()
+                super().on_train_batch_begin(batch, logs)
+                self.batch_seconds.append(time.perf_counter() - t)
+
+        return Timed()
+
+
+def step_benchmark(name, cfg, weights, seed) -> Dict:
+    """Keras 3: plain vs fix_weights (and diagnostics); tf_keras subprocess: plain vs pruning."""
+    import keras
+
+    import step_timing
+    import tfmot_wfn
+
+    spec = models.MODELS[name]
+    x_train, _, y_train, _ = models.digits(spec["image"], spec["channels"], seed)
+    lr = FINE_TUNE_LR[name]
+    # Far apart stages: stage 0 (30% fixed) runs at the first warm-up step, no other
+    # stage runs while timing; the regulariser is active (the palette is not empty).
+    timed_updates = {}
+    fixable_count = [0]
+
+    def plain():
+        model = models.build(name, keras)
+        models.load_layer_weights(model, weights)
+        compile_model(model, lr)
+        return model, []
+
+    def wfn(regularization):
+        def make():
+            base = models.build(name, keras)
+            models.load_layer_weights(base, weights)
+            fixed = tfmot_wfn.fix_weights(base, tfmot_wfn.StagedFixing(steps_per_stage=10 ** 7),
+                                          regularization=regularization)
+            compile_model(fixed, lr)
+            fixable_count[0] = tfmot_wfn.report(fixed).total_weights
+            cb = _TimedUpdate.make()
+            timed_updates[regularization] = cb
+            return fixed, [cb]
+        return make
+
+    factories = {"plain": plain, "fix_weights": wfn(0.4), "fix_weights, regularization=0": wfn(0.0)}
+    say(f"[{name}] step time, Keras 3: {', '.join(factories)} ...")
+    keras.utils.set_random_seed(seed)
+    k3 = step_timing.interleaved_step_times(factories, x_train, y_train, batch=spec["batch"],
+                                            steps=cfg["step_steps"], rounds=cfg["step_rounds"])
+    callback_ms = {("fix_weights" if r else "fix_weights, regularization=0"):
+                   float(np.median(cb.batch_seconds[10:] or cb.batch_seconds)) * 1000.0
+                   for r, cb in timed_updates.items()}
+    say(f"[{name}] step time, tf_keras subprocess: plain, prune_low_magnitude ...")
+    tk = run_tf_keras({"mode": "step_time", "model": name, "weights_in": weights, "seed": seed,
+                       "lr": lr, "clipnorm": CLIPNORM, "batch": spec["batch"],
+                       "steps": cfg["step_steps"], "rounds": cfg["step_rounds"]})
+    out = {"model": name, "batch": spec["batch"], "steps": cfg["step_steps"], "rounds": cfg["step_rounds"],
+           "fixable_weights": fixable_count[0],
+           "keras3": k3, "tf_keras": tk["step_times"], "callback_ms": callback_ms,
+           "wfn_ratio": k3["fix_weights"]["median_ms"] / k3["plain"]["median_ms"],
+           "wfn_noreg_ratio": k3["fix_weights, regularization=0"]["median_ms"] / k3["plain"]["median_ms"],
+           "prune_ratio": tk["step_times"]["prune_low_magnitude"]["median_ms"]
+           / tk["step_times"]["plain"]["median_ms"]}
+    say(f"[{name}] WFN/plain x{out['wfn_ratio']:.2f} (no regulariser x{out['wfn_noreg_ratio']:.2f}), "
+        f"prune/plain x{out['prune_ratio']:.2f}")
+    return out
+
+
+def profile_wfn_step(name, weights, seed, steps=200) -> Dict:
+    """cProfile of one warm `fit` of ``steps`` steps on the WFN-wrapped model.
+
+    Shows how the time splits between the compiled train function (``TFE_Py_Execute``:
+    the graph, regulariser included), retracing, and the Python per-batch hooks.
+    """
+    import keras
+
+    import tfmot_wfn
+
+    spec = models.MODELS[name]
+    x_train, _, y_train, _ = models.digits(spec["image"], spec["channels"], seed)
+    n = steps * spec["batch"]
+    xs = np.concatenate([x_train] * (-(-n // len(x_train))))[:n]
+    ys = np.concatenate([y_train] * (-(-n // len(y_train))))[:n]
+    base = models.build(name, keras)
+    models.load_layer_weights(base, weights)
+    fixed = tfmot_wfn.fix_weights(base, tfmot_wfn.StagedFixing(steps_per_stage=10 ** 7))
+    compile_model(fixed, FINE_TUNE_LR[name])
+    cb = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(xs[:5 * spec["batch"]], ys[:5 * spec["batch"]], batch_size=spec["batch"], verbose=0,
+              callbacks=[cb])
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fixed.fit(xs, ys, batch_size=spec["batch"], verbose=0, shuffle=False, callbacks=[cb])
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = []
+    for (filename, line, fname), (cc, nc, tt, ct, callers) in stats.stats.items():
+        where = (os.path.relpath(filename, ROOT) if filename.startswith(ROOT) else
+                 "/".join(filename.split(os.sep)[-3:]) if filename != "~" else "")
+        label = f"{where}:{line}({fname})" if where else fname
+        keep = ("tfmot_wfn" in where or "TFE_Py_Execute" in fname or fname in ("_maybe_define_function",)
+                or (fname == "on_train_batch_begin" and "callback_list" in where))
+        if keep:
+            rows.append({"cum_s": ct, "self_s": tt, "calls": nc, "where": label})
+    rows.sort(key=lambda r: -r["cum_s"])
+    return {"model": name, "steps": steps, "total_s": stats.total_tt, "top": rows[:14]}
+
+
+# ------------------------------------------------------------------------------------ clustering speed
+def clustering_speed(mode: str, output: str) -> Optional[Dict]:
+    path = os.path.join(output, "clustering_speed.md")
+    if mode == "skip":
+        return None
+    if mode == "reuse":
+        committed = os.path.join(HERE, "clustering_speed.md")
+        if os.path.abspath(committed) != os.path.abspath(path):
+            shutil.copyfile(committed, path)
+        return {"path": path, "text": open(path).read(), "ran": False, "args": "reused"}
+    args = ["--sizes", "100k", "--reference-sizes", "20k"] if mode == "quick" else []
+    say(f"clustering speed: benchmarks/clustering_speed.py {' '.join(args)} ...")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "clustering_speed.py"), *args,
+                           "--output", path], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"clustering_speed.py failed:\n{proc.stderr[-3000:]}")
+    return {"path": path, "text": open(path).read(), "ran": True, "args": " ".join(args),
+            "seconds": time.perf_counter() - start}
+
+
+def parse_md_table(text: str) -> List[Dict[str, str]]:
+    lines = [l for l in text.splitlines() if l.startswith("|")]
+    if len(lines) < 3:
+        return []
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(head, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+
+
+# ------------------------------------------------------------------------------------ report
+def _eligible_wfn(result) -> List[Dict]:
+    """WFN rows within ACCURACY_MARGIN_POINTS of the float model's accuracy."""
+    fl = result["float_accuracy"]
+    return [r for r in result["rows"] if r["method"].startswith("WFN")
+            and r["accuracy"] >= fl - ACCURACY_MARGIN_POINTS / 100 - 1e-9]
+
+
+def _headline_wfn(result, key: str = "unique_all") -> Optional[Dict]:
+    """The eligible WFN row with the fewest unique values (``key``) or lowest entropy."""
+    ok = _eligible_wfn(result)
+    other = "entropy_all" if key == "unique_all" else "unique_all"
+    return min(ok, key=lambda r: (r[key], r[other])) if ok else None
+
+
+def _row(result, prefix) -> Optional[Dict]:
+    for r in result["rows"]:
+        if r["method"].startswith(prefix):
+            return r
+    return None
+
+
+def _fmt_bytes(row, key, gz_key=None):
+    if key not in row:
+        return "n/a"
+    text = f"{row[key]:,}"
+    if gz_key and gz_key in row:
+        text += f" ({row[gz_key]:,})"
+    return text
+
+
+def compression_table(result) -> str:
+    fl = result["float_accuracy"]
+    lines = ["| method | accuracy (points vs float) | unique values, all stored params | unique values, kernels "
+             "| entropy bits, all / kernels | TFLite dense B (gzip) | TFLite palette B (gzip) | archive B "
+             "| time s | settings |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        archive = f"{r['archive_bytes']:,}" if "archive_bytes" in r else "n/a"
+        pal = _fmt_bytes(r, "palette_bytes", "palette_gzip")
+        if "palette_size" in r:
+            pal += f", K={r['palette_size']}"
+        lines.append(
+            f"| {r['method']} | {r['accuracy']:.4f} ({100 * (r['accuracy'] - fl):+.2f}) | {r['unique_all']:,} "
+            f"| {r['unique_kernels']:,} | {r['entropy_all']:.2f} / {r['entropy_kernels']:.2f} "
+            f"| {_fmt_bytes(r, 'dense_bytes', 'dense_gzip')} | {pal} | {archive} "
+            f"| {r['seconds']:.1f} ({r['seconds_what']}) | {r['settings']} |")
+    return "\n".join(lines)
+
+
+def headline(result) -> Dict:
+    """Per target, the best WFN row within the accuracy margin against tfmot 16/layer."""
+    fl = result["float_accuracy"]
+    t16 = _row(result, "tfmot cluster_weights, 16")
+    out = {"model": result["model"], "float_accuracy": fl, "tfmot16": t16 and t16["method"]}
+    if t16:
+        out.update(tfmot16_accuracy=t16["accuracy"], tfmot16_unique=t16["unique_all"],
+                   tfmot16_entropy=t16["entropy_all"], tfmot16_unique_kernels=t16["unique_kernels"],
+                   tfmot16_entropy_kernels=t16["entropy_kernels"])
+    best_any = max((r for r in result["rows"] if r["method"].startswith("WFN")),
+                   key=lambda r: r["accuracy"], default=None)
+    if best_any:
+        out.update(best_wfn_accuracy=best_any["accuracy"], best_wfn_accuracy_row=best_any["method"])
+    for key, tag in (("unique_all", "unique"), ("entropy_all", "entropy")):
+        w = _headline_wfn(result, key)
+        if w is None or not t16:
+            continue
+        out[f"{tag}_row"] = w["method"]
+        out[f"{tag}_wfn_accuracy"] = w["accuracy"]
+        out[f"{tag}_wfn_value"] = w[key]
+        out[f"{tag}_ratio"] = t16[key] / max(w[key], 1e-12)
+        kernels = key.replace("_all", "_kernels")
+        out[f"{tag}_kernel_ratio"] = t16[kernels] / max(w[kernels], 1e-12)
+    return out
+
+
+def write_report(results, steps, latencies, speed, profile, cfg, args, output, seconds, load) -> str:
+    import keras
+    import tensorflow as tf
+
+    rel = os.path.relpath
+    L = []
+    L += ["# WFN against its peers: compression, speed, overhead, latency", "",
+          f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` in {seconds / 60:.1f} min "
+          f"on {platform.machine()} with {os.cpu_count()} CPUs (shared; load average "
+          f"{load:.1f} at the end), Python {platform.python_version()}, TensorFlow "
+          f"{tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}; tfmot rows: "
+          f"tensorflow-model-optimization with tf_keras in a subprocess (`TF_USE_LEGACY_KERAS=1`). "
+          f"Seed {args.seed}. Data: scikit-learn digits, the demo's stratified 80/20 split "
+          f"(1437 training, 360 test images: one test image = 0.28 points).", ""]
+    # headline
+    heads = [headline(r) for r in results]
+    L += ["## Headline", ""]
+    L += [f"Best WFN row within {ACCURACY_MARGIN_POINTS} points of the float model's accuracy, against "
+          "tfmot `cluster_weights` with 16 clusters per layer (ratio = tfmot / WFN; higher is better for WFN).",
+          "", "| model | float acc | tfmot-16 acc | unique values, all stored params: tfmot-16 / WFN "
+          "| same, kernels only | entropy bits, all stored: tfmot-16 / WFN | same, kernels only |",
+          "|---|---:|---:|---|---:|---|---:|"]
+    for h in heads:
+        if "tfmot16_unique" not in h:
+            continue
+        if "unique_ratio" not in h:
+            L.append(f"| {h['model']} | {h['float_accuracy']:.4f} | {h['tfmot16_accuracy']:.4f} | no WFN row "
+                     f"within {ACCURACY_MARGIN_POINTS} points (best: {h.get('best_wfn_accuracy_row')}, "
+                     f"{h.get('best_wfn_accuracy', float('nan')):.4f}) | | | |")
+            continue
+        L.append(f"| {h['model']} | {h['float_accuracy']:.4f} | {h['tfmot16_accuracy']:.4f} "
+                 f"| {h['tfmot16_unique']:,} / {h['unique_wfn_value']:,} = **{h['unique_ratio']:.1f}x** "
+                 f"({h['unique_row']}, acc {h['unique_wfn_accuracy']:.4f}) | {h['unique_kernel_ratio']:.1f}x "
+                 f"| {h['tfmot16_entropy']:.2f} / {h['entropy_wfn_value']:.2f} = **{h['entropy_ratio']:.2f}x** "
+                 f"({h['entropy_row']}, acc {h['entropy_wfn_accuracy']:.4f}) | {h['entropy_kernel_ratio']:.2f}x |")
+    L.append("")
+    L += targets_section(heads, steps, latencies, speed)
+    # 1. compression
+    L += ["## 1. Compression at equal accuracy", "",
+          "Every model is trained here (float), then compressed by each method starting from the same "
+          "float weights (tfmot: the weights go to a tf_keras copy of the architecture as an `.npz` keyed "
+          "by layer name and come back the same way; every row is measured in this process on a Keras 3 "
+          "model holding the method's final weights). Fine-tuning methods get the same number of epochs "
+          "and the same optimizer.", "",
+          "* **unique values, all stored params**: distinct float32 values over every weight the model "
+          "stores (`model.weights`: kernels, biases, BatchNorm gamma/beta AND moving mean/variance; "
+          "int8: every constant of the TFLite file, dequantized with its per-channel scale); "
+          "**kernels**: Conv/DepthwiseConv/Dense kernels only;",
+          "* **entropy**: Shannon entropy of the empirical value distribution, bits per weight, over the "
+          "same sets;",
+          "* **TFLite dense**: `lite.export_tflite(mode=\"dense\")` (the float converter; int8: the "
+          "quantized file); **palette**: `lite.export_tflite` default (every constant whose values are "
+          "palette values stored as uint8/int16 indices into one shared palette, BatchNorm after a conv "
+          "kept as a MUL so the kernel stays indexed; for tfmot and float models the \"palette\" is every "
+          "distinct value of their kernels, biases and gamma/beta, K is its size; float models have too "
+          "many values); gzip -9 sizes in parentheses;",
+          "* **archive**: `lite.archive_size_report` (entropy-coded palette indices; moving statistics and "
+          "other non-palette tensors raw); n/a for float models (more distinct values than a palette holds);",
+          "* **time**: wall seconds of `fit` (fine-tuning; WFN includes its fixing stages), of float "
+          "training, or of the int8 conversion. Times come from different processes (tfmot: tf_keras "
+          "subprocess) on a shared machine: indicative only.", ""]
+    for r in results:
+        L += [f"### {r['model']}: {r['title']}", "",
+              f"Float accuracy {r['float_accuracy']:.4f}; fine-tuning {r['fine_tune_epochs']} epochs for "
+              f"every fine-tuned row.", "", compression_table(r), ""]
+        notes = _row_notes(r)
+        if notes:
+            L += notes + [""]
+    L += [f"![compression]({rel(os.path.join(output, 'compression.png'), output)})", ""]
+    # 2. clustering speed
+    L += ["## 2. Clustering speed and peak memory", ""]
+    if speed is None:
+        L += ["Skipped (`--clustering-speed skip`).", ""]
+    else:
+        how = ("reused from the committed `benchmarks/clustering_speed.md`" if not speed["ran"] else
+               f"`benchmarks/clustering_speed.py{' ' + speed['args'] if speed['args'] else ''}` run by "
+               f"`run.py`" + (f" ({speed['seconds']:.0f} s)" if speed.get("seconds") == speed.get("seconds")
+                              else ""))
+        L += [f"The whole-network greedy stage (`tfmot_wfn.core.fixing_stage`, numpy only), {how}; full "
+              f"method in [clustering_speed.md](clustering_speed.md). ResNet-18/50 parameter shapes, "
+              "He-normal weights; each row in fresh subprocesses.", ""]
+        body = speed["text"]
+        table = [l for l in body.splitlines() if l.startswith("|")]
+        L += table + [""]
+        tail = [l for l in body.splitlines() if l.startswith("Target") or l.startswith("Fast result")]
+        L += tail + [""]
+        if os.path.exists(os.path.join(output, "clustering_speed.png")):
+            L += ["![clustering speed](clustering_speed.png)", ""]
+    # 3. step overhead
+    L += ["## 3. Training-step overhead", "",
+          "Median wall time between consecutive `on_train_batch_end` calls of `fit` (train function + every "
+          "callback's per-batch work + input pipeline), interleaved rounds in one process, first two steps "
+          "of every `fit` dropped. Keras 3 process: the plain model vs `fix_weights` (stage 0 done: 30% "
+          "fixed, regulariser active, `UpdateFixingStep` attached) and, as a diagnostic, `fix_weights` "
+          "with `regularization=0`. tf_keras subprocess: the plain model vs tfmot `prune_low_magnitude` "
+          "(ConstantSparsity 0.5, Conv/Dense kernels, `UpdatePruningStep`). Same architecture, weights, "
+          "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process.", "",
+          "| model | batch | steps x rounds | Keras 3 plain ms | fix_weights ms | **WFN / plain** "
+          "| tf_keras plain ms | prune_low_magnitude ms | **prune / plain** |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in steps:
+        k3, tk = s["keras3"], s["tf_keras"]
+        L.append(f"| {s['model']} | {s['batch']} | {s['steps']} x {s['rounds']} | {k3['plain']['median_ms']:.2f} "
+                 f"| {k3['fix_weights']['median_ms']:.2f} | **{s['wfn_ratio']:.2f}x** | {tk['plain']['median_ms']:.2f} "
+                 f"| {tk['prune_low_magnitude']['median_ms']:.2f} | **{s['prune_ratio']:.2f}x** |")
+    L += ["", "Where WFN's extra time per step goes (same run, Keras 3; ms per step): the `UpdateFixingStep` "
+          "per-batch hook (timed inside the callback), the wrapper's graph (`fix_weights(regularization=0)` "
+          "minus plain minus the hook), and the regulariser (`fix_weights` minus `regularization=0`). "
+          "First step: median time from `on_train_begin` to the end of the first batch of a warm `fit` call.", "",
+          "| model | plain | per-batch hook | wrapper graph | regulariser | fixable weights "
+          "| first step of a fit call, plain / WFN ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in steps:
+        k3 = s["keras3"]
+        plain, reg0, full = (k3[k]["median_ms"] for k in ("plain", "fix_weights, regularization=0", "fix_weights"))
+        hook = s["callback_ms"].get("fix_weights, regularization=0", float("nan"))
+        L.append(f"| {s['model']} | {plain:.2f} | {hook:.2f} | {reg0 - plain - hook:+.2f} | {full - reg0:+.2f} "
+                 f"| {s.get('fixable_weights', 0):,} | {k3['plain']['first_step_ms']:.0f} / "
+                 f"{k3['fix_weights']['first_step_ms']:.0f} |")
+    L += ["", "![step overhead](step_overhead.png)", ""]
+    if profile:
+        L += profile_section(profile, steps)
+    # 4. latency
+    L += ["## 4. TFLite interpreter latency", "",
+          "Median `invoke()` time, batch 1, 1 thread, every model invoked once per round in turn "
+          "(`tfmot_wfn.lite.latency.compare_latency`). Float: the float model's dense TFLite; palette: "
+          "the headline WFN row's palette file, decoded once at load (`load_interpreter(decode=True)`, "
+          "static float weights) and as stored (CAST+GATHER before each layer); int8: the post-training "
+          "quantized file.", "",
+          "| model | WFN file | runs | float us | palette decoded us | palette as stored us | int8 us "
+          "| **decoded / float** | as stored / float | int8 / float |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for lat in latencies:
+        m, r = lat["median_us"], lat["ratio"]
+        L.append(f"| {lat['model']} | {lat['wfn_row']} | {lat['runs']} | {m['float']:.1f} "
+                 f"| {m['palette decoded at load']:.1f} | {m['palette as stored']:.1f} | {m['int8']:.1f} "
+                 f"| **{r['palette decoded at load']:.2f}x** | {r['palette as stored']:.2f}x | {r['int8']:.2f}x |")
+    L += ["", "![latency](latency.png)", "",
+          "Raw numbers: [results.json](results.json)."]
+    return "\n".join(L).rstrip() + "\n"
+
+
+def _row_notes(result) -> List[str]:
+    notes = []
+    for r in result["rows"]:
+        if "tf_keras_accuracy" in r and abs(r["tf_keras_accuracy"] - r["accuracy"]) > 1e-9:
+            notes.append(f"* {r['method']}: accuracy {r['tf_keras_accuracy']:.4f} in tf_keras, "
+                         f"{r['accuracy']:.4f} after the transfer to Keras 3.")
+        if "tflite_palette_accuracy" in r and abs(r["tflite_palette_accuracy"] - r["accuracy"]) > 1e-9:
+            notes.append(f"* {r['method']}: palette TFLite accuracy {r['tflite_palette_accuracy']:.4f} "
+                         f"(Keras {r['accuracy']:.4f}).")
+        if r.get("unclustered_layers"):
+            kinds = sorted({t for _, t, _ in r["unclustered_layers"]})
+            n = sum(size for _, _, size in r["unclustered_layers"])
+            notes.append(f"* {r['method']}: {len(r['unclustered_layers'])} kernel layers ({', '.join(kinds)}; "
+                         f"{n:,} weights) came back unclustered: tfmot 0.8's `ClusteringRegistry` lists no "
+                         "clusterable weight for them, so `cluster_weights` wraps them but leaves them float.")
+        if "palette_error" in r:
+            notes.append(f"* {r['method']}: no palette TFLite: {r['palette_error']}")
+        if "kernel_code_entropy" in r:
+            notes.append(f"* {r['method']}: the kernels' int8 codes have {r['kernel_code_entropy']:.2f} bits "
+                         "entropy (dequantized values differ per output channel, hence the counts).")
+        if "wfn" in r:
+            w = r["wfn"]
+            notes.append(f"* {r['method']}: palette {w['palette_size']} values; over the fixable weights "
+                         f"only (kernels, biases, gamma/beta: {w['fixable_weights']:,}) "
+                         f"{w['fixable_unique']} unique values, {w['fixable_entropy']:.2f} bits.")
+    return notes
+
+
+def targets_section(heads, steps, latencies, speed) -> List[str]:
+    L = ["## Targets", "", "| target | measured | met? |", "|---|---|---|"]
+    for h in heads:
+        if "tfmot16_unique" not in h:
+            continue
+        if "unique_ratio" in h:
+            L.append(f"| {h['model']}: >= {TARGET_UNIQUE_RATIO:g}x fewer unique values than tfmot 16/layer "
+                     f"(all stored params), within {ACCURACY_MARGIN_POINTS} points of float "
+                     f"| {h['unique_ratio']:.1f}x ({h['unique_row']}) "
+                     f"| {'yes' if h['unique_ratio'] >= TARGET_UNIQUE_RATIO else '**no**'} |")
+            L.append(f"| {h['model']}: >= {TARGET_ENTROPY_RATIO:g}x lower entropy than tfmot 16/layer, within "
+                     f"{ACCURACY_MARGIN_POINTS} points | {h['entropy_ratio']:.2f}x ({h['entropy_row']}) "
+                     f"| {'yes' if h['entropy_ratio'] >= TARGET_ENTROPY_RATIO else '**no**'} |")
+        else:
+            L.append(f"| {h['model']}: unique values and entropy vs tfmot 16/layer within "
+                     f"{ACCURACY_MARGIN_POINTS} points of float | no WFN row within the margin (best "
+                     f"{h.get('best_wfn_accuracy', float('nan')):.4f} vs float {h['float_accuracy']:.4f}) | **no** |")
+    if speed is not None:
+        rows = parse_md_table(speed["text"])
+        stage = [r for r in rows if r.get("N", "").startswith("25.6M") and r.get("what") == "fast, stage 0"]
+        if stage:
+            s, mib = float(stage[0]["seconds"]), float(stage[0]["peak MiB (tracemalloc)"])
+            ok = s <= TARGET_STAGE_SECONDS and mib <= TARGET_STAGE_MIB
+            L.append(f"| one fixing stage at 25.6M <= {TARGET_STAGE_SECONDS:g} s, <= 2 GiB | {s:.2f} s, "
+                     f"{mib:.0f} MiB (tracemalloc) | {'yes' if ok else '**no**'} |")
+        else:
+            L.append("| one fixing stage at 25.6M | not measured in this run | n/a |")
+    for s in steps:
+        ok = s["wfn_ratio"] <= TARGET_STEP_RATIO and s["wfn_ratio"] <= s["prune_ratio"]
+        L.append(f"| {s['model']}: training step <= {TARGET_STEP_RATIO}x plain and <= tfmot pruning's ratio "
+                 f"| WFN x{s['wfn_ratio']:.2f}, pruning x{s['prune_ratio']:.2f} | {'yes' if ok else '**no**'} |")
+    for lat in latencies:
+        r = lat["ratio"]["palette decoded at load"]
+        L.append(f"| {lat['model']}: palette latency <= {TARGET_LATENCY_RATIO}x float (decoded at load; as "
+                 f"stored x{lat['ratio']['palette as stored']:.2f}) | x{r:.2f} | "
+                 f"{'yes' if r <= TARGET_LATENCY_RATIO else '**no**'} |")
+    return L + [""]
+
+
+def profile_section(profile, steps) -> List[str]:
+    L = [f"`cProfile` of one warm `fit` of {profile['steps']} steps on the WFN-wrapped {profile['model']} "
+         f"({profile['total_s']:.1f} s in all): `TFE_Py_Execute` is the compiled train step (graph, regulariser "
+         "included), `_maybe_define_function` is tracing, the rest is Python run per batch.", "",
+         "| cumulative s | own s | calls | function |", "|---:|---:|---:|---|"]
+    for t in profile["top"]:
+        L.append(f"| {t['cum_s']:.3f} | {t['self_s']:.3f} | {t['calls']} | `{t['where']}` |")
+    return L + [""]
+
+
+# ------------------------------------------------------------------------------------ plots
+def plots(results, steps, latencies, speed, output) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    colours = {"float": "black", "tfmot": "tab:orange", "int8": "tab:green", "WFN": "tab:blue"}
+
+    def colour(method):
+        return next(c for k, c in colours.items() if method.startswith(k))
+
+    markers = {"float": "o", "tfmot cluster_weights, 16": "s", "tfmot cluster_weights, 8": "D", "int8": "^"}
+    wfn_markers = ["v", "<", ">", "P", "X", "*", "h", "p"]
+    fig, axes = plt.subplots(2, len(results), figsize=(5 * len(results), 8.5), squeeze=False)
+    for j, res in enumerate(results):
+        fl = res["float_accuracy"]
+        accs = [100 * r["accuracy"] for r in res["rows"]]
+        for i, (key, label) in enumerate((("unique_all", "unique values, all stored params (log)"),
+                                          ("entropy_all", "entropy, bits per weight"))):
+            ax = axes[i][j]
+            w = 0
+            for r in res["rows"]:
+                m = next((v for k, v in markers.items() if r["method"].startswith(k)), None)
+                if m is None:
+                    m, w = wfn_markers[w % len(wfn_markers)], w + 1
+                ax.scatter(r[key], 100 * r["accuracy"], color=colour(r["method"]), marker=m, s=55,
+                           label=r["method"].replace("cluster_weights, ", "").replace(
+                               " post-training quantization", " PTQ"), alpha=0.85, edgecolor="white")
+            ax.axhspan(100 * fl - ACCURACY_MARGIN_POINTS, max(accs) + 2, color="0.92", zorder=0)
+            ax.set_ylim(min(accs) - 1, max(accs) + 1)
+            if key == "unique_all":
+                ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("test accuracy %")
+            ax.set_title(f"{res['model']} (shaded: within {ACCURACY_MARGIN_POINTS} points of float or above)",
+                         fontsize=9)
+            if i == 1:
+                ax.legend(fontsize=6.5, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    path = os.path.join(output, "compression.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    if steps:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        x = np.arange(len(steps))
+        ax.bar(x - 0.2, [s["wfn_ratio"] for s in steps], 0.4, label="WFN fix_weights / plain (Keras 3)")
+        ax.bar(x + 0.2, [s["prune_ratio"] for s in steps], 0.4, label="tfmot prune_low_magnitude / plain (tf_keras)")
+        ax.axhline(TARGET_STEP_RATIO, color="red", ls="--", lw=1, label=f"target {TARGET_STEP_RATIO}x")
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks(x, [s["model"] for s in steps])
+        ax.set_ylabel("median step time / plain")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(output, "step_overhead.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    if latencies:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        keys = ["palette decoded at load", "palette as stored", "int8"]
+        x = np.arange(len(latencies))
+        for i, k in enumerate(keys):
+            ax.bar(x + (i - 1) * 0.27, [lat["ratio"][k] for lat in latencies], 0.27, label=k)
+        ax.axhline(TARGET_LATENCY_RATIO, color="red", ls="--", lw=1, label=f"target {TARGET_LATENCY_RATIO}x")
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks(x, [lat["model"] for lat in latencies])
+        ax.set_ylabel("median invoke() / float (1 thread)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(output, "latency.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    if speed is not None:
+        rows = parse_md_table(speed["text"])
+        series: Dict[str, List] = {}
+        for r in rows:
+            try:
+                n = r["N"].split()[0]
+                n = float(n[:-1]) * (1e6 if n.endswith("M") else 1e3)
+                series.setdefault(r["what"], []).append((n, float(r["seconds"]), float(r["peak MiB (tracemalloc)"])))
+            except (KeyError, ValueError):
+                continue
+        if series:
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+            for what, pts in series.items():
+                pts.sort()
+                a1.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=what)
+                a2.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=what)
+            for a, lab in ((a1, "seconds"), (a2, "peak MiB (tracemalloc)")):
+                a.set_xscale("log")
+                a.set_yscale("log")
+                a.set_xlabel("weights N")
+                a.set_ylabel(lab)
+            a1.axhline(TARGET_STAGE_SECONDS, color="red", ls="--", lw=1)
+            a2.axhline(TARGET_STAGE_MIB, color="red", ls="--", lw=1)
+            a1.legend(fontsize=7)
+            fig.tight_layout()
+            path = os.path.join(output, "clustering_speed.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI smoke: demo CNN only, short training, one delta, tfmot 16 only, small "
+                             "clustering-speed sizes; writes to --output (default: a temp folder)")
+    parser.add_argument("--output", default=None,
+                        help="folder for RESULTS.md, results.json and the PNGs (default: benchmarks/; "
+                             "--quick: <tmp>/tfmot_wfn_benchmark_quick)")
+    parser.add_argument("--models", default=None, help="comma list of " + ",".join(models.MODELS))
+    parser.add_argument("--deltas", default=None, help="comma list of WFN deltas")
+    parser.add_argument("--clustering-speed", choices=["run", "quick", "reuse", "skip"], default=None,
+                        help="run benchmarks/clustering_speed.py (default in a full run), a small run "
+                             "(default with --quick), reuse the committed table, or skip")
+    parser.add_argument("--skip-steps", action="store_true", help="skip the step-overhead section")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-work", action="store_true", help="keep the TFLite files and weights")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: rewrite RESULTS.md and the PNGs from --output's results.json "
+                             "and clustering_speed.md (after changing the presentation)")
+    args = parser.parse_args(argv)
+
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.models:
+        cfg["models"] = [m for m in args.models.split(",") if m]
+        cfg["step_models"] = [m for m in cfg["step_models"] if m in cfg["models"]] or cfg["models"][:1]
+    if args.deltas:
+        cfg["deltas"] = [float(d) for d in args.deltas.split(",") if d]
+        cfg["per_model"] = {m: {k: v for k, v in o.items() if k != "deltas"}
+                            for m, o in cfg["per_model"].items()}
+    output = args.output or (os.path.join(tempfile.gettempdir(), "tfmot_wfn_benchmark_quick")
+                             if args.quick else HERE)
+    os.makedirs(output, exist_ok=True)
+    speed_mode = args.clustering_speed or ("quick" if args.quick else "run")
+    if args.report_only:
+        return report_only(output, args)
+    start = time.perf_counter()
+    work = tempfile.mkdtemp(prefix="wfn_bench_")
+    try:
+        import keras  # noqa: F401  (Keras 3, before anything else imports TensorFlow's Keras)
+
+        results = [compression_benchmark(name, model_cfg(cfg, name), args.seed, work)
+                   for name in cfg["models"]]
+        latencies = []
+        for res in results:
+            say(f"[{res['model']}] latency ...")
+            lat = latency_benchmark(res, model_cfg(cfg, res["model"])["latency_runs"])
+            if lat:
+                latencies.append(lat)
+        steps = []
+        profile = None
+        if not args.skip_steps:
+            weights = {r["model"]: r["weights"] for r in results}
+            for name in cfg["step_models"]:
+                steps.append(step_benchmark(name, model_cfg(cfg, name), weights[name], args.seed))
+            if cfg["profile"] and steps:
+                worst = max(steps, key=lambda s: s["wfn_ratio"])
+                if worst["wfn_ratio"] > TARGET_STEP_RATIO:
+                    say(f"[{worst['model']}] profiling the WFN step ...")
+                    profile = profile_wfn_step(worst["model"], weights[worst["model"]], args.seed)
+        speed = clustering_speed(speed_mode, output)
+        seconds = time.perf_counter() - start
+        written = plots(results, steps, latencies, speed, output)
+        load = os.getloadavg()[0]
+        text = write_report(results, steps, latencies, speed, profile, cfg, args, output, seconds, load)
+        with open(os.path.join(output, "RESULTS.md"), "w") as f:
+            f.write(text)
+        for res in results:
+            for r in res["rows"]:
+                for k in [k for k in r if k.endswith("_path")]:
+                    r[k] = os.path.basename(r[k])
+            res["int8_path"] = os.path.basename(res["int8_path"])
+            res["weights"] = os.path.basename(res["weights"])
+        with open(os.path.join(output, "results.json"), "w") as f:
+            json.dump({"settings": {k: v for k, v in cfg.items()}, "quick": args.quick, "seed": args.seed,
+                       "load_average_end": load, "speed": speed and {k: v for k, v in speed.items() if k not in ("text", "path")},
+                       "seconds": seconds, "compression": results, "latency": latencies, "steps": steps,
+                       "profile": profile, "headline": [headline(r) for r in results]}, f, indent=1)
+        say(f"wrote {os.path.join(output, 'RESULTS.md')}, results.json, "
+            + ", ".join(os.path.basename(p) for p in written) + f" in {seconds / 60:.1f} min")
+    finally:
+        if args.keep_work:
+            say(f"work files kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report_only(output: str, args) -> int:
+    """Rewrite RESULTS.md and the plots from a previous run's results.json (no measurement)."""
+    with open(os.path.join(output, "results.json")) as f:
+        saved = json.load(f)
+    speed_path = os.path.join(output, "clustering_speed.md")
+    speed = None
+    if os.path.exists(speed_path):
+        speed = dict(saved.get("speed") or {"ran": True, "args": "", "seconds": float("nan")})
+        speed.update(path=speed_path, text=open(speed_path).read())
+    args.quick, args.seed = saved["quick"], saved["seed"]
+    written = plots(saved["compression"], saved["steps"], saved["latency"], speed, output)
+    text = write_report(saved["compression"], saved["steps"], saved["latency"], speed, saved["profile"],
+                        saved["settings"], args, output, saved["seconds"],
+                        saved.get("load_average_end", float("nan")))
+    with open(os.path.join(output, "RESULTS.md"), "w") as f:
+        f.write(text)
+    say(f"rewrote {os.path.join(output, 'RESULTS.md')}, " + ", ".join(os.path.basename(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
