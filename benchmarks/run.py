@@ -60,7 +60,7 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2"], deltas=[0.0075, 0.015, 0.03], 
             # gets one epoch per stage and fewer variants to keep the run under 30 minutes;
             # fixing its 14k BatchNorm gamma/beta costs accuracy, hence the fix_batchnorm=False row.
             per_model={"mobilenetv2": dict(deltas=[0.0075, 0.015], folded_deltas=[],
-                                           float_bn_deltas=[0.015], epochs_per_stage=1,
+                                           float_bn_deltas=[0.0075], epochs_per_stage=1,
                                            latency_runs=600, step_steps=25, step_rounds=2)})
 QUICK = dict(models=["cnn"], deltas=[0.015], clusters=[16], folded_deltas=[], float_bn_deltas=[],
              epochs_per_stage=1,
@@ -115,7 +115,10 @@ def keras_value_stats(model) -> Dict:
 
     arrays = [np.asarray(v.numpy()) for v in model.weights
               if np.issubdtype(np.dtype(v.dtype), np.floating)]
-    return value_stats(arrays, models.kernel_arrays(model, keras))
+    out = value_stats(arrays, models.kernel_arrays(model, keras))
+    moving = [np.asarray(v.numpy()).ravel() for v in model.weights if "moving_" in v.path]
+    out["moving_stats_unique"] = int(np.unique(np.concatenate(moving)).size) if moving else 0
+    return out
 
 
 def tflite_value_stats(path: str) -> Dict:
@@ -287,7 +290,7 @@ def measure_keras_row(model, data, folder, tag) -> Dict:
         got = lite.run_interpreter(interpreter, x_test)
         row["tflite_palette_accuracy"] = float(np.mean(np.argmax(got, -1) == y_test))
     except (ValueError, RuntimeError) as e:
-        row["palette_error"] = str(e).splitlines()[0][:160]
+        row["palette_error"] = str(e).splitlines()[0].split("; ")[0][:200]
     try:
         rep = lite.archive_size_report(model)
         row.update(archive_bytes=int(rep["archive_bytes"]), archive_bound_bytes=float(rep["bound_bytes"]))
@@ -617,6 +620,9 @@ def headline(result) -> Dict:
                    key=lambda r: r["accuracy"], default=None)
     if best_any:
         out.update(best_wfn_accuracy=best_any["accuracy"], best_wfn_accuracy_row=best_any["method"])
+        if t16:
+            out.update(best_acc_unique_ratio=t16["unique_all"] / best_any["unique_all"],
+                       best_acc_entropy_ratio=t16["entropy_all"] / max(best_any["entropy_all"], 1e-12))
     for key, tag in (("unique_all", "unique"), ("entropy_all", "entropy")):
         w = _headline_wfn(result, key)
         if w is None or not t16:
@@ -666,6 +672,19 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
                  f"| {h['tfmot16_entropy']:.2f} / {h['entropy_wfn_value']:.2f} = **{h['entropy_ratio']:.2f}x** "
                  f"({h['entropy_row']}, acc {h['entropy_wfn_accuracy']:.4f}) | {h['entropy_kernel_ratio']:.2f}x |")
     L.append("")
+    for r in results:
+        w = [x for x in r["rows"] if x["method"].startswith("WFN") and x.get("moving_stats_unique")]
+        if w:
+            L.append(f"* {r['model']}: every method stores the BatchNorm moving mean/variance as float "
+                     f"({w[0]['moving_stats_unique']:,} distinct values); they count in \"all stored params\" "
+                     "(and WFN's count is mostly them) unless BatchNorm is folded into the convs first "
+                     "(`lite.fold_batchnorm`, the \"BN folded first\" rows).")
+    t = [r for r in results if any(x.get("unclustered_layers") for x in r["rows"])]
+    for r in t:
+        x = next(x for x in r["rows"] if x.get("unclustered_layers"))
+        L.append(f"* {r['model']}: tfmot 0.8 leaves DepthwiseConv2D kernels unclustered "
+                 f"({sum(n for _, _, n in x['unclustered_layers']):,} weights), which inflates its counts.")
+    L.append("")
     L += targets_section(heads, steps, latencies, speed)
     # 1. compression
     L += ["## 1. Compression at equal accuracy", "",
@@ -684,10 +703,11 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           "quantized file); **palette**: `lite.export_tflite` default (every constant whose values are "
           "palette values stored as uint8/int16 indices into one shared palette, BatchNorm after a conv "
           "kept as a MUL so the kernel stays indexed; for tfmot and float models the \"palette\" is every "
-          "distinct value of their kernels, biases and gamma/beta, K is its size; float models have too "
-          "many values); gzip -9 sizes in parentheses;",
+          "distinct value of their kernels, biases and gamma/beta, K is its size; n/a above 32,768 "
+          "values); gzip -9 sizes in parentheses;",
           "* **archive**: `lite.archive_size_report` (entropy-coded palette indices; moving statistics and "
-          "other non-palette tensors raw); n/a for float models (more distinct values than a palette holds);",
+          "other non-palette tensors raw; the same \"palette\" as above for tfmot and float models, n/a "
+          "above 65,536 values);",
           "* **time**: wall seconds of `fit` (fine-tuning; WFN includes its fixing stages), of float "
           "training, or of the int8 conversion. Times come from different processes (tfmot: tf_keras "
           "subprocess) on a shared machine: indicative only.", ""]
@@ -738,7 +758,8 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
     L += ["", "Where WFN's extra time per step goes (same run, Keras 3; ms per step): the `UpdateFixingStep` "
           "per-batch hook (timed inside the callback), the wrapper's graph (`fix_weights(regularization=0)` "
           "minus plain minus the hook), and the regulariser (`fix_weights` minus `regularization=0`). "
-          "First step: median time from `on_train_begin` to the end of the first batch of a warm `fit` call.", "",
+          "First step: time from `on_train_begin` to the end of the first batch of the last round's `fit` call "
+          "(the model has trained before, so this is what every further `fit` call pays).", "",
           "| model | plain | per-batch hook | wrapper graph | regulariser | fixable weights "
           "| first step of a fit call, plain / WFN ms |", "|---|---:|---:|---:|---:|---:|---:|"]
     for s in steps:
@@ -757,7 +778,9 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           "(`tfmot_wfn.lite.latency.compare_latency`). Float: the float model's dense TFLite; palette: "
           "the headline WFN row's palette file, decoded once at load (`load_interpreter(decode=True)`, "
           "static float weights) and as stored (CAST+GATHER before each layer); int8: the post-training "
-          "quantized file.", "",
+          "quantized file. As stored, each palette-indexed tensor is decoded by CAST + GATHER inside every "
+          "`invoke()`: work proportional to the number of weights on every call, which at batch 1 costs more "
+          "than the layers themselves; decoding once at load removes it.", "",
           "| model | WFN file | runs | float us | palette decoded us | palette as stored us | int8 us "
           "| **decoded / float** | as stored / float | int8 / float |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for lat in latencies:
@@ -812,9 +835,15 @@ def targets_section(heads, steps, latencies, speed) -> List[str]:
                      f"{ACCURACY_MARGIN_POINTS} points | {h['entropy_ratio']:.2f}x ({h['entropy_row']}) "
                      f"| {'yes' if h['entropy_ratio'] >= TARGET_ENTROPY_RATIO else '**no**'} |")
         else:
+            extra = ""
+            if "best_acc_unique_ratio" in h:
+                extra = (f"; that row, {100 * (h['best_wfn_accuracy'] - h['float_accuracy']):+.2f} points: "
+                         f"{h['best_acc_unique_ratio']:.1f}x fewer unique values, "
+                         f"{h['best_acc_entropy_ratio']:.2f}x lower entropy than tfmot 16/layer")
             L.append(f"| {h['model']}: unique values and entropy vs tfmot 16/layer within "
-                     f"{ACCURACY_MARGIN_POINTS} points of float | no WFN row within the margin (best "
-                     f"{h.get('best_wfn_accuracy', float('nan')):.4f} vs float {h['float_accuracy']:.4f}) | **no** |")
+                     f"{ACCURACY_MARGIN_POINTS} points of float | no WFN row within the margin (most accurate: "
+                     f"{h.get('best_wfn_accuracy_row')}, {h.get('best_wfn_accuracy', float('nan')):.4f} vs float "
+                     f"{h['float_accuracy']:.4f}{extra}) | **no** |")
     if speed is not None:
         rows = parse_md_table(speed["text"])
         stage = [r for r in rows if r.get("N", "").startswith("25.6M") and r.get("what") == "fast, stage 0"]
@@ -830,17 +859,19 @@ def targets_section(heads, steps, latencies, speed) -> List[str]:
         L.append(f"| {s['model']}: training step <= {TARGET_STEP_RATIO}x plain and <= tfmot pruning's ratio "
                  f"| WFN x{s['wfn_ratio']:.2f}, pruning x{s['prune_ratio']:.2f} | {'yes' if ok else '**no**'} |")
     for lat in latencies:
-        r = lat["ratio"]["palette decoded at load"]
-        L.append(f"| {lat['model']}: palette latency <= {TARGET_LATENCY_RATIO}x float (decoded at load; as "
-                 f"stored x{lat['ratio']['palette as stored']:.2f}) | x{r:.2f} | "
-                 f"{'yes' if r <= TARGET_LATENCY_RATIO else '**no**'} |")
+        for key in ("palette decoded at load", "palette as stored"):
+            r = lat["ratio"][key]
+            L.append(f"| {lat['model']}: palette latency <= {TARGET_LATENCY_RATIO}x float, {key} | x{r:.2f} | "
+                     f"{'yes' if r <= TARGET_LATENCY_RATIO else '**no**'} |")
     return L + [""]
 
 
 def profile_section(profile, steps) -> List[str]:
     L = [f"`cProfile` of one warm `fit` of {profile['steps']} steps on the WFN-wrapped {profile['model']} "
          f"({profile['total_s']:.1f} s in all): `TFE_Py_Execute` is the compiled train step (graph, regulariser "
-         "included), `_maybe_define_function` is tracing, the rest is Python run per batch.", "",
+         "included), `_maybe_define_function` is tracing (the `regularizer.py` entries below it run once, "
+         "while tracing: `UpdateFixingStep.on_train_end` drops the train function, so every `fit` call "
+         "retraces), `on_train_batch_begin`/`_sync_step` are the Python per-batch hook.", "",
          "| cumulative s | own s | calls | function |", "|---:|---:|---:|---|"]
     for t in profile["top"]:
         L.append(f"| {t['cum_s']:.3f} | {t['self_s']:.3f} | {t['calls']} | `{t['where']}` |")
@@ -853,6 +884,7 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     written = []
     colours = {"float": "black", "tfmot": "tab:orange", "int8": "tab:green", "WFN": "tab:blue"}
@@ -881,6 +913,7 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
             ax.set_ylim(min(accs) - 1, max(accs) + 1)
             if key == "unique_all":
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel("test accuracy %")
             ax.set_title(f"{res['model']} (shaded: within {ACCURACY_MARGIN_POINTS} points of float or above)",
@@ -900,8 +933,13 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
         ax.bar(x + 0.2, [s["prune_ratio"] for s in steps], 0.4, label="tfmot prune_low_magnitude / plain (tf_keras)")
         ax.axhline(TARGET_STEP_RATIO, color="red", ls="--", lw=1, label=f"target {TARGET_STEP_RATIO}x")
         ax.axhline(1.0, color="black", lw=0.8)
+        for xi, s in zip(x, steps):
+            ax.text(xi - 0.2, s["wfn_ratio"], f"x{s['wfn_ratio']:.2f}", ha="center", va="bottom", fontsize=8)
+            ax.text(xi + 0.2, s["prune_ratio"], f"x{s['prune_ratio']:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylim(top=5 * max(max(s["wfn_ratio"], s["prune_ratio"]) for s in steps))
         ax.set_xticks(x, [s["model"] for s in steps])
-        ax.set_ylabel("median step time / plain")
+        ax.set_ylabel("median step time / plain (log)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(output, "step_overhead.png")
@@ -914,11 +952,16 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
         keys = ["palette decoded at load", "palette as stored", "int8"]
         x = np.arange(len(latencies))
         for i, k in enumerate(keys):
-            ax.bar(x + (i - 1) * 0.27, [lat["ratio"][k] for lat in latencies], 0.27, label=k)
+            vals = [lat["ratio"][k] for lat in latencies]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=k)
+            for xi, v in zip(x, vals):
+                ax.text(xi + (i - 1) * 0.27, v, f"x{v:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylim(top=5 * max(max(lat["ratio"].values()) for lat in latencies))
         ax.axhline(TARGET_LATENCY_RATIO, color="red", ls="--", lw=1, label=f"target {TARGET_LATENCY_RATIO}x")
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_xticks(x, [lat["model"] for lat in latencies])
-        ax.set_ylabel("median invoke() / float (1 thread)")
+        ax.set_ylabel("median invoke() / float, 1 thread (log)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(output, "latency.png")

@@ -4,8 +4,10 @@ Used by `benchmarks/run.py` (Keras 3: plain vs `fix_weights`) and by
 `benchmarks/peers_tf_keras.py` (tf_keras: plain vs tfmot `prune_low_magnitude`), so
 that both ratios are measured the same way:
 
-* each model is built, compiled and warmed up (one short `fit`, which traces it);
-* then ``rounds`` rounds, each running one `fit` epoch of ``steps`` batches per model,
+* each model is built and compiled; no separate warm-up `fit` (a model made by
+  `fix_weights` retraces at every `fit` call anyway, and the first intervals of every
+  `fit` are dropped), unless ``warmup_steps`` asks for one;
+* ``rounds`` rounds, each running one `fit` epoch of ``steps`` batches per model,
   the order of the models rotating from round to round, so background load on a
   shared machine hits all of them alike;
 * a step's time is the wall time between two consecutive ``on_train_batch_end`` calls
@@ -13,8 +15,9 @@ that both ratios are measured the same way:
   per-batch work plus the input pipeline, i.e. what `fit` costs per step. The first
   two intervals of every `fit` are dropped (retracing, iterator start-up);
 * the median over all kept intervals is reported, with the quartiles and the
-  per-round medians; ``first_step_ms`` is the median time from ``on_train_begin`` to
-  the end of the first batch of a (warm) `fit` call (a retrace shows up there).
+  per-round medians; ``first_step_ms`` is the time from ``on_train_begin`` to the end
+  of the first batch of the last round's `fit` call (the model already trained once,
+  so a retrace there is one that every further `fit` call pays).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def interleaved_step_times(
     batch: int,
     steps: int,
     rounds: int,
-    warmup_steps: int = 5,
+    warmup_steps: int = 0,
 ) -> Dict[str, Dict]:
     """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "round_medians_ms"}}``.
 
@@ -60,7 +63,7 @@ def interleaved_step_times(
             self.ends.append(time.perf_counter())
 
     xs, ys = _tile(x, steps * batch), _tile(y, steps * batch)
-    for model, callbacks in built.values():  # trace and warm up
+    for model, callbacks in (built.values() if warmup_steps else ()):  # optional warm-up
         model.fit(xs[:warmup_steps * batch], ys[:warmup_steps * batch], batch_size=batch,
                   epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks))
     samples: Dict[str, List[float]] = {name: [] for name in built}
@@ -84,7 +87,7 @@ def interleaved_step_times(
         out[name] = {"median_ms": float(np.median(v)), "p25_ms": float(np.percentile(v, 25)),
                      "p75_ms": float(np.percentile(v, 75)), "n": int(v.size),
                      "round_medians_ms": [round(m, 4) for m in per_round[name]],
-                     "first_step_ms": float(np.median(first[name]))}
+                     "first_step_ms": float(first[name][-1])}
     return out
 
 
