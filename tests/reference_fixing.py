@@ -45,7 +45,7 @@ def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palett
         pending[float(v)] = pending.get(float(v), 0) + 1
     used = set(pending)
     if palette is not None:
-        used |= {float(v) for v in np.asarray(palette, np.float32)}
+        used |= {float(v) for v in np.asarray(palette, np.float32) if v == 0 or abs(v) >= g0}
     order, allowed = 0, float(distance)
     while taken < quota and ((~assigned).any() or pending):
         free = np.flatnonzero(~assigned)

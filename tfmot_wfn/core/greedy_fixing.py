@@ -285,7 +285,8 @@ def fixing_stage(
       fraction: cumulative fraction of all weights fixed after this stage, in (0, 1].
       distance: the stage's allowed mean relative distance ``a`` (> 0).
       zero_distance: magnitudes below it are pruned to the centre 0.
-      palette: extra centres to offer as candidates (e.g. centres used before).
+      palette: extra centres to offer as candidates (e.g. centres used before);
+        nonzero values below `zero_distance` are not offered (they would be 0).
 
     Returns:
       A `StageResult`. Inputs are not modified.
@@ -313,7 +314,9 @@ def fixing_stage(
     pending: Dict[float, int] = {float(v): int(c) for v, c in zip(locked_values, locked_counts)}
     used = set(pending)
     if palette is not None:
-        used.update(float(v) for v in np.asarray(palette, dtype=np.float32).ravel())
+        # A nonzero centre below g0 is never offered: such magnitudes are pruned to 0.
+        used.update(float(v) for v in np.asarray(palette, dtype=np.float32).ravel()
+                    if v == 0 or abs(v) >= zero_distance)
     taken = int(np.count_nonzero(fixed_in))
     newly = 0
 
