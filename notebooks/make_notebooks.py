@@ -4,6 +4,8 @@
 python notebooks/make_notebooks.py                 # write the .ipynb files, no outputs
 python notebooks/make_notebooks.py --execute       # also run them (full mode) and save the outputs
 WFN_NOTEBOOK_SMOKE=1 python notebooks/make_notebooks.py --execute   # quick check, tiny sizes
+python notebooks/make_notebooks.py --relink        # only rewrite badges + install cells (after
+                                                   # changing GITHUB_REPO), keeping the outputs
 ```
 
 The notebooks are the source users open; this script keeps their cells in one
@@ -11,8 +13,10 @@ reviewable place. Edit the cells here, then regenerate. The CI test
 (tests/test_notebooks.py) executes the .ipynb files in smoke mode
 (``WFN_NOTEBOOK_SMOKE=1``: tiny data or tfds mock data, few steps).
 
-``REPO`` is the GitHub ``owner/name`` used by the "Open in Colab" badges and the
-install cell.
+``GITHUB_REPO`` is the GitHub ``owner/name`` used by the "Open in Colab" badges and
+the install cells. It is a placeholder (``OWNER/tfmot-wfn``) until the repository
+is published: set it to the real one here, the only place it is written, then run
+``--relink`` to update the committed notebooks without re-running them.
 """
 
 from __future__ import annotations
@@ -27,18 +31,19 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-#: GitHub owner/name of this repository (placeholder: set it to the real one).
-REPO = "OWNER/tfmot-wfn"
+#: GitHub owner/name of this repository, for the Colab badges and the install cells.
+#: PLACEHOLDER: set it to the published repository, then run this script with --relink.
+GITHUB_REPO = "OWNER/tfmot-wfn"
 BRANCH = "main"
 
 
 def badge(name: str) -> str:
-    url = f"https://colab.research.google.com/github/{REPO}/blob/{BRANCH}/notebooks/{name}"
+    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/{BRANCH}/notebooks/{name}"
     return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})")
 
 
 def install_cell(extras: str = "") -> str:
-    spec = f"tfmot-wfn{extras} @ git+https://github.com/{REPO}.git"
+    spec = f"tfmot-wfn{extras} @ git+https://github.com/{GITHUB_REPO}.git"
     return f'''# Install tfmot-wfn (skipped when it is already importable: a checkout, CI, a re-run).
 import importlib.util
 import subprocess
@@ -497,16 +502,40 @@ def execute(nb, workdir: str, timeout: int = 1800):
     return nb
 
 
+def relink(old, new):
+    """`old` (a committed notebook, with outputs) with the badge cell and the install cell of `new`.
+
+    Only the sources of those two cells change (the first cell and the first code
+    cell); every output stays.
+    """
+    def marked(nb):
+        code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        return [0, code[0]], [c.cell_type for c in nb.cells]
+
+    (badge_at, install_at), _ = marked(old)
+    if marked(new) != marked(old):
+        raise ValueError("the notebook's cells differ from this script's: regenerate it "
+                         "(--execute) instead of --relink")
+    old.cells[badge_at].source = new.cells[badge_at].source
+    old.cells[install_at].source = new.cells[install_at].source
+    return old
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--execute", action="store_true", help="run them and keep the outputs")
     parser.add_argument("--workdir", default=None, help="where they run (default: a temp folder)")
+    parser.add_argument("--relink", action="store_true",
+                        help="only rewrite the badge and install cells of the committed "
+                             "notebooks from GITHUB_REPO, keeping their outputs")
     parser.add_argument("names", nargs="*", default=sorted(NOTEBOOKS))
     args = parser.parse_args(argv)
     os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
     for name in args.names:
         nb = build(name)
-        if args.execute:
+        if args.relink:
+            nb = relink(nbformat.read(os.path.join(HERE, name), as_version=4), nb)
+        elif args.execute:
             import tempfile
 
             workdir = args.workdir or tempfile.mkdtemp(prefix="wfn-notebook-")

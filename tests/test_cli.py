@@ -31,6 +31,32 @@ def test_help_lists_the_demo(capsys):
     assert "demo" in capsys.readouterr().out
 
 
+def _subcommands():
+    import argparse
+
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_subcommand_has_help(capsys):
+    """`tfmot-wfn COMMAND --help` prints a usage, a description and every option's help."""
+    commands = _subcommands()
+    assert set(commands) == {"demo", "fix", "report", "export", "inspect"}
+    for name, sub in commands.items():
+        with pytest.raises(SystemExit) as info:
+            cli.main([name, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: tfmot-wfn {name}") and sub.description.split()[0] in text
+        for action in sub._actions:
+            for flag in action.option_strings:
+                assert flag in text, (name, flag)
+            assert action.help, (name, action.dest)  # every argument is explained
+        if name != "inspect":  # every long-running command can be silenced
+            assert "--quiet" in text, name
+
+
 def test_short_demo_writes_a_fixed_model_and_a_consistent_report(tmp_path, capsys):
     from tfmot_wfn.keras.compat import keras
     import tfmot_wfn
@@ -102,6 +128,19 @@ def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, f
         assert cli.main(["inspect", written]) == 0
         assert "palette" in capsys.readouterr().out
         np.testing.assert_array_equal(lite.inspect(written).palette, palette)
+
+
+def test_export_shows_progress_and_quiet_silences_it(saved_fixed_model, tmp_path, capsys):
+    path, _ = saved_fixed_model
+    target = tmp_path / "loud.tflite"
+    assert cli.main(["export", str(path), "--output", str(target)]) == 0
+    captured = capsys.readouterr()
+    assert "loading fixed.keras" in captured.err  # the progress bar (tqdm, on stderr)
+    assert "palette" in captured.out  # the result
+    target = tmp_path / "quiet.tflite"
+    assert cli.main(["export", str(path), "--output", str(target), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "" and target.stat().st_size > 0
 
 
 def test_export_and_inspect_refuse_missing_files(tmp_path):

@@ -111,6 +111,9 @@ def test_fix_writes_model_report_plots_checkpoints_and_logs(digits_run):
     assert hist[-1][:, 2].sum() == report["total_weights"]
     layer = [v for _, _, v in events["fixing/layer_fixed_fraction/conv1"]]
     assert float(layer[-1]) == 1.0 and float(layer[0]) < 1.0
+    # Written once per epoch (by FixingSummaries only, not again by the job's own writer).
+    for tag in ("fixing/fixed_fraction", "fixing/layer_fixed_fraction/conv1", "train/loss"):
+        assert [step for step, _, _ in events[tag]] == [0, 1, 2, 3], tag
 
 
 def test_interrupted_run_resumes_from_the_last_stage_and_ends_like_an_uninterrupted_one(digits_run):
@@ -275,6 +278,8 @@ def test_report_prints_and_writes_json_and_plots(digits_run, tmp_path, capsys):
     assert "unique values" in printed and "palette" in printed and "layers:" in printed
     written = json.load(open(os.path.join(out, "report.json")))
     expected = tfmot_wfn.report(_load(path)).to_dict()
+    text = open(os.path.join(out, "report.txt")).read()
+    assert text == str(tfmot_wfn.report(_load(path))) + "\n" and text.strip() in printed
     assert written["palette"] == expected["palette"] and written["layers"] == expected["layers"]
     # The run's report.json next to the model provides the stages for the stage plot.
     assert len(written["stages"]) == 4

@@ -100,20 +100,34 @@ def test_epoch_schedule_with_unknown_epoch_length_is_a_clear_error():
 
 
 # ------------------------------------------------------------ FixingSummaries
-def _read_scalars(log_dir):
+PALETTE_TAG = "fixing/palette_usage"
+LAYER_PREFIX = "fixing/layer_fixed_fraction/"
+
+
+def _read_events(log_dir):
+    """Every summary value under log_dir/fixing: [(tag, step, plugin, value as numpy)]."""
     files = glob.glob(os.path.join(log_dir, "fixing", "events.out.tfevents.*"))
     assert files, f"no event file under {log_dir}/fixing"
-    scalars, plugins = {}, {}
+    out = []
     for path in files:
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name:
-                    plugins[value.tag] = value.metadata.plugin_data.plugin_name
-                if value.HasField("tensor"):
-                    number = float(tf.make_ndarray(value.tensor))
-                else:
-                    number = float(value.simple_value)
-                scalars.setdefault(value.tag, {})[int(event.step)] = number
+                array = (tf.make_ndarray(value.tensor) if value.HasField("tensor")
+                         else np.float32(value.simple_value))
+                out.append((value.tag, int(event.step),
+                            value.metadata.plugin_data.plugin_name, array))
+    return out
+
+
+def _read_scalars(log_dir):
+    """{tag: {step: value}} of the scalars; checks each (tag, step) is written once."""
+    scalars, plugins = {}, {}
+    for tag, step, plugin, array in _read_events(log_dir):
+        if tag == PALETTE_TAG:
+            continue
+        plugins[tag] = plugin
+        assert step not in scalars.get(tag, {}), f"{tag} written twice at step {step}"
+        scalars.setdefault(tag, {})[step] = float(array)
     # Tagged for TensorBoard's scalars dashboard.
     assert plugins == {tag: "scalars" for tag in scalars}
     return scalars
@@ -132,7 +146,8 @@ def test_fixing_summaries_writes_the_scalars_to_tensorboard(tmp_path):
     fixed.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[update, recorder, summaries, grab])
 
     scalars = _read_scalars(log_dir)
-    assert set(scalars) == TAGS
+    layers = {LAYER_PREFIX + w.layer.name for w in wrappers_of(fixed)}
+    assert set(scalars) == TAGS | layers
     assert all(sorted(steps) == [0, 1, 2] for steps in scalars.values())
     n = end_of_epoch[0][0].size
     for epoch, (mask, values, reg) in enumerate(end_of_epoch):
@@ -149,6 +164,59 @@ def test_fixing_summaries_writes_the_scalars_to_tensorboard(tmp_path):
     assert scalars["fixing/regularizer"][0] > 0
     assert scalars["fixing/regularizer"][1] == 0.0  # nothing free any more
     assert scalars["fixing/palette_size"][2] == kh.wrapper_palette(wrappers_of(fixed)[0]).size
+
+
+def test_fixing_summaries_write_the_palette_histogram_and_layer_fractions_once_per_epoch(tmp_path):
+    """fixing/palette_usage (histograms plugin) and fixing/layer_fixed_fraction/<layer>
+    (scalars) are in the event files exactly once per epoch, with the model's numbers."""
+    x, y = kh.classification_data(n=40)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 1.0)))  # stages at epochs 0 and 1
+    names = [w.layer.name for w in wrappers_of(fixed)]
+    assert len(names) == 2
+    expected = []
+
+    def grab(epoch, logs):
+        masks = kh.flat_masks(fixed)
+        values = kh.flat_values(fixed).astype(np.float32)
+        palette, counts = np.unique(values[masks], return_counts=True)
+        per_layer = {}
+        for w in wrappers_of(fixed):
+            m = np.concatenate([a.ravel() for a in w.mask_numpy()])
+            per_layer[w.layer.name] = m.mean()
+        expected.append((palette, counts, per_layer))
+
+    log_dir = str(tmp_path / "logs")
+    fixed.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[
+        tfmot_wfn.UpdateFixingStep(verbose=0), tfmot_wfn.FixingSummaries(log_dir),
+        keras.callbacks.LambdaCallback(on_epoch_end=grab)])
+
+    events = _read_events(log_dir)
+    histograms = sorted((step, plugin, array) for tag, step, plugin, array in events
+                        if tag == PALETTE_TAG)
+    assert [(step, plugin) for step, plugin, _ in histograms] == [
+        (0, "histograms"), (1, "histograms"), (2, "histograms")]
+    for (_, _, buckets), (palette, counts, _) in zip(histograms, expected):
+        # One bucket per palette value: (left edge, right edge, fixed weights holding it).
+        assert buckets.dtype == np.float64 and buckets.shape == (palette.size, 3)
+        assert np.all((buckets[:, 0] < palette) & (palette < buckets[:, 1]))
+        np.testing.assert_array_equal(buckets[1:, 0], buckets[:-1, 1])
+        np.testing.assert_array_equal(buckets[:, 2], counts)
+    n = kh.flat_masks(fixed).size
+    assert histograms[0][2][:, 2].sum() == quota_for(n, 0.5)
+    assert histograms[1][2][:, 2].sum() == histograms[2][2][:, 2].sum() == n
+    for name in names:
+        points = sorted((step, plugin, float(array)) for tag, step, plugin, array in events
+                        if tag == LAYER_PREFIX + name)
+        assert [(step, plugin) for step, plugin, _ in points] == [
+            (0, "scalars"), (1, "scalars"), (2, "scalars")]
+        for (_, _, value), (_, _, per_layer) in zip(points, expected):
+            assert value == pytest.approx(per_layer[name], abs=1e-6)
+        assert points[1][2] == points[2][2] == 1.0
+    # Stage 1 fixes half of the network as a whole: the layers' fractions, weighted by
+    # their sizes, average to the network's.
+    sizes = {w.layer.name: sum(m.size for m in w.mask_numpy()) for w in wrappers_of(fixed)}
+    mean = sum(expected[0][2][k] * sizes[k] for k in names) / n
+    assert mean == pytest.approx(quota_for(n, 0.5) / n, abs=1e-6)
 
 
 def test_fixing_summaries_checks_its_argument():

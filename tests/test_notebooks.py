@@ -80,3 +80,37 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
         assert "smoke mode" in "".join(o.get("text", "") for o in code[1].outputs)
     pngs = [o for c in code for o in c.outputs if o.get("data", {}).get("image/png")]
     assert pngs, "the plots did not display"
+
+
+def _make_notebooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", os.path.join(NOTEBOOKS, "make_notebooks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_badge_and_install_cell_come_from_the_one_repository_constant(name, monkeypatch):
+    """The committed notebooks' cells are the script's; --relink swaps only the GitHub
+    owner/name (make_notebooks.GITHUB_REPO) in the badge and install cells, keeping outputs."""
+    make = _make_notebooks()
+    committed = _read(name)
+    built = make.build(name)
+    assert [c.source for c in committed.cells] == [c.source for c in built.cells], \
+        "notebooks/make_notebooks.py and the committed notebook differ: regenerate it"
+    repo = make.GITHUB_REPO
+    install = [c for c in committed.cells if c.cell_type == "code"][0]
+    assert f"colab.research.google.com/github/{repo}/blob/" in committed.cells[0].source
+    assert f"git+https://github.com/{repo}.git" in install.source
+    monkeypatch.setattr(make, "GITHUB_REPO", "someone/fork")
+    relinked = make.relink(_read(name), make.build(name))
+    changed = [i for i, (a, b) in enumerate(zip(committed.cells, relinked.cells))
+               if a.source != b.source]
+    assert changed == [0, committed.cells.index(install)]
+    assert "github/someone/fork/blob/" in relinked.cells[0].source
+    assert repo not in relinked.cells[0].source
+    assert "git+https://github.com/someone/fork.git" in relinked.cells[changed[1]].source
+    assert [c.get("outputs") for c in relinked.cells] == [c.get("outputs") for c in committed.cells]

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("palette", "dense", "archive"), default="palette",
                         help="output format (default: %(default)s)")
     export.add_argument("--output", default=None,
-                        help="output path (default: the model path with .tflite or .wfn)")
+                        help="output path (default: the model path with _palette.tflite, "
+                             "_dense.tflite or .wfn)")
     export.add_argument("--quiet", action="store_true", help="print nothing")
 
     inspect = sub.add_parser(
@@ -138,10 +139,11 @@ def _add_fix_parser(sub) -> None:
     fix = sub.add_parser(
         "fix", help="fine-tune a saved Keras classifier with the WFN schedule on a tfds "
                     "dataset or an image folder",
-        description="Fine-tune a trained float Keras classifier with the Weight Fixing "
-                    "Networks schedule: one training run per stage, a checkpoint after "
-                    "every stage (--resume continues an interrupted run), then the "
-                    "stripped fixed model, a report and plots.",
+        # RawDescriptionHelpFormatter (for the epilog's examples) does not wrap: lines here.
+        description="Fine-tune a trained float Keras classifier with the Weight Fixing Networks\n"
+                    "schedule: one training run per stage, a checkpoint after every stage\n"
+                    "(--resume continues an interrupted run), then the stripped fixed model,\n"
+                    "a report and plots.",
         epilog=FIX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fix.add_argument("model", help="the trained float model (.keras)")
     source = fix.add_mutually_exclusive_group()
@@ -197,12 +199,14 @@ def _add_report_parser(sub) -> None:
         "report", help="describe a fixed model: text, report.json and plots",
         description="Print tfmot_wfn.report of a .keras model (stripped, or saved while "
                     "fixing): palette with each value as signed powers of two, unique "
-                    "values, entropy, per-layer numbers; write report.json and plots "
+                    "values, entropy, per-layer numbers; write it as report.txt and "
+                    "report.json, and plots "
                     "(palette histogram, per-layer unique values, and the stages when the "
                     "model comes from `tfmot-wfn fix`).")
     report.add_argument("model", help="path of the .keras model")
     report.add_argument("--output", default=None,
-                        help="folder for report.json and plots (default: <model>_report)")
+                        help="folder for report.txt, report.json and plots "
+                             "(default: <model>_report)")
     report.add_argument("--history", default=None, metavar="JSON",
                         help="report.json or state.json of a `tfmot-wfn fix` run for the stage "
                              "plot (default: looked for next to the model)")
@@ -293,12 +297,14 @@ def _report(args) -> int:
         payload["plots"] = plots
     with open(os.path.join(output, "report.json"), "w") as f:
         json.dump(payload, f, indent=2)
+    with open(os.path.join(output, "report.txt"), "w") as f:
+        f.write(str(rep) + "\n")
     if args.json:
         say(json.dumps(payload, indent=2))
     else:
         say(f"{args.model}:")
         say(str(rep))
-        say(f"wrote {os.path.join(output, 'report.json')}"
+        say(f"wrote {os.path.join(output, 'report.txt')}, {os.path.join(output, 'report.json')}"
             + (f" and {len(plots)} plots in {os.path.join(output, 'plots')}/" if plots else ""))
     return 0
 

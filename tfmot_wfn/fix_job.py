@@ -356,7 +356,7 @@ def _keep_train_function_callback(keras):
 
 def _summaries_callback(keras):
     class TrainingSummaries(keras.callbacks.Callback):
-        """TensorBoard: train/* epoch metrics, the palette histogram and per-layer fixed fractions."""
+        """TensorBoard: train/* epoch metrics (FixingSummaries writes the fixing/* summaries)."""
 
         def __init__(self, writer):
             super().__init__()
@@ -367,8 +367,6 @@ def _summaries_callback(keras):
 
             with self.writer.as_default():
                 summaries.write_scalars(logs or {}, step=epoch, prefix="train")
-                # Remove this line once FixingSummaries writes these itself.
-                summaries.write_fixing_summaries(self.model, step=epoch)
             self.writer.flush()
 
     return TrainingSummaries

@@ -276,10 +276,14 @@ def _write_scalar(tag: str, value: float, step: int) -> None:
 
 
 class FixingSummaries(keras.callbacks.Callback):
-    """Writes TensorBoard scalars at the end of every epoch.
+    """Writes TensorBoard summaries of the fixing at the end of every epoch.
 
     Scalars: ``fixing/fixed_fraction``, ``fixing/unique_values``,
-    ``fixing/palette_size``, ``fixing/entropy_bits``, ``fixing/regularizer``.
+    ``fixing/palette_size``, ``fixing/entropy_bits``, ``fixing/regularizer``, and
+    ``fixing/layer_fixed_fraction/<layer>`` (the fixed fraction of each wrapped
+    layer). Histogram: ``fixing/palette_usage``, how many fixed weights hold each
+    palette value (one bucket per value; from the first stage on). See
+    `tfmot_wfn.keras.summaries` to write the same from a custom training loop.
 
     Args:
       log_dir: TensorBoard log directory (a ``fixing`` sub-folder is written).
@@ -298,12 +302,15 @@ class FixingSummaries(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._writer is None:
             self.on_train_begin()
+        from tfmot_wfn.keras import summaries
+
         stats = network_statistics(self.model)
         reg = float(regularizer.regularization_value(self.model).numpy())
         with self._writer.as_default():
             for name, value in stats.items():
                 _write_scalar(f"fixing/{name}", value, step=epoch)
             _write_scalar("fixing/regularizer", reg, step=epoch)
+            summaries.write_fixing_summaries(self.model, step=epoch)
         self._writer.flush()
 
     def on_train_end(self, logs=None):
