@@ -31,8 +31,12 @@ def additive_powers_of_two_scalar(v: float, distance: float, order: int, g0: flo
     return current
 
 
-def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palette=None):
-    """The fixing stage by dense matrices; returns (values, fixed_mask)."""
+def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palette=None,
+                    nearest_only=True):
+    """The fixing stage by dense matrices; returns (values, fixed_mask).
+
+    `nearest_only`: only weights whose nearest candidate is the chosen centre (or
+    at distance 0 from it) may be fixed to it; False: every unassigned weight."""
     w = np.asarray(weights, np.float32).ravel()
     n = w.size
     fixed = np.zeros(n, bool) if fixed is None else np.asarray(fixed, bool).ravel().copy()
@@ -60,12 +64,16 @@ def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palett
             votes += np.bincount(nearest, minlength=cands.size)
         for v, count in pending.items():
             votes[list(cands).index(np.float32(v))] += count
-        centre = float(cands[int(np.argmax(votes))])
+        j = int(np.argmax(votes))
+        centre = float(cands[j])
         recaptured = pending.pop(centre, 0) > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             dist = np.abs(fw - centre) / np.abs(fw)
         if centre == 0.0:
             dist = np.where(np.abs(fw) < g0, 0.0, dist)
+        if nearest_only and fw.size:
+            eligible = (nearest == j) | (dist == 0)
+            free, fw, dist = free[eligible], fw[eligible], dist[eligible]
         order_idx = np.lexsort((free, dist))
         ds = dist[order_idx]
         count = 0
