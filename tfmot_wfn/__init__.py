@@ -20,6 +20,7 @@ import importlib as _importlib
 _EXPORTS = {
     "ZERO_DISTANCE": "tfmot_wfn.core.powers_of_two",
     "IS_LEGACY_KERAS": "tfmot_wfn.keras.compat",
+    "freeze_batchnorm": "tfmot_wfn.keras.batchnorm_freezing",
     "fix_weights": "tfmot_wfn.keras.fix",
     "fixing_scope": "tfmot_wfn.keras.fix",
     "strip_fixing": "tfmot_wfn.keras.fix",
@@ -73,6 +74,7 @@ __all__ = [
     "fix_weights",
     "fixed_fraction",
     "fixing_scope",
+    "freeze_batchnorm",
     "palette",
     "regularization_value",
     "regularized_loss",
