@@ -91,15 +91,36 @@ def test_bucket_rows_are_log_uniform_buckets_without_search(w):
     assert edges[1 + (1 << rt.BUCKET_BITS)] == 2 * edges[1]
 
 
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(1, 200),
+                  elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=True)))
+def test_expanded_rows_stand_for_the_same_buckets(w):
+    w = np.concatenate([w, np.float32([0.0, -0.0, G0, -G0, np.inf, -np.inf])])
+    expanded = rt.expanded_rows(w)
+    assert np.all((0 <= expanded) & (expanded < rt.EXPANDED_ROWS))
+    np.testing.assert_array_equal(rt._expanded_map()[expanded], rt.bucket_rows(w))
+
+
 @pytest.mark.parametrize("g0", [G0, 0.01])
-def test_tensorflow_rows_equal_numpy_rows(g0):
+def test_tensorflow_table_equals_the_numpy_table(g0):
     rng = np.random.default_rng(0)
     w = np.concatenate([rng.normal(size=20000).astype(np.float32) * 0.2,
+                        rng.normal(size=2000).astype(np.float32) * 1e-5,
                         np.float32([0.0, -0.0, g0, -g0, 1e-30, -1e-30, 1e30, -1e30]),
-                        np.nextafter(np.float32([g0, -g0]), np.float32([1, -1]))])
-    table = rt.interpolation_table([0.0, 0.25, -0.5], TAU, g0)
-    np.testing.assert_array_equal(regularizer_table.table_rows(tf.constant(w), g0).numpy(),
-                                  rt.table_rows(table, w))
+                        np.nextafter(np.float32([g0, -g0]), np.float32([1, -1])),
+                        np.nextafter(np.float32([g0, -g0]), np.float32([0, 0]))])
+    np.testing.assert_array_equal(
+        regularizer_table.table_rows(tf.constant(w)).numpy(), rt.expanded_rows(w))
+    table = rt.interpolation_table(realistic_palette(0, g0=g0), TAU, g0)
+    assert (table.split_row >= 0) == (g0 != G0)
+    ex = rt.expand(table)
+    a, b = regularizer_table.table_terms(
+        tf.constant(w), ex[:, 0], ex[:, 1],
+        table.coefficients[2 * rt.BUCKETS:].astype(np.float32), table.split_row, g0)
+    got = a.numpy().astype(np.float64) + b.numpy().astype(np.float64) * w.astype(np.float64)
+    want = rt.evaluate_table(table, w)
+    finite = np.abs(w) < 1e30
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------------- table
@@ -162,6 +183,7 @@ def test_model_table_value_and_gradient_equal_the_numpy_table():
     assert float(r) == pytest.approx(rt.softmin_term(w, palette, TAU, G0)[free].mean(), rel=1e-5)
     rows = rt.table_rows(np_table, w)
     expected = np.where(free, np_table.coefficients[rows, 1], 0.0) / free.sum()
+    assert table.max_error == np_table.max_error
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-9)
     # The exact path agrees.
     exact = float(tfmot_wfn.regularization_value(fixed, exact=True))

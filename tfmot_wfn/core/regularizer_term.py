@@ -90,6 +90,49 @@ def bucket_rows(w: np.ndarray) -> np.ndarray:
     return np.where(w.view(np.int32) < 0, BUCKETS + b, b)  # the sign bit (-0.0 too)
 
 
+#: Rows of the expanded table the training step reads: one per value of the top
+#: 32 - _SHIFT bits of ``bits(w) - 1`` (sign, exponent, top mantissa bits).
+EXPANDED_ROWS = 1 << (32 - _SHIFT)
+
+
+def expanded_rows(w: np.ndarray) -> np.ndarray:
+    """Row of the EXPANDED table for each float32 weight: ``(bits(w) - 1) mod 2**32 >> _SHIFT``.
+
+    Two integer ops and no clipping, so the training step needs only a bitcast, a
+    subtraction, a shift and a mask before its gathers (`expand` lays the table
+    out for it). The ``- 1`` makes each bucket ``(lower, upper]``, like `bucket_rows`.
+    """
+    bits = np.asarray(w, np.float32).view(np.uint32).astype(np.int64)
+    return ((bits - 1) % (1 << 32)) >> _SHIFT
+
+
+def _expanded_map() -> np.ndarray:
+    """For each expanded row, the `bucket_rows` row it stands for (`expand`)."""
+    r = np.arange(EXPANDED_ROWS, dtype=np.int64)
+    half = EXPANDED_ROWS // 2
+    negative = r >= half
+    magnitude = np.clip(np.where(negative, r - half, r) - _BASE, 0, BUCKETS - 1)
+    out = np.where(negative, BUCKETS + magnitude, magnitude)
+    # +0.0 (bits 0) wraps to the last row and -0.0 (bits 0x80000000) to the last
+    # positive one; both belong to the first bucket (f near 0).
+    out[EXPANDED_ROWS - 1] = 0
+    out[half - 1] = BUCKETS
+    return out
+
+
+def expand(table: "InterpolationTable") -> np.ndarray:
+    """float32 [EXPANDED_ROWS, 2] coefficients indexed by `expanded_rows` (same values as
+    `evaluate_table`, except the bucket split at a g0 that is not a bucket boundary,
+    which the caller resolves from ``table.split_row``)."""
+    global _MAP
+    if _MAP is None:
+        _MAP = _expanded_map()
+    return table.coefficients[_MAP].astype(np.float32)
+
+
+_MAP = None
+
+
 def _bucket_edges() -> np.ndarray:
     """Magnitudes of the bucket boundaries: edges[k] < |w| <= edges[k + 1] for bucket k."""
     bits = (np.arange(BUCKETS + 1, dtype=np.int64) + _BASE) << _SHIFT

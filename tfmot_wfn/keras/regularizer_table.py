@@ -8,9 +8,10 @@ the current table without retracing; `refresh` rewrites them after a stage, afte
 a restore, or whenever the palette or the masks may have changed.
 
 A training step then costs, for all fixable weights of the network together: one
-concatenation, a few integer ops on the float bits (the bucket of each weight),
-one gather of two coefficients and a multiply-add, instead of a window of centres
-per weight.
+concatenation, four integer ops on the float bits (the bucket of each weight), two
+gathers and two dot products, and one multiply for the gradient, instead of a
+window of centres per weight. The expanded tables (one row per value of the top
+20 bits of a float32: 2 x 4 MiB) make the bucket lookup branch- and clip-free.
 
 The variables are derived data: they are not tracked by Keras and never saved;
 the palette and masks they are made from are.
@@ -35,22 +36,33 @@ def flat_weights(wrappers) -> tf.Tensor:
     return parts[0] if len(parts) == 1 else tf.concat(parts, 0)
 
 
-def table_rows(w, zero_distance: float):
-    """`regularizer_term.table_rows` in TensorFlow: the table row of each float32 weight."""
+def table_rows(w):
+    """`regularizer_term.expanded_rows` in TensorFlow: four integer ops, no clipping."""
     bits = tf.bitcast(w, tf.int32)
-    magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFF)
-    bucket = tf.clip_by_value(
-        tf.bitwise.right_shift(magnitude - 1, regularizer_term._SHIFT) - regularizer_term._BASE,
-        0, regularizer_term.BUCKETS - 1)
-    # bits >> 31 is -1 for negative weights (arithmetic shift): their rows follow.
-    sign = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), regularizer_term.BUCKETS)
-    rows = bucket + sign
-    split = regularizer_term.split_row(zero_distance)
+    # (bits - 1) >> shift, as a logical shift: the arithmetic one then the mask.
+    shifted = tf.bitwise.right_shift(bits - 1, regularizer_term._SHIFT)
+    return tf.bitwise.bitwise_and(shifted, regularizer_term.EXPANDED_ROWS - 1)
+
+
+def table_terms(w, intercepts, slopes, split_coefficients=None, split: int = -1, g0=None):
+    """``(a, b)`` per weight with ``f(w) ~= a + b * w``, from expanded tables (TensorFlow).
+
+    `intercepts`/`slopes`: ``regularizer_term.expand(table)[:, 0]`` and ``[:, 1]``;
+    `split` (``table.split_row``), `split_coefficients` (its last 4 rows) and `g0`
+    only matter when g0 is not a bucket boundary.
+    """
+    rows = table_rows(w)
+    a = tf.gather(tf.convert_to_tensor(intercepts), rows)
+    b = tf.gather(tf.convert_to_tensor(slopes), rows)
     if split >= 0:  # only for a g0 that is not a bucket boundary (the default is)
-        side = tf.cast(tf.abs(w) > np.float32(zero_distance), tf.int32)
-        special = 2 * regularizer_term.BUCKETS + tf.where(sign > 0, 2, 0) + side
-        rows = tf.where(tf.equal(bucket, split), special, rows)
-    return rows
+        half = regularizer_term.EXPANDED_ROWS // 2
+        magnitude_row = tf.where(rows >= half, rows - half, rows)
+        in_split = tf.equal(magnitude_row - regularizer_term._BASE, split)
+        special = tf.where(rows >= half, 2, 0) + tf.cast(tf.abs(w) > np.float32(g0), tf.int32)
+        ab = tf.gather(tf.convert_to_tensor(split_coefficients), special)
+        a = tf.where(in_split, ab[:, 0], a)
+        b = tf.where(in_split, ab[:, 1], b)
+    return a, b
 
 
 class RegularizerTable:
@@ -62,10 +74,18 @@ class RegularizerTable:
                             for v in w.fixable_variables))
         self.max_error = 0.0
         self._state: Tuple = ()
-        rows = 2 * regularizer_term.BUCKETS + 4
+        g0 = self.wrappers[0].zero_distance
+        self._split = regularizer_term.split_row(g0)
+        self._g0 = np.float32(g0)
+        rows = regularizer_term.EXPANDED_ROWS
         with tf.init_scope():
-            self.coefficients = tf.Variable(np.zeros((rows, 2), np.float32), trainable=False,
-                                            name="wfn_regularizer_coefficients")
+            self.intercepts = tf.Variable(np.zeros(rows, np.float32), trainable=False,
+                                          name="wfn_regularizer_intercepts")
+            self.slopes = tf.Variable(np.zeros(rows, np.float32), trainable=False,
+                                      name="wfn_regularizer_slopes")
+            # Only used when g0 is not a bucket boundary (see InterpolationTable.split_row).
+            self.split_coefficients = tf.Variable(np.zeros((4, 2), np.float32), trainable=False,
+                                                  name="wfn_regularizer_split")
             self.free = tf.Variable(np.zeros(self.size, np.float32), trainable=False,
                                     name="wfn_regularizer_free")
             self.free_count = tf.Variable(0.0, trainable=False, name="wfn_regularizer_free_count")
@@ -87,10 +107,14 @@ class RegularizerTable:
             palette = np.asarray(first.palette.numpy())[:size]
             table = regularizer_term.interpolation_table(palette, first.temperature,
                                                          first.zero_distance)
+            expanded = regularizer_term.expand(table)
             masks = [m for w in self.wrappers for m in w.mask_numpy()]
             free = (np.concatenate([~m.ravel() for m in masks]) if masks
                     else np.zeros(0, bool)).astype(np.float32)
-            self.coefficients.assign(table.coefficients.astype(np.float32))
+            self.intercepts.assign(expanded[:, 0])
+            self.slopes.assign(expanded[:, 1])
+            self.split_coefficients.assign(
+                table.coefficients[2 * regularizer_term.BUCKETS:].astype(np.float32))
             self.free.assign(free)
             self.free_count.assign(float(free.sum()))
             self.max_error = table.max_error
@@ -104,14 +128,33 @@ class RegularizerTable:
         self.refresh()
         return True
 
+    def terms(self, w):
+        """The tabulated per-weight term's (intercept, slope) for a flat float32 tensor `w`."""
+        return table_terms(w, self.intercepts, self.slopes, self.split_coefficients,
+                           self._split, self._g0)
+
     def value(self, weights=None) -> tf.Tensor:
-        """R: the mean of the tabulated term over the free weights (0 if none is free)."""
+        """R: the mean of the tabulated term over the free weights (0 if none is free).
+
+        Its gradient is written out (`tf.custom_gradient`): ``slope * free / count``
+        per weight, one multiply, instead of the autodiff of the gathers.
+        """
         w = flat_weights(self.wrappers) if weights is None else weights
-        rows = table_rows(w, self.wrappers[0].zero_distance)
-        ab = tf.gather(tf.convert_to_tensor(self.coefficients), rows)
-        term = ab[:, 0] + ab[:, 1] * w
-        total = tf.reduce_sum(term * tf.convert_to_tensor(self.free))
-        return total / tf.maximum(tf.convert_to_tensor(self.free_count), 1.0)
+        free = tf.convert_to_tensor(self.free)
+        count = tf.maximum(tf.convert_to_tensor(self.free_count), 1.0)
+        a, b = self.terms(tf.stop_gradient(w))
+        pull = b * free
+
+        @tf.custom_gradient
+        def mean_term(x):
+            total = tf.tensordot(a, free, 1) + tf.tensordot(pull, x, 1)
+
+            def grad(upstream):
+                return upstream * pull / count
+
+            return total / count, grad
+
+        return mean_term(w)
 
 
 def _key(wrappers) -> Tuple:
