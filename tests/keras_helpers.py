@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
-import keras
+from tfmot_wfn.keras.compat import keras
 import tfmot_wfn
 from tfmot_wfn.core.powers_of_two import signed_digits
 from tfmot_wfn.keras.network_fixing import wrappers_of

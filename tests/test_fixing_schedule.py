@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import keras
+from tfmot_wfn.keras.compat import keras
 import tfmot_wfn
 from tfmot_wfn.keras import fixing_schedule as schedules
+
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
 PAPER = (0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0)
 

@@ -8,12 +8,14 @@ import json
 import numpy as np
 import pytest
 
-import keras
+from tfmot_wfn.keras.compat import keras, tf
 import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.core.greedy_fixing import quota_for
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
 L = keras.layers
 PAPER = tfmot_wfn.PAPER_FRACTIONS
@@ -318,7 +320,7 @@ def test_wrapper_built_variables():
     wrapper = tfmot_wfn.WeightFixingWrapper(L.Dense(3), palette_capacity=16)
     keras.Sequential([keras.Input((5,)), wrapper])
     assert [tuple(m.shape) for m in wrapper.masks] == [(5, 3), (3,)]
-    assert all(str(m.dtype) == "bool" for m in wrapper.masks)
+    assert all(tf.dtypes.as_dtype(m.dtype) == tf.bool for m in wrapper.masks)
     assert [tuple(f.shape) for f in wrapper.fixed_values] == [(5, 3), (3,)]
     assert tuple(wrapper.palette.shape) == (16,)
     assert int(wrapper.fixing_step.numpy()) == -1

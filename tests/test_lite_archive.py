@@ -14,13 +14,15 @@ from hypothesis import strategies as st
 
 pytest.importorskip("constriction")
 
-import keras  # noqa: E402
+from tfmot_wfn.keras.compat import keras, variable_path  # noqa: E402
 
 import tfmot_wfn  # noqa: E402
 from tfmot_wfn.core import entropy_bits  # noqa: E402
 from tfmot_wfn.demo import build_cnn  # noqa: E402
 from tfmot_wfn.lite import archive as A  # noqa: E402
 from tfmot_wfn.lite.archive import ArchiveError  # noqa: E402
+
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
 
 # ------------------------------------------------------------------ helpers
@@ -36,8 +38,8 @@ def bits_equal(a, b) -> bool:
 def assert_same_weights(model_a, model_b):
     assert len(model_a.weights) == len(model_b.weights)
     for va, vb in zip(model_a.weights, model_b.weights):
-        assert va.path == vb.path
-        assert bits_equal(va.numpy(), vb.numpy()), va.path
+        assert variable_path(va) == variable_path(vb)
+        assert bits_equal(va.numpy(), vb.numpy()), variable_path(va)
 
 
 def same_contents(a: A.ArchiveContents, b: A.ArchiveContents) -> bool:
@@ -152,7 +154,7 @@ def test_read_archive_gives_palette_indices_and_raw_statistics(small, small_cont
     c = small_contents
     assert c.palette.dtype == np.float32 and np.all(np.diff(c.palette) > 0)
     np.testing.assert_array_equal(c.palette, tfmot_wfn.palette(small["fixed"]))
-    assert c.names == [v.path for v in small["final"].weights]
+    assert c.names == [variable_path(v) for v in small["final"].weights]
     for t, v in zip(c.tensors, small["final"].weights):
         assert bits_equal(t.array, v.numpy())
         moving = "moving_" in t.name
@@ -216,7 +218,7 @@ def test_archive_of_50k_weights_reaches_the_entropy_bound(mlp_50k, tmp_path):
     report = A.archive_size_report(mlp_50k)
     assert report["N"] >= 50_000 and 0 < report["H"] < 8
     contents = A.decode_archive(A.encode_archive(
-        mlp_50k.to_json(), [(v.path, v.numpy()) for v in mlp_50k.weights], tfmot_wfn.palette(mlp_50k)))
+        mlp_50k.to_json(), [(variable_path(v), v.numpy()) for v in mlp_50k.weights], tfmot_wfn.palette(mlp_50k)))
     indexed = np.concatenate([t.array.ravel() for t in contents.tensors if t.indexed])
     assert indexed.size == report["N"]
     assert report["H"] == pytest.approx(entropy_bits(indexed), abs=1e-12)

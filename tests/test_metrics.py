@@ -8,10 +8,12 @@ import math
 import numpy as np
 import pytest
 
-import keras
+from tfmot_wfn.keras.compat import keras
 import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.keras.network_fixing import wrappers_of
+
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
 L = keras.layers
 

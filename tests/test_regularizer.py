@@ -10,13 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import keras
+from tfmot_wfn.keras.compat import keras
 import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.core import fixing_stage
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
 TAU = 0.05
 G0 = ZERO_DISTANCE

@@ -9,7 +9,14 @@ import numpy as np
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer, regularizer
 from tfmot_wfn.keras import fixing_schedule as schedules
-from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, tf
+from tfmot_wfn.keras.compat import (
+    IS_LEGACY_KERAS,
+    autocasts,
+    build_from_config,
+    keras,
+    tf,
+    variable_path,
+)
 from tfmot_wfn.keras.fixing_wrapper import (
     DEFAULT_DISTANCE,
     DEFAULT_PALETTE_CAPACITY,
@@ -107,17 +114,17 @@ def _check_layer_values(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
         bad = int(np.count_nonzero(~np.isfinite(values)))
         if bad:
             raise ValueError(
-                f"{bad} of {values.size} values of weight {v.path!r} in layer {layer.name!r} "
+                f"{bad} of {values.size} values of weight {variable_path(v)!r} in layer {layer.name!r} "
                 "are NaN or Inf; fix_weights needs a model with finite weights. The float "
                 "model diverged or was loaded wrongly: retrain it (lower learning rate, "
                 "gradient clipping) or load a good checkpoint.")
         stored = tf.dtypes.as_dtype(v.dtype)
-        if getattr(v, "_autocast", True) and compute.is_floating and compute.size < stored.size:
+        if autocasts(v) and compute.is_floating and compute.size < stored.size:
             limit = float(compute.max)
             largest = float(np.max(np.abs(values))) if values.size else 0.0
             if largest > limit:
                 raise ValueError(
-                    f"Weight {v.path!r} of layer {layer.name!r} holds {largest:g}, beyond the "
+                    f"Weight {variable_path(v)!r} of layer {layer.name!r} holds {largest:g}, beyond the "
                     f"largest {compute.name} value {limit:g}; the layer computes in {compute.name} "
                     "under the mixed precision policy, so fixed values could not be represented "
                     "(and its outputs already overflow). Keep this layer in float32 "
@@ -162,12 +169,13 @@ def _copy_layer(layer):
     if layer.built and layer.weights:
         build_config = layer.get_build_config()
         if build_config is not None:
-            new.build_from_config(build_config)
+            build_from_config(new, build_config)
         new.set_weights(layer.get_weights())
     return new
 
 
-def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
+def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool,
+                        preserve_sparsity: bool = False) -> None:
     if isinstance(layer, WeightFixingWrapper):
         raise ValueError(f"Layer {layer.name!r} is already a WeightFixingWrapper.")
     if not fixable_layer.is_supported(layer):
@@ -177,6 +185,12 @@ def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
                 "nothing to fix in it; pass layers with weights (fix_weights(model) leaves "
                 "weightless layers as they are).")
         raise fixable_layer.unsupported_layer_error(layer)
+    if preserve_sparsity and not layer.built:
+        raise ValueError(
+            f"preserve_sparsity=True keeps the zeros of the weights you pass, but layer "
+            f"{layer.name!r} is not built, so it has no weights yet (a fresh layer's zero "
+            "biases would be locked at 0). Pass the built, trained (e.g. pruned and "
+            "stripped) layer or model.")
     _check_layer_values(layer, fix_biases, fix_batchnorm)
 
 
@@ -189,6 +203,7 @@ def fix_weights(
     zero_distance: float = ZERO_DISTANCE,
     fix_biases: bool = True,
     fix_batchnorm: bool = True,
+    preserve_sparsity: bool = False,
     **kwargs,
 ):
     """Prepare a layer, list of layers or model for Weight Fixing Networks training.
@@ -222,6 +237,11 @@ def fix_weights(
       zero_distance: weights smaller than this in magnitude are set to 0 (2**-7).
       fix_biases: fix biases too (default, as the reference does).
       fix_batchnorm: fix BatchNormalization/LayerNormalization gamma and beta too.
+      preserve_sparsity: keep the zeros of the model at 0 (e.g. after tfmot's
+        `prune_low_magnitude` and `strip_pruning`): every fixable weight that is
+        exactly 0 is fixed to 0 right away and counts as fixed, and the schedule's
+        fractions apply to the remaining weights (a stage at fraction f fixes
+        ``s + (1 - s) * f`` of all weights, s the share of zeros). Needs built layers.
       **kwargs: `palette_capacity` (int, default 4096).
 
     Returns:
@@ -240,7 +260,7 @@ def fix_weights(
     params = dict(
         fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
         temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
-        fix_batchnorm=fix_batchnorm,
+        fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
     # Validate every argument once, before anything is built (creates no layer).
     params = check_arguments(**params)
@@ -254,7 +274,7 @@ def fix_weights(
                     "hold keras layers only.")
         # Check every layer before wrapping any, so that an error creates nothing.
         for layer in to_fix:
-            _check_single_layer(layer, fix_biases, fix_batchnorm)
+            _check_single_layer(layer, fix_biases, fix_batchnorm, params["preserve_sparsity"])
         return [fix_weights(layer, **params) for layer in to_fix]
     if isinstance(to_fix, keras.Model):
         _check_model(to_fix, fix_biases, fix_batchnorm)
@@ -269,7 +289,7 @@ def fix_weights(
         regularizer.install(model)
         return model
     if isinstance(to_fix, keras.layers.Layer):
-        _check_single_layer(to_fix, fix_biases, fix_batchnorm)
+        _check_single_layer(to_fix, fix_biases, fix_batchnorm, params["preserve_sparsity"])
         return WeightFixingWrapper(_copy_layer(to_fix), **params)
     raise TypeError(
         "fix_weights expects a keras layer, a list of layers, or a Sequential/Functional "
@@ -281,7 +301,7 @@ def _stripped_layer(wrapper: WeightFixingWrapper):
     new = inner.__class__.from_config(inner.get_config())
     build_config = inner.get_build_config()
     if build_config is not None:
-        new.build_from_config(build_config)
+        build_from_config(new, build_config)
     effective = {id(v): value for v, value in zip(wrapper.fixable_variables, wrapper.effective_numpy())}
     new.set_weights([effective.get(id(v), v.numpy()) for v in inner.weights])
     return new

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
 from tfmot_wfn.keras import regularizer
-from tfmot_wfn.keras.compat import keras, tf
+from tfmot_wfn.keras.compat import callback_params, keras, steps_per_execution, tf
 from tfmot_wfn.keras.network_fixing import StageSummary, run_fixing_stage, wrappers_of
 
 
@@ -82,7 +82,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._wrappers = self._collect()
-        steps = (self.params or {}).get("steps")
+        steps = callback_params(self).get("steps")
         schedule = self._wrappers[0].fixing_schedule
         schedule.resolve(steps)
         for w in self._wrappers:
@@ -128,8 +128,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
     def _steps_in_call(self, batch) -> int:
         """Training steps one batch callback of `fit` stands for (1 in custom loops)."""
-        params = self.params or {}
-        k = getattr(self.model, "steps_per_execution", 1)
+        params = callback_params(self)
+        k = steps_per_execution(self.model)
         if "steps" not in params or not isinstance(k, numbers.Integral) or k <= 1:
             return 1  # not called by fit, or one step per call
         steps = params["steps"]
@@ -240,8 +240,10 @@ def check_finite_weights(wrappers, when: str = "") -> None:
                 continue
             values = wrapper.effective_numpy()[i]
             bad = int(np.count_nonzero(~np.isfinite(values)))
+            from tfmot_wfn.keras.compat import variable_path
+
             raise FloatingPointError(
-                f"{bad} of {values.size} values of weight {v.path!r} in layer "
+                f"{bad} of {values.size} values of weight {variable_path(v)!r} in layer "
                 f"{wrapper.layer.name!r} became NaN or Inf {when}. Training diverged: lower "
                 "the learning rate or clip gradients (e.g. optimizer clipnorm=0.5), then "
                 "resume from the last checkpoint saved before this point.")

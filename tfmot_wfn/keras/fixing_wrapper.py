@@ -10,7 +10,15 @@ import numpy as np
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras import fixing_schedule as schedules
-from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, tf
+from tfmot_wfn.keras.compat import (
+    IS_LEGACY_KERAS,
+    SubstitutedWeights,
+    autocasts,
+    build_from_config,
+    keras,
+    tf,
+    variable_dtype,
+)
 
 #: Default delta (the paper's main knob). 0.015 is the coarsest setting of the
 #: paper's runs (fewest unique values); on the digits demo it is lossless with
@@ -44,7 +52,7 @@ def _check_bool(name, value):
 def check_arguments(fixing_schedule=None, distance=DEFAULT_DISTANCE,
                     regularization=DEFAULT_REGULARIZATION, temperature=DEFAULT_TEMPERATURE,
                     zero_distance=ZERO_DISTANCE, fix_biases=True, fix_batchnorm=True,
-                    palette_capacity=DEFAULT_PALETTE_CAPACITY) -> dict:
+                    palette_capacity=DEFAULT_PALETTE_CAPACITY, preserve_sparsity=False) -> dict:
     """Validated, normalised wrapper arguments (raises TypeError / ValueError); creates nothing."""
     if fixing_schedule is None:
         fixing_schedule = schedules.StagedFixing()
@@ -67,6 +75,7 @@ def check_arguments(fixing_schedule=None, distance=DEFAULT_DISTANCE,
         fix_biases=_check_bool("fix_biases", fix_biases),
         fix_batchnorm=_check_bool("fix_batchnorm", fix_batchnorm),
         palette_capacity=int(palette_capacity),
+        preserve_sparsity=_check_bool("preserve_sparsity", preserve_sparsity),
     )
 
 
@@ -100,6 +109,9 @@ class WeightFixingWrapper(keras.layers.Wrapper):
       fix_biases: also fix biases.
       fix_batchnorm: also fix normalization scale/shift (gamma/beta).
       palette_capacity: room for the shared palette inside the wrapper.
+      preserve_sparsity: when the wrapper is built, fix the weights that are exactly 0
+        to 0 (a pruned model keeps its zeros); they count as fixed, and the stage
+        fractions apply to the other weights (see `run_fixing_stage`).
     """
 
     def __init__(
@@ -113,6 +125,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         fix_biases: bool = True,
         fix_batchnorm: bool = True,
         palette_capacity: int = DEFAULT_PALETTE_CAPACITY,
+        preserve_sparsity: bool = False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -142,7 +155,8 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         args = check_arguments(
             fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
             temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
-            fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity)
+            fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
+            preserve_sparsity=preserve_sparsity)
         super().__init__(layer, **kwargs)
         self.fixing_schedule = args["fixing_schedule"]
         self.distance = args["distance"]
@@ -152,6 +166,8 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         self.fix_biases = args["fix_biases"]
         self.fix_batchnorm = args["fix_batchnorm"]
         self.palette_capacity = args["palette_capacity"]
+        self.preserve_sparsity = args["preserve_sparsity"]
+        self.preserved_zeros = None
         self._fixing_callback_attached = False
         self._fixable: List = []
         self.masks: List = []
@@ -170,9 +186,9 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             # Read in the compute dtype exactly when the weight itself is (mixed
             # precision autocasts kernels, not BatchNormalization's gamma/beta).
             self.fixed_values.append(self.add_weight(
-                name=f"fixed_values_{i}", shape=tuple(v.shape), dtype=v.dtype,
+                name=f"fixed_values_{i}", shape=tuple(v.shape), dtype=variable_dtype(v),
                 initializer="zeros", trainable=False,
-                autocast=bool(getattr(v, "_autocast", True))))
+                autocast=autocasts(v)))
         self.palette = self.add_weight(
             name="palette", shape=(self.palette_capacity,), dtype="float32",
             initializer="zeros", trainable=False)
@@ -181,7 +197,24 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         self.fixing_step = self.add_weight(
             name="fixing_step", shape=(), dtype="int64",
             initializer=keras.initializers.Constant(-1), trainable=False)
+        if self.preserve_sparsity:
+            self._fix_zeros()
         self.built = True
+
+    def _fix_zeros(self):
+        """`preserve_sparsity`: the weights that are exactly 0 now are fixed to 0.
+
+        Their count is kept in the ``preserved_zeros`` variable (saved with the model;
+        loading overwrites what is computed here with the saved state).
+        """
+        with tf.init_scope():
+            zeros = [np.asarray(v.numpy()) == 0 for v in self._fixable]
+            for mask, z in zip(self.masks, zeros):
+                mask.assign(z)
+            self.preserved_zeros = self.add_weight(
+                name="preserved_zeros", shape=(), dtype="int64",
+                initializer=keras.initializers.Constant(int(sum(z.sum() for z in zeros))),
+                trainable=False)
 
     # --------------------------------------------------------------- accessors
     @property
@@ -220,8 +253,13 @@ class WeightFixingWrapper(keras.layers.Wrapper):
                 "callbacks=[tfmot_wfn.UpdateFixingStep()]); in a custom training loop call "
                 "its set_model(model) and on_train_begin() first and "
                 "on_train_batch_begin(step) every step.")
-        if IS_LEGACY_KERAS:  # pragma: no cover - legacy seam (issue: tf_keras support)
-            raise NotImplementedError("legacy tf_keras support is not implemented yet")
+        if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+            # tf_keras has no StatelessScope: the layer's weight attributes hold the
+            # effective tensors during the call and the variables again after it.
+            replacements = {id(v): (v, self.effective_weight(i))
+                            for i, v in enumerate(self._fixable)}
+            with SubstitutedWeights(self.layer, replacements):
+                return self.layer(inputs, *args, training=training, **kwargs)
         effective = {id(v): self.effective_weight(i) for i, v in enumerate(self._fixable)}
         inner = list(self.layer.variables)
         mapping = [(v, effective.get(id(v), v.value)) for v in inner]
@@ -253,7 +291,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         inner = (config or {}).get("layer_build_config")
         if inner is not None and not self.layer.built:
             # Multi-input layers (MultiHeadAttention) need their own build config.
-            self.layer.build_from_config(inner)
+            build_from_config(self.layer, inner)
         self.build((config or {}).get("input_shape"))
 
     def get_config(self):
@@ -268,6 +306,8 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             "fix_batchnorm": self.fix_batchnorm,
             "palette_capacity": self.palette_capacity,
         })
+        if self.preserve_sparsity:  # absent otherwise: configs of earlier versions load
+            config["preserve_sparsity"] = True
         return config
 
     @classmethod

@@ -16,7 +16,7 @@ import numpy as np
 from tfmot_wfn.core.powers_of_two import format_signed_digits, signed_digits
 from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
 from tfmot_wfn.keras import fixable_layer
-from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.compat import keras, variable_path
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 from tfmot_wfn.keras.network_fixing import wrappers_of
 
@@ -39,11 +39,11 @@ def layer_weights(model) -> List[Tuple[str, str, np.ndarray, np.ndarray]]:
     for layer in _leaves(model):
         if isinstance(layer, WeightFixingWrapper):
             for v, values, mask in zip(layer.fixable_variables, layer.effective_numpy(), layer.mask_numpy()):
-                rows.append((layer.layer.name, v.path, values, mask))
+                rows.append((layer.layer.name, variable_path(v), values, mask))
         elif layer.weights and fixable_layer.is_supported(layer):
             for v in fixable_layer.fixable_weights(layer):
                 values = v.numpy()
-                rows.append((layer.name, v.path, values, np.ones(values.shape, bool)))
+                rows.append((layer.name, variable_path(v), values, np.ones(values.shape, bool)))
     if not rows:
         raise ValueError("The model has no fixable weights (no supported layer with weights).")
     return rows

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from tfmot_wfn.core.greedy_fixing import fixing_stage
-from tfmot_wfn.keras.compat import keras, tf
+from tfmot_wfn.keras.compat import autocasts, keras, numpy_dtype, tf, variable_path
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 
 
@@ -62,7 +62,7 @@ def _check_finite(wrappers: Sequence[WeightFixingWrapper], arrays) -> None:
             bad = int(np.count_nonzero(~np.isfinite(a)))
             if bad:
                 raise FloatingPointError(
-                    f"{bad} of {a.size} values of weight {v.path!r} in layer {wrapper.layer.name!r} "
+                    f"{bad} of {a.size} values of weight {variable_path(v)!r} in layer {wrapper.layer.name!r} "
                     "are NaN or Inf, so they cannot be fixed. Training diverged: lower the "
                     "learning rate or clip gradients (e.g. optimizer clipnorm=0.5), then resume "
                     "from the last checkpoint.")
@@ -92,7 +92,7 @@ def _narrow_dtype(wrapper, variable) -> Optional[np.dtype]:
     keeps float32 variables and reads them cast to its compute dtype, unless the
     variable opts out of autocasting (BatchNormalization's gamma/beta do).
     """
-    if not getattr(variable, "_autocast", True):
+    if not autocasts(variable):
         return None
     compute = tf.dtypes.as_dtype(wrapper.layer.compute_dtype)
     stored = tf.dtypes.as_dtype(variable.dtype)
@@ -138,7 +138,7 @@ def _round_for_compute_dtypes(wrappers, values, fixed, newly) -> np.ndarray:
         if bad.any():
             example = float(part[bad][0])
             raise FloatingPointError(
-                f"Fixed value {example!r} of weight {v.path!r} in layer "
+                f"Fixed value {example!r} of weight {variable_path(v)!r} in layer "
                 f"{wrapper.layer.name!r} is not exactly representable in "
                 f"{np.dtype(dtype).name}, the dtype the layer computes in (largest finite "
                 f"value {float(_finfo(dtype).max)!r}). Either the weights are "
@@ -153,6 +153,13 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
 
     Weights already fixed stay fixed at their values. Every wrapper receives the
     same palette. Nothing is written if the stage fails.
+
+    With ``fix_weights(..., preserve_sparsity=True)`` the zeros of the model were
+    fixed to 0 before the first stage (a fraction ``s`` of all fixable weights),
+    and `fraction` applies to the other weights: the stage fixes
+    ``s + (1 - s) * fraction`` of all of them, so that a pruned model goes through
+    the same staircase on its non-zero weights as a dense one (``1.0`` still fixes
+    everything).
 
     Under a mixed precision policy the newly fixed values are rounded to the
     narrowest compute dtype of the network (a no-op for almost every value, and a
@@ -184,6 +191,11 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
     flat_m = np.concatenate([m.ravel() for layer in masks for m in layer])
     capacity = wrappers[0].palette_capacity
     previous = _palette_numpy(wrappers[0])
+    preserved = sum(int(w.preserved_zeros.numpy()) for w in wrappers
+                    if getattr(w, "preserved_zeros", None) is not None)
+    if preserved and fraction < 1.0:
+        share = min(1.0, preserved / flat_w.size)
+        fraction = min(1.0, share + (1.0 - share) * fraction)
     result = fixing_stage(flat_w, flat_m, fraction, distance,
                           wrappers[0].zero_distance, palette=previous)
     rounded = _round_for_compute_dtypes(wrappers, result.values, result.fixed,
@@ -204,11 +216,11 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
             values = result.values[offset:offset + n].reshape(tuple(v.shape))
             mask = result.fixed[offset:offset + n].reshape(tuple(v.shape))
             offset += n
-            wrapper.fixed_values[i].assign(np.where(mask, values, 0).astype(v.dtype))
+            wrapper.fixed_values[i].assign(np.where(mask, values, 0).astype(numpy_dtype(v)))
             wrapper.masks[i].assign(mask)
             # The underlying variable takes the fixed values too, so the model
             # holds them even outside the wrapper.
-            v.assign(np.where(mask, values, v.numpy()).astype(v.dtype))
+            v.assign(np.where(mask, values, v.numpy()).astype(numpy_dtype(v)))
         wrapper.palette.assign(padded)
         wrapper.palette_size.assign(np.int32(result.palette.size))
     return StageSummary(

@@ -184,17 +184,52 @@ def regularized_loss(model_or_wrappers, task_loss):
     return task_loss + tf.cast(alpha * r, task_loss.dtype)
 
 
-def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-    task = type(self).compute_loss(self, x, y, y_pred, sample_weight, training=training)
+def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=None):
+    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
+
+    if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+        # tf_keras calls compute_loss(x, y, y_pred, sample_weight) from train_step and
+        # test_step alike, without `training`: install() marks the train step.
+        task = type(self).compute_loss(self, x, y, y_pred, sample_weight)
+        if training is None:
+            training = getattr(self, "_wfn_in_train_step", False)
+    else:
+        training = True if training is None else training
+        task = type(self).compute_loss(self, x, y, y_pred, sample_weight, training=training)
     if not training:
         return task
-    return regularized_loss(self, task)
+    total = regularized_loss(self, task)
+    tracker = getattr(getattr(self, "compiled_loss", None), "_total_loss_mean", None)
+    if IS_LEGACY_KERAS and tracker is not None and y is not None:  # pragma: no cover
+        # tf_keras logs the loss its compiled_loss computed (the task loss): add the
+        # regulariser to that mean, weighted by the batch size as tf_keras weighs it,
+        # so that fit logs the loss it minimises, as Keras 3 does.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tracker.total.dtype)
+        extra = tf.cast(total - task, tracker.total.dtype) * float(replicas)
+        tracker.total.assign_add(extra * batch)
+    return total
 
 
 def install(model) -> bool:
     """Make `model.fit` add the regulariser to the loss. Returns True if newly installed."""
+    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
+
     if getattr(model, "_wfn_regularizer_installed", False):
         return False
     model.compute_loss = types.MethodType(_compute_loss, model)
+    if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+        # Tell _compute_loss (traced inside train_step) that it is training. Set
+        # without tf_keras's attribute tracking: these are not layers or weights.
+        train_step = model.train_step
+
+        def marked_train_step(data):
+            object.__setattr__(model, "_wfn_in_train_step", True)
+            try:
+                return train_step(data)
+            finally:
+                object.__setattr__(model, "_wfn_in_train_step", False)
+
+        object.__setattr__(model, "train_step", marked_train_step)
     model._wfn_regularizer_installed = True
     return True

@@ -736,7 +736,9 @@ def _model_payload(model, palette=None, coding: str = "auto") -> Tuple[bytes, Di
         raise ValueError(
             f"save_archive needs a Functional or Sequential model whose architecture serialises "
             f"with model.to_json(); {type(plain).__name__} does not ({e}).") from None
-    weights = [(v.path, np.asarray(v.numpy())) for v in plain.weights]
+    from tfmot_wfn.keras.compat import variable_path
+
+    weights = [(variable_path(v), np.asarray(v.numpy())) for v in plain.weights]
     return _encode(config, weights, pal, coding)
 
 
@@ -787,7 +789,7 @@ def archive_size_report(model, palette=None, coding: str = "auto") -> Dict:
 
 def load_archive(path, custom_objects=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
     """Rebuild the Keras model stored in an archive, its weights restored bit-exactly."""
-    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.compat import keras, numpy_dtype, variable_path
 
     contents = read_archive(path, max_elements=max_elements)
     try:
@@ -800,12 +802,12 @@ def load_archive(path, custom_objects=None, max_elements: int = DEFAULT_MAX_ELEM
                            f"architecture has {len(variables)}.")
     for v, t in zip(variables, contents.tensors):
         shape = tuple(int(d) for d in v.shape)
-        if shape != t.array.shape or np.dtype(v.dtype) != t.array.dtype:
+        if shape != t.array.shape or np.dtype(numpy_dtype(v)) != t.array.dtype:
             raise ArchiveError(
-                f"Weight {v.path!r} of the rebuilt model is {shape} {v.dtype}, the archive's "
+                f"Weight {variable_path(v)!r} of the rebuilt model is {shape} {v.dtype}, the archive's "
                 f"{t.name!r} is {t.array.shape} {t.array.dtype}.")
-        if v.path.rsplit("/", 1)[-1] != t.name.rsplit("/", 1)[-1]:
-            raise ArchiveError(f"Weight order mismatch: the rebuilt model's {v.path!r} meets the "
+        if variable_path(v).rsplit("/", 1)[-1] != t.name.rsplit("/", 1)[-1]:
+            raise ArchiveError(f"Weight order mismatch: the rebuilt model's {variable_path(v)!r} meets the "
                                f"archive's {t.name!r}.")
     for v, t in zip(variables, contents.tensors):
         v.assign(t.array)

@@ -26,7 +26,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, numpy_dtype, short_name, tf
 
 L = keras.layers
 # Layers whose output channels are the last axis of their (last) kernel.
@@ -61,15 +61,23 @@ def _layer_can_fold(layer) -> bool:
     config = layer.get_config()
     if config.get("activation", "linear") != "linear" or config.get("lora_rank"):
         return False
-    names = {v.name for v in layer.weights}
+    names = {short_name(v) for v in layer.weights}
     return names <= {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"}
 
 
+def _batchnorm_axis(bn):
+    """The one axis of a BatchNormalization, or None (tf_keras keeps ``axis`` as a list)."""
+    axis = bn.axis
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    return axis if isinstance(axis, int) else None
+
+
 def _batchnorm_matches(layer, bn, output_shape) -> bool:
-    if not isinstance(bn, L.BatchNormalization) or not isinstance(bn.axis, int):
+    if not isinstance(bn, L.BatchNormalization) or _batchnorm_axis(bn) is None:
         return False
     rank = len(output_shape)
-    return bn.axis % rank == _channel_axis(layer, rank)
+    return _batchnorm_axis(bn) % rank == _channel_axis(layer, rank)
 
 
 def _functional_pairs(model) -> Dict[int, object]:
@@ -79,11 +87,12 @@ def _functional_pairs(model) -> Dict[int, object]:
     for bn in model.layers:
         if not isinstance(bn, L.BatchNormalization) or len(bn._inbound_nodes) != 1:
             continue
-        node = bn._inbound_nodes[0]
-        if len(node.input_tensors) != 1:
+        inputs = tf.nest.flatten(bn._inbound_nodes[0].input_tensors)  # tf_keras: not a list
+        if len(inputs) != 1:
             continue
-        tensor = node.input_tensors[0]
-        layer = tensor._keras_history.operation
+        tensor = inputs[0]
+        history = tensor._keras_history
+        layer = getattr(history, "operation", None) or history.layer  # tf_keras: .layer
         if (not _layer_can_fold(layer) or len(layer._inbound_nodes) != 1
                 or len(layer._outbound_nodes) != 1 or id(tensor) in outputs
                 or layer not in model.layers):
@@ -132,7 +141,7 @@ def foldable_batchnorms(model) -> List[FoldedPair]:
 
 def batchnorm_scale_shift(bn):
     """``(scale, shift)`` of an inference-mode BatchNorm: ``y = x * scale + shift`` (float64)."""
-    values = {v.name: np.asarray(v.numpy(), np.float64) for v in bn.weights}
+    values = {short_name(v): np.asarray(v.numpy(), np.float64) for v in bn.weights}
     var = values["moving_variance"]
     gamma = values.get("gamma", np.ones_like(var))
     beta = values.get("beta", np.zeros_like(var))
@@ -140,15 +149,28 @@ def batchnorm_scale_shift(bn):
     return scale, beta - values["moving_mean"] * scale
 
 
+def kernel_key(layer, names) -> str:
+    """The name of the weight a BatchNorm after `layer` scales, among `names`.
+
+    The pointwise kernel of a separable convolution; the kernel of a depthwise
+    one (``depthwise_kernel`` in tf_keras, ``kernel`` in Keras 3); else ``kernel``.
+    """
+    if "pointwise_kernel" in names:
+        return "pointwise_kernel"
+    if isinstance(layer, _DEPTHWISE) and "kernel" not in names and "depthwise_kernel" in names:
+        return "depthwise_kernel"
+    return "kernel"
+
+
 def folded_weights(layer, bn) -> Dict[str, np.ndarray]:
     """The ``layer`` weights (by variable name) with ``bn`` folded in; bias always present."""
-    values = {v.name: np.asarray(v.numpy(), np.float64) for v in layer.weights}
+    values = {short_name(v): np.asarray(v.numpy(), np.float64) for v in layer.weights}
     scale, shift = batchnorm_scale_shift(bn)
+    key = kernel_key(layer, values)
     if isinstance(layer, _DEPTHWISE):
-        kernel = values["kernel"]
-        values["kernel"] = kernel * scale.reshape(kernel.shape[-2:])
+        kernel = values[key]
+        values[key] = kernel * scale.reshape(kernel.shape[-2:])
     else:
-        key = "pointwise_kernel" if "pointwise_kernel" in values else "kernel"
         values[key] = values[key] * scale
     values["bias"] = values.get("bias", np.zeros_like(scale)) * scale + shift
     return values
@@ -162,7 +184,7 @@ def _folded_layer(layer, bn):
     if build_config is not None:
         new.build_from_config(build_config)
     values = folded_weights(layer, bn)
-    new.set_weights([values[v.name].astype(v.dtype) for v in new.weights])
+    new.set_weights([values[short_name(v)].astype(numpy_dtype(v)) for v in new.weights])
     return new
 
 
@@ -217,13 +239,18 @@ def fold_batchnorm(model):
         return _copy_layer(layer)
 
     if isinstance(model, keras.Sequential):
-        first = model._layers[0] if model._layers else None
+        own = getattr(model, "_layers", None)  # tf_keras: _self_tracked_trackables
+        own = own if own is not None else getattr(model, "_self_tracked_trackables", [])
+        first = own[0] if own else None
         layers = [clone(layer) for layer in model.layers if id(layer) not in skip]
         if isinstance(first, L.InputLayer):
-            layers.insert(0, keras.Input(batch_shape=first.batch_shape,
+            batch_shape = getattr(first, "batch_shape", None) or first._batch_input_shape  # tf_keras
+            layers.insert(0, keras.Input(batch_shape=batch_shape,
                                          dtype=getattr(first, "_dtype", None) or first.dtype,
                                          name=first.name))
-        return keras.Sequential(layers, name=model.name, trainable=model.trainable)
+        folded = keras.Sequential(layers, name=model.name)  # tf_keras: no trainable argument
+        folded.trainable = model.trainable
+        return folded
 
     skipped_clones = set()
 
@@ -233,6 +260,11 @@ def fold_batchnorm(model):
             skipped_clones.add(id(placeholder))
             return placeholder
         return clone(layer)
+
+    if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+        # tf_keras's clone_model has no call_function: the Identity placeholder is
+        # called in the BatchNorm's place (it has no weights; the converter drops it).
+        return keras.models.clone_model(model, clone_function=clone_function)
 
     def call_function(layer, *args, **kwargs):
         if id(layer) in skipped_clones:

@@ -88,13 +88,14 @@ class _Pair:
 
 
 def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
-    from tfmot_wfn.lite.batchnorm_folding import _DEPTHWISE, batchnorm_scale_shift
+    from tfmot_wfn.keras.compat import short_name
+    from tfmot_wfn.lite.batchnorm_folding import _DEPTHWISE, batchnorm_scale_shift, kernel_key
     from tfmot_wfn.lite.export_reasons import _converter_folded_pairs
 
     pairs = []
     for layer, bn in _converter_folded_pairs(model):
-        values = {v.name: np.asarray(v.numpy(), np.float32) for v in layer.weights}
-        key = "pointwise_kernel" if "pointwise_kernel" in values else "kernel"
+        values = {short_name(v): np.asarray(v.numpy(), np.float32) for v in layer.weights}
+        key = kernel_key(layer, values)
         if key not in values:
             continue
         kernel = values[key]
@@ -104,7 +105,7 @@ def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
         channels = scale64.size
         if kernel.shape[-1] != channels:
             continue
-        bn_values = {v.name: np.asarray(v.numpy(), np.float32) for v in bn.weights}
+        bn_values = {short_name(v): np.asarray(v.numpy(), np.float32) for v in bn.weights}
         var = bn_values["moving_variance"]
         gamma = bn_values.get("gamma", np.ones_like(var))
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -31,6 +31,7 @@ class _Origin:
     exact: bool
     bias_only: bool = False  # a folded bias: only an op's bias input can be it
     label: str = ""  # the short name of a compact file, e.g. "conv1/kernel"
+    channels: Optional[np.ndarray] = None  # exact kernels: sorted values per output channel
 
 
 def _converter_folded_pairs(model):
@@ -60,7 +61,11 @@ def _batchnorms(model):
 
 def _origins(model) -> Dict[int, List[_Origin]]:
     from tfmot_wfn.keras.metrics import layer_weights
-    from tfmot_wfn.lite.batchnorm_folding import batchnorm_scale_shift, folded_weights
+    from tfmot_wfn.lite.batchnorm_folding import (
+        _DEPTHWISE,
+        batchnorm_scale_shift,
+        folded_weights,
+    )
 
     found: Dict[int, List[_Origin]] = {}
 
