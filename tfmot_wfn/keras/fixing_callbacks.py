@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import time
 from typing import List, Optional
 
 import numpy as np
+from tensorflow.python.ops import resource_variable_ops
 
 from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
-from tfmot_wfn.keras import regularizer
+from tfmot_wfn.keras import regularizer, regularizer_table
 from tfmot_wfn.keras.compat import callback_params, keras, steps_per_execution, tf
 from tfmot_wfn.keras.network_fixing import StageSummary, run_fixing_stage, wrappers_of
 
@@ -96,14 +98,22 @@ class UpdateFixingStep(keras.callbacks.Callback):
             # it right after: rebuild it (setting it to None would break fit) so it
             # traces the regularised loss.
             self.model.make_train_function(force=True)
+        else:
+            _resume_train_function(self.model)
         self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
+        # The regulariser's table follows the palette and masks (a restored model's too).
+        self._refresh_regularizer()
         # BackupAndRestore may restore the variables after this (its on_train_begin
         # can run after ours): read the step again at the first batch.
         self._read_step = True
 
+    def _refresh_regularizer(self):
+        if self._wrappers[0].regularization != 0.0:
+            regularizer_table.table_for(self._wrappers).refresh_if_changed()
+
     def _sync_step(self):
-        for w in self._wrappers:
-            w.fixing_step.assign(self._step)
+        """Write the step into every wrapper's `fixing_step` (saved with the model)."""
+        _assign_scalar([w.fixing_step for w in self._wrappers], self._step)
 
     @property
     def step(self) -> int:
@@ -116,6 +126,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
         if self._read_step:
             self._read_step = False
             self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
+            self._refresh_regularizer()
             if self.check_finite:
                 check_finite_weights(self._wrappers, "at the start of training")
             check_workers_agree(self.model, self._wrappers, "at the start of training")
@@ -142,13 +153,18 @@ class UpdateFixingStep(keras.callbacks.Callback):
         should_fix, fraction = schedule(self._step)
         if should_fix:
             distance = self._wrappers[0].distance * schedule.distance_multiplier(self._step)
+            if self.verbose:  # a stage on a big model takes seconds: say so before it runs
+                print(f"\n[tfmot_wfn] step {self._step}: fixing stage {len(self.history) + 1} "
+                      f"({fraction:.2%} of the weights, distance {distance:.4g}) ...", flush=True)
+            start = time.perf_counter()
             summary = run_fixing_stage(self._wrappers, fraction, distance)
             check_workers_agree(self.model, self._wrappers, f"after the stage at step {self._step}")
             self.history.append(summary)
             if self.verbose:
-                print(f"\n[tfmot_wfn] step {self._step}: fixed {summary.fixed}/{summary.total} "
+                print(f"[tfmot_wfn] step {self._step}: fixed {summary.fixed}/{summary.total} "
                       f"({summary.fixed / summary.total:.2%}) at distance {distance:.4g}; "
-                      f"palette {summary.palette_size} values")
+                      f"palette {summary.palette_size} values "
+                      f"({time.perf_counter() - start:.1f} s)", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.check_finite and self._wrappers:
@@ -160,8 +176,52 @@ class UpdateFixingStep(keras.callbacks.Callback):
         if self.model is not None and getattr(self.model, "train_function", None) is not None:
             # The "missing UpdateFixingStep" check runs when fit traces its train
             # function; drop the cached one so a later fit without this callback
-            # retraces and raises instead of silently training without fixing.
-            self.model.train_function = None
+            # retraces and raises instead of silently training without fixing. It is
+            # parked, and the next fit with this callback takes it back (no retrace).
+            _park_train_function(self.model)
+
+
+_PARKED = "_wfn_parked_train_function"
+
+
+def _park_train_function(model) -> None:
+    compile_config = getattr(model, "_compile_config", None)
+    if compile_config is not None:
+        object.__setattr__(model, _PARKED, (model.train_function, compile_config))
+    model.train_function = None
+
+
+def _resume_train_function(model) -> None:
+    """Give `fit` back the train function of the previous fit with this callback.
+
+    Only if the model was not compiled again since (compile makes a new config
+    object) and fit made a fresh one meanwhile; else nothing happens.
+    """
+    parked = getattr(model, _PARKED, None)
+    if parked is None:
+        return
+    object.__setattr__(model, _PARKED, None)
+    function, compile_config = parked
+    if compile_config is getattr(model, "_compile_config", None) and function is not None:
+        model.train_function = function
+
+
+def _assign_scalar(variables, value: int) -> None:
+    """``v.assign(value)`` for each variable, by the raw op where it is a plain resource.
+
+    Runs at every batch: a Keras ``assign`` costs ~0.1 ms (a compiled function call
+    as much), as much as a small model's whole training step; the raw op ~10 us.
+    Distributed (mirrored) variables keep their own ``assign``.
+    """
+    tensor = None
+    for v in variables:
+        inner = getattr(v, "_value", v)  # Keras 3 keeps its tf.Variable in _value
+        if type(inner) is resource_variable_ops.ResourceVariable:
+            if tensor is None:
+                tensor = tf.constant(value, inner.dtype)
+            resource_variable_ops.gen_resource_variable_ops.assign_variable_op(inner.handle, tensor)
+        else:
+            v.assign(value)
 
 
 def _check_consistent(wrappers) -> None:

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from tfmot_wfn.core.greedy_fixing import fixing_stage
+from tfmot_wfn.keras import regularizer_table
 from tfmot_wfn.keras.compat import autocasts, keras, numpy_dtype, tf, variable_path
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 
@@ -223,6 +224,8 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
             v.assign(np.where(mask, values, v.numpy()).astype(numpy_dtype(v)))
         wrapper.palette.assign(padded)
         wrapper.palette_size.assign(np.int32(result.palette.size))
+    # The regulariser's table follows the new palette and masks.
+    regularizer_table.refresh_tables(wrappers)
     return StageSummary(
         fraction=float(fraction), distance=float(distance), total=int(flat_w.size),
         fixed=int(result.fixed.sum()), newly_fixed=result.newly_fixed,
