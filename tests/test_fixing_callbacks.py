@@ -256,3 +256,29 @@ def test_steps_per_execution_counts_steps_not_calls():
     fixed.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[update])
     assert wrappers_of(fixed)[0].fixing_schedule.steps_per_stage == 4
     assert len(update.history) == 2 and update.step == 8
+
+
+@pytest.mark.skipif(tfmot_wfn.IS_LEGACY_KERAS, reason="tf_keras retraces its own way")
+def test_later_fits_reuse_the_train_function_and_a_fit_without_the_callback_still_raises():
+    x, y = kh.classification_data(n=32)
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 1.0), steps_per_stage=4))
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    traced = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            traced.append(self.model.train_function)
+
+    for _ in range(2):
+        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update, Recorder()])
+    # The second fit ran the first fit's (already traced) train function: no retrace.
+    assert traced[0] is traced[-1]
+    assert fixed.train_function is None  # dropped at the end of each fit...
+    with pytest.raises(RuntimeError, match="without the tfmot_wfn.UpdateFixingStep"):
+        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0)  # ...so this one traces and refuses
+    # After compile, the parked function is stale and not reused.
+    fixed.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    traced.clear()
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update, Recorder()])
+    assert traced[0] is not None and all(t is traced[0] for t in traced)
+    assert int(wrappers_of(fixed)[0].fixing_step.numpy()) == 12
