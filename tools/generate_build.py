@@ -86,14 +86,16 @@ def generate(exclude=()):
             ['":tfmot_wfn"'], quote=False) + "\n        # ai-edge-litert dep\n        # constriction dep"))
     out.append(BINARY)
     out.append(LIBRARY.format(name="test_support", testonly="testonly = True,\n    ",
-                              srcs=_lines(support), deps=_lines(['":tfmot_wfn"'], quote=False)))
+                              srcs=_lines(support), deps=_lines(
+                                  ['":tfmot_wfn"'] + (['":lite"'] if lite else []), quote=False)))
     for t in tests:
         name = os.path.basename(t)[:-3]
         if not name.startswith("test_"):
             continue
-        deps = ['":test_support"', '":tfmot_wfn"'] + (['":lite"'] if "lite" in name and lite else [])
+        uses_lite = "lite" in name or name == "test_architectures"
+        deps = ['":test_support"', '":tfmot_wfn"'] + (['":lite"'] if uses_lite and lite else [])
         data = '\n    data = ["tools/check_tflite_runtime.py"],' if name == "test_lite_export" else ""
-        out.append(TEST.format(name=name, size="large" if "end_to_end" in name else "medium", src=t, data=data,
+        out.append(TEST.format(name=name, size="large" if "end_to_end" in name or "architectures" in name else "medium", src=t, data=data,
                                deps=_lines(deps, quote=False) + "\n        # pytest dep\n        # hypothesis dep"))
     return "".join(out)
 

@@ -83,6 +83,8 @@ def _check_model(model, fix_biases: bool = True, fix_batchnorm: bool = True) -> 
                 "it was made by fix_weights. Call tfmot_wfn.strip_fixing(model) first to get "
                 "a plain model, or keep training the wrapped one.")
         if layer.weights:
+            if fixable_layer.kept_float_reason(layer) is not None:
+                continue  # e.g. Normalization: left float and unwrapped (report() says why)
             if not fixable_layer.is_supported(layer):
                 problems.append(fixable_layer.unsupported_layer_error(layer))
             else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import List
+from typing import List, Optional, Tuple
 
 from tfmot_wfn.keras.compat import keras
 
@@ -54,6 +54,17 @@ def _builtin_classes():
 
 SUPPORTED_LAYERS = _builtin_classes()
 
+#: Layers with weights that `fix_weights(model)` leaves float and unwrapped, with the reason:
+#: their weights are preprocessing statistics (set by ``adapt()`` or given), not trained.
+KEPT_FLOAT_LAYERS = {
+    "Normalization": "preprocessing statistics (mean, variance, count) set by adapt() or "
+                     "given, not trained; the layer is left float and unwrapped",
+}
+
+#: Why a weight of a wrapped layer is not fixed, by weight name.
+BUFFER_REASON = ("running statistics, not trained; stay float (the exporter folds them "
+                 "into the BatchNorm scale and shift)")
+
 
 def _short_name(variable) -> str:
     name = getattr(variable, "path", None) or variable.name
@@ -65,7 +76,59 @@ def is_supported(layer) -> bool:
     return isinstance(layer, FixableLayer) or isinstance(layer, SUPPORTED_LAYERS)
 
 
+def kept_float_reason(layer) -> Optional[str]:
+    """Why `fix_weights(model)` leaves this layer with weights float (None: it does not).
+
+    Only for layers whose weights are not trained (`KEPT_FLOAT_LAYERS`, e.g.
+    `Normalization` in EfficientNet); any other unsupported layer with weights
+    is refused by `fix_weights`.
+    """
+    if isinstance(layer, FixableLayer) or isinstance(layer, SUPPORTED_LAYERS) or not layer.weights:
+        return None
+    for cls in type(layer).__mro__:
+        if cls.__name__ in KEPT_FLOAT_LAYERS and getattr(keras.layers, cls.__name__, None) is cls:
+            if not any(v.trainable for v in layer.weights):
+                return f"{cls.__name__}: {KEPT_FLOAT_LAYERS[cls.__name__]}"
+    return None
+
+
+def unfixed_weights(layer, fix_biases: bool = True, fix_batchnorm: bool = True
+                    ) -> List[Tuple[object, str]]:
+    """``(variable, reason)`` for every weight of `layer` that fixing leaves float.
+
+    For a supported layer: its running statistics, and biases / normalization
+    scale and shift when `fix_biases` / `fix_batchnorm` are off. For a layer kept
+    float (`kept_float_reason`): all its weights. Raises like `fixable_weights`
+    for an unsupported layer.
+    """
+    reason = kept_float_reason(layer)
+    if reason is not None:
+        return [(v, reason) for v in layer.weights]
+    chosen = {id(v) for v in fixable_weights(layer, fix_biases, fix_batchnorm)}
+    out = []
+    for v in layer.weights:
+        if id(v) in chosen:
+            continue
+        name = _short_name(v)
+        if name in BUFFER_NAMES:
+            out.append((v, BUFFER_REASON))
+        elif name in BIAS_NAMES:
+            out.append((v, "bias, not fixed with fix_biases=False"))
+        elif name in NORMALIZATION_NAMES:
+            out.append((v, "normalization scale/shift, not fixed with fix_batchnorm=False"))
+        elif isinstance(layer, FixableLayer):
+            out.append((v, f"not returned by {type(layer).__name__}.get_fixable_weights()"))
+        else:
+            out.append((v, "non-trainable weight, not fixed"))
+    return out
+
+
 def unsupported_layer_error(layer) -> ValueError:
+    kept = kept_float_reason(layer)
+    if kept is not None:
+        return ValueError(
+            f"Layer {layer.name!r} has nothing to fix: {kept}. fix_weights(model) leaves such "
+            "layers as they are; pass only layers with trained weights.")
     return ValueError(
         f"Layer {layer.name!r} of class {type(layer).__name__} has weights but is not "
         "supported by tfmot_wfn.fix_weights. Supported: "

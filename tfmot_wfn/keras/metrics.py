@@ -97,6 +97,9 @@ class FixingReport:
     zero_fraction: float
     palette: List[Dict]
     layers: List[Dict]
+    #: Weights left float, grouped by layer and reason: ``{"layer", "class", "weights"
+    #: (short names), "size" (values), "reason"}`` (running statistics, layers kept float).
+    not_fixed: List[Dict] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -120,7 +123,36 @@ class FixingReport:
         for layer in self.layers:
             lines.append(f"  {layer['layer']:<28s} {layer['weights']:>9d} weights  "
                          f"{layer['fixed_fraction']:>7.2%} fixed  {layer['unique_values']:>5d} values")
+        if self.not_fixed:
+            lines.append("not fixed (kept float):")
+            for entry in self.not_fixed:
+                lines.append(f"  {entry['layer']:<28s} {'/'.join(entry['weights'])} "
+                             f"({entry['size']} values): {entry['reason']}")
         return "\n".join(lines)
+
+
+def not_fixed_weights(model) -> List[Dict]:
+    """The weights fixing leaves float, grouped by layer and reason (see `FixingReport.not_fixed`)."""
+    out: List[Dict] = []
+    for layer in _leaves(model):
+        if isinstance(layer, WeightFixingWrapper):
+            inner = layer.layer
+            found = fixable_layer.unfixed_weights(inner, layer.fix_biases, layer.fix_batchnorm)
+        elif layer.weights and (fixable_layer.is_supported(layer)
+                                or fixable_layer.kept_float_reason(layer) is not None):
+            inner = layer
+            found = fixable_layer.unfixed_weights(layer)
+        else:
+            continue
+        groups: Dict[str, Dict] = {}
+        for v, reason in found:
+            entry = groups.setdefault(reason, {
+                "layer": inner.name, "class": type(inner).__name__, "weights": [], "size": 0,
+                "reason": reason})
+            entry["weights"].append(fixable_layer._short_name(v))
+            entry["size"] += int(np.prod(v.shape))
+        out.extend(groups.values())
+    return out
 
 
 def report(model) -> FixingReport:
@@ -153,4 +185,5 @@ def report(model) -> FixingReport:
         palette=[{"value": float(p), "count": int(c), "powers_of_two": format_signed_digits(p),
                   "terms": len(signed_digits(p))} for p, c in zip(pal, counts)],
         layers=layers,
+        not_fixed=not_fixed_weights(model),
     )

@@ -15,7 +15,7 @@ print(others[0].reason)   # "BatchNorm 'bn1' folded into 'conv1': values are not
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -69,9 +69,10 @@ def _origins(model) -> Dict[int, List[_Origin]]:
 
     found: Dict[int, List[_Origin]] = {}
 
-    def add(values, reason, exact, label, bias_only=False):
+    def add(values, reason, exact, label, bias_only=False, channels=None):
         flat = np.sort(np.asarray(values, np.float32).ravel())
-        found.setdefault(flat.size, []).append(_Origin(flat, reason, exact, bias_only, label))
+        found.setdefault(flat.size, []).append(
+            _Origin(flat, reason, exact, bias_only, label, channels))
 
     # Exact Keras weights first: a palette weight is labelled by the weight it is.
     try:
@@ -80,7 +81,8 @@ def _origins(model) -> Dict[int, List[_Origin]]:
         rows = []
     for layer_name, weight_path, values, _ in rows:
         kind = "bias" if weight_path.endswith("bias") else "weight"
-        add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True, weight_path)
+        add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True, weight_path,
+            channels=_channel_rows(values, weight_path.endswith("depthwise_kernel")))
     for layer, bn in _converter_folded_pairs(model):
         values = folded_weights(layer, bn)
         for name, v in values.items():
@@ -121,6 +123,66 @@ def _match(origins: Dict[int, List[_Origin]], t: ConstantTensor) -> Optional[_Or
     return None
 
 
+#: Channel axis of an op's weight (input 1) in the TFLite layout; Keras kernels keep it last.
+_CHANNEL_AXIS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1}
+
+
+def _channel_rows(values: np.ndarray, depthwise: bool) -> Optional[np.ndarray]:
+    """A Keras kernel as sorted rows, one per output channel (None for vectors)."""
+    w = np.asarray(values, np.float32)
+    if w.ndim < 2:
+        return None
+    if depthwise:  # (..., in, multiplier) -> (..., in * multiplier), as TFLite stores it
+        w = w.reshape(w.shape[:-2] + (-1,))
+    return np.sort(np.moveaxis(w, -1, 0).reshape(w.shape[-1], -1), axis=1)
+
+
+def _scale_factors(origin_rows: np.ndarray, rows: np.ndarray) -> Optional[np.ndarray]:
+    """``c`` per row with ``rows[i] == c[i] * origin_rows[i]`` (both sorted), or None."""
+    factors = []
+    for o, t in zip(origin_rows.astype(np.float64), rows.astype(np.float64)):
+        big = int(np.argmax(np.abs(o)))
+        if o[big] == 0:
+            if np.any(t):
+                return None
+            factors.append(np.nan)
+            continue
+        for candidate in (t, t[::-1]):  # c < 0 reverses the order
+            c = candidate[big] / o[big]
+            if c != 0 and np.allclose(candidate, c * o, rtol=1e-5, atol=1e-6 * abs(c * o[big])):
+                factors.append(c)
+                break
+        else:
+            return None
+    return np.asarray(factors)
+
+
+def _match_scaled(origins: Dict[int, List[_Origin]], t: ConstantTensor
+                  ) -> Optional[Tuple[_Origin, np.ndarray]]:
+    """``(origin, factors)``: a Keras weight that ``t`` is a multiple of, as a whole or per
+    output channel (the converter folded constant multiplications into it, e.g.
+    EfficientNet's input Rescaling/Normalization and then the BatchNorm into its first
+    convolution), or None."""
+    if t.values is None or t.elements < 16:
+        return None
+    values = np.asarray(t.values, np.float64)
+    axis = next((_CHANNEL_AXIS[op] for op, slot in t.consumers
+                 if slot == 1 and op in _CHANNEL_AXIS), None)
+    rows = None
+    if axis is not None and values.ndim >= 2:
+        rows = np.sort(np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1), axis=1)
+    for origin in origins.get(values.size, []):
+        if not origin.exact or origin.bias_only:
+            continue
+        factors = _scale_factors(origin.sorted_values[None], np.sort(values.ravel())[None])
+        if factors is None and rows is not None and origin.channels is not None \
+                and origin.channels.shape == rows.shape and rows.shape[1] >= 4:
+            factors = _scale_factors(origin.channels, rows)
+        if factors is not None:
+            return origin, factors
+    return None
+
+
 def keras_explainer(model, origins: Optional[Dict[int, List[_Origin]]] = None) -> Explainer:
     """An explainer naming the Keras layer (and folded BatchNorm) a constant came from.
 
@@ -141,6 +203,16 @@ def keras_explainer(model, origins: Optional[Dict[int, List[_Origin]]] = None) -
             return f"not fixed: {origin.reason}, {outside}"
         if t.is_bias:
             return generic_reason(t)
+        scaled = _match_scaled(origins, t)
+        if scaled is not None:
+            factors = scaled[1][np.isfinite(scaled[1])]
+            how = (f"multiplied by {factors[0]:.6g}" if np.ptp(factors) <= 1e-6 * abs(factors[0])
+                   else f"multiplied per output channel by {factors.min():.4g} to "
+                        f"{factors.max():.4g}")
+            return (f"{scaled[0].reason} {how} by the converter (it folded constant scalings "
+                    "into it, e.g. an input Rescaling/Normalization before the layer and its "
+                    f"BatchNorm): {t.outside_palette} of {t.elements} values are not in the "
+                    "palette")
         return (f"no weight of the Keras model has these values (a graph constant such as an "
                 f"epsilon, or a weight the converter transformed): {t.outside_palette} of "
                 f"{t.elements} values are not in the palette")
@@ -160,6 +232,9 @@ def keras_labeler(model, origins: Optional[Dict[int, List[_Origin]]] = None):
 
     def label(t: ConstantTensor) -> Optional[str]:
         origin = _match(origins, t)
+        if origin is None and not t.is_bias:
+            scaled = _match_scaled(origins, t)
+            origin = scaled[0] if scaled is not None else None
         return (origin.label or None) if origin is not None else None
 
     return label

@@ -83,6 +83,33 @@ def numpy_dtype(tensor_type: int) -> Optional[np.dtype]:
     return np.dtype(code) if code else None
 
 
+#: Buffers up to this many bytes get their own copy on reading (larger ones are never shared).
+_DETACHED_BUFFER_BYTES = 64
+
+
+def _detach_vectors(obj) -> None:
+    """Give every numpy vector of a freshly read ``ModelT`` its own memory.
+
+    The object API returns vectors as views into the file's bytes, and a file may
+    store equal vectors once (`write_model` does): an operator's outputs ``[192]``
+    and a tensor's shape ``(192,)`` can be the same bytes, so editing one in place
+    (``op.outputs[0] = t``) silently changed the other. Large buffer data (weights)
+    is never shared and stays a view, to keep reading cheap.
+    """
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        for key, value in vars(item).items():
+            if isinstance(value, np.ndarray):
+                if value.base is not None and not (
+                        key == "data" and value.size > _DETACHED_BUFFER_BYTES):
+                    setattr(item, key, value.copy())
+            elif isinstance(value, list):
+                stack.extend(v for v in value if hasattr(v, "__dict__"))
+            elif hasattr(value, "__dict__") and not isinstance(value, (str, bytes, type)):
+                stack.append(value)
+
+
 def read_model(data: bytes):
     """Parse TFLite bytes into a mutable ``ModelT``.
 
@@ -98,6 +125,7 @@ def read_model(data: bytes):
         model = schema().ModelT.InitFromPackedBuf(buf, 0)
     except Exception as e:  # flatbuffers raises assorted errors on damaged input
         raise ValueError(f"damaged TFLite flatbuffer ({len(data)} bytes): {e}") from e
+    _detach_vectors(model)
     for b in model.buffers or []:
         if b.offset:  # data stored after the flatbuffer (models over 2 GB)
             if b.offset + b.size > len(buf):
