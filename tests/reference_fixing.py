@@ -32,11 +32,12 @@ def additive_powers_of_two_scalar(v: float, distance: float, order: int, g0: flo
 
 
 def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palette=None,
-                    nearest_only=True):
+                    distance_cap=3.0, nearest_only=False):
     """The fixing stage by dense matrices; returns (values, fixed_mask).
 
-    `nearest_only`: only weights whose nearest candidate is the chosen centre (or
-    at distance 0 from it) may be fixed to it; False: every unassigned weight."""
+    `distance_cap`: no weight farther than ``distance_cap * a`` from the centre is
+    fixed to it (None: no bound). `nearest_only`: only weights whose nearest
+    candidate is the chosen centre (or at distance 0 from it) may be fixed to it."""
     w = np.asarray(weights, np.float32).ravel()
     n = w.size
     fixed = np.zeros(n, bool) if fixed is None else np.asarray(fixed, bool).ravel().copy()
@@ -73,6 +74,9 @@ def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palett
             dist = np.where(np.abs(fw) < g0, 0.0, dist)
         if nearest_only and fw.size:
             eligible = (nearest == j) | (dist == 0)
+            free, fw, dist = free[eligible], fw[eligible], dist[eligible]
+        if distance_cap is not None:
+            eligible = dist <= distance_cap * allowed
             free, fw, dist = free[eligible], fw[eligible], dist[eligible]
         order_idx = np.lexsort((free, dist))
         ds = dist[order_idx]

@@ -154,9 +154,10 @@ def assert_same(fast, ref_values, ref_fixed):
     palette=palettes(),
     seed=st.integers(0, 2**16),
     prefixed=st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]),
-    nearest_only=st.booleans(),
+    rule=st.sampled_from([(3.0, False), (3.0, False), (None, False), (1.5, False), (None, True)]),
 )
-def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, nearest_only):
+def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, rule):
+    cap, nearest_only = rule
     rng = np.random.default_rng(seed)
     # Optionally some weights arrive already fixed at a few arbitrary (non-candidate) values.
     values, fixed = w.copy(), rng.random(w.size) < prefixed
@@ -165,10 +166,12 @@ def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed,
         if i:
             values = perturb(values, fixed, rng)
         before_values, before_fixed = values.copy(), fixed.copy()
-        fast = fixing_stage(values, fixed, fraction, distance, palette=palette, nearest_only=nearest_only)
+        fast = fixing_stage(values, fixed, fraction, distance, palette=palette, distance_cap=cap,
+                            nearest_only=nearest_only)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette,
-                                                nearest_only=nearest_only)
+                                                distance_cap=cap, nearest_only=nearest_only)
         assert_same(fast, ref_values, ref_fixed)
+        event(f"cap {cap} nearest {nearest_only}")
         event("steps " + bucket(fast.steps, [0, 1, 9, 99]))
         event("max_order " + bucket(fast.max_order, [0, 20]))
         # Inputs untouched (bitwise).
@@ -258,9 +261,10 @@ def test_equals_reference_on_paper_schedule_larger_n():
         [(0.5, 0.01), (0.9, 0.1)],
         [(0.2, 0.5), (0.7, 1.0)],
     ]),
-    nearest_only=st.booleans(),
+    rule=st.sampled_from([(3.0, False), (None, False), (None, True)]),
 )
-def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, nearest_only):
+def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule):
+    cap, nearest_only = rule
     """Sizes over the pool's 4096-entry blocks: exercises the block counts and window widening."""
     rng = np.random.default_rng(seed)
     w = (rng.normal(0, scale, n) * rng.choice([0.1, 1.0, 3.0], n)).astype(np.float32)
@@ -270,29 +274,43 @@ def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, nearest_
     for i, (fraction, distance) in enumerate(schedule):
         if i:
             values = perturb(values, fixed, rng)
-        fast = fixing_stage(values, fixed, fraction, distance, palette=palette, nearest_only=nearest_only)
+        fast = fixing_stage(values, fixed, fraction, distance, palette=palette, distance_cap=cap,
+                            nearest_only=nearest_only)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette,
-                                                nearest_only=nearest_only)
+                                                distance_cap=cap, nearest_only=nearest_only)
         assert_same(fast, ref_values, ref_fixed)
         values, fixed, palette = fast.values, fast.fixed, fast.palette
 
 
 def test_a_crowded_centre_does_not_drag_far_weights_onto_it():
     """Many weights just off 1.0 (BatchNorm gammas) keep the accepted prefix's MEAN distance low,
-    so without `nearest_only` far weights ride along onto 1.0 (measured on MobileNetV2: 0.31 -> 1.0)."""
+    so without a per-weight bound far weights ride along onto 1.0 (measured on MobileNetV2: 0.31 -> 1.0)."""
     rng = np.random.default_rng(0)
     gammas = (1.0 + rng.normal(0, 0.004, 3000)).astype(np.float32)
     others = rng.uniform(0.3, 0.4, 40).astype(np.float32)
     w = np.concatenate([gammas, others])
-    paper = fixing_stage(w, None, 0.99, 0.05, nearest_only=False)
-    ref_values, ref_fixed = reference_stage(w, None, 0.99, 0.05, nearest_only=False)
-    assert_same(paper, ref_values, ref_fixed)
-    dragged = paper.fixed[3000:] & (paper.values[3000:] == 1.0)
+    unbounded = fixing_stage(w, None, 0.99, 0.05, distance_cap=None)
+    ref_values, ref_fixed = reference_stage(w, None, 0.99, 0.05, distance_cap=None)
+    assert_same(unbounded, ref_values, ref_fixed)
+    dragged = unbounded.fixed[3000:] & (unbounded.values[3000:] == 1.0)
     assert dragged.sum() >= 5  # relative distance 1.5-2.3 each
-    fast = fixing_stage(w, None, 0.99, 0.05)
-    assert not np.any(fast.values[3000:][fast.fixed[3000:]] == 1.0)
-    moved = np.abs(fast.values - w) / np.abs(w)
-    assert moved[fast.fixed].max() < 0.34  # never past half way to the next power of two
+    for result in (fixing_stage(w, None, 0.99, 0.05),  # the default cap: 3 * 0.05
+                   fixing_stage(w, None, 0.99, 0.05, distance_cap=None, nearest_only=True)):
+        assert not np.any(result.values[3000:][result.fixed[3000:]] == 1.0)
+        moved = np.abs(result.values - w) / np.abs(w)
+        assert moved[result.fixed].max() <= 0.15 + 1e-6
+
+
+def test_distance_cap_bounds_every_fixed_weight():
+    rng = np.random.default_rng(1)
+    w = (rng.normal(size=5000) * 0.2).astype(np.float32)
+    for cap, a in ((3.0, 0.05), (1.5, 0.02)):
+        r = fixing_stage(w, None, 0.9, a, distance_cap=cap)
+        big = r.fixed & (np.abs(w) >= 2.0 ** -7)
+        moved = np.abs(r.values[big].astype(np.float64) - w[big]) / np.abs(w[big])
+        assert moved.max() <= cap * a * (1 + 1e-9) or r.max_order > 20  # a doubles past order 20
+    with pytest.raises(ValueError, match="distance_cap"):
+        fixing_stage(w, None, 0.5, 0.1, distance_cap=0.0)
 
 
 # ----------------------------------------------------------------------------- stage invariants
