@@ -90,7 +90,7 @@ def _origins(model) -> Dict[int, List[_Origin]]:
                 add(v, f"bias of size {v.size} not in palette: BatchNorm {bn.name!r} shift folded "
                        f"into {layer.name!r} by the converter", False, f"{layer.name}/bias",
                     bias_only=True)
-            elif name != "depthwise_kernel":
+            elif name != "depthwise_kernel" or isinstance(layer, _DEPTHWISE):
                 add(v, f"BatchNorm {bn.name!r} folded into {layer.name!r}: values are not in the "
                        f"palette ({FOLD_HINT})", False, f"{layer.name}/{name}")
     # Standalone BatchNorms, and those the converter did not fold after all (e.g. Conv3D).
