@@ -213,6 +213,24 @@ def test_a_single_layer_without_weights_is_refused():
     refused(ValueError, "'the_relu' \\(ReLU\\) has no weights", lambda: Wrapper(relu))
 
 
+def test_a_preprocessing_normalization_layer_alone_has_nothing_to_fix():
+    norm = L.Normalization(name="the_norm")  # adapt()-able: mean, variance and count are weights
+    norm.build((None, 4))
+    refused(ValueError, "'the_norm' has nothing to fix: Normalization: preprocessing statistics",
+            lambda: tfmot_wfn.fix_weights(norm))
+    refused(ValueError, "'the_norm' has nothing to fix", lambda: Wrapper(norm))
+
+
+def test_freeze_batchnorm_refuses_layers_fixed_models_and_unbuilt_models():
+    refused(TypeError, "freeze_batchnorm expects a Keras model, got Dense",
+            lambda: tfmot_wfn.freeze_batchnorm(L.Dense(3)))
+    fixed = tfmot_wfn.fix_weights(kh.dense_model(batchnorm=True))
+    refused(ValueError, "was made by tfmot_wfn.fix_weights: freeze BatchNorm in the float model "
+                        "before fixing", lambda: tfmot_wfn.freeze_batchnorm(fixed))
+    unbuilt = keras.Sequential([L.Dense(3), L.BatchNormalization()])
+    refused(ValueError, "is not built", lambda: tfmot_wfn.freeze_batchnorm(unbuilt))
+
+
 def test_preserve_sparsity_needs_built_layers():
     dense = L.Dense(3, name="fresh")
     refused(ValueError, r"preserve_sparsity=True keeps the zeros.*'fresh' is not built",
