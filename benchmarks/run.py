@@ -59,7 +59,7 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2"], deltas=[0.0075, 0.015, 0.03], 
             # MobileNetV2 gets one epoch per stage and fewer variants to keep the run under
             # 30 minutes. Its 52 BatchNorms' moving statistics (28k float values) dominate every
             # method's count of stored values: the "BN frozen first" rows fix them as scale/shift.
-            per_model={"cnn": dict(folded_deltas=[0.03, 0.04], frozen_deltas=[0.04]),
+            per_model={"cnn": dict(folded_deltas=[0.03, 0.04, 0.05], frozen_deltas=[0.015]),
                        "mobilenetv2": dict(deltas=[0.0075, 0.015], folded_deltas=[],
                                            frozen_deltas=[0.0075], epochs_per_stage=1,
                                            latency_runs=600, step_steps=25, step_rounds=2)})

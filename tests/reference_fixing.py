@@ -32,7 +32,7 @@ def additive_powers_of_two_scalar(v: float, distance: float, order: int, g0: flo
 
 
 def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palette=None,
-                    distance_cap=3.0, nearest_only=False):
+                    distance_cap=3.0, nearest_only=True):
     """The fixing stage by dense matrices; returns (values, fixed_mask).
 
     `distance_cap`: no weight farther than ``distance_cap * a`` from the centre is

@@ -154,7 +154,7 @@ def assert_same(fast, ref_values, ref_fixed):
     palette=palettes(),
     seed=st.integers(0, 2**16),
     prefixed=st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]),
-    rule=st.sampled_from([(3.0, False), (3.0, False), (None, False), (1.5, False), (None, True)]),
+    rule=st.sampled_from([(3.0, True), (3.0, True), (3.0, False), (None, False), (1.5, False), (None, True)]),
 )
 def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, rule):
     cap, nearest_only = rule
@@ -261,7 +261,7 @@ def test_equals_reference_on_paper_schedule_larger_n():
         [(0.5, 0.01), (0.9, 0.1)],
         [(0.2, 0.5), (0.7, 1.0)],
     ]),
-    rule=st.sampled_from([(3.0, False), (None, False), (None, True)]),
+    rule=st.sampled_from([(3.0, True), (3.0, False), (None, False), (None, True)]),
 )
 def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule):
     cap, nearest_only = rule
@@ -289,12 +289,13 @@ def test_a_crowded_centre_does_not_drag_far_weights_onto_it():
     gammas = (1.0 + rng.normal(0, 0.004, 3000)).astype(np.float32)
     others = rng.uniform(0.3, 0.4, 40).astype(np.float32)
     w = np.concatenate([gammas, others])
-    unbounded = fixing_stage(w, None, 0.99, 0.05, distance_cap=None)
-    ref_values, ref_fixed = reference_stage(w, None, 0.99, 0.05, distance_cap=None)
+    unbounded = fixing_stage(w, None, 0.99, 0.05, distance_cap=None, nearest_only=False)
+    ref_values, ref_fixed = reference_stage(w, None, 0.99, 0.05, distance_cap=None, nearest_only=False)
     assert_same(unbounded, ref_values, ref_fixed)
     dragged = unbounded.fixed[3000:] & (unbounded.values[3000:] == 1.0)
     assert dragged.sum() >= 5  # relative distance 1.5-2.3 each
-    for result in (fixing_stage(w, None, 0.99, 0.05),  # the default cap: 3 * 0.05
+    for result in (fixing_stage(w, None, 0.99, 0.05),  # the defaults
+                   fixing_stage(w, None, 0.99, 0.05, nearest_only=False),  # the cap: 3 * 0.05
                    fixing_stage(w, None, 0.99, 0.05, distance_cap=None, nearest_only=True)):
         assert not np.any(result.values[3000:][result.fixed[3000:]] == 1.0)
         moved = np.abs(result.values - w) / np.abs(w)
@@ -305,7 +306,7 @@ def test_distance_cap_bounds_every_fixed_weight():
     rng = np.random.default_rng(1)
     w = (rng.normal(size=5000) * 0.2).astype(np.float32)
     for cap, a in ((3.0, 0.05), (1.5, 0.02)):
-        r = fixing_stage(w, None, 0.9, a, distance_cap=cap)
+        r = fixing_stage(w, None, 0.9, a, distance_cap=cap, nearest_only=False)
         big = r.fixed & (np.abs(w) >= 2.0 ** -7)
         moved = np.abs(r.values[big].astype(np.float64) - w[big]) / np.abs(w[big])
         assert moved.max() <= cap * a * (1 + 1e-9) or r.max_order > 20  # a doubles past order 20
