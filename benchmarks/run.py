@@ -904,6 +904,13 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
     import matplotlib.ticker  # noqa: F401
 
     written = []
+
+    def save(fig, name):
+        path = os.path.join(output, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
     colours = {"float": "black", "tfmot": "tab:orange", "int8": "tab:green", "WFN": "tab:blue"}
 
     def colour(method):
@@ -938,10 +945,7 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
             if i == 1:
                 ax.legend(fontsize=6.5, loc="best", framealpha=0.9)
     fig.tight_layout()
-    path = os.path.join(output, "compression.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    save(fig, "compression.png")
 
     if steps:
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -959,10 +963,7 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
         ax.set_ylabel("median step time / plain (log)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = os.path.join(output, "step_overhead.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "step_overhead.png")
 
     if latencies:
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -981,10 +982,7 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
         ax.set_ylabel("median invoke() / float, 1 thread (log)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = os.path.join(output, "latency.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "latency.png")
 
     if speed is not None:
         rows = parse_md_table(speed["text"])
@@ -1011,10 +1009,7 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
             a2.axhline(TARGET_STAGE_MIB, color="red", ls="--", lw=1)
             a1.legend(fontsize=7)
             fig.tight_layout()
-            path = os.path.join(output, "clustering_speed.png")
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            save(fig, "clustering_speed.png")
     return written
 
 

@@ -45,6 +45,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfmot_wfn.atomic_files import atomic_path
+
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -187,19 +189,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _save_model_atomically(model, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_state(output: str) -> Optional[Dict]:
@@ -587,7 +576,8 @@ def _run_stages(config, fixed, data, rows, first_stage, steps_per_epoch, update,
                "epochs": epochs, "seconds": time.time() - stage_start}
         rows.append(row)
         checkpoint = os.path.join(CHECKPOINT_DIR, f"stage_{k + 1:02d}.keras")
-        _save_model_atomically(fixed, os.path.join(config.output, checkpoint))
+        with atomic_path(os.path.join(config.output, checkpoint)) as tmp:
+            fixed.save(tmp)
         _write_json_atomically(os.path.join(config.output, STATE_FILE), _state_payload(
             config, k + 1, checkpoint, rows, from_logits, float_metrics, data))
         if previous_checkpoint and not config.keep_checkpoints and previous_checkpoint != checkpoint:
@@ -623,7 +613,8 @@ def _finish(config, fixed, rows, from_logits, float_metrics, data, eval_ds, log_
     say("stripping the wrappers; writing the final model, report and plots")
     final = tfmot_wfn.strip_fixing(fixed)
     final_path = os.path.join(config.output, FINAL_MODEL)
-    _save_model_atomically(final, final_path)
+    with atomic_path(final_path) as tmp:
+        final.save(tmp)
     _compile(final, config.learning_rate, from_logits)
     fixed_metrics = _evaluate(final, eval_ds, bool(config.verbose), "evaluating the fixed model")
     rep = tfmot_wfn.report(final)

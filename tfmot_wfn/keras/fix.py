@@ -24,6 +24,7 @@ from tfmot_wfn.keras.fixing_wrapper import (
     DEFAULT_TEMPERATURE,
     WeightFixingWrapper,
     check_arguments,
+    check_wrappable,
 )
 from tfmot_wfn.keras.network_fixing import wrappers_of
 
@@ -178,15 +179,7 @@ def _copy_layer(layer):
 
 def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool,
                         preserve_sparsity: bool = False) -> None:
-    if isinstance(layer, WeightFixingWrapper):
-        raise ValueError(f"Layer {layer.name!r} is already a WeightFixingWrapper.")
-    if not fixable_layer.is_supported(layer):
-        if layer.built and not layer.weights:
-            raise ValueError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) has no weights, so there is "
-                "nothing to fix in it; pass layers with weights (fix_weights(model) leaves "
-                "weightless layers as they are).")
-        raise fixable_layer.unsupported_layer_error(layer)
+    check_wrappable(layer)
     if preserve_sparsity and not layer.built:
         raise ValueError(
             f"preserve_sparsity=True keeps the zeros of the weights you pass, but layer "

@@ -101,8 +101,6 @@ class UpdateFixingStep(keras.callbacks.Callback):
         else:
             _resume_train_function(self.model)
         self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
-        # The regulariser's table follows the palette and masks (a restored model's too).
-        self._refresh_regularizer()
         # BackupAndRestore may restore the variables after this (its on_train_begin
         # can run after ours): read the step again at the first batch.
         self._read_step = True
@@ -126,6 +124,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
         if self._read_step:
             self._read_step = False
             self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
+            # The regulariser's table follows the palette and masks (a restored model's too).
             self._refresh_regularizer()
             if self.check_finite:
                 check_finite_weights(self._wrappers, "at the start of training")

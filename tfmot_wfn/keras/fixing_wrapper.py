@@ -79,6 +79,23 @@ def check_arguments(fixing_schedule=None, distance=DEFAULT_DISTANCE,
     )
 
 
+def check_wrappable(layer) -> None:
+    """Refuse a layer that is already wrapped, has no weights, or is not supported.
+
+    `fix_weights` calls it on every layer before it wraps any, the wrapper again.
+    """
+    if isinstance(layer, WeightFixingWrapper):
+        raise ValueError(
+            f"Layer {layer.name!r} is already a WeightFixingWrapper; do not wrap it twice.")
+    if not fixable_layer.is_supported(layer):
+        if layer.built and not layer.weights:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has no weights, so there is "
+                "nothing to fix in it; pass only layers with weights (fix_weights(model) "
+                "leaves weightless layers as they are).")
+        raise fixable_layer.unsupported_layer_error(layer)
+
+
 @keras.saving.register_keras_serializable(package="tfmot_wfn")
 class WeightFixingWrapper(keras.layers.Wrapper):
     """Wraps a layer so that its weights can be fixed to a network-wide palette.
@@ -131,20 +148,11 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 f"WeightFixingWrapper wraps a keras.layers.Layer, got {type(layer).__name__}")
-        if isinstance(layer, WeightFixingWrapper):
-            raise ValueError(
-                f"Layer {layer.name!r} is already a WeightFixingWrapper; do not wrap it twice.")
         if isinstance(layer, keras.Model):
             raise TypeError(
                 f"WeightFixingWrapper wraps single layers, got the model {layer.name!r}; "
                 "call tfmot_wfn.fix_weights(model) instead.")
-        if not fixable_layer.is_supported(layer):
-            if layer.built and not layer.weights:
-                raise ValueError(
-                    f"Layer {layer.name!r} ({type(layer).__name__}) has no weights, so there is "
-                    "nothing to fix in it; wrap only layers with weights (fix_weights(model) "
-                    "leaves weightless layers as they are).")
-            raise fixable_layer.unsupported_layer_error(layer)
+        check_wrappable(layer)
         if "name" not in kwargs:
             kwargs["name"] = f"fix_{layer.name}"
         if kwargs.get("dtype") is None:

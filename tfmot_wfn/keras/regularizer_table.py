@@ -19,7 +19,7 @@ the palette and masks they are made from are.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -91,26 +91,27 @@ class RegularizerTable:
             self.free_count = tf.Variable(0.0, trainable=False, name="wfn_regularizer_free_count")
         self.refresh()
 
-    def _observed_state(self) -> Tuple:
-        """What the table is made from, cheaply: the palette and the fixed count per weight."""
+    def _inputs(self):
+        """The palette and every fixed mask (flat), which the table is made from."""
         first = self.wrappers[0]
-        size = int(first.palette_size.numpy())
-        palette = np.asarray(first.palette.numpy())[:size]
-        counts = tuple(int(np.count_nonzero(m)) for w in self.wrappers for m in w.mask_numpy())
-        return size, palette.tobytes(), counts
+        palette = np.asarray(first.palette.numpy())[:int(first.palette_size.numpy())]
+        masks = [m.ravel() for w in self.wrappers for m in w.mask_numpy()]
+        return palette, masks
+
+    @staticmethod
+    def _state_of(palette, masks) -> Tuple:
+        """Cheap fingerprint of the inputs: the palette and the fixed count per weight."""
+        return palette.tobytes(), tuple(int(np.count_nonzero(m)) for m in masks)
 
     def refresh(self) -> None:
         """Rebuild the table from the wrappers' palette and masks (eager)."""
         with tf.init_scope():
+            palette, masks = self._inputs()
             first = self.wrappers[0]
-            size = int(first.palette_size.numpy())
-            palette = np.asarray(first.palette.numpy())[:size]
             table = regularizer_term.interpolation_table(palette, first.temperature,
                                                          first.zero_distance)
             expanded = regularizer_term.expand(table)
-            masks = [m for w in self.wrappers for m in w.mask_numpy()]
-            free = (np.concatenate([~m.ravel() for m in masks]) if masks
-                    else np.zeros(0, bool)).astype(np.float32)
+            free = (~np.concatenate(masks) if masks else np.zeros(0, bool)).astype(np.float32)
             self.intercepts.assign(expanded[:, 0])
             self.slopes.assign(expanded[:, 1])
             self.split_coefficients.assign(
@@ -118,12 +119,12 @@ class RegularizerTable:
             self.free.assign(free)
             self.free_count.assign(float(free.sum()))
             self.max_error = table.max_error
-            self._state = self._observed_state()
+            self._state = self._state_of(palette, masks)
 
     def refresh_if_changed(self) -> bool:
         """Eager only: rebuild if the palette or the fixed counts changed. True if rebuilt."""
         with tf.init_scope():
-            if self._observed_state() == self._state:
+            if self._state_of(*self._inputs()) == self._state:
                 return False
         self.refresh()
         return True
@@ -161,32 +162,22 @@ def _key(wrappers) -> Tuple:
     return tuple(id(v) for w in wrappers for v in w.fixable_variables)
 
 
-def table_for(wrappers: Sequence, create: bool = True):
-    """The `RegularizerTable` of exactly these wrappers (made on first use), or None."""
+def table_for(wrappers: Sequence) -> RegularizerTable:
+    """The `RegularizerTable` of exactly these (non-empty) wrappers, made on first use."""
     wrappers = list(wrappers)
-    if not wrappers:
-        return None
+    # A plain attribute of the first wrapper, not tracked: the table is derived data, never saved.
     tables: Dict[Tuple, RegularizerTable] = getattr(wrappers[0], _ATTRIBUTE, None)
     if tables is None:
-        if not create:
-            return None
         tables = {}
-        # Plain attribute, not tracked: the table is derived data and never saved.
         object.__setattr__(wrappers[0], _ATTRIBUTE, tables)
     key = _key(wrappers)
-    table = tables.get(key)
-    if table is None and create:
-        table = tables[key] = RegularizerTable(wrappers)
-    return table
+    if key not in tables:
+        tables[key] = RegularizerTable(wrappers)
+    return tables[key]
 
 
-def refresh_tables(wrappers: Sequence) -> List[RegularizerTable]:
-    """Rebuild every existing table that involves any of `wrappers` (after a stage)."""
-    done, out = set(), []
+def refresh_tables(wrappers: Sequence) -> None:
+    """Rebuild every existing table kept on any of `wrappers` (after a stage)."""
     for w in wrappers:
         for table in (getattr(w, _ATTRIBUTE, None) or {}).values():
-            if id(table) not in done:
-                done.add(id(table))
-                table.refresh()
-                out.append(table)
-    return out
+            table.refresh()

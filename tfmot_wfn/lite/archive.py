@@ -73,14 +73,14 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import struct
 import sys
-import tempfile
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from tfmot_wfn.atomic_files import write_bytes_atomically
 
 MAGIC = b"\x89WFNARC\n"
 FORMAT_VERSION = 1
@@ -759,17 +759,7 @@ def save_archive(model, path, palette=None, coding: str = "auto") -> Dict:
     ``load_archive(path, max_elements=...)`` (the reader's guard against absurd sizes).
     """
     data, stats = _model_payload(model, palette, coding)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".wfn-archive-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomically(path, data)
     return stats
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from tfmot_wfn.atomic_files import write_bytes_atomically
 from tfmot_wfn.lite import tflite_flatbuffer as fb
 from tfmot_wfn.lite.batchnorm_scale import KeptScale
 from tfmot_wfn.lite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
@@ -94,21 +94,6 @@ def _dense_constants(data: bytes) -> List[NonPaletteTensor]:
             elements=int(np.prod(shape)) if shape else 1,
             bytes=fb.buffer_bytes(model, tensor.buffer), reason=reason))
     return found
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tfmot_wfn_", suffix=".tflite")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def load_keras_model(path: Union[str, os.PathLike]):
@@ -264,6 +249,6 @@ def export_tflite(
     data, result = export_tflite_bytes(model, mode=mode, palette=palette, batchnorm=batchnorm,
                                        index_dtype=index_dtype, compact=compact)
     path = os.fspath(path)
-    _write_atomically(path, data)
+    write_bytes_atomically(path, data)
     result.path = path
     return result

@@ -76,7 +76,8 @@ def write_check_bundle(
       settings and the BatchNorms kept as MULs.
     """
     import tfmot_wfn
-    from tfmot_wfn.lite.export import _write_atomically, export_tflite_bytes
+    from tfmot_wfn.atomic_files import write_bytes_atomically
+    from tfmot_wfn.lite.export import export_tflite_bytes
     from tfmot_wfn.lite.keras_conversion import deployable
     from tfmot_wfn.lite.palette_decoding import decode_palette
 
@@ -99,7 +100,7 @@ def write_check_bundle(
         if name == "palette":
             outputs["palette_decoded"] = decode_palette(data)
         for out_name, out_data in outputs.items():
-            _write_atomically(os.path.join(folder, f"{out_name}.tflite"), out_data)
+            write_bytes_atomically(os.path.join(folder, f"{out_name}.tflite"), out_data)
             np.save(os.path.join(folder, out_name + EXPECTED_SUFFIX), expected)
             files[out_name] = {
                 "bytes": len(out_data), "mode": options["mode"],

@@ -1,0 +1,31 @@
+"""atomic_files: the target holds the old or the whole new content, never a partial one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tfmot_wfn.atomic_files import atomic_path, write_bytes_atomically
+
+
+def test_success_replaces_the_target_and_keeps_the_suffix(tmp_path):
+    target = tmp_path / "sub" / "model.keras"  # the folder is created
+    with atomic_path(target) as tmp:
+        assert tmp.endswith("model.keras") and os.path.dirname(tmp) == str(target.parent)
+        with open(tmp, "w") as f:
+            f.write("new")
+    assert target.read_text() == "new"
+    assert os.listdir(target.parent) == ["model.keras"]
+
+
+def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "model.tflite"
+    write_bytes_atomically(target, b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.tflite"]
