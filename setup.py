@@ -24,13 +24,13 @@ setup(
         "numpy>=1.23",
         "scikit-learn>=1.2",  # the demo's built-in digits data
         "tqdm>=4.60",
-        "constriction>=0.4",  # ANS entropy coding of the archive (tfmot_wfn.lite.archive)
+        "constriction>=0.4",  # ANS entropy coding of the archive (tfmot_wfn.archive.wfn_archive)
         "ai-edge-litert>=1.0",  # the mobile interpreter (LiteRT) that runs the palette files
         "flatbuffers>=23",  # TFLite flatbuffer rewriting
-        "matplotlib>=3.5",  # tfmot_wfn.plot; `tfmot-wfn fix` and `report` write PNG plots
+        "matplotlib>=3.5",  # tfmot_wfn.apps.plot; `tfmot-wfn fix` and `report` write PNG plots
     ],
     extras_require={
-        "data": ["tensorflow-datasets>=4.9"],  # tfmot_wfn.data.from_tfds, `fix --dataset`
+        "data": ["tensorflow-datasets>=4.9"],  # tfmot_wfn.apps.data.from_tfds, `fix --dataset`
         "tests": ["pytest>=7.0", "hypothesis>=6.80",
                   "tensorflow-datasets>=4.9",  # tfds mock data (nothing is downloaded)
                   "nbformat>=5.7", "nbclient>=0.7", "ipykernel>=6.0"],  # notebooks in CI
@@ -39,7 +39,7 @@ setup(
         # subprocess). tfmot 0.8.x pins absl-py~=1.2, which pip may downgrade to.
         "benchmarks": ["matplotlib>=3.5", "tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
     },
-    entry_points={"console_scripts": ["tfmot-wfn=tfmot_wfn.cli:main"]},
+    entry_points={"console_scripts": ["tfmot-wfn=tfmot_wfn.apps.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -25,7 +25,7 @@ if ROOT not in sys.path:
 #: (digits are 8x8; the applications model gets them upscaled, 3 channels).
 MODELS: Dict[str, Dict] = {
     "cnn": dict(
-        title="demo CNN with BatchNorm (tfmot_wfn.demo.build_cnn)",
+        title="demo CNN with BatchNorm (tfmot_wfn.apps.demo.build_cnn)",
         image=8, channels=1, float_epochs=30, float_lr=3e-3, batch=32,
     ),
     "mlp": dict(
@@ -44,7 +44,7 @@ def digits(image: int = 8, channels: int = 1, seed: int = 0):
 
     Returns float32 images in [0, 1] (N, image, image, channels) and int64 labels.
     """
-    from tfmot_wfn.demo import load_digits_split
+    from tfmot_wfn.apps.demo import load_digits_split
 
     x_train, x_test, y_train, y_test = load_digits_split(seed)
     if image != 8:
@@ -80,7 +80,7 @@ def build(name: str, keras):
     layers = keras.layers
     spec = MODELS[name]
     if name == "cnn":
-        from tfmot_wfn.demo import build_cnn
+        from tfmot_wfn.apps.demo import build_cnn
 
         return build_cnn(keras)
     if name == "mlp":

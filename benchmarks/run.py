@@ -135,7 +135,7 @@ def tflite_value_stats(path: str) -> Dict:
     filter inputs of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED. Also the entropy of
     the raw int8 codes of the kernels (what a compressor sees).
     """
-    from tfmot_wfn.lite import tflite_flatbuffer as fb
+    from tfmot_wfn.tflite import flatbuffer as fb
 
     model = fb.read_model(open(path, "rb").read())
     sub = model.subgraphs[0]
@@ -404,7 +404,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
 
 def latency_benchmark(result, runs) -> Optional[Dict]:
     """float vs palette (decoded / as stored) vs int8 TFLite, 1 thread, interleaved rounds."""
-    from tfmot_wfn.lite.latency import compare_latency
+    from tfmot_wfn.tflite.latency import compare_latency
 
     rows = result["rows"]
     wfn = [r for r in rows if r["method"].startswith("WFN") and "palette_path" in r]
@@ -789,7 +789,7 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
     # 4. latency
     L += ["## 4. TFLite interpreter latency", "",
           "Median `invoke()` time, batch 1, 1 thread, every model invoked once per round in turn "
-          "(`tfmot_wfn.lite.latency.compare_latency`). Float: the float model's dense TFLite; palette: "
+          "(`tfmot_wfn.tflite.latency.compare_latency`). Float: the float model's dense TFLite; palette: "
           "the headline WFN row's palette file, decoded once at load (`load_interpreter(decode=True)`, "
           "static float weights) and as stored (CAST+GATHER before each layer); int8: the post-training "
           "quantized file. As stored, each palette-indexed tensor is decoded by CAST + GATHER inside every "

@@ -91,7 +91,7 @@ import keras
 
 import tfmot_wfn
 from tfmot_wfn import lite, plot
-from tfmot_wfn.demo import build_cnn, load_digits_split
+from tfmot_wfn.apps.demo import build_cnn, load_digits_split
 
 FLOAT_EPOCHS = 3 if SMOKE else 30
 EPOCHS_PER_STAGE = 1 if SMOKE else 2
@@ -179,8 +179,8 @@ tfmot-wfn inspect wfn_run/fixed_model_palette.tflite
 ```
 
 `fix` checkpoints after every stage (`--resume` continues an interrupted run) and logs to
-TensorBoard. Here, `report` on the model saved above (in Python: `tfmot_wfn.cli.main([...])`):"""),
-        new_code_cell('''from tfmot_wfn import cli
+TensorBoard. Here, `report` on the model saved above (in Python: `tfmot_wfn.apps.cli.main([...])`):"""),
+        new_code_cell('''from tfmot_wfn.apps import cli
 
 cli.main(["report", f"{OUT}/fixed_model.keras", "--output", f"{OUT}/report"])'''),
     ]
@@ -198,7 +198,7 @@ Trains a ResNet-20 (He et al., 2016; 0.27M weights) on CIFAR-10 from TensorFlow 
 fixes all of its weights with the paper's ten-stage schedule, and exports it. Use a GPU runtime
 on Colab (*Runtime → Change runtime type*); the data (~160 MB) are downloaded by tfds.
 
-The pipelines come from `tfmot_wfn.data` (decoded once, cached in memory, random crop + flip,
+The pipelines come from `tfmot_wfn.apps.data` (decoded once, cached in memory, random crop + flip,
 prefetched). The same job from the command line, checkpointed after every stage:
 
 ```bash
@@ -341,7 +341,7 @@ The same schedule with `tfmot-wfn fix`, one training run per stage, a checkpoint
 (Mock and smoke settings are passed through so that this cell also runs offline.)"""),
         new_code_cell('''from IPython.display import Image, display
 
-from tfmot_wfn import cli
+from tfmot_wfn.apps import cli
 
 args = ["fix", f"{OUT}/resnet_float.keras", "--dataset", "cifar10",
         "--epochs-per-stage", str(EPOCHS_PER_STAGE), "--batch-size", str(BATCH),
@@ -378,8 +378,8 @@ import keras
 
 import tfmot_wfn
 from tfmot_wfn import lite
-from tfmot_wfn.demo import build_cnn, load_digits_split
-from tfmot_wfn.lite.latency import compare_latency
+from tfmot_wfn.apps.demo import build_cnn, load_digits_split
+from tfmot_wfn.tflite.latency import compare_latency
 
 FLOAT_EPOCHS = 3 if SMOKE else 30
 EPOCHS_PER_STAGE = 1 if SMOKE else 2
@@ -466,7 +466,7 @@ print(latency)'''),
         new_markdown_cell("## Inspect the file\n\nThe palette, how every tensor is stored, and "
                           "why a tensor is not palette-indexed."),
         new_code_cell("print(lite.inspect(palette_file.path))"),
-        new_code_cell('''from tfmot_wfn import cli
+        new_code_cell('''from tfmot_wfn.apps import cli
 
 cli.main(["inspect", f"{OUT}/model.wfn"])       # the same for the archive, from the CLI'''),
         new_markdown_cell("""## On the phone

@@ -176,7 +176,7 @@ def run_architecture(name: str, workdir: str, steps_per_stage: int = 1, batch_si
 # ------------------------------------------------------------------- the matrix
 def dense_category(t) -> str:
     """A short name for why a tensor of the palette file stayed dense (`NonPaletteTensor`)."""
-    from tfmot_wfn.lite.batchnorm_scale import SCALE_REASON
+    from tfmot_wfn.tflite.scale_ops import SCALE_REASON
 
     r = t.reason
     if t.dtype != "FLOAT32":

@@ -189,7 +189,7 @@ def test_read_model_gives_every_vector_its_own_memory(tmp_path):
     """write_model stores equal small vectors once; read_model must not hand out views that
     alias each other (MobileNetV2: setting an op's outputs [192] changed a (192,) shape)."""
     from tfmot_wfn import lite
-    from tfmot_wfn.lite import tflite_flatbuffer as fb
+    from tfmot_wfn.tflite import flatbuffer as fb
 
     keras.utils.set_random_seed(0)
     L = keras.layers

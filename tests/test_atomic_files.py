@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tfmot_wfn.atomic_files import atomic_path, write_bytes_atomically
+from tfmot_wfn.utils.atomic_files import atomic_path, write_bytes_atomically
 
 
 def test_success_replaces_the_target_and_keeps_the_suffix(tmp_path):

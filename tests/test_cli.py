@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tfmot_wfn import cli
+from tfmot_wfn.apps import cli
 
 
 def test_demo_arguments_have_documented_defaults():
@@ -94,7 +94,7 @@ def saved_fixed_model(tmp_path_factory):
     """A small CNN, fully fixed in one stage, saved as .keras (wrapped, mid-training form)."""
     from tfmot_wfn.keras.compat import keras
     import tfmot_wfn
-    from tfmot_wfn.demo import build_cnn
+    from tfmot_wfn.apps.demo import build_cnn
 
     keras.utils.set_random_seed(1)
     fixed = tfmot_wfn.fix_weights(build_cnn(keras))

@@ -1,4 +1,4 @@
-"""tfmot_wfn.data: tf.data pipelines from tfds (offline, with tfds mock data) and image folders."""
+"""tfmot_wfn.apps.data: tf.data pipelines from tfds (offline, with tfds mock data) and image folders."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from tfmot_wfn import data  # noqa: E402
+from tfmot_wfn.apps import data  # noqa: E402
 
 
 def _labels(ds):

@@ -1,4 +1,4 @@
-"""`tfmot-wfn fix` / `report` (tfmot_wfn.fix_job) and the TensorBoard summaries (keras/summaries.py).
+"""`tfmot-wfn fix` / `report` (tfmot_wfn.apps.fix_job) and the TensorBoard summaries (keras/summaries.py).
 
 The data are offline: PNG folders written here from scikit-learn's digits, and
 tfds mock data for the tfds path. The interrupted-and-resumed run is compared
@@ -16,7 +16,7 @@ import pytest
 
 import keras
 import tfmot_wfn
-from tfmot_wfn import cli, fix_job
+from tfmot_wfn.apps import cli, fix_job
 from tfmot_wfn.keras import summaries
 from tfmot_wfn.keras.compat import tf
 from tfmot_wfn.keras.network_fixing import wrappers_of
@@ -44,7 +44,7 @@ def digits_run(tmp_path_factory):
     """Digits as PNG folders (train/, val/), a trained float CNN, and an uninterrupted CLI run."""
     from sklearn.datasets import load_digits
 
-    from tfmot_wfn.demo import build_cnn
+    from tfmot_wfn.apps.demo import build_cnn
 
     root = tmp_path_factory.mktemp("fixjob")
     digits = load_digits()

@@ -1,4 +1,4 @@
-"""The entropy-coded archive (tfmot_wfn.lite.archive): bit-exact round trip, size, bad files."""
+"""The entropy-coded archive (tfmot_wfn.archive.wfn_archive): bit-exact round trip, size, bad files."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from tfmot_wfn.keras.compat import keras, variable_path  # noqa: E402
 
 import tfmot_wfn  # noqa: E402
 from tfmot_wfn.core import entropy_bits  # noqa: E402
-from tfmot_wfn.demo import build_cnn  # noqa: E402
-from tfmot_wfn.lite import archive as A  # noqa: E402
-from tfmot_wfn.lite.archive import ArchiveError  # noqa: E402
+from tfmot_wfn.apps.demo import build_cnn  # noqa: E402
+from tfmot_wfn.archive import wfn_archive as A  # noqa: E402
+from tfmot_wfn.archive.wfn_archive import ArchiveError  # noqa: E402
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
@@ -245,7 +245,7 @@ root = {A.__file__!r}.rsplit("/tfmot_wfn/", 1)[0]
 sys.path.insert(0, root)
 pkg = types.ModuleType("tfmot_wfn.lite"); pkg.__path__ = [root + "/tfmot_wfn/lite"]
 sys.modules["tfmot_wfn.lite"] = pkg
-from tfmot_wfn.lite import archive as A
+from tfmot_wfn.archive import wfn_archive as A
 data = A.encode_archive("{{}}", [("w", np.array([0.5, 0.0, 0.5], np.float32))], [0.0, 0.5])
 open({str(tmp_path / "x.wfn")!r}, "wb").write(data)
 assert A.read_archive({str(tmp_path / "x.wfn")!r}).tensors[0].indexed

@@ -15,9 +15,9 @@ import pytest
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
 import tfmot_wfn
 from tfmot_wfn import lite
-from tfmot_wfn.demo import build_cnn
-from tfmot_wfn.lite import tflite_flatbuffer as fb
-from tfmot_wfn.lite.palette_format import (
+from tfmot_wfn.apps.demo import build_cnn
+from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.palette_format import (
     METADATA_MAGIC,
     METADATA_NAME,
     PALETTE_TENSOR_NAME,
@@ -569,7 +569,7 @@ def test_compact_rewrites_the_dynamic_batch_reshape_and_keeps_any_batch_size(tmp
 
 def test_compaction_helpers_leave_other_graphs_alone(cnn_export):
     """Nothing to rewrite in an already compact file; renumbering keeps the signature valid."""
-    from tfmot_wfn.lite import compaction
+    from tfmot_wfn.tflite import compaction
 
     result, _ = cnn_export
     model = fb.read_model(read(result.path))
@@ -691,8 +691,8 @@ def test_decode_true_loads_static_weights_and_decode_false_keeps_the_gathers(cnn
 
 def test_latency_and_size_helpers_run(mlp_export, tmp_path):
     fixed, palette, dense = mlp_export
-    from tfmot_wfn.lite.benchmark import export_and_measure
-    from tfmot_wfn.lite.latency import compare_latency
+    from tfmot_wfn.apps.export_benchmark import export_and_measure
+    from tfmot_wfn.tflite.latency import compare_latency
 
     times = compare_latency({"float": dense.path, "stored": (palette.path, False),
                              "decoded": palette.path}, runs=5, warmup=1, batch=2)
@@ -807,7 +807,7 @@ def host_constants(data, names=HOSTS):
 
 
 def assert_matches_keras(path, model, x, decodes=(False, True)):
-    from tfmot_wfn.lite.keras_conversion import is_wrapped
+    from tfmot_wfn.keras.network_fixing import is_wrapped
 
     expected = keras_predict(tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model, x)
     for decode in decodes:
@@ -1003,7 +1003,7 @@ def _run_tool(bundle, python=None, shim=None):
 
 @pytest.fixture(scope="module")
 def check_bundle_dir(bn_fixed_cnn, digits, tmp_path_factory):
-    from tfmot_wfn.lite.runtime_check import write_check_bundle
+    from tfmot_wfn.apps.runtime_check import write_check_bundle
 
     folder = tmp_path_factory.mktemp("bundle")
     manifest = write_check_bundle(bn_fixed_cnn, folder, digits.x_test)
@@ -1011,7 +1011,7 @@ def check_bundle_dir(bn_fixed_cnn, digits, tmp_path_factory):
 
 
 def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
-    from tfmot_wfn.lite.runtime_check import check_bundle
+    from tfmot_wfn.apps.runtime_check import check_bundle
 
     folder, manifest = check_bundle_dir
     names = {"palette", "palette_named", "palette_int16", "palette_decoded", "palette_bn_fold",

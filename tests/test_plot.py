@@ -1,4 +1,4 @@
-"""tfmot_wfn.plot: PNG figures of the palette, the stages and the layers."""
+"""tfmot_wfn.apps.plot: PNG figures of the palette, the stages and the layers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import tfmot_wfn  # noqa: E402
-from tfmot_wfn import plot  # noqa: E402
+from tfmot_wfn.apps import plot  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

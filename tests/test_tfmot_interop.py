@@ -19,7 +19,7 @@ import tfmot_wfn
 from tfmot_wfn import lite
 from tfmot_wfn.keras.compat import keras, short_name, tf
 from tfmot_wfn.keras.network_fixing import wrappers_of
-from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.tflite import flatbuffer as fb
 
 pytestmark = [
     pytest.mark.legacy,

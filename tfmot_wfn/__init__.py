@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
+from tfmot_wfn import _moved_modules
+
+_moved_modules.install()  # old module paths import for one release, with a warning
+
 # Public names and the module that defines each. They are imported on first use
 # (PEP 562), so `import tfmot_wfn.core` or `tfmot-wfn --help` do not pay for
 # importing TensorFlow, and tfmot_wfn.keras.compat picks the Keras module once.
@@ -33,12 +37,12 @@ _EXPORTS = {
     "StagedFixing": "tfmot_wfn.keras.fixing_schedule",
     "DEFAULT_DISTANCE": "tfmot_wfn.keras.fixing_wrapper",
     "WeightFixingWrapper": "tfmot_wfn.keras.fixing_wrapper",
-    "FixingReport": "tfmot_wfn.keras.metrics",
-    "fixed_fraction": "tfmot_wfn.keras.metrics",
-    "palette": "tfmot_wfn.keras.metrics",
-    "report": "tfmot_wfn.keras.metrics",
-    "unique_weights": "tfmot_wfn.keras.metrics",
-    "weight_entropy": "tfmot_wfn.keras.metrics",
+    "FixingReport": "tfmot_wfn.keras.report",
+    "fixed_fraction": "tfmot_wfn.keras.report",
+    "palette": "tfmot_wfn.keras.report",
+    "report": "tfmot_wfn.keras.report",
+    "unique_weights": "tfmot_wfn.keras.report",
+    "weight_entropy": "tfmot_wfn.keras.report",
     "run_fixing_stage": "tfmot_wfn.keras.network_fixing",
     "regularization_value": "tfmot_wfn.keras.regularizer",
     "regularized_loss": "tfmot_wfn.keras.regularizer",

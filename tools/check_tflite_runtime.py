@@ -5,7 +5,7 @@ Imports only ``tflite_runtime.interpreter`` and numpy (plus the standard
 library), so it runs in its own virtualenv, e.g. tflite-runtime 2.14 (Python
 <= 3.11, numpy < 2):
 
-    python -m tfmot_wfn.lite.runtime_check --output bundle/       # main venv writes the bundle
+    python -m tfmot_wfn.apps.runtime_check --output bundle/       # main venv writes the bundle
     python3.11 -m venv /tmp/tflrt
     /tmp/tflrt/bin/pip install "tflite-runtime==2.14.0" "numpy<2"
     /tmp/tflrt/bin/python tools/check_tflite_runtime.py bundle/

@@ -1,7 +1,7 @@
 """Regenerate the Bazel BUILD file from the source tree.
 
     python tools/generate_build.py            # every module and test file
-    python tools/generate_build.py --exclude lite   # leave out paths containing "lite"
+    python tools/generate_build.py --exclude export   # leave out paths containing "export"
 
 tests/test_build_file.py checks that BUILD declares every module and test file.
 """
@@ -50,9 +50,9 @@ py_test(
 BINARY = '''
 py_binary(
     name = "tfmot-wfn",
-    srcs = ["tfmot_wfn/cli.py"],
-    main = "tfmot_wfn/cli.py",
-    deps = [":tfmot_wfn"],
+    srcs = ["tfmot_wfn/apps/cli.py"],
+    main = "tfmot_wfn/apps/cli.py",
+    deps = [":apps"],
 )
 '''
 
@@ -66,36 +66,44 @@ def _lines(items, quote=True):
     return "\n".join(f'        "{i}",' if quote else f"        {i}," for i in items)
 
 
+# Packages in dependency order: each may import only the ones before it that it lists.
+PACKAGES = [
+    ("utils", [], []),
+    ("core", [":utils"], ["# numpy dep"]),
+    ("keras", [":core", ":utils"], ["# tensorflow dep", "# keras dep", "# tqdm dep"]),
+    ("tflite", [":utils"], ["# flatbuffers dep", "# ai-edge-litert dep"]),
+    ("export", [":keras", ":tflite"], []),
+    ("archive", [":keras", ":core", ":utils"], ["# constriction dep"]),
+    ("lite", [":export", ":tflite", ":archive"], []),
+    ("tfmot_wfn", [":keras", ":lite"], []),
+    ("apps", [":tfmot_wfn"], ["# matplotlib dep", "# scikit-learn dep"]),
+]
+
+
+def _package_files(name, exclude):
+    return _files("tfmot_wfn/*.py" if name == "tfmot_wfn" else f"tfmot_wfn/{name}/*.py", exclude)
+
+
 def generate(exclude=()):
-    core = _files("tfmot_wfn/core/*.py", exclude)
-    keras = _files("tfmot_wfn/keras/*.py", exclude)
-    lite = _files("tfmot_wfn/lite/*.py", exclude)
-    top = _files("tfmot_wfn/*.py", exclude)
     tests = _files("tests/*.py", exclude)
     support = [t for t in tests if not os.path.basename(t).startswith("test_")]
     out = [HEADER]
-    out.append(LIBRARY.format(name="core", testonly="", srcs=_lines(core), deps="        # numpy dep,"))
-    out.append(LIBRARY.format(name="keras", testonly="", srcs=_lines(keras), deps=_lines(
-        ['":core"', "# tensorflow dep", "# keras dep", "# tqdm dep"], quote=False).replace(
-        '        # tensorflow dep,', '        # tensorflow dep').replace(
-        '        # keras dep,', '        # keras dep').replace('        # tqdm dep,', '        # tqdm dep')))
-    out.append(LIBRARY.format(name="tfmot_wfn", testonly="", srcs=_lines(top),
-                              deps=_lines(['":core"', '":keras"'], quote=False)))
-    if lite:
-        out.append(LIBRARY.format(name="lite", testonly="", srcs=_lines(lite), deps=_lines(
-            ['":tfmot_wfn"'], quote=False) + "\n        # ai-edge-litert dep\n        # constriction dep"))
+    for name, deps, comments in PACKAGES:
+        srcs = _package_files(name, exclude)
+        if srcs:
+            out.append(LIBRARY.format(name=name, testonly="", srcs=_lines(srcs), deps=_lines(
+                [f'"{d}"' for d in deps], quote=False) + "".join(f"\n        {c}" for c in comments)))
     out.append(BINARY)
     out.append(LIBRARY.format(name="test_support", testonly="testonly = True,\n    ",
-                              srcs=_lines(support), deps=_lines(
-                                  ['":tfmot_wfn"'] + (['":lite"'] if lite else []), quote=False)))
+                              srcs=_lines(support), deps=_lines(['":apps"'], quote=False)))
     for t in tests:
         name = os.path.basename(t)[:-3]
         if not name.startswith("test_"):
             continue
-        uses_lite = "lite" in name or name == "test_architectures"
-        deps = ['":test_support"', '":tfmot_wfn"'] + (['":lite"'] if uses_lite and lite else [])
+        deps = ['":test_support"', '":apps"']
         data = '\n    data = ["tools/check_tflite_runtime.py"],' if name == "test_lite_export" else ""
-        out.append(TEST.format(name=name, size="large" if "end_to_end" in name or "architectures" in name else "medium", src=t, data=data,
+        size = "large" if "end_to_end" in name or "architectures" in name else "medium"
+        out.append(TEST.format(name=name, size=size, src=t, data=data,
                                deps=_lines(deps, quote=False) + "\n        # pytest dep\n        # hypothesis dep"))
     return "".join(out)
 

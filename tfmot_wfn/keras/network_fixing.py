@@ -57,6 +57,11 @@ class StageSummary:
     max_order: int
 
 
+def is_wrapped(model) -> bool:
+    """True for a model made by `tfmot_wfn.fix_weights` (it holds WeightFixingWrapper layers)."""
+    return bool(wrappers_of(model))
+
+
 def _check_finite(wrappers: Sequence[WeightFixingWrapper], arrays) -> None:
     for wrapper, layer_arrays in zip(wrappers, arrays):
         for v, a in zip(wrapper.fixable_variables, layer_arrays):

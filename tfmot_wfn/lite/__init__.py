@@ -15,36 +15,47 @@ interpreter = lite.load_interpreter("model.tflite", num_threads=1)   # decoded o
 probabilities = lite.run_interpreter(interpreter, x)
 ```
 
-Modules: `tflite_flatbuffer` (schema object API I/O), `palette_format` (names,
-metadata), `palette_encoding` / `palette_decoding` (the flatbuffer rewrites),
-`keras_conversion` (Keras -> float TFLite), `batchnorm_folding`,
-`export_reasons` (why a tensor is not indexed), `export`, `inspection`, `runtime`,
-`archive` (the entropy-coded archive: `save_archive` / `load_archive`).
+This module is the public face of three packages: `tfmot_wfn.tflite` (the
+palette file format on the flatbuffer, inspection, runtimes; no Keras),
+`tfmot_wfn.export` (Keras model -> palette TFLite) and `tfmot_wfn.archive` (the
+entropy-coded ``.wfn`` archive). Names are imported on first use (PEP 562), so
+`tfmot_wfn.lite.save_archive` does not import TensorFlow until it needs it.
 """
 
 import importlib as _importlib
 
-# Imported on first use (PEP 562): `tfmot_wfn.lite.archive` alone needs no TensorFlow.
 _EXPORTS = {
-    "FoldedPair": "batchnorm_folding", "fold_batchnorm": "batchnorm_folding",
-    "foldable_batchnorms": "batchnorm_folding",
-    "MODES": "export", "ExportResult": "export", "export_tflite": "export",
-    "export_tflite_bytes": "export", "load_keras_model": "export",
-    "TensorInfo": "inspection", "TFLiteInspection": "inspection", "inspect": "inspection",
-    "convert_to_tflite": "keras_conversion",
-    "decode_palette": "palette_decoding",
-    "encode_palette": "palette_encoding",
-    "IndexedTensor": "palette_format", "NonPaletteTensor": "palette_format",
-    "available_runtimes": "runtime", "load_interpreter": "runtime",
-    "make_interpreter": "runtime", "run_interpreter": "runtime", "runtime_name": "runtime",
-    "ArchiveError": "archive", "ArchiveContents": "archive", "save_archive": "archive",
-    "load_archive": "archive", "read_archive": "archive", "archive_size_report": "archive",
-    "export_and_measure": "benchmark",
-    "BATCHNORM_MODES": "export",
-    "KeptScale": "batchnorm_scale", "keep_batchnorm_scales": "batchnorm_scale",
-    "fold_scale_ops": "batchnorm_scale",
-    "write_check_bundle": "runtime_check", "check_bundle": "runtime_check",
-    "CheckResult": "runtime_check",
+    "FoldedPair": "tfmot_wfn.keras.batchnorm_folding",
+    "fold_batchnorm": "tfmot_wfn.keras.batchnorm_folding",
+    "foldable_batchnorms": "tfmot_wfn.keras.batchnorm_folding",
+    "MODES": "tfmot_wfn.export.palette_export",
+    "BATCHNORM_MODES": "tfmot_wfn.export.palette_export",
+    "ExportResult": "tfmot_wfn.export.palette_export",
+    "export_tflite": "tfmot_wfn.export.palette_export",
+    "export_tflite_bytes": "tfmot_wfn.export.palette_export",
+    "load_keras_model": "tfmot_wfn.export.palette_export",
+    "convert_to_tflite": "tfmot_wfn.export.conversion",
+    "keep_batchnorm_scales": "tfmot_wfn.export.batchnorm_mul",
+    "TensorInfo": "tfmot_wfn.tflite.inspection",
+    "TFLiteInspection": "tfmot_wfn.tflite.inspection",
+    "inspect": "tfmot_wfn.tflite.inspection",
+    "decode_palette": "tfmot_wfn.tflite.palette_decoding",
+    "encode_palette": "tfmot_wfn.tflite.palette_encoding",
+    "IndexedTensor": "tfmot_wfn.tflite.palette_format",
+    "NonPaletteTensor": "tfmot_wfn.tflite.palette_format",
+    "KeptScale": "tfmot_wfn.tflite.scale_ops",
+    "fold_scale_ops": "tfmot_wfn.tflite.scale_ops",
+    "available_runtimes": "tfmot_wfn.tflite.runtime",
+    "load_interpreter": "tfmot_wfn.tflite.runtime",
+    "make_interpreter": "tfmot_wfn.tflite.runtime",
+    "run_interpreter": "tfmot_wfn.tflite.runtime",
+    "runtime_name": "tfmot_wfn.tflite.runtime",
+    "ArchiveError": "tfmot_wfn.archive.wfn_archive",
+    "ArchiveContents": "tfmot_wfn.archive.wfn_archive",
+    "save_archive": "tfmot_wfn.archive.wfn_archive",
+    "load_archive": "tfmot_wfn.archive.wfn_archive",
+    "read_archive": "tfmot_wfn.archive.wfn_archive",
+    "archive_size_report": "tfmot_wfn.archive.wfn_archive",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,7 +65,7 @@ def __getattr__(name):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tfmot_wfn.lite' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f"tfmot_wfn.lite.{module}"), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 

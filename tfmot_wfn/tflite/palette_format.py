@@ -242,7 +242,7 @@ class PaletteMetadata:
 
     def scale_indices(self, subgraph_index: int, subgraph) -> List[int]:
         """Tensor indices of the kept BatchNorm scales of one subgraph (a ``SubGraphT``)."""
-        from tfmot_wfn.lite.tflite_flatbuffer import tensor_name
+        from tfmot_wfn.tflite.flatbuffer import tensor_name
 
         found = []
         names = {tensor_name(t): i for i, t in enumerate(subgraph.tensors or [])}
@@ -260,7 +260,7 @@ class PaletteMetadata:
 
 def read_metadata(model) -> Optional[PaletteMetadata]:
     """The ``tfmot_wfn`` metadata of a ``ModelT``, or None when the file has none."""
-    from tfmot_wfn.lite.tflite_flatbuffer import get_metadata
+    from tfmot_wfn.tflite.flatbuffer import get_metadata
 
     data = get_metadata(model, METADATA_NAME)
     return None if data is None else PaletteMetadata.from_bytes(data)
@@ -323,7 +323,7 @@ def display_name(name: str, index: int) -> str:
 
 def palette_tensor_index(subgraph, name: str = PALETTE_TENSOR_NAME) -> Optional[int]:
     """Index of the palette tensor in a subgraph, or None."""
-    from tfmot_wfn.lite.tflite_flatbuffer import tensor_name
+    from tfmot_wfn.tflite.flatbuffer import tensor_name
 
     for i, t in enumerate(subgraph.tensors or []):
         if tensor_name(t) == name:
@@ -336,7 +336,7 @@ def find_decoders(model, subgraph, palette_index: int) -> List[Decoder]:
 
     Raises ValueError when the positions do not come from a CAST of a constant.
     """
-    from tfmot_wfn.lite import tflite_flatbuffer as fb
+    from tfmot_wfn.tflite import flatbuffer as fb
 
     gather, cast = fb.schema().BuiltinOperator.GATHER, fb.schema().BuiltinOperator.CAST
     producer = fb.producers(subgraph)

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.tflite import flatbuffer as fb
 
 # Metadata entries the converter writes for tools, not read by any interpreter.
 CONVERTER_METADATA = ("min_runtime_version", "CONVERSION_METADATA")

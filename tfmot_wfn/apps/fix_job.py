@@ -1,7 +1,7 @@
 """`tfmot-wfn fix`: fine-tune a saved Keras classifier with the WFN schedule, checkpointed per stage.
 
 ```python
-from tfmot_wfn.fix_job import FixJobConfig, run_fix_job, resume_fix_job
+from tfmot_wfn.apps.fix_job import FixJobConfig, run_fix_job, resume_fix_job
 
 config = FixJobConfig(model_path="resnet.keras", output="wfn_cifar10", dataset="cifar10",
                       epochs_per_stage=2, batch_size=128, learning_rate=1e-4)
@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.atomic_files import atomic_path
+from tfmot_wfn.utils.atomic_files import atomic_path
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
@@ -75,7 +75,7 @@ class FixJobConfig:
         output of ``num_classes`` scores: probabilities or logits, detected).
       output: the output folder.
       dataset: a tfds name, optionally ``NAME:SPLIT`` (exclusive with `data_dir`).
-      data_dir: a folder of images in class sub-folders (see `tfmot_wfn.data.from_directory`).
+      data_dir: a folder of images in class sub-folders (see `tfmot_wfn.apps.data.from_directory`).
       distance: the paper's delta.
       epochs_per_stage: training epochs after each stage but the last.
       final_epochs: training epochs after the last stage (everything fixed then;
@@ -83,7 +83,7 @@ class FixJobConfig:
       batch_size, learning_rate: of the fine-tuning (Adam, clipnorm 0.5).
       fractions: the schedule's cumulative fixed fractions (the paper's ten).
       image_size: default: the model's input size (else the dataset's, else 224).
-      normalization: see `tfmot_wfn.data.NORMALIZATIONS`; must match how the
+      normalization: see `tfmot_wfn.apps.data.NORMALIZATIONS`; must match how the
         float model was trained.
       augment: random crop + horizontal flip of training images (False: centre crop only).
       eval_split: tfds evaluation split ("auto": test, else validation; None: none).
@@ -243,8 +243,8 @@ def _image_size(config: FixJobConfig, in_shape: tuple) -> Optional[Tuple[int, in
 
 
 def load_data(config: FixJobConfig, image_size, channels: int, verbose: int = 0):
-    """The job's `tfmot_wfn.data.ImageClassificationData`."""
-    from tfmot_wfn import data
+    """The job's `tfmot_wfn.apps.data.ImageClassificationData`."""
+    from tfmot_wfn.apps import data
 
     if config.dataset is not None:
         return data.from_tfds(config.dataset, eval_split=config.eval_split, image_size=image_size,
@@ -608,7 +608,7 @@ def _state_payload(config, completed, checkpoint, rows, from_logits, float_metri
 def _finish(config, fixed, rows, from_logits, float_metrics, data, eval_ds, log_dir, start_time,
             say) -> Dict:
     import tfmot_wfn
-    from tfmot_wfn import plot
+    from tfmot_wfn.apps import plot
 
     say("stripping the wrappers; writing the final model, report and plots")
     final = tfmot_wfn.strip_fixing(fixed)

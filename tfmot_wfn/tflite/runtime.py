@@ -122,7 +122,7 @@ def load_interpreter(
         with open(path, "rb") as f:
             data = f.read()
     if decode:
-        from tfmot_wfn.lite.palette_decoding import decode_palette
+        from tfmot_wfn.tflite.palette_decoding import decode_palette
 
         data = decode_palette(data)
     interpreter = make_interpreter(data, num_threads=num_threads, runtime=runtime)

@@ -1,7 +1,7 @@
 """Fast `tf.data` input pipelines for image classification: tfds datasets and image folders.
 
 ```python
-from tfmot_wfn import data
+from tfmot_wfn.apps import data
 
 cifar = data.from_tfds("cifar10", image_size=32, batch_size=128)     # train + test splits
 model.fit(cifar.train_dataset(seed=0), validation_data=cifar.eval_dataset(), epochs=3)

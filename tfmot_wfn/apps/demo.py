@@ -45,8 +45,9 @@ def build_cnn(keras):
 def _export_mobile(model, output_dir: str, x_test, y_test) -> Dict:
     """Palette and float TFLite files and the archive of the fixed model, measured."""
     from tfmot_wfn import lite
+    from tfmot_wfn.apps.export_benchmark import export_and_measure
 
-    numbers = lite.export_and_measure(model, output_dir, x_test, y_test, runs=300, name="model")
+    numbers = export_and_measure(model, output_dir, x_test, y_test, runs=300, name="model")
     archive = lite.save_archive(model, os.path.join(output_dir, "model.wfn"))
     numbers.update(archive_bytes=int(archive["archive_bytes"]),
                    archive_bound_bytes=float(archive["bound_bytes"]),

@@ -216,7 +216,7 @@ def _add_report_parser(sub) -> None:
 
 
 def _fix(args) -> int:
-    from tfmot_wfn import fix_job
+    from tfmot_wfn.apps import fix_job
 
     output = args.output or "wfn_" + os.path.splitext(os.path.basename(args.model))[0]
     given = {
@@ -291,7 +291,7 @@ def _report(args) -> int:
         payload["stages_from"] = history_path
     plots = {}
     if not args.no_plots:
-        from tfmot_wfn import plot
+        from tfmot_wfn.apps import plot
 
         plots = plot.save_all(os.path.join(output, "plots"), rep, history=stages)
         payload["plots"] = plots
@@ -351,7 +351,7 @@ def _export(args) -> int:
 
 
 def _is_archive(path: str) -> bool:
-    from tfmot_wfn.lite import archive
+    from tfmot_wfn.archive import wfn_archive as archive
 
     with open(path, "rb") as f:
         head = f.read(len(archive.MAGIC))
@@ -362,7 +362,7 @@ def _inspect(args) -> int:
     if not os.path.isfile(args.file):
         raise SystemExit(f"tfmot-wfn inspect: no such file: {args.file}")
     if _is_archive(args.file):
-        from tfmot_wfn.lite import archive, archive_inspection
+        from tfmot_wfn.archive import inspection as archive_inspection, wfn_archive as archive
 
         contents = archive.read_archive(args.file)
         summary = archive_inspection.describe(contents, os.path.getsize(args.file))
@@ -384,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         "(or --resume to continue a run)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     if args.command == "demo":
-        from tfmot_wfn.demo import run_demo
+        from tfmot_wfn.apps.demo import run_demo
 
         run_demo(output_dir=args.output, distance=args.distance, float_epochs=args.float_epochs,
                  epochs_per_stage=args.epochs_per_stage, seed=args.seed,

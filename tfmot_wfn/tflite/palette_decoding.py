@@ -22,9 +22,9 @@ from typing import Set
 
 import numpy as np
 
-from tfmot_wfn.lite import tflite_flatbuffer as fb
-from tfmot_wfn.lite.batchnorm_scale import fold_scale_ops
-from tfmot_wfn.lite.palette_format import (
+from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.scale_ops import fold_scale_ops
+from tfmot_wfn.tflite.palette_format import (
     METADATA_NAME,
     PALETTE_TENSOR_NAME,
     find_decoders,

@@ -6,7 +6,7 @@ runtime) has wheels up to Python 3.11 and needs ``numpy<2``, so CI runs it in it
 own virtualenv:
 
 ```bash
-python -m tfmot_wfn.lite.runtime_check --output bundle/          # main venv: write + check here
+python -m tfmot_wfn.apps.runtime_check --output bundle/          # main venv: write + check here
 python -m venv /tmp/tflrt && /tmp/tflrt/bin/pip install "tflite-runtime==2.14.0" "numpy<2"
 /tmp/tflrt/bin/python tools/check_tflite_runtime.py bundle/       # imports tflite_runtime + numpy
 ```
@@ -76,10 +76,10 @@ def write_check_bundle(
       settings and the BatchNorms kept as MULs.
     """
     import tfmot_wfn
-    from tfmot_wfn.atomic_files import write_bytes_atomically
-    from tfmot_wfn.lite.export import export_tflite_bytes
-    from tfmot_wfn.lite.keras_conversion import deployable
-    from tfmot_wfn.lite.palette_decoding import decode_palette
+    from tfmot_wfn.utils.atomic_files import write_bytes_atomically
+    from tfmot_wfn.export.palette_export import export_tflite_bytes
+    from tfmot_wfn.export.conversion import deployable
+    from tfmot_wfn.tflite.palette_decoding import decode_palette
 
     plain, _ = deployable(model)
     if len(plain.inputs) != 1 or len(plain.outputs) != 1:
@@ -150,7 +150,7 @@ def check_bundle(
     `make_interpreter` picks here (or ``runtime``). Passing means max abs diff
     <= ``atol`` and identical argmax over the last axis.
     """
-    from tfmot_wfn.lite.runtime import make_interpreter, run_interpreter
+    from tfmot_wfn.tflite.runtime import make_interpreter, run_interpreter
 
     folder = os.fspath(directory)
     inputs = np.load(os.path.join(folder, INPUTS_FILE))
@@ -191,8 +191,8 @@ def main(argv=None) -> int:
     import keras
 
     import tfmot_wfn
-    from tfmot_wfn.demo import build_cnn, load_digits_split
-    from tfmot_wfn.lite.export import load_keras_model
+    from tfmot_wfn.apps.demo import build_cnn, load_digits_split
+    from tfmot_wfn.export.palette_export import load_keras_model
 
     keras.utils.set_random_seed(args.seed)
     x_train, x_test, y_train, _ = load_digits_split(args.seed)

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from tfmot_wfn.lite import tflite_flatbuffer as fb
-from tfmot_wfn.lite.palette_format import (
+from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.palette_format import (
     display_name,
     find_decoders,
     non_float_reason,

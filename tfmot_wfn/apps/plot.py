@@ -1,7 +1,7 @@
 """Plots of a fixed network (matplotlib, PNG): palette usage, stages, layers.
 
 ```python
-from tfmot_wfn import plot
+from tfmot_wfn.apps import plot
 
 plot.palette_histogram(final_model, "palette.png")        # weights per palette value, log scale
 plot.stage_progress(update.history, "stages.png")         # fixed fraction, unique count per stage

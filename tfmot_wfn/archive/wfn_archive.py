@@ -10,7 +10,7 @@ fixed yet, integer state) are stored raw, bit for bit. Loading restores every
 weight bit-exactly into the architecture (Keras JSON config stored in the file).
 
 ```python
-from tfmot_wfn.lite.archive import save_archive, load_archive, read_archive
+from tfmot_wfn.archive.wfn_archive import save_archive, load_archive, read_archive
 save_archive(fixed_or_stripped_model, "model.wfn")
 model = load_archive("model.wfn")            # Keras model, weights bit-exact
 contents = read_archive("model.wfn")          # no Keras: palette, arrays, config
@@ -80,7 +80,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.atomic_files import write_bytes_atomically
+from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 
 MAGIC = b"\x89WFNARC\n"
 FORMAT_VERSION = 1
@@ -714,7 +714,7 @@ def read_archive(path, max_elements: int = DEFAULT_MAX_ELEMENTS) -> ArchiveConte
 # ------------------------------------------------------- Keras glue (thin)
 def _model_palette_and_plain(model, palette=None):
     """(plain model, palette): a fix_weights model is stripped; its palette is its fixed values."""
-    from tfmot_wfn.keras import metrics
+    from tfmot_wfn.keras import report as metrics
     from tfmot_wfn.keras.fix import strip_fixing
     from tfmot_wfn.keras.network_fixing import wrappers_of
 

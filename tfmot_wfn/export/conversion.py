@@ -16,12 +16,9 @@ from typing import Tuple
 
 import numpy as np
 
-
-def is_wrapped(model) -> bool:
-    """True for a model made by `tfmot_wfn.fix_weights` (it holds WeightFixingWrapper layers)."""
-    from tfmot_wfn.keras.network_fixing import wrappers_of
-
-    return bool(wrappers_of(model))
+from tfmot_wfn.keras.fix import strip_fixing
+from tfmot_wfn.keras.network_fixing import is_wrapped
+from tfmot_wfn.keras.report import palette
 
 
 def deployable(model) -> Tuple[object, np.ndarray]:
@@ -31,13 +28,11 @@ def deployable(model) -> Tuple[object, np.ndarray]:
     and its palette holds the fixed values only; for a plain model the palette is
     every value of its fixable weights (kernels, biases, normalization gamma/beta).
     """
-    import tfmot_wfn
-
     if not hasattr(model, "layers") or not hasattr(model, "inputs"):
         raise TypeError(
             f"expected a Keras Functional or Sequential model, got {type(model).__name__}")
-    pal = tfmot_wfn.palette(model)
-    plain = tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model
+    pal = palette(model)
+    plain = strip_fixing(model) if is_wrapped(model) else model
     return plain, np.asarray(pal, dtype=np.float32)
 
 

@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from tfmot_wfn.atomic_files import write_bytes_atomically
-from tfmot_wfn.lite import tflite_flatbuffer as fb
-from tfmot_wfn.lite.batchnorm_scale import KeptScale
-from tfmot_wfn.lite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
+from tfmot_wfn.utils.atomic_files import write_bytes_atomically
+from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.scale_ops import KeptScale
+from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
 MODES = ("palette", "dense")
 BATCHNORM_MODES = ("scale_op", "fold")
@@ -103,13 +103,13 @@ def load_keras_model(path: Union[str, os.PathLike]):
     model = load_keras_model("wfn_demo_output/fixed_model.keras")
     ```
     """
-    import tfmot_wfn
     from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.fix import fixing_scope
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no Keras model file at {path!r}")
-    with tfmot_wfn.fixing_scope():
+    with fixing_scope():
         return keras.models.load_model(path, compile=False)
 
 
@@ -146,11 +146,10 @@ def _renamed_scales(kept: List[KeptScale], entries: List[Dict]) -> List[KeptScal
 def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: str = "scale_op",
                         index_dtype: Optional[str] = None, compact: bool = True):
     """Like `export_tflite` but returns ``(bytes, ExportResult without a path)``."""
-    import tfmot_wfn
-    from tfmot_wfn.lite.batchnorm_scale import keep_batchnorm_scales
-    from tfmot_wfn.lite.export_reasons import keras_explainer, keras_labeler, keras_origins
-    from tfmot_wfn.lite.keras_conversion import convert_to_tflite, deployable
-    from tfmot_wfn.lite.palette_encoding import encode_palette
+    from tfmot_wfn.export.batchnorm_mul import keep_batchnorm_scales
+    from tfmot_wfn.export.tensor_reasons import keras_explainer, keras_labeler, keras_origins
+    from tfmot_wfn.export.conversion import convert_to_tflite, deployable
+    from tfmot_wfn.tflite.palette_encoding import encode_palette
 
     _check_options(mode, batchnorm, index_dtype)
     if isinstance(model, (str, os.PathLike)):
@@ -224,7 +223,7 @@ def export_tflite(
       index_dtype: force ``"uint8"`` or ``"int16"`` indices; None (default) picks
         uint8 for K <= 256 and int16 above.
       compact: palette mode only. True (default): drop the bytes no interpreter
-        reads (see `tfmot_wfn.lite.compaction`): the converter's long fused tensor
+        reads (see `tfmot_wfn.tflite.compaction`): the converter's long fused tensor
         names (every tensor but the model's inputs/outputs, the palette and the
         weights is unnamed, shown as ``t<index>``; each weight is named after the
         Keras weight it holds, e.g. ``"conv1/kernel"``, ``"bn1/scale"``), empty

@@ -27,9 +27,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.lite import compaction
-from tfmot_wfn.lite import tflite_flatbuffer as fb
-from tfmot_wfn.lite.palette_format import (
+from tfmot_wfn.tflite import compaction
+from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.palette_format import (
     INDICES_PREFIX,
     METADATA_NAME,
     PALETTE_TENSOR_NAME,

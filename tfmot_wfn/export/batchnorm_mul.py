@@ -33,47 +33,18 @@ data, meta, indexed, others = encode_palette(data, palette, batchnorm_scales=kep
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfmot_wfn.lite import tflite_flatbuffer as fb
+from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.scale_ops import (
+    BIAS_SLOT, HOST_OPS, MIN_SCALE, SCALE_PREFIX, SCALE_REASON, UNSCALED_SUFFIX, KeptScale,
+    channels_last, from_channels_last, host_weight, mul_op, optional_bias, set_constant,
+    unique_tensor_name,
+)
 
-SCALE_PREFIX = "tfmot_wfn/bn_scale/"   # + the BatchNorm's name: the MUL's constant
-UNSCALED_SUFFIX = "/wfn_unscaled"       # the op's output before the MUL
-SCALE_REASON = "BatchNorm scale kept as a separate MUL (float, per channel)"
-MIN_SCALE = 1e-12  # |s| below this (0 when gamma is fixed to 0): keep the folded weights
-# Ops the converter folds a BatchNorm into, and the axis of their weight's output channels.
-HOST_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1}
-_BIAS_SLOT = 2
 _MATCH_RTOL = 1e-5
-
-
-@dataclasses.dataclass(frozen=True)
-class KeptScale:
-    """A BatchNorm whose scale is kept as a MUL after the op of ``layer``.
-
-    Tensor names are those of the TFLite file: ``weight`` (palette values),
-    ``bias`` (``b_folded / s``, "" when the op has none) and ``scale`` (``s``,
-    named ``SCALE_PREFIX + batchnorm`` here; a compact export renames the three
-    ``conv1/kernel``, ``conv1/bias``, ``bn1/scale``). ``exact``: the decode fast
-    path reproduces the converter's folded weights and bias bit for bit.
-    """
-
-    subgraph: int
-    layer: str
-    batchnorm: str
-    op: str
-    channels: int
-    weight: str
-    bias: str
-    scale: str
-    exact: bool
-
-    def to_metadata(self) -> Dict:
-        return {"subgraph": self.subgraph, "tensor": self.scale, "layer": self.layer,
-                "batchnorm": self.batchnorm}
-
 
 # ---------------------------------------------------------------- Keras side
 @dataclasses.dataclass
@@ -89,8 +60,8 @@ class _Pair:
 
 def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
     from tfmot_wfn.keras.compat import short_name
-    from tfmot_wfn.lite.batchnorm_folding import _DEPTHWISE, batchnorm_scale_shift, kernel_key
-    from tfmot_wfn.lite.export_reasons import _converter_folded_pairs
+    from tfmot_wfn.keras.batchnorm_folding import _DEPTHWISE, batchnorm_scale_shift, kernel_key
+    from tfmot_wfn.export.tensor_reasons import _converter_folded_pairs
 
     pairs = []
     for layer, bn in _converter_folded_pairs(model):
@@ -118,17 +89,6 @@ def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
             uniques=np.unique(flat).astype(np.float64),
             in_palette=bool(palette.size and np.all(palette[pal_pos] == flat.ravel()))))
     return pairs
-
-
-# ------------------------------------------------------------- flatbuffer side
-def _channels_last(array: np.ndarray, axis: int) -> np.ndarray:
-    return np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
-
-
-def _from_channels_last(flat: np.ndarray, shape: Tuple[int, ...], axis: int) -> np.ndarray:
-    moved = list(shape)
-    moved.append(moved.pop(axis % len(shape)))
-    return np.moveaxis(flat.reshape(moved), -1, axis % len(shape))
 
 
 def _snap(folded: np.ndarray, pair: _Pair, usable: np.ndarray) -> Optional[np.ndarray]:
@@ -193,64 +153,8 @@ def _exact_quotient(bias: np.ndarray, scale: np.ndarray) -> Tuple[np.ndarray, bo
     return best.astype(np.float32), bool(np.all(best_error == 0))
 
 
-def _set_constant(model, subgraph, op, slot: int, values: np.ndarray, readers) -> str:
-    """Give ``op``'s input ``slot`` the data ``values`` (a new tensor if others read it)."""
-    index = int(op.inputs[slot])
-    tensor = subgraph.tensors[index]
-    buffer = fb.add_buffer(model, np.ascontiguousarray(values, dtype="<f4").tobytes())
-    if len(readers.get(index, [])) > 1:
-        index = fb.add_tensor(subgraph, fb.tensor_name(tensor) + "/wfn", fb.tensor_shape(tensor),
-                              tensor.type, buffer)
-        op.inputs[slot] = index
-    else:
-        tensor.buffer = buffer
-    return fb.tensor_name(subgraph.tensors[index])
-
-
-def _unique_name(subgraph, name: str) -> str:
-    taken = {fb.tensor_name(t) for t in subgraph.tensors}
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}_{n}"
-    return candidate
-
-
-def _mul_op(model, inputs, outputs, activation: int):
-    mod = fb.schema()
-    mul = mod.OperatorT()
-    mul.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.MUL)
-    mul.inputs, mul.outputs = list(inputs), list(outputs)
-    mul.builtinOptionsType = mod.BuiltinOptions.MulOptions
-    mul.builtinOptions = mod.MulOptionsT()
-    mul.builtinOptions.fusedActivationFunction = int(activation)
-    return mul
-
-
-def _host_weight(model, subgraph, op) -> Optional[np.ndarray]:
-    if op.inputs is None or len(op.inputs) < 2 or int(op.inputs[1]) < 0:
-        return None
-    tensor = subgraph.tensors[int(op.inputs[1])]
-    quant = tensor.quantization
-    if (tensor.type != fb.type_value("FLOAT32") or not fb.is_constant(model, tensor)
-            or (quant is not None and quant.scale is not None and len(quant.scale) > 0)
-            or tensor.sparsity is not None):
-        return None
-    return fb.constant_array(model, tensor)
-
-
-def _optional_bias(model, subgraph, op) -> Tuple[bool, Optional[np.ndarray]]:
-    """(usable, bias values or None when the op has no bias input)."""
-    if op.inputs is None or len(op.inputs) <= _BIAS_SLOT or int(op.inputs[_BIAS_SLOT]) < 0:
-        return True, None
-    tensor = subgraph.tensors[int(op.inputs[_BIAS_SLOT])]
-    if tensor.type != fb.type_value("FLOAT32") or not fb.is_constant(model, tensor):
-        return False, None
-    return True, fb.constant_array(model, tensor)
-
-
 def _fallback_reason(pair: _Pair, tiny: np.ndarray) -> str:
-    from tfmot_wfn.lite.export_reasons import FOLD_HINT
+    from tfmot_wfn.export.tensor_reasons import FOLD_HINT
 
     smallest = float(np.min(np.abs(pair.scale64[tiny])))
     return (f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: its scale "
@@ -292,11 +196,11 @@ def keep_batchnorm_scales(
             name = fb.op_name(fbm, op)
             if name not in HOST_OPS or not unmatched:
                 continue
-            weight = _host_weight(fbm, subgraph, op)
+            weight = host_weight(fbm, subgraph, op)
             if weight is None or weight.ndim < 2:
                 continue
             axis = HOST_OPS[name]
-            folded = _channels_last(weight, axis)
+            folded = channels_last(weight, axis)
             for pair in unmatched:
                 if folded.shape != pair.kernel.shape:
                     continue
@@ -306,7 +210,7 @@ def keep_batchnorm_scales(
                     continue
                 unmatched.remove(pair)
                 weight_name = fb.tensor_name(subgraph.tensors[int(op.inputs[1])])
-                usable, bias = _optional_bias(fbm, subgraph, op)
+                usable, bias = optional_bias(fbm, subgraph, op)
                 if tiny.any() or not usable:
                     reasons[(s, weight_name)] = _fallback_reason(pair, tiny) if tiny.any() else (
                         f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the op's "
@@ -323,32 +227,32 @@ def keep_batchnorm_scales(
                             "not kept as a separate MUL; values are not in the palette")
                         break
                     exact = exact and bias_exact
-                    replaced_buffers.add(int(subgraph.tensors[int(op.inputs[_BIAS_SLOT])].buffer))
-                    bias_name = _set_constant(fbm, subgraph, op, _BIAS_SLOT, new_bias, readers)
+                    replaced_buffers.add(int(subgraph.tensors[int(op.inputs[BIAS_SLOT])].buffer))
+                    bias_name = set_constant(fbm, subgraph, op, BIAS_SLOT, new_bias, readers)
                     reasons[(s, bias_name)] = (
                         f"bias of size {new_bias.size} not in palette: BatchNorm "
                         f"{pair.bn.name!r} shift divided by its scale (kept as a separate MUL "
                         f"after {pair.layer.name!r})")
                 replaced_buffers.add(int(subgraph.tensors[int(op.inputs[1])].buffer))
-                weight_name = _set_constant(
-                    fbm, subgraph, op, 1, _from_channels_last(snapped, weight.shape, axis),
+                weight_name = set_constant(
+                    fbm, subgraph, op, 1, from_channels_last(snapped, weight.shape, axis),
                     readers)
                 # op -> unscaled tensor -> MUL(s, activation) -> the op's original output
                 out_index = int(op.outputs[0])
                 out = subgraph.tensors[out_index]
                 unscaled = fb.add_tensor(
-                    subgraph, _unique_name(subgraph, fb.tensor_name(out) + UNSCALED_SUFFIX),
+                    subgraph, unique_tensor_name(subgraph, fb.tensor_name(out) + UNSCALED_SUFFIX),
                     fb.tensor_shape(out), out.type)
                 if out.shapeSignature is not None:
                     subgraph.tensors[unscaled].shapeSignature = np.array(out.shapeSignature)
-                scale_name = _unique_name(subgraph, SCALE_PREFIX + pair.bn.name)
+                scale_name = unique_tensor_name(subgraph, SCALE_PREFIX + pair.bn.name)
                 scale_index = fb.add_tensor(
                     subgraph, scale_name, [scale.size], fb.type_value("FLOAT32"),
                     fb.add_buffer(fbm, scale.astype("<f4").tobytes()))
                 activation = int(op.builtinOptions.fusedActivationFunction)
                 op.builtinOptions.fusedActivationFunction = fb.schema().ActivationFunctionType.NONE
                 op.outputs[0] = unscaled
-                inserts[pos] = _mul_op(fbm, [unscaled, scale_index], [out_index], activation)
+                inserts[pos] = mul_op(fbm, [unscaled, scale_index], [out_index], activation)
                 reasons[(s, scale_name)] = SCALE_REASON
                 kept.append(KeptScale(
                     subgraph=s, layer=pair.layer.name, batchnorm=pair.bn.name, op=name,
@@ -370,61 +274,4 @@ def keep_batchnorm_scales(
     return fb.write_model(fbm), kept, reasons
 
 
-# ------------------------------------------------------------------ decoding
-def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
-    """Multiply each kept-scale ``MUL`` back into the static weights of the op before it.
-
-    For ``MUL(op(x, W, b), s)`` with ``s`` one of ``scales`` (tensor indices, or
-    names): ``W *= s`` (per output channel), ``b *= s``, the MUL's fused activation
-    goes back on the op, which writes the MUL's output, and the MUL is dropped.
-    MULs whose op has non-constant weights, another reader or an activation are left
-    as they are. Returns how many were folded.
-    """
-    wanted = set(scales)
-    if not wanted:
-        return 0
-    mul_code = fb.schema().BuiltinOperator.MUL
-    none = fb.schema().ActivationFunctionType.NONE
-    producer = fb.producers(subgraph)
-    readers = fb.consumers(subgraph)
-    outputs = set(int(t) for t in (subgraph.outputs if subgraph.outputs is not None else []))
-    drop = set()
-    for pos, mul in enumerate(subgraph.operators or []):
-        opcode = model.operatorCodes[mul.opcodeIndex]
-        if opcode.customCode or fb.builtin_code(opcode) != mul_code or len(mul.inputs) != 2:
-            continue
-        scale_tensor = subgraph.tensors[int(mul.inputs[1])]
-        if int(mul.inputs[1]) not in wanted and fb.tensor_name(scale_tensor) not in wanted:
-            continue
-        scale = fb.constant_array(model, scale_tensor)
-        unscaled = int(mul.inputs[0])
-        host_pos = producer.get(unscaled)
-        if scale is None or host_pos is None or unscaled in outputs:
-            continue
-        host = subgraph.operators[host_pos]
-        host_name = fb.op_name(model, host)
-        if (host_name not in HOST_OPS or len(readers.get(unscaled, [])) != 1
-                or int(host.builtinOptions.fusedActivationFunction) != none):
-            continue
-        weight = _host_weight(model, subgraph, host)
-        usable, bias = _optional_bias(model, subgraph, host)
-        axis = HOST_OPS[host_name]
-        if weight is None or not usable or weight.shape[axis] != scale.size:
-            continue
-        scale = scale.astype(np.float32).ravel()
-        shaped = np.ones(weight.ndim, int)
-        shaped[axis] = scale.size
-        _set_constant(model, subgraph, host, 1, weight * scale.reshape(shaped), readers)
-        if bias is not None:
-            _set_constant(model, subgraph, host, _BIAS_SLOT, bias * scale, readers)
-        activation = int(mul.builtinOptions.fusedActivationFunction)
-        host.builtinOptions.fusedActivationFunction = activation
-        host.outputs[0] = int(mul.outputs[0])
-        drop.add(pos)
-    if drop:
-        subgraph.operators = [op for pos, op in enumerate(subgraph.operators) if pos not in drop]
-    return len(drop)
-
-
-__all__ = ["KeptScale", "MIN_SCALE", "SCALE_PREFIX", "SCALE_REASON", "fold_scale_ops",
-           "keep_batchnorm_scales"]
+__all__ = ["keep_batchnorm_scales"]

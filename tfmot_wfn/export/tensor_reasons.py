@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfmot_wfn.lite.palette_encoding import ConstantTensor, Explainer, generic_reason
+from tfmot_wfn.tflite.palette_encoding import ConstantTensor, Explainer, generic_reason
 
 FOLD_HINT = "apply tfmot_wfn.lite.fold_batchnorm to the float model before fix_weights"
 
@@ -36,7 +36,7 @@ class _Origin:
 
 def _converter_folded_pairs(model):
     """(layer, bn) pairs the TFLite converter folds: the same rule as fold_batchnorm."""
-    from tfmot_wfn.lite.batchnorm_folding import _pairs
+    from tfmot_wfn.keras.batchnorm_folding import _pairs
 
     pairs = []
 
@@ -60,8 +60,8 @@ def _batchnorms(model):
 
 
 def _origins(model) -> Dict[int, List[_Origin]]:
-    from tfmot_wfn.keras.metrics import layer_weights
-    from tfmot_wfn.lite.batchnorm_folding import (
+    from tfmot_wfn.keras.report import layer_weights
+    from tfmot_wfn.keras.batchnorm_folding import (
         _DEPTHWISE,
         batchnorm_scale_shift,
         folded_weights,

@@ -75,7 +75,7 @@ def compare_latency(
       runs: measured rounds; warmup: rounds run first and not measured.
       batch: the batch size of the random input.
     """
-    from tfmot_wfn.lite.runtime import load_interpreter, runtime_name
+    from tfmot_wfn.tflite.runtime import load_interpreter, runtime_name
 
     interpreters = {}
     for name, source in models.items():

@@ -7,7 +7,7 @@ numbers = export_and_measure(fixed_model, "out/", x_test=x, y_test=y)
 print(numbers["palette_bytes"] / numbers["dense_bytes"], numbers["latency_ratio_decoded"])
 ```
 
-``python -m tfmot_wfn.lite.benchmark --output out/`` runs `digits_benchmark`: the
+``python -m tfmot_wfn.apps.export_benchmark --output out/`` runs `digits_benchmark`: the
 demo CNN fixed with and without `fold_batchnorm`, both exported and measured
 (without folding, each BatchNorm's scale is kept as a MUL: ``batchnorm="scale_op"``).
 """
@@ -42,10 +42,10 @@ def export_and_measure(
     conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed).
     """
     import tfmot_wfn
-    from tfmot_wfn.lite.export import export_tflite
-    from tfmot_wfn.lite.keras_conversion import is_wrapped
-    from tfmot_wfn.lite.latency import compare_latency
-    from tfmot_wfn.lite.runtime import load_interpreter, run_interpreter
+    from tfmot_wfn.export.palette_export import export_tflite
+    from tfmot_wfn.keras.network_fixing import is_wrapped
+    from tfmot_wfn.tflite.latency import compare_latency
+    from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
 
     os.makedirs(folder, exist_ok=True)
     dense = export_tflite(model, os.path.join(folder, f"{name}_dense.tflite"), mode="dense")
@@ -116,8 +116,8 @@ def digits_benchmark(folder: str = "wfn_lite_benchmark", seed: int = 0, runs: in
     import keras
 
     import tfmot_wfn
-    from tfmot_wfn.demo import build_cnn, load_digits_split
-    from tfmot_wfn.lite.batchnorm_folding import fold_batchnorm
+    from tfmot_wfn.apps.demo import build_cnn, load_digits_split
+    from tfmot_wfn.keras.batchnorm_folding import fold_batchnorm
 
     keras.utils.set_random_seed(seed)
     x_train, x_test, y_train, y_test = load_digits_split(seed)
