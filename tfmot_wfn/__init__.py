@@ -46,6 +46,8 @@ _EXPORTS = {
     "run_fixing_stage": "tfmot_wfn.keras.network_fixing",
     "regularization_value": "tfmot_wfn.keras.regularizer",
     "regularized_loss": "tfmot_wfn.keras.regularizer",
+    "DistanceSearch": "tfmot_wfn.apps.distance_search",
+    "search_distance": "tfmot_wfn.apps.distance_search",
 }
 
 
@@ -64,6 +66,7 @@ def __dir__():
 
 __all__ = [
     "DEFAULT_DISTANCE",
+    "DistanceSearch",
     "IS_LEGACY_KERAS",
     "PAPER_FRACTIONS",
     "ZERO_DISTANCE",
@@ -84,6 +87,7 @@ __all__ = [
     "regularized_loss",
     "report",
     "run_fixing_stage",
+    "search_distance",
     "strip_fixing",
     "unique_weights",
     "weight_entropy",

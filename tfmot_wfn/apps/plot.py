@@ -268,3 +268,34 @@ def save_all(folder: str, source, history: Optional[Sequence] = None,
         paths["stages"] = os.path.join(folder, PLOT_FILES["stages"])
         stage_progress(history, paths["stages"], baseline_accuracy=baseline_accuracy)
     return paths
+
+
+def distance_frontier(search, path: Optional[str] = None, title: Optional[str] = None):
+    """Validation accuracy against unique values for every run of a `DistanceSearch`.
+
+    Proxy runs are hollow, full runs filled, the chosen model ringed; the dashed line is
+    the float accuracy minus the tolerance.
+    """
+    rows = search.frontier
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for source, face in (("proxy", "none"), ("full", POSITIVE_COLOR)):
+        picked = [r for r in rows if r.source == source]
+        if picked:
+            ax.scatter([r.unique_values for r in picked], [r.accuracy for r in picked],
+                       facecolors=face, edgecolors=POSITIVE_COLOR, label=f"{source} runs", zorder=3)
+            for r in picked:
+                ax.annotate(f"{r.distance:g}", (r.unique_values, r.accuracy), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+    chosen = [r for r in rows if r.source == "full" and r.distance == search.distance]
+    if chosen:
+        ax.scatter([chosen[-1].unique_values], [chosen[-1].accuracy], s=160, facecolors="none",
+                   edgecolors=NEGATIVE_COLOR, label=f"chosen (delta {search.distance:g})", zorder=4)
+    ax.axhline(search.float_accuracy - search.tolerance, color=ZERO_COLOR, linestyle="--",
+               label="float accuracy - tolerance")
+    ax.set_xscale("log")
+    ax.set_xlabel("unique weight values (log)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or "distance search: accuracy vs unique values (labels: delta)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,105 @@
+"""search_distance: the largest delta within tolerance, at a bounded cost, on real digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import keras_helpers
+from keras_helpers import L, keras
+
+import tfmot_wfn
+from tfmot_wfn.apps.distance_search import top1_accuracy
+
+DELTAS = (0.01, 0.03, 0.3)
+
+
+@pytest.fixture(scope="module")
+def digits_mlp(digits):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(32, activation="relu"),
+                              L.Dense(10, activation="softmax")])
+    keras_helpers.compile_classifier(model, keras.optimizers.Adam(3e-3))
+    model.fit(digits.x_train, digits.y_train, epochs=15, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def search(digits_mlp, digits):
+    before = [w.copy() for w in digits_mlp.get_weights()]
+    result = tfmot_wfn.search_distance(
+        digits_mlp, (digits.x_train, digits.y_train), (digits.x_test, digits.y_test),
+        tolerance=0.01, deltas=DELTAS, batch_size=64, verbose=0)
+    after = digits_mlp.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after)), "the float model changed"
+    return result
+
+
+def test_the_chosen_model_is_a_measured_full_run_within_tolerance(search, digits):
+    full = [r for r in search.frontier if r.source == "full"]
+    assert full and full[-1].distance == search.distance
+    assert search.within_tolerance == (search.accuracy >= search.float_accuracy - 0.01)
+    assert search.accuracy == pytest.approx(top1_accuracy(search.model, (digits.x_test,
+                                                                         digits.y_test)))
+    assert tfmot_wfn.unique_weights(search.model) == full[-1].unique_values
+    assert search.within_tolerance
+    # 0.3 is far past the cliff of this MLP: its proxy fails, so it is never a full run.
+    assert 0.3 not in [r.distance for r in full]
+
+
+def test_cost_stays_within_the_budget(search, digits):
+    steps_per_epoch = int(np.ceil(len(digits.y_train) / 64))
+    assert search.budget_steps == 3 * 10 * steps_per_epoch
+    assert search.train_steps <= search.budget_steps
+    assert search.train_steps == sum(r.train_steps for r in search.frontier)
+
+
+def test_proxies_bisect_the_candidates_and_full_runs_start_at_the_last_passing_one(search):
+    proxies = [r for r in search.frontier if r.source == "proxy"]
+    assert proxies[0].distance == DELTAS[1]  # bisection starts in the middle
+    assert len({r.distance for r in proxies}) == len(proxies)
+    passing = [r.distance for r in proxies if r.accuracy >= search.float_accuracy - 0.01 - 0.02]
+    first_full = next(r for r in search.frontier if r.source == "full")
+    assert first_full.distance == (max(passing) if passing else DELTAS[0])
+    assert all(r.unique_values >= 1 and 0.0 <= r.accuracy <= 1.0 for r in search.frontier)
+
+
+def test_table_json_and_plot(search, tmp_path):
+    text = str(search)
+    assert f"chose delta {search.distance:g}" in text and "proxy" in text and "full" in text
+    data = json.loads(search.to_json())
+    assert data["distance"] == search.distance and len(data["frontier"]) == len(search.frontier)
+    search.plot(str(tmp_path / "frontier.png"))
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_accuracy_reads_one_hot_and_datasets(digits_mlp, digits):
+    import tensorflow as tf
+
+    sparse = top1_accuracy(digits_mlp, (digits.x_test, digits.y_test))
+    one_hot = top1_accuracy(digits_mlp, (digits.x_test, np.eye(10)[digits.y_test]))
+    batched = tf.data.Dataset.from_tensor_slices((digits.x_test, digits.y_test)).batch(50)
+    assert sparse == one_hot == top1_accuracy(digits_mlp, batched)
+    expected = np.mean(np.argmax(digits_mlp.predict(digits.x_test, verbose=0), -1) == digits.y_test)
+    assert sparse == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tolerance": 1.5}, "tolerance is an absolute accuracy drop"),
+    ({"deltas": ()}, "deltas must be positive"),
+    ({"budget": 0.5}, "budget must be >= 1"),
+    ({"distance": 0.01}, "chooses distance"),
+])
+def test_bad_arguments_are_refused(digits_mlp, digits, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tfmot_wfn.search_distance(digits_mlp, (digits.x_train, digits.y_train),
+                                  (digits.x_test, digits.y_test), **kwargs)
+
+
+def test_an_uncompiled_model_needs_loss_and_optimizer(digits):
+    model = keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(10)])
+    with pytest.raises(ValueError, match="needs a loss and an optimizer"):
+        tfmot_wfn.search_distance(model, (digits.x_train, digits.y_train),
+                                  (digits.x_test, digits.y_test))

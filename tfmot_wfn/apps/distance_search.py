@@ -1,0 +1,377 @@
+"""Automatic choice of ``distance``: the largest delta whose fixed model keeps the accuracy.
+
+```python
+import tfmot_wfn
+
+search = tfmot_wfn.search_distance(model, (x_train, y_train), (x_val, y_val), tolerance=0.005)
+print(search)                      # the frontier: delta, unique values, entropy, accuracy, source
+final = search.model               # the fixed (stripped) model of the chosen delta's full run
+search.plot("frontier.png")
+```
+
+How it searches, at a bounded cost:
+
+1. **Proxies** (bisection over the sorted candidate deltas, assuming accuracy falls as delta
+   grows): the paper's ten stages with a short fine-tune between them (``proxy_steps`` batches
+   a stage, a fifth of an epoch by default), then the validation accuracy. A proxy costs about
+   two epochs; bisection over nine candidates runs three or four of them.
+2. **Full runs** (the real schedule, ``epochs_per_stage`` epochs a stage), starting at the
+   largest delta whose proxy came within ``tolerance + proxy_slack`` of the float model (the
+   proxy trains less, so it is pessimistic): after a run within ``tolerance`` the next larger
+   delta is tried (unless its proxy fell more than ``5 * proxy_slack`` below the tolerance), after
+   one outside it the next smaller, until the boundary is found.
+3. The budget is counted in training batches: all runs together use at most ``budget`` times
+   the batches of one full run (3 by default), and a full run is always left for. The chosen
+   model is the largest-delta full run within tolerance (else the most accurate full run);
+   `DistanceSearch.within_tolerance` says which.
+
+Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
+sigmoid output is thresholded at 0.5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tfmot_wfn.keras.compat import keras, tf
+from tfmot_wfn.keras.fix import fix_weights, strip_fixing
+from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
+from tfmot_wfn.keras.fixing_schedule import PAPER_FRACTIONS, StagedFixing
+from tfmot_wfn.keras.report import unique_weights, weight_entropy
+
+#: Candidate deltas, from the paper's smallest (0.0075) to where accuracy usually collapses.
+DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontierRow:
+    """One run of the search: its delta, compression, validation accuracy and kind."""
+
+    distance: float
+    unique_values: int
+    entropy_bits: float
+    accuracy: float
+    source: str  # "proxy" or "full"
+    seconds: float
+    train_steps: int
+
+
+@dataclasses.dataclass
+class DistanceSearch:
+    """The result of `search_distance`.
+
+    Attributes:
+      distance: the chosen delta (that of ``model``).
+      model: the fixed, stripped Keras model of the chosen delta's full run.
+      float_accuracy: the float model's validation accuracy.
+      accuracy: ``model``'s validation accuracy.
+      tolerance: the allowed drop (absolute accuracy).
+      within_tolerance: whether ``accuracy >= float_accuracy - tolerance``.
+      frontier: every run, proxies and full runs, in the order they ran.
+      train_steps / budget_steps: training batches used, and the most allowed.
+      seconds: wall time of the search.
+    """
+
+    distance: float
+    model: Any
+    float_accuracy: float
+    accuracy: float
+    tolerance: float
+    within_tolerance: bool
+    frontier: List[FrontierRow]
+    train_steps: int
+    budget_steps: int
+    seconds: float
+
+    def to_dict(self) -> Dict:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
+        out["frontier"] = [dataclasses.asdict(r) for r in self.frontier]
+        return out
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        lines = [f"distance search: float accuracy {self.float_accuracy:.4f}, tolerance "
+                 f"{self.tolerance:.4f}; chose delta {self.distance:g} (accuracy "
+                 f"{self.accuracy:.4f}, {'within' if self.within_tolerance else 'NOT within'} "
+                 f"tolerance); {self.train_steps} of {self.budget_steps} budgeted training steps, "
+                 f"{self.seconds:.0f} s",
+                 f"{'delta':>8} {'source':>6} {'unique':>7} {'entropy':>8} {'accuracy':>9} "
+                 f"{'drop (pts)':>10}"]
+        for r in self.frontier:
+            lines.append(f"{r.distance:>8g} {r.source:>6} {r.unique_values:>7d} "
+                         f"{r.entropy_bits:>8.3f} {r.accuracy:>9.4f} "
+                         f"{100 * (self.float_accuracy - r.accuracy):>10.2f}")
+        return "\n".join(lines)
+
+    def plot(self, path: Optional[str] = None):
+        """Accuracy against unique values for every run (PNG at ``path``); returns the Figure."""
+        from tfmot_wfn.apps import plot
+
+        return plot.distance_frontier(self, path)
+
+
+# ------------------------------------------------------------------ data
+def _as_dataset(data, batch_size: int, shuffle: bool, seed: int):
+    """A batched ``tf.data.Dataset`` of ``(x, y)`` and its number of batches (None: unknown)."""
+    if isinstance(data, tf.data.Dataset):
+        cardinality = int(data.cardinality().numpy())
+        return data, (cardinality if cardinality > 0 else None)
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError("data must be an (x, y) pair of arrays or a batched tf.data.Dataset of "
+                        f"(x, y) batches, got {type(data).__name__}")
+    x, y = data
+    n = len(y)
+    if n == 0:
+        raise ValueError("the data are empty: pass at least one example")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(min(n, 10_000), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size), int(math.ceil(n / batch_size))
+
+
+def _predicted_labels(probabilities: np.ndarray) -> np.ndarray:
+    if probabilities.ndim == 1 or probabilities.shape[-1] == 1:
+        return (probabilities.reshape(len(probabilities)) > 0.5).astype(np.int64)
+    return np.argmax(probabilities, axis=-1)
+
+
+def _true_labels(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim >= 2 and y.shape[-1] > 1:
+        return np.argmax(y, axis=-1)
+    return y.reshape(len(y)).astype(np.int64)
+
+
+def top1_accuracy(model, data, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` arrays or a batched dataset of ``(x, y)``."""
+    dataset, _ = _as_dataset(data, batch_size, shuffle=False, seed=0)
+    correct = total = 0
+    for x, y in dataset:
+        predicted = _predicted_labels(np.asarray(model(x, training=False)))
+        truth = _true_labels(np.asarray(y))
+        correct += int(np.sum(predicted == truth))
+        total += len(truth)
+    if total == 0:
+        raise ValueError("the validation data are empty")
+    return correct / total
+
+
+# ------------------------------------------------------------------ training
+@dataclasses.dataclass(frozen=True)
+class _Training:
+    """How every run of the search trains (shared settings, fixed for the search)."""
+
+    train: Any  # batched dataset, repeated
+    steps_per_epoch: int
+    loss: Any
+    optimizer_config: Dict
+    fix_kwargs: Dict
+    seed: int
+
+
+def _compiled_settings(model, loss, optimizer) -> Tuple[Any, Dict]:
+    loss = loss if loss is not None else getattr(model, "loss", None)
+    if optimizer is None and getattr(model, "optimizer", None) is not None:
+        optimizer = model.optimizer
+    if loss is None or optimizer is None:
+        raise ValueError("search_distance needs a loss and an optimizer: compile the model first "
+                         "(model.compile(optimizer=..., loss=...)) or pass loss= and optimizer=")
+    optimizer = keras.optimizers.get(optimizer)
+    return loss, keras.optimizers.serialize(optimizer)
+
+
+def _fixed_run(model, training: _Training, distance: float, steps_per_stage: int,
+               stages: int) -> Tuple[Any, int]:
+    """Fix ``model`` at ``distance`` with ``steps_per_stage`` batches a stage; (stripped, steps)."""
+    schedule = StagedFixing(steps_per_stage=steps_per_stage)
+    fixed = fix_weights(model, fixing_schedule=schedule, distance=distance, **training.fix_kwargs)
+    fixed.compile(optimizer=keras.optimizers.deserialize(training.optimizer_config),
+                  loss=training.loss)
+    epochs = stages  # the last stage fires at the first batch of the last epoch
+    fixed.fit(training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0, shuffle=False,
+              callbacks=[UpdateFixingStep(verbose=0)])
+    return strip_fixing(fixed), epochs * steps_per_stage
+
+
+class _Runs:
+    """Runs fixing jobs for the search and keeps the frontier and the steps used."""
+
+    def __init__(self, model, training: _Training, validation, budget_steps: int,
+                 say: Callable[..., None]):
+        self.model, self.training, self.validation = model, training, validation
+        self.budget_steps, self.say = budget_steps, say
+        self.stages = len(PAPER_FRACTIONS)
+        self.frontier: List[FrontierRow] = []
+        self.used = 0
+
+    def affordable(self, steps: int) -> bool:
+        return self.used + steps <= self.budget_steps
+
+    def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
+        keras.utils.set_random_seed(self.training.seed)
+        t0 = time.time()
+        fixed, steps = _fixed_run(self.model, self.training, distance, steps_per_stage,
+                                  self.stages)
+        self.used += steps
+        row = _measure(fixed, self.validation, distance, source, t0, steps)
+        self.frontier.append(row)
+        self.say(f"  {source} run, delta {distance:g}: accuracy {row.accuracy:.4f}, "
+                 f"{row.unique_values} values, {row.entropy_bits:.3f} bits")
+        return row, fixed
+
+
+def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int,
+                    full_steps: int, threshold: float) -> int:
+    """Index of the largest candidate whose proxy accuracy reaches ``threshold`` (bisection,
+    assuming accuracy falls as delta grows); 0 when none does or the budget allows no proxy."""
+    proxy_cost = runs.stages * proxy_stage_steps
+    low, high = -1, len(candidates)  # candidates[low] passed (or none), candidates[high] failed
+    while high - low > 1 and runs.affordable(proxy_cost + full_steps):
+        middle = (low + high + 1) // 2
+        row, _ = runs.run(candidates[middle], proxy_stage_steps, "proxy")
+        if row.accuracy >= threshold:
+            low = middle
+        else:
+            high = middle
+    return max(low, 0)
+
+
+def _ceiling(runs: _Runs, candidates: List[float], floor: float) -> int:
+    """The largest index a full run may climb to: below the smallest delta whose proxy
+    accuracy fell under ``floor`` (far past the cliff), else the last candidate."""
+    failed = [candidates.index(r.distance) for r in runs.frontier
+              if r.source == "proxy" and r.accuracy < floor]
+    return min(failed) - 1 if failed else len(candidates) - 1
+
+
+def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: int,
+                    full_stage_steps: int, threshold: float) -> Tuple[FrontierRow, Any]:
+    """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
+    after a failure, until the boundary is found or the budget ends. Returns the
+    largest-delta passing run, else the most accurate one."""
+    full_steps = runs.stages * full_stage_steps
+    passing: Optional[Tuple[FrontierRow, Any]] = None
+    best: Optional[Tuple[FrontierRow, Any]] = None
+    index, direction = start, 0
+    while 0 <= index < len(candidates) and (best is None or runs.affordable(full_steps)):
+        row, fixed = runs.run(candidates[index], full_stage_steps, "full")
+        if best is None or row.accuracy > best[0].accuracy:
+            best = (row, fixed)
+        passed = row.accuracy >= threshold
+        if passed and (passing is None or row.distance > passing[0].distance):
+            passing = (row, fixed)
+        step = 1 if passed else -1
+        if (direction and step != direction) or index + step > ceiling:
+            break  # crossed the boundary, or the next delta's proxy was far past the cliff
+        index, direction = index + step, step
+    return passing or best
+
+
+def _measure(model, validation, distance: float, source: str, started: float,
+             steps: int) -> FrontierRow:
+    return FrontierRow(distance=float(distance), unique_values=int(unique_weights(model)),
+                       entropy_bits=float(weight_entropy(model)),
+                       accuracy=float(top1_accuracy(model, validation)), source=source,
+                       seconds=time.time() - started, train_steps=int(steps))
+
+
+def _check_arguments(tolerance: float, deltas: Sequence[float], epochs_per_stage: int,
+                     budget: float) -> List[float]:
+    if not (0.0 <= float(tolerance) < 1.0):
+        raise ValueError(f"tolerance is an absolute accuracy drop in [0, 1), got {tolerance!r} "
+                         "(0.005 = half a point)")
+    if int(epochs_per_stage) < 1:
+        raise ValueError(f"epochs_per_stage must be >= 1, got {epochs_per_stage!r}")
+    if not float(budget) >= 1.0:
+        raise ValueError(f"budget must be >= 1 (times one full run), got {budget!r}")
+    values = sorted({float(d) for d in deltas})
+    if not values or values[0] <= 0.0:
+        raise ValueError(f"deltas must be positive distances, got {list(deltas)!r}")
+    return values
+
+
+def search_distance(
+    model,
+    train_data,
+    validation_data,
+    tolerance: float = 0.005,
+    *,
+    deltas: Sequence[float] = DEFAULT_DELTAS,
+    epochs_per_stage: int = 1,
+    batch_size: int = 32,
+    loss=None,
+    optimizer=None,
+    budget: float = 3.0,
+    proxy_steps: Optional[int] = None,
+    proxy_slack: float = 0.02,
+    seed: int = 0,
+    verbose: int = 1,
+    **fix_kwargs,
+) -> DistanceSearch:
+    """The largest ``distance`` whose fixed model stays within ``tolerance`` of the float model.
+
+    Args:
+      model: the trained float Keras model (not changed). Its compiled loss and optimizer
+        settings are used (a fresh optimizer for every run) unless ``loss``/``optimizer`` are given.
+      train_data, validation_data: ``(x, y)`` arrays, or batched ``tf.data.Dataset``s of
+        ``(x, y)``. A training dataset must know its cardinality or be repeated by you (then
+        pass a finite one: the search repeats it itself).
+      tolerance: the allowed accuracy drop, absolute (0.005 = half a point).
+      deltas: the candidate distances.
+      epochs_per_stage: epochs of re-training between stages in the full runs.
+      batch_size: for ``(x, y)`` arrays.
+      budget: all runs together train at most this many times the batches of one full run.
+      proxy_steps: batches a stage in a proxy run (default: a tenth of an epoch, at least 1).
+      proxy_slack: extra accuracy drop a proxy may show and still be tried in a full run.
+      seed: seeds Keras (weights order, shuffling) for every run.
+      verbose: 1 prints a line per run.
+      **fix_kwargs: passed to `fix_weights` (``regularization``, ``fix_batchnorm``, ...).
+
+    Returns:
+      A `DistanceSearch`.
+    """
+    if "distance" in fix_kwargs or "fixing_schedule" in fix_kwargs:
+        raise TypeError("search_distance chooses distance and the schedule itself; do not pass "
+                        "distance= or fixing_schedule=")
+    candidates = _check_arguments(tolerance, deltas, epochs_per_stage, budget)
+    say: Callable[..., None] = print if verbose else (lambda *a, **k: None)
+    started = time.time()
+    loss, optimizer_config = _compiled_settings(model, loss, optimizer)
+    train, steps_per_epoch = _as_dataset(train_data, batch_size, shuffle=True, seed=seed)
+    if steps_per_epoch is None:
+        raise ValueError("the training dataset's length is unknown: pass a finite dataset "
+                         "(dataset.apply(tf.data.experimental.assert_cardinality(n))) or arrays")
+    training = _Training(train=train.repeat(), steps_per_epoch=steps_per_epoch, loss=loss,
+                         optimizer_config=optimizer_config, fix_kwargs=dict(fix_kwargs),
+                         seed=seed)
+    stages = len(PAPER_FRACTIONS)
+    full_stage_steps = epochs_per_stage * steps_per_epoch
+    full_steps = stages * full_stage_steps
+    budget_steps = int(budget * full_steps)
+    float_accuracy = top1_accuracy(model, validation_data)
+    say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
+        f"candidate deltas; budget {budget_steps} training steps ({budget:g} full runs)")
+
+    runs = _Runs(model, training, validation_data, budget_steps, say)
+    proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
+    threshold = float_accuracy - tolerance
+    start_at = _bisect_proxies(runs, candidates, proxy_stage_steps, full_steps,
+                               threshold - proxy_slack)
+    ceiling = max(start_at, _ceiling(runs, candidates, threshold - 5 * proxy_slack))
+    row, fixed = _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold)
+    return DistanceSearch(
+        distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
+        tolerance=float(tolerance), within_tolerance=row.accuracy >= float_accuracy - tolerance,
+        frontier=runs.frontier, train_steps=runs.used, budget_steps=budget_steps,
+        seconds=time.time() - started)
+
+
+__all__ = ["DEFAULT_DELTAS", "DistanceSearch", "FrontierRow", "search_distance", "top1_accuracy"]
