@@ -36,7 +36,94 @@ MODELS: Dict[str, Dict] = {
         title="keras.applications.MobileNetV2(alpha=0.35, weights=None), digits upscaled to 32x32x3",
         image=32, channels=3, float_epochs=24, float_lr=3e-3, batch=64,
     ),
+    # Real photographs (CIFAR-10, see `cifar10_photos`).
+    "resnet20": dict(
+        title="CIFAR ResNet-20 (3x3 convs, BatchNorm, 16/32/64 channels), real CIFAR-10 photos",
+        image=32, channels=3, float_epochs=30, float_lr=3e-3, batch=64, data="cifar10",
+    ),
+    "mobilenetv2_cifar": dict(
+        title="keras.applications.MobileNetV2(alpha=0.35, weights=None) at 32x32, real CIFAR-10 photos",
+        image=32, channels=3, float_epochs=30, float_lr=3e-3, batch=64, data="cifar10",
+    ),
 }
+
+#: Where the CIFAR-10 photographs are read from (5,085 training photos; see its README).
+CIFAR10_NPZ = os.environ.get(
+    "WFN_CIFAR10_NPZ", os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10_train_part.npz"))
+#: Held-out photos: the last 217 of each of the file's five CIFAR-10 batches (1,085 in all).
+CIFAR10_TEST_PER_BATCH = 217
+CIFAR10_PER_BATCH = 1017
+
+
+def cifar10_photos(use_tfds: bool = False):
+    """Real CIFAR-10 photographs: ``(x_train, x_test, y_train, y_test)``, float32 in [0, 1].
+
+    Reads `CIFAR10_NPZ` (``$WFN_CIFAR10_NPZ`` or ``../shared/data/cifar10_train_part.npz``):
+    5,085 photos, the first 1,017 of each training batch; the last 217 of each batch are
+    held out as the test split (4,000 train / 1,085 test). With ``use_tfds=True`` the whole
+    data set comes from tfds (``cifar10``, train/test) through `tfmot_wfn.data.from_tfds`.
+    """
+    if use_tfds:
+        return _cifar10_from_tfds()
+    if not os.path.isfile(CIFAR10_NPZ):
+        raise FileNotFoundError(
+            f"CIFAR-10 photographs not found at {CIFAR10_NPZ}: set WFN_CIFAR10_NPZ to a .npz with "
+            "uint8 x (N, 32, 32, 3) and y (N,), or run with --cifar-tfds to download CIFAR-10 "
+            "through tensorflow-datasets")
+    with np.load(CIFAR10_NPZ) as data:
+        x, y = data["x"], data["y"].astype(np.int64)
+    position = np.arange(len(y)) % CIFAR10_PER_BATCH
+    test = position >= CIFAR10_PER_BATCH - CIFAR10_TEST_PER_BATCH
+    x = x.astype(np.float32) / 255.0
+    return (np.ascontiguousarray(x[~test]), np.ascontiguousarray(x[test]), y[~test], y[test])
+
+
+def _cifar10_from_tfds():
+    from tfmot_wfn import data
+
+    cifar = data.from_tfds("cifar10", split="train", eval_split="test", batch_size=1024,
+                           normalization="unit")
+    arrays = []
+    for ds in (cifar.train_dataset(seed=0, augment=False), cifar.eval_dataset()):
+        xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds])
+        arrays.append((np.concatenate(xs), np.concatenate(ys).astype(np.int64)))
+    (x_train, y_train), (x_test, y_test) = arrays
+    return x_train, x_test, y_train, y_test
+
+
+def dataset(name: str, seed: int = 0):
+    """The data of model ``name``: digits (8x8, or upscaled) or real CIFAR-10 photos."""
+    spec = MODELS[name]
+    if spec.get("data") == "cifar10":
+        return cifar10_photos(use_tfds=bool(os.environ.get("WFN_CIFAR10_TFDS")))
+    return digits(spec["image"], spec["channels"], seed)
+
+
+def resnet20(keras, classes: int = 10, blocks: int = 3):
+    """The CIFAR ResNet-20 of He et al. (2016): 3 stages of 3 basic blocks, 16/32/64 channels."""
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3))
+
+    def conv_bn(h, filters, stride, name, relu=True):
+        h = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                     name=f"{name}_conv")(h)
+        h = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(h)
+        return L.ReLU(name=f"{name}_relu")(h) if relu else h
+
+    h = conv_bn(inputs, 16, 1, "stem")
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            name = f"s{stage}b{block}"
+            y = conv_bn(h, filters, stride, f"{name}a")
+            y = conv_bn(y, filters, 1, f"{name}b", relu=False)
+            if stride != 1 or h.shape[-1] != filters:
+                h = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(h)
+                h = L.BatchNormalization(momentum=0.9, name=f"{name}_proj_bn")(h)
+            h = L.ReLU(name=f"{name}_out")(L.Add(name=f"{name}_add")([h, y]))
+    h = L.GlobalAveragePooling2D(name="pool")(h)
+    outputs = L.Dense(classes, activation="softmax", name="classifier")(h)
+    return keras.Model(inputs, outputs, name="resnet20")
 
 
 def digits(image: int = 8, channels: int = 1, seed: int = 0):
@@ -90,7 +177,9 @@ def build(name: str, keras):
         h = layers.Dense(128, activation="relu", name="dense2")(h)
         outputs = layers.Dense(10, activation="softmax", name="classifier")(h)
         return keras.Model(inputs, outputs, name="digits_mlp")
-    if name == "mobilenetv2":
+    if name == "resnet20":
+        return resnet20(keras)
+    if name in ("mobilenetv2", "mobilenetv2_cifar"):
         model = keras.applications.MobileNetV2(
             input_shape=(spec["image"], spec["image"], spec["channels"]), alpha=0.35,
             weights=None, classes=10)
