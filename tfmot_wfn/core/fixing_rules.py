@@ -1,0 +1,65 @@
+"""Named fixing rules: which weights a greedy step may fix to its chosen centre.
+
+A greedy step picks the candidate centre that most free weights are nearest to, then
+fixes a prefix of the free weights sorted by relative distance (mean distance <= a).
+The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`):
+
+* ``"paper"``: any free weight, as the algorithm text reads (``nearest_only=False``, no
+  per-weight cap). Fewest unique values; a centre with many very close weights (BatchNorm
+  gammas at 1.0) can drag far weights onto it.
+* ``"nearest"``: only the centre's own voters (weights whose nearest candidate it is).
+* ``"capped"``: any free weight no farther than ``DISTANCE_CAP * a``.
+* ``"nearest_capped"``: both restrictions (the default of tfmot_wfn 0.1).
+
+```python
+from tfmot_wfn.core import fixing_rules
+fixing_rules.stage_options("paper")   # {'nearest_only': False, 'distance_cap': None}
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional
+
+from tfmot_wfn.core.greedy_fixing import DISTANCE_CAP
+
+
+@dataclasses.dataclass(frozen=True)
+class FixingRule:
+    """The `fixing_stage` options of one named rule."""
+
+    name: str
+    nearest_only: bool
+    distance_cap: Optional[float]
+    summary: str
+
+    def stage_options(self) -> Dict:
+        return {"nearest_only": self.nearest_only, "distance_cap": self.distance_cap}
+
+
+RULES: Dict[str, FixingRule] = {r.name: r for r in (
+    FixingRule("paper", False, None, "any free weight (the paper's text)"),
+    FixingRule("nearest", True, None, "only the centre's own voters"),
+    FixingRule("capped", False, DISTANCE_CAP, f"any free weight within {DISTANCE_CAP:g}a"),
+    FixingRule("nearest_capped", True, DISTANCE_CAP,
+               f"the centre's own voters within {DISTANCE_CAP:g}a"),
+)}
+DEFAULT_RULE = "nearest_capped"
+
+
+def get_rule(name: str) -> FixingRule:
+    """The rule called ``name``; a clear error listing the names otherwise."""
+    rule = RULES.get(str(name))
+    if rule is None:
+        raise ValueError(f"unknown fixing rule {name!r}: use one of {sorted(RULES)} "
+                         f"(default {DEFAULT_RULE!r})")
+    return rule
+
+
+def stage_options(name: str) -> Dict:
+    """``{"nearest_only": ..., "distance_cap": ...}`` for `fixing_stage` under rule ``name``."""
+    return get_rule(name).stage_options()
+
+
+__all__ = ["DEFAULT_RULE", "FixingRule", "RULES", "get_rule", "stage_options"]
