@@ -18,11 +18,11 @@ import gc
 import numpy as np
 import pytest
 
-import architecture_matrix as am
 import tfmot_wfn
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
 from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.testing import architecture_matrix as am
 
 SLOW = pytest.mark.slow
 PARAMS = [pytest.param(name, marks=() if name == "Transformer" else SLOW, id=name)
