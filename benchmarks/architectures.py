@@ -3,8 +3,8 @@
 For MobileNetV2, ResNet50, EfficientNetB0, DenseNet121 (keras.applications, weights=None,
 32x32x3, 4 classes) and a small functional Transformer encoder, the same run as
 `tests/test_architectures.py` (two fixing stages in a graph-mode fit of two steps of batch 8
-on random data, `strip_fixing`, palette TFLite export, interpreter), plus a dense TFLite
-export for the size comparison. Prints the markdown table (and the JSON with --json).
+on random data, `strip_fixing`, palette TFLite export, interpreter; both use
+`tfmot_wfn.testing.architecture_matrix`), plus a dense TFLite export for the size comparison. Prints the markdown table (and the JSON with --json).
 
     python benchmarks/architectures.py                      # all five, about 4 min on 2 cores
     python benchmarks/architectures.py --only Transformer --json matrix.json
@@ -21,12 +21,11 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (ROOT, os.path.join(ROOT, "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import architecture_matrix as am  # noqa: E402
+from tfmot_wfn.testing import architecture_matrix as am  # noqa: E402
 
 
 def main(argv=None):

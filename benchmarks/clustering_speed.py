@@ -8,7 +8,7 @@ Measures, for N weights drawn like a freshly initialised ResNet:
   delta * max(1, 10 - i), delta = 0.015), the free weights perturbed by small
   gaussian noise between stages to mimic re-training, each stage offered the
   previous palette (as ``tfmot_wfn.keras.network_fixing`` does);
-* the slow dense reference (``tests/reference_fixing.reference_stage``), stage 0 and
+* the slow dense reference (``tfmot_wfn.testing.reference_fixing.reference_stage``), stage 0 and
   the full schedule, at small N next to the fast one at the same N, for the speed-up
   ratio (and a check, in a separate subprocess, that both give the same result).
 
@@ -176,12 +176,11 @@ def child(spec):
     import numpy as np
 
     gf = _import_core()
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     n, what, mode = spec["n"], spec["what"], spec["mode"]
     w = make_weights(n, seed=spec.get("seed", 0))
     rng = np.random.default_rng(1)
     if what.startswith("reference") or mode == "check":
-        from reference_fixing import reference_stage
+        from tfmot_wfn.testing.reference_fixing import reference_stage
 
     trace = mode == "tracemalloc"
     check = mode == "check"  # also run the dense reference and compare (never timed)

@@ -31,13 +31,6 @@ for _path in (TESTS_DIR, ROOT_DIR):
 import pytest  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "slow: end-to-end training runs (seconds to minutes); deselect with -m 'not slow'",
-    )
-
-
 @pytest.fixture(scope="session")
 def digits():
     import keras_helpers

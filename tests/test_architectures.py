@@ -18,11 +18,11 @@ import gc
 import numpy as np
 import pytest
 
-import architecture_matrix as am
 import tfmot_wfn
 from tfmot_wfn.keras import fixable_layer
-from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
 from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.testing import architecture_matrix as am
 
 SLOW = pytest.mark.slow
 PARAMS = [pytest.param(name, marks=() if name == "Transformer" else SLOW, id=name)
@@ -124,7 +124,7 @@ def test_palette_tflite_runs_and_matches_keras(run):
     }.get(run.name, {})
     assert weights == expected
     kernels = sum(1 for w in wrappers_of(run.fixed) for v in w.fixable_variables
-                  if fixable_layer._short_name(v) in fixable_layer.KERNEL_NAMES)
+                  if short_name(v) in fixable_layer.KERNEL_NAMES)
     assert len(export.indexed) >= kernels
 
 

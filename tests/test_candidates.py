@@ -1,20 +1,15 @@
 """Tests of tfmot_wfn.core.candidates (pure numpy; no TensorFlow import here)."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference_fixing import additive_powers_of_two_scalar  # noqa: E402
-
-from tfmot_wfn.core.candidates import MAX_GRID_DISTANCE, candidate_centres, geometric_grid  # noqa: E402
-from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE, min_exponent, signed_digits  # noqa: E402
+from tfmot_wfn.core.candidates import MAX_GRID_DISTANCE, candidate_centres, geometric_grid
+from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE, min_exponent, signed_digits
+from tfmot_wfn.testing.reference_fixing import additive_powers_of_two_scalar
 
 max_abs_values = st.one_of(
     st.floats(1e-6, 10.0),

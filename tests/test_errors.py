@@ -112,6 +112,16 @@ def _fixed_dense(schedule=None, **kwargs):
     return kh.compile_classifier(fixed, from_logits=True)
 
 
+class WeightedUnsupported(L.Layer):
+    """A custom layer with a weight that does not implement FixableLayer."""
+
+    def build(self, input_shape):
+        self.v = self.add_weight(shape=(input_shape[-1],), name="v")
+
+    def call(self, x):
+        return x * self.v
+
+
 class Sub(keras.Model):
     """A subclassed model, written as the refusal message of fix_weights suggests."""
 
@@ -187,11 +197,16 @@ def test_unsupported_layer_with_weights_is_refused_in_a_model_alone_or_in_a_list
     lstm.build((None, 2, 4))
     refused(ValueError, "'the_lstm' of class LSTM.*FixableLayer",
             lambda: tfmot_wfn.fix_weights(lstm), lstm)
+    custom = WeightedUnsupported(name="the_custom")
+    custom.build((None, 2, 4))
+    refused(ValueError, "'the_custom' of class WeightedUnsupported.*FixableLayer",
+            lambda: tfmot_wfn.fix_weights(custom), custom)
     dense = L.Dense(2)
     dense.build((None, 3))
     # A list: the supported first layer is not wrapped either.
-    layers = [dense, lstm]
-    refused(ValueError, "FixableLayer", lambda: tfmot_wfn.fix_weights(layers), layers)
+    for unsupported in (lstm, custom):
+        layers = [dense, unsupported]
+        refused(ValueError, "FixableLayer", lambda: tfmot_wfn.fix_weights(layers), layers)
 
 
 def test_model_without_weights_is_refused():
@@ -420,6 +435,16 @@ def test_bad_distance_is_refused(distance, error):
     refused(error, match, lambda: tfmot_wfn.fix_weights(model, distance=distance), model)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(regularization=-0.1), "regularization must be in"),
+    (dict(temperature=0.0), "temperature must be in"),
+    (dict(zero_distance=0.0), "zero_distance must be in"),
+])
+def test_bad_regularizer_settings_are_refused(kwargs, match):
+    model = kh.dense_model()
+    refused(ValueError, match, lambda: tfmot_wfn.fix_weights(model, **kwargs), model)
+
+
 @pytest.mark.parametrize("fraction, distance, error, match", [
     (0.0, 0.05, ValueError, r"fraction must be in \(0.0, 1.0\]"),
     (1.5, 0.05, ValueError, r"fraction must be in"),
@@ -526,8 +551,13 @@ def _model():
 @pytest.mark.parametrize("call, error, match", [
     (lambda m: tfmot_wfn.fix_weights(42), TypeError, "expects a keras layer.*got int"),
     (lambda m: tfmot_wfn.fix_weights("model"), TypeError, "got str"),
-    (lambda m: tfmot_wfn.fix_weights([L.Dense(2), "dense"]), TypeError, "list containing str"),
+    (lambda m: tfmot_wfn.fix_weights(np.zeros(3)), TypeError,
+     "fix_weights expects a keras layer.*got ndarray"),
+    (lambda m: tfmot_wfn.fix_weights([L.Dense(2), "dense"]), TypeError,
+     "list containing str; a list must hold keras layers only"),
     (lambda m: tfmot_wfn.fix_weights([m]), TypeError, "list containing Sequential"),
+    (lambda m: tfmot_wfn.fix_weights([L.Dense(2), m]), TypeError,
+     "list containing Sequential; a list must hold keras layers only"),
     (lambda m: tfmot_wfn.fix_weights(m, fix_biases="no"), TypeError,
      "fix_biases must be True or False"),
     (lambda m: tfmot_wfn.fix_weights(m, fix_batchnorm=1), TypeError, "fix_batchnorm must be"),
@@ -541,6 +571,10 @@ def _model():
      "fixing_schedule must be"),
     (lambda m: tfmot_wfn.fix_weights(m, palette_capacity=2.5), ValueError,
      "palette_capacity must be a positive integer"),
+    (lambda m: tfmot_wfn.fix_weights(m, palette_capacity=0), ValueError,
+     "palette_capacity must be a positive integer"),
+    (lambda m: tfmot_wfn.fix_weights(m, palette_capacity=True), ValueError,
+     "palette_capacity must be a positive integer"),
     (lambda m: tfmot_wfn.fix_weights(m, palette_size=10), TypeError, "unexpected keyword"),
     (lambda m: Wrapper(m), TypeError, "wraps single layers"),
     (lambda m: Wrapper("dense"), TypeError, "wraps a keras.layers.Layer"),
@@ -548,7 +582,8 @@ def _model():
     (lambda m: tfmot_wfn.UpdateFixingStep(check_finite="yes"), TypeError,
      "check_finite must be True or False"),
     (lambda m: tfmot_wfn.FixingSummaries(log_dir=3), TypeError, "log_dir must be a path"),
-    (lambda m: tfmot_wfn.strip_fixing(42), TypeError, "expects a keras Model or layer"),
+    (lambda m: tfmot_wfn.strip_fixing(42), TypeError, "strip_fixing expects a keras Model or layer"),
+    (lambda m: tfmot_wfn.strip_fixing("model"), TypeError, "expects a keras Model or layer"),
     (lambda m: tfmot_wfn.strip_fixing(m), ValueError, "has no WeightFixingWrapper"),
     (lambda m: tfmot_wfn.StagedFixing(fractions="0.5"), TypeError,
      "fractions must be a sequence of numbers"),

@@ -14,19 +14,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference_fixing import reference_stage  # noqa: E402
-
-from tfmot_wfn.core.candidates import candidate_centres  # noqa: E402
-from tfmot_wfn.core.greedy_fixing import (  # noqa: E402
+from tfmot_wfn.core.candidates import candidate_centres
+from tfmot_wfn.core.greedy_fixing import (
     ORDER_BEFORE_DOUBLING,
     accepted_count,
     fixing_stage,
     quota_for,
     relative_distance,
 )
-from tfmot_wfn.core.powers_of_two import signed_digits  # noqa: E402
+from tfmot_wfn.core.powers_of_two import signed_digits
+from tfmot_wfn.testing.reference_fixing import reference_stage
 
 SCALE = float(os.environ.get("WFN_EXAMPLES_SCALE", "1"))
 PAPER_FRACTIONS = [0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0]

@@ -23,6 +23,8 @@ ALLOWED = {
     "archive": {"utils", "core", "keras"},
     "lite": {"utils", "core", "keras", "tflite", "export", "archive"},
     "apps": {"utils", "core", "keras", "tflite", "export", "archive", "lite", "<top>"},
+    # Test oracles shared by tests/ and benchmarks/: everything below apps.
+    "testing": {"utils", "core", "keras", "tflite", "export", "archive", "lite", "<top>"},
 }
 NO_KERAS = {"utils", "core", "tflite"}
 

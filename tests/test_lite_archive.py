@@ -64,7 +64,15 @@ def seal(body: bytes, version: int = A.FORMAT_VERSION, flags: int = 0) -> bytes:
 
 
 def varints(values) -> bytes:
-    return b"".join(A._varint(int(v)) for v in values)
+    """Unsigned LEB128 (7 bits a byte, low bits first, high bit set on all but the last)."""
+    out = bytearray()
+    for v in values:
+        v = int(v)
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
 
 
 def build_body(palette=(0.0, 0.5), coding=1, tensors=(), models=b"", words=(), digest=None,

@@ -1,8 +1,6 @@
 """Tests of tfmot_wfn.core.powers_of_two (pure numpy; no TensorFlow import here)."""
 
 import math
-import os
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -10,17 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from reference_fixing import additive_powers_of_two_scalar, power_of_two_scalar  # noqa: E402
-
-from tfmot_wfn.core.powers_of_two import (  # noqa: E402
+from tfmot_wfn.core.powers_of_two import (
     ZERO_DISTANCE,
     additive_powers_of_two,
     format_signed_digits,
     min_exponent,
     round_to_power_of_two,
     signed_digits,
+)
+from tfmot_wfn.testing.reference_fixing import (
+    additive_powers_of_two_scalar,
+    power_of_two_scalar,
 )
 
 finite = st.floats(allow_nan=False, allow_infinity=False)

@@ -78,7 +78,13 @@ def test_softmin_term_large_branch_and_empty_palette():
                   elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=True)))
 def test_bucket_rows_are_log_uniform_buckets_without_search(w):
     rows = rt.bucket_rows(w)
-    edges = rt._bucket_edges()
+    # The boundaries from the definition: 2**BUCKET_BITS buckets per octave, split on the
+    # top mantissa bits of the float32 (upper edge 2**e * (1 + m / 2**BUCKET_BITS)), the
+    # first one reaching down to 0.
+    k = np.arange(rt.BUCKETS + 1)
+    per_octave = 1 << rt.BUCKET_BITS
+    edges = np.ldexp(1.0 + (k % per_octave) / per_octave, rt.LOW_EXPONENT + k // per_octave)
+    edges[0] = 0.0
     b = np.where(rows >= rt.BUCKETS, rows - rt.BUCKETS, rows)
     mag = np.abs(w.astype(np.float64))
     inside = (mag > 2.0 ** rt.LOW_EXPONENT) & (mag <= 2.0 ** rt.HIGH_EXPONENT)
@@ -98,7 +104,12 @@ def test_expanded_rows_stand_for_the_same_buckets(w):
     w = np.concatenate([w, np.float32([0.0, -0.0, G0, -G0, np.inf, -np.inf])])
     expanded = rt.expanded_rows(w)
     assert np.all((0 <= expanded) & (expanded < rt.EXPANDED_ROWS))
-    np.testing.assert_array_equal(rt._expanded_map()[expanded], rt.bucket_rows(w))
+    # A table whose row r holds (r, -r): `expand` must lay row bucket_rows(w) at expanded_rows(w).
+    rows = np.arange(2 * rt.BUCKETS, dtype=np.float64)
+    table = rt.InterpolationTable(np.stack([rows, -rows], axis=1), max_error=0.0, zero_distance=G0)
+    expanded_table = rt.expand(table)
+    np.testing.assert_array_equal(expanded_table[expanded, 0], rt.bucket_rows(w))
+    np.testing.assert_array_equal(expanded_table[expanded, 1], -rt.bucket_rows(w))
 
 
 @pytest.mark.parametrize("g0", [G0, 0.01])

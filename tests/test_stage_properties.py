@@ -27,6 +27,7 @@ import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.core.greedy_fixing import quota_for
 from tfmot_wfn.core.powers_of_two import signed_digits
+from tfmot_wfn.keras.compat import autocasts
 from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
 
 L = keras.layers
@@ -147,7 +148,7 @@ def test_multi_stage_network_invariants(models, policy, seed, scales, zero_fract
             # Weights the layers read in float16 (BatchNormalization keeps gamma/beta float32).
             kernels = [e[m] for w in wrappers_of(model)
                        for v, e, m in zip(w.fixable_variables, w.effective_numpy(), w.mask_numpy())
-                       if w.layer.compute_dtype == "float16" and v._autocast]
+                       if w.layer.compute_dtype == "float16" and autocasts(v)]
             assert kernels
             for values in kernels:
                 assert np.array_equal(values.astype(np.float16).astype(np.float32), values)

@@ -77,7 +77,9 @@ PACKAGES = [
     ("lite", [":export", ":tflite", ":archive"], []),
     ("tfmot_wfn", [":keras", ":lite"], []),
     ("apps", [":tfmot_wfn"], ["# matplotlib dep", "# scikit-learn dep"]),
+    ("testing", [":tfmot_wfn"], []),  # oracles shared by tests/ and benchmarks/
 ]
+TESTONLY = {"testing"}
 
 
 def _package_files(name, exclude):
@@ -91,11 +93,12 @@ def generate(exclude=()):
     for name, deps, comments in PACKAGES:
         srcs = _package_files(name, exclude)
         if srcs:
-            out.append(LIBRARY.format(name=name, testonly="", srcs=_lines(srcs), deps=_lines(
+            testonly = "testonly = True,\n    " if name in TESTONLY else ""
+            out.append(LIBRARY.format(name=name, testonly=testonly, srcs=_lines(srcs), deps=_lines(
                 [f'"{d}"' for d in deps], quote=False) + "".join(f"\n        {c}" for c in comments)))
     out.append(BINARY)
     out.append(LIBRARY.format(name="test_support", testonly="testonly = True,\n    ",
-                              srcs=_lines(support), deps=_lines(['":apps"'], quote=False)))
+                              srcs=_lines(support), deps=_lines(['":apps"', '":testing"'], quote=False)))
     for t in tests:
         name = os.path.basename(t)[:-3]
         if not name.startswith("test_"):

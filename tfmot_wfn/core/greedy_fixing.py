@@ -1,7 +1,7 @@
 """One whole-network fixing stage: the greedy assignment of weights to centres.
 
 Pure numpy. This is the fast implementation: O(N log N) per stage (one sort of
-the free weights), no (weights x candidates) matrix. `tests/reference_fixing.py`
+the free weights), no (weights x candidates) matrix. `tfmot_wfn/testing/reference_fixing.py`
 holds the slow dense version it must equal.
 
 Semantics of a stage (see ``docs/algorithm.md`` and the paper):

@@ -1,7 +1,7 @@
 """Slow, obviously-correct reference implementations the fast code must equal.
 
 Dense (weights x candidates) matrices and plain loops, straight from the
-algorithm's description. Only for tests: O(N*K) memory.
+algorithm's description. Only for the tests and the benchmarks: O(N*K) memory.
 """
 
 from __future__ import annotations
