@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from tfmot_wfn.utils.atomic_files import atomic_path, write_bytes_atomically
+from tfmot_wfn.utils.atomic_files import atomic_path, write_bytes_atomically, write_json_atomically
 
 
 def test_success_replaces_the_target_and_keeps_the_suffix(tmp_path):
@@ -29,3 +30,16 @@ def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("boom")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_json_is_written_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "state.json"
+    write_json_atomically(target, {"stage": 1, "rows": [1.5]})
+    assert json.loads(target.read_text()) == {"stage": 1, "rows": [1.5]}
+    assert target.read_text().startswith('{\n  "stage"')  # indent=2 by default
+    with pytest.raises(TypeError, match="not JSON serializable"):  # fails midway: old file kept
+        write_json_atomically(target, {"stage": 2, "bad": object()})
+    assert json.loads(target.read_text()) == {"stage": 1, "rows": [1.5]}
+    assert os.listdir(tmp_path) == ["state.json"]
+    write_json_atomically(target, {"n": 3}, default=str, indent=None)
+    assert target.read_text() == '{"n": 3}'

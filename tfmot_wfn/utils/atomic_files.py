@@ -4,6 +4,7 @@
 with atomic_path("out/model.keras") as tmp:   # out/.tmp-<pid>-model.keras
     model.save(tmp)                            # renamed over out/model.keras on success
 write_bytes_atomically("out/model.tflite", data)
+write_json_atomically("out/state.json", {"stage": 3})
 ```
 
 The temporary file sits in the target's folder (so the rename stays on one file
@@ -15,8 +16,9 @@ as it was. The folder is created if needed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from typing import Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,4 +46,16 @@ def write_bytes_atomically(path: PathLike, data: bytes) -> None:
             f.write(data)
 
 
-__all__ = ["atomic_path", "write_bytes_atomically"]
+def write_json_atomically(path: PathLike, payload: Any, indent: Optional[int] = 2,
+                          default: Optional[Callable[[Any], Any]] = None) -> None:
+    """Write `payload` as JSON to `path` through `atomic_path`.
+
+    `indent` and `default` (a converter for values ``json`` cannot write) are
+    passed to ``json.dump``.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=indent, default=default)
+
+
+__all__ = ["atomic_path", "write_bytes_atomically", "write_json_atomically"]
