@@ -322,20 +322,6 @@ def network_statistics(model) -> dict:
     }
 
 
-def _write_scalar(tag: str, value: float, step: int) -> None:
-    """`tf.summary.scalar` without needing the tensorboard package.
-
-    TensorFlow's `tf.summary.scalar` is implemented by tensorboard and raises
-    TBNotInstalledError without it; write the same summary (float32 tensor
-    tagged for the "scalars" plugin) with the core `tf.summary.write`.
-    """
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata()
-    metadata.plugin_data.plugin_name = "scalars"
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
-
-
 class FixingSummaries(keras.callbacks.Callback):
     """Writes TensorBoard summaries of the fixing at the end of every epoch.
 
@@ -369,8 +355,8 @@ class FixingSummaries(keras.callbacks.Callback):
         reg = float(regularizer.regularization_value(self.model).numpy())
         with self._writer.as_default():
             for name, value in stats.items():
-                _write_scalar(f"fixing/{name}", value, step=epoch)
-            _write_scalar("fixing/regularizer", reg, step=epoch)
+                summaries.write_scalar(f"fixing/{name}", value, step=epoch)
+            summaries.write_scalar("fixing/regularizer", reg, step=epoch)
             summaries.write_fixing_summaries(self.model, step=epoch)
         self._writer.flush()
 
