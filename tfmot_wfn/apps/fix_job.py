@@ -33,19 +33,19 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import random
 import shutil
-import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.utils.atomic_files import atomic_path
+from tfmot_wfn.utils.atomic_files import atomic_path, write_json_atomically
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
@@ -167,20 +167,6 @@ def _say(verbose: int):
         sys.stdout.flush()  # a long run's log file shows each stage as it ends
 
     return say
-
-
-def _write_json_atomically(path: str, payload: Dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_json_default)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _json_default(value):
@@ -395,6 +381,54 @@ def _network_numbers(model) -> Dict[str, float]:
 
 
 # ------------------------------------------------------------------------ job
+@dataclasses.dataclass
+class _JobRun:
+    """What one process of a fix job works with, from loading the model to the report.
+
+    `_start_from_float_model` or `_continue_from_checkpoint` fills in the model
+    being fixed and the numbers a resumed run takes over; every completed stage
+    appends its row and moves `completed_stages` and `checkpoint` on.
+    """
+
+    config: FixJobConfig
+    data: Any  # tfmot_wfn.apps.data.ImageClassificationData
+    eval_ds: Any  # the evaluation batches (None without an evaluation split)
+    steps_per_epoch: int
+    log_dir: str  # "" for no TensorBoard logs
+    start_time: float
+    say: Callable[..., None]
+    model: Any = None  # the wrapped model being fixed
+    from_logits: bool = False
+    float_metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
+    rows: List[Dict] = dataclasses.field(default_factory=list)  # one per completed stage
+    completed_stages: int = 0
+    checkpoint: Optional[str] = None  # the last completed stage's, relative to the output
+
+    @property
+    def verbose(self) -> bool:
+        return bool(int(self.config.verbose))
+
+    @property
+    def stages(self) -> int:
+        return len(self.config.fractions)
+
+    def path(self, name: str) -> str:
+        """`name` in the output folder."""
+        return os.path.join(self.config.output, name)
+
+
+@dataclasses.dataclass
+class _StageCallbacks:
+    """The callbacks of every stage's `fit`, and the job's own TensorBoard writer."""
+
+    update: Any  # UpdateFixingStep: runs the stage at the first batch of its fit
+    others: List  # FixingSummaries and train/* summaries (with logs), then the caller's
+    writer: Any = None  # the eval/* summaries' writer (None without logs)
+
+    def for_fit(self) -> List:
+        return [self.update] + self.others
+
+
 def _prepare_output(config: FixJobConfig, overwrite: bool) -> None:
     os.makedirs(config.output, exist_ok=True)
     state = read_state(config.output)
@@ -427,42 +461,71 @@ def run_fix_job(config: FixJobConfig, overwrite: bool = False, callbacks: Sequen
         output folder that already holds a run (without `overwrite`).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tfmot_wfn
     from tfmot_wfn.keras.compat import keras
 
     start_time = time.time()
-    verbose = int(config.verbose)
-    say = _say(verbose)
-    resuming = _state is not None
-    if not resuming:
+    say = _say(int(config.verbose))
+    if _state is None:
         _prepare_output(config, overwrite)
-    log_dir = os.path.join(config.output, LOGS_DIR) if config.log_dir is None else config.log_dir
     keras.utils.set_random_seed(config.seed)
-
-    if resuming:
-        checkpoint = os.path.join(config.output, _state["checkpoint"])
-        if not os.path.isfile(checkpoint):
-            raise FixJobError(f"the checkpoint {checkpoint} named by {STATE_FILE} is missing")
-        say(f"resuming {config.output}: stage {_state['completed_stages']}/{len(config.fractions)} "
-            f"done; loading {checkpoint}")
-        with tfmot_wfn.fixing_scope():
-            fixed = keras.models.load_model(checkpoint)  # compiled: optimizer state restored
-        in_shape, num_outputs = _single_io(fixed)
+    model = _load_float_model(config) if _state is None else _load_checkpoint(config, _state, say)
+    data, steps_per_epoch = _job_data(config, model)
+    say(f"data: {data.describe()}")
+    run = _JobRun(config=config, data=data, eval_ds=data.eval_dataset(),
+                  steps_per_epoch=steps_per_epoch, log_dir=_log_dir(config),
+                  start_time=start_time, say=say)
+    if _state is None:
+        _start_from_float_model(run, model)
     else:
-        if not os.path.isfile(config.model_path):
-            raise FixJobError(f"no such model file: {config.model_path}")
-        with tfmot_wfn.fixing_scope():
-            model = keras.models.load_model(config.model_path, compile=False)
-        from tfmot_wfn.keras.network_fixing import wrappers_of
+        _continue_from_checkpoint(run, model, _state)
+    _say_schedule(run)
+    with _stage_callbacks(run, callbacks) as stage_callbacks:
+        _run_stages(run, stage_callbacks)
+    return _finish(run)
 
-        if wrappers_of(model):
-            raise FixJobError(f"{config.model_path} is a model saved while fixing (it holds "
-                              "WeightFixingWrappers); pass the float model, or continue its run "
-                              "with --resume and the run's --output folder")
-        in_shape, num_outputs = _single_io(model)
+
+# ------------------------------------------------------------- job: start
+def _log_dir(config: FixJobConfig) -> str:
+    return os.path.join(config.output, LOGS_DIR) if config.log_dir is None else config.log_dir
+
+
+def _load_float_model(config: FixJobConfig):
+    """The float model to fix (refusing one saved while fixing)."""
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.network_fixing import wrappers_of
+
+    if not os.path.isfile(config.model_path):
+        raise FixJobError(f"no such model file: {config.model_path}")
+    with tfmot_wfn.fixing_scope():
+        model = keras.models.load_model(config.model_path, compile=False)
+    if wrappers_of(model):
+        raise FixJobError(f"{config.model_path} is a model saved while fixing (it holds "
+                          "WeightFixingWrappers); pass the float model, or continue its run "
+                          "with --resume and the run's --output folder")
+    return model
+
+
+def _load_checkpoint(config: FixJobConfig, state: Dict, say):
+    """The wrapped model of the last completed stage, compiled (optimizer state restored)."""
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+
+    checkpoint = os.path.join(config.output, state["checkpoint"])
+    if not os.path.isfile(checkpoint):
+        raise FixJobError(f"the checkpoint {checkpoint} named by {STATE_FILE} is missing")
+    say(f"resuming {config.output}: stage {state['completed_stages']}/{len(config.fractions)} "
+        f"done; loading {checkpoint}")
+    with tfmot_wfn.fixing_scope():
+        return keras.models.load_model(checkpoint)
+
+
+def _job_data(config: FixJobConfig, model) -> Tuple[Any, int]:
+    """The data for `model`'s input and classes, and the training batches per epoch."""
+    in_shape, num_outputs = _single_io(model)
     image_size = _image_size(config, in_shape)
     channels = int(in_shape[3]) if in_shape[3] is not None else 3
-    data = load_data(config, image_size, channels, verbose)
+    data = load_data(config, image_size, channels, config.verbose)
     if data.num_classes != num_outputs:
         raise FixJobError(f"the model outputs {num_outputs} scores but {data.source} has "
                           f"{data.num_classes} classes")
@@ -471,181 +534,229 @@ def run_fix_job(config: FixJobConfig, overwrite: bool = False, callbacks: Sequen
         steps_per_epoch = min(steps_per_epoch, int(config.steps_per_epoch))
         if steps_per_epoch < data.steps_per_epoch:
             data.warm_cache()  # partial epochs would never complete (and keep) the cache
-    steps_per_stage = config.epochs_per_stage * steps_per_epoch
-    say(f"data: {data.describe()}")
-    eval_ds = data.eval_dataset()
-    stages = len(config.fractions)
+    return data, steps_per_epoch
 
-    if resuming:
-        from_logits = bool(_state["from_logits"])
-        float_metrics = _state.get("float_metrics", {})
-        rows: List[Dict] = list(_state["stages"])
-        first_stage = int(_state["completed_stages"])
-        from tfmot_wfn.keras.network_fixing import wrappers_of
 
-        schedule = wrappers_of(fixed)[0].fixing_schedule
-        if schedule.steps_per_stage != steps_per_stage:
-            raise FixJobError(
-                f"the run's stages are {schedule.steps_per_stage} training steps long, but the "
-                f"data now give {steps_per_stage} ({config.epochs_per_stage} epochs of "
-                f"{steps_per_epoch} batches): resume with the same data and batch size")
-    else:
-        from_logits = not outputs_probabilities(model)
-        _compile(model, config.learning_rate, from_logits)
-        say(f"model: {config.model_path} ({model.count_params():,} parameters, "
-            f"{'logits' if from_logits else 'probabilities'} out)")
-        float_metrics = _evaluate(model, eval_ds, bool(verbose), "evaluating the float model")
-        if float_metrics:
-            say(f"float model: eval accuracy {float_metrics.get('accuracy', float('nan')):.4f}, "
-                f"loss {float_metrics.get('loss', float('nan')):.4f}")
-        schedule = tfmot_wfn.StagedFixing(fractions=config.fractions, steps_per_stage=steps_per_stage)
-        fixed = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
+def _start_from_float_model(run: _JobRun, model) -> None:
+    """Compile and evaluate the float model, wrap it for fixing; write the first state."""
+    import tfmot_wfn
+
+    config = run.config
+    run.from_logits = not outputs_probabilities(model)
+    _compile(model, config.learning_rate, run.from_logits)
+    run.say(f"model: {config.model_path} ({model.count_params():,} parameters, "
+            f"{'logits' if run.from_logits else 'probabilities'} out)")
+    run.float_metrics = _evaluate(model, run.eval_ds, run.verbose, "evaluating the float model")
+    if run.float_metrics:
+        run.say(f"float model: eval accuracy {run.float_metrics.get('accuracy', float('nan')):.4f}, "
+                f"loss {run.float_metrics.get('loss', float('nan')):.4f}")
+    schedule = tfmot_wfn.StagedFixing(fractions=config.fractions,
+                                      steps_per_stage=config.epochs_per_stage * run.steps_per_epoch)
+    run.model = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
                                       regularization=config.regularization)
-        _compile(fixed, config.learning_rate, from_logits)
-        rows, first_stage = [], 0
-        _write_json_atomically(os.path.join(config.output, STATE_FILE), _state_payload(
-            config, 0, None, rows, from_logits, float_metrics, data))
+    _compile(run.model, config.learning_rate, run.from_logits)
+    _write_state(run)
 
-    say(f"schedule: {stages} stages, fractions {', '.join(f'{f:g}' for f in config.fractions)}; "
-        f"delta {config.distance}; {config.epochs_per_stage} epoch(s) of {steps_per_epoch} "
-        f"batches after each stage, {config.final_epochs} after the last")
-    update = tfmot_wfn.UpdateFixingStep(verbose=0)
-    base_callbacks = [update]
-    writer = None
-    if log_dir:
-        from tfmot_wfn.keras.compat import tf
 
-        writer = tf.summary.create_file_writer(os.path.join(log_dir, "fixing"))
-        base_callbacks += [tfmot_wfn.FixingSummaries(log_dir), _summaries_callback(keras)(writer)]
+def _continue_from_checkpoint(run: _JobRun, model, state: Dict) -> None:
+    """Take over the interrupted run's numbers; refuse data that change the stage length."""
+    from tfmot_wfn.keras.network_fixing import wrappers_of
+
+    run.model = model
+    run.from_logits = bool(state["from_logits"])
+    run.float_metrics = state.get("float_metrics", {})
+    run.rows = list(state["stages"])
+    run.completed_stages = int(state["completed_stages"])
+    run.checkpoint = state["checkpoint"]
+    steps_per_stage = run.config.epochs_per_stage * run.steps_per_epoch
+    schedule = wrappers_of(model)[0].fixing_schedule
+    if schedule.steps_per_stage != steps_per_stage:
+        raise FixJobError(
+            f"the run's stages are {schedule.steps_per_stage} training steps long, but the "
+            f"data now give {steps_per_stage} ({run.config.epochs_per_stage} epochs of "
+            f"{run.steps_per_epoch} batches): resume with the same data and batch size")
+
+
+def _say_schedule(run: _JobRun) -> None:
+    config = run.config
+    run.say(f"schedule: {run.stages} stages, fractions "
+            f"{', '.join(f'{f:g}' for f in config.fractions)}; delta {config.distance}; "
+            f"{config.epochs_per_stage} epoch(s) of {run.steps_per_epoch} batches after each "
+            f"stage, {config.final_epochs} after the last")
+
+
+@contextlib.contextmanager
+def _stage_callbacks(run: _JobRun, extra: Sequence) -> Iterator[_StageCallbacks]:
+    """The stages' callbacks; the job's summary writer is open while they run."""
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras, tf
+
+    callbacks = _StageCallbacks(update=tfmot_wfn.UpdateFixingStep(verbose=0), others=[])
+    if run.log_dir:
+        callbacks.writer = tf.summary.create_file_writer(os.path.join(run.log_dir, "fixing"))
+        callbacks.others += [tfmot_wfn.FixingSummaries(run.log_dir),
+                             _summaries_callback(keras)(callbacks.writer)]
+    callbacks.others += list(extra)
     try:
-        rows = _run_stages(config, fixed, data, rows, first_stage, steps_per_epoch, update,
-                           base_callbacks, list(callbacks), writer, from_logits, float_metrics,
-                           previous_checkpoint=_state["checkpoint"] if resuming else None)
+        yield callbacks
     finally:
-        if writer is not None:
-            writer.close()
-    return _finish(config, fixed, rows, from_logits, float_metrics, data, eval_ds, log_dir,
-                   start_time, say)
+        if callbacks.writer is not None:
+            callbacks.writer.close()
 
 
-def _run_stages(config, fixed, data, rows, first_stage, steps_per_epoch, update, base_callbacks,
-                callbacks, writer, from_logits, float_metrics, previous_checkpoint):
-    """One fit per stage from `first_stage`; checkpoint and state after each. Returns the rows."""
+# ------------------------------------------------------------ job: stages
+def _run_stages(run: _JobRun, callbacks: _StageCallbacks) -> None:
+    """One fit per stage after the completed ones; checkpoint and state after each."""
     from tfmot_wfn.keras.compat import keras
 
-    verbose = int(config.verbose)
-    say = _say(verbose)
-    stages = len(config.fractions)
-    eval_ds = data.eval_dataset()
-    progress_cls = _progress_callback(keras)
-    rows = list(rows)
     keep = _keep_train_function_callback(keras)()
-    for k in range(first_stage, stages):
+    for k in range(run.completed_stages, run.stages):
         stage_start = time.time()
-        epochs = config.epochs_per_stage if k < stages - 1 else config.final_epochs
-        initial_epoch = k * config.epochs_per_stage
-        # Python and numpy random state per stage (a resumed run draws the same numbers).
-        # TensorFlow's global seed is set once per process (run_fix_job): setting it
-        # again clears TensorFlow's kernel caches, a slow re-instantiation per stage.
-        random.seed(config.seed * 1000 + k)
-        np.random.seed(config.seed * 1000 + k)
-        train = data.train_dataset(seed=config.seed * 1000 + k, augment=config.augment)
-        if config.steps_per_epoch:
-            train = train.take(steps_per_epoch)
-        fraction = config.fractions[k]
-        progress = progress_cls(f"stage {k + 1}/{stages}: training", bool(verbose),
-                                first_desc=f"stage {k + 1}/{stages}: fixing {fraction:.4g} of the weights",
-                                epochs=epochs)
-        ran_before = len(update.history)
-        keep.restore(fixed)
-        fit_history = fixed.fit(train, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                                shuffle=False, verbose=0,
-                                callbacks=[progress, keep] + base_callbacks + callbacks)
-        if len(update.history) != ran_before + 1:
-            raise RuntimeError(f"stage {k + 1}: expected one fixing stage in this fit, "
-                               f"{len(update.history) - ran_before} ran")
-        summary = dataclasses.asdict(update.history[-1])
-        train_metrics = {name: float(v[-1]) for name, v in fit_history.history.items() if v}
-        eval_metrics = _evaluate(fixed, eval_ds, bool(verbose), f"stage {k + 1}/{stages}: evaluating")
-        _write_eval_summaries(writer, eval_metrics, initial_epoch + epochs - 1)
-        row = {"stage": k + 1, **summary, **_network_numbers(fixed),
+        initial_epoch, epochs = _stage_epochs(run.config, k)
+        keep.restore(run.model)
+        summary, train_metrics = _fit_stage(run, k, [keep] + callbacks.for_fit(), callbacks.update)
+        eval_metrics = _evaluate(run.model, run.eval_ds, run.verbose,
+                                 f"stage {k + 1}/{run.stages}: evaluating")
+        _write_eval_summaries(callbacks.writer, eval_metrics, initial_epoch + epochs - 1)
+        row = {"stage": k + 1, **summary, **_network_numbers(run.model),
                "train_loss": train_metrics.get("loss"),
                "train_accuracy": train_metrics.get("accuracy"),
                "eval_loss": eval_metrics.get("loss"),
                "eval_accuracy": eval_metrics.get("accuracy"),
                "epochs": epochs, "seconds": time.time() - stage_start}
-        rows.append(row)
-        checkpoint = os.path.join(CHECKPOINT_DIR, f"stage_{k + 1:02d}.keras")
-        with atomic_path(os.path.join(config.output, checkpoint)) as tmp:
-            fixed.save(tmp)
-        _write_json_atomically(os.path.join(config.output, STATE_FILE), _state_payload(
-            config, k + 1, checkpoint, rows, from_logits, float_metrics, data))
-        if previous_checkpoint and not config.keep_checkpoints and previous_checkpoint != checkpoint:
-            old = os.path.join(config.output, previous_checkpoint)
-            if os.path.exists(old):
-                os.remove(old)
-        previous_checkpoint = checkpoint
-        acc = row["eval_accuracy"]
-        say(f"stage {k + 1}/{stages}: fixed {row['fixed'] / row['total']:.2%} "
-            f"(target {fraction:.4g}) at distance {row['distance']:.4g}; palette "
-            f"{row['palette_size']} values, {row['unique_values']} unique in all; "
-            + (f"eval accuracy {acc:.4f}; " if acc is not None else "")
-            + f"{row['seconds']:.0f} s; saved {checkpoint}")
-    return rows
+        run.rows.append(row)
+        _save_checkpoint(run, k + 1)
+        _say_stage(run, row)
 
 
-def _state_payload(config, completed, checkpoint, rows, from_logits, float_metrics, data,
-                   finished=False) -> Dict:
-    return {"version": STATE_VERSION, "config": config.to_dict(), "completed_stages": completed,
-            "checkpoint": checkpoint, "finished": finished, "stages": rows,
-            "from_logits": from_logits, "float_metrics": float_metrics,
+def _stage_epochs(config: FixJobConfig, k: int) -> Tuple[int, int]:
+    """(first epoch, epochs) of stage `k` (from 0); the last stage trains `final_epochs`."""
+    epochs = config.epochs_per_stage if k < len(config.fractions) - 1 else config.final_epochs
+    return k * config.epochs_per_stage, epochs
+
+
+def _fit_stage(run: _JobRun, k: int, callbacks: List, update) -> Tuple[Dict, Dict[str, float]]:
+    """Stage `k`'s fit (its fixing stage runs at the first batch); (stage summary, train metrics).
+
+    `callbacks` holds `update`, the `UpdateFixingStep` whose history tells that
+    exactly one fixing stage ran.
+    """
+    from tfmot_wfn.keras.compat import keras
+
+    config = run.config
+    initial_epoch, epochs = _stage_epochs(config, k)
+    # Python and numpy random state per stage (a resumed run draws the same numbers).
+    # TensorFlow's global seed is set once per process (run_fix_job): setting it
+    # again clears TensorFlow's kernel caches, a slow re-instantiation per stage.
+    random.seed(config.seed * 1000 + k)
+    np.random.seed(config.seed * 1000 + k)
+    train = run.data.train_dataset(seed=config.seed * 1000 + k, augment=config.augment)
+    if config.steps_per_epoch:
+        train = train.take(run.steps_per_epoch)
+    progress = _progress_callback(keras)(
+        f"stage {k + 1}/{run.stages}: training", run.verbose,
+        first_desc=f"stage {k + 1}/{run.stages}: fixing {config.fractions[k]:.4g} of the weights",
+        epochs=epochs)
+    ran_before = len(update.history)
+    fit_history = run.model.fit(train, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                                shuffle=False, verbose=0, callbacks=[progress] + callbacks)
+    if len(update.history) != ran_before + 1:
+        raise RuntimeError(f"stage {k + 1}: expected one fixing stage in this fit, "
+                           f"{len(update.history) - ran_before} ran")
+    train_metrics = {name: float(v[-1]) for name, v in fit_history.history.items() if v}
+    return dataclasses.asdict(update.history[-1]), train_metrics
+
+
+def _state_payload(run: _JobRun) -> Dict:
+    data = run.data
+    return {"version": STATE_VERSION, "config": run.config.to_dict(),
+            "completed_stages": run.completed_stages, "checkpoint": run.checkpoint,
+            "finished": False, "stages": run.rows,
+            "from_logits": run.from_logits, "float_metrics": run.float_metrics,
             "data": {"source": data.source, "train_split": data.train_split,
                      "eval_split": data.eval_split, "train_examples": data.train_examples,
                      "eval_examples": data.eval_examples, "num_classes": data.num_classes,
                      "image_size": list(data.image_size), "channels": data.channels}}
 
 
-def _finish(config, fixed, rows, from_logits, float_metrics, data, eval_ds, log_dir, start_time,
-            say) -> Dict:
+def _write_state(run: _JobRun) -> None:
+    write_json_atomically(run.path(STATE_FILE), _state_payload(run), default=_json_default)
+
+
+def _save_checkpoint(run: _JobRun, completed: int) -> None:
+    """Save the wrapped model, then the state naming it; only then drop the previous one."""
+    checkpoint = os.path.join(CHECKPOINT_DIR, f"stage_{completed:02d}.keras")
+    with atomic_path(run.path(checkpoint)) as tmp:
+        run.model.save(tmp)
+    previous = run.checkpoint
+    run.completed_stages, run.checkpoint = completed, checkpoint
+    _write_state(run)
+    if previous and not run.config.keep_checkpoints and previous != checkpoint:
+        if os.path.exists(run.path(previous)):
+            os.remove(run.path(previous))
+
+
+def _say_stage(run: _JobRun, row: Dict) -> None:
+    k, acc = row["stage"] - 1, row["eval_accuracy"]
+    run.say(f"stage {k + 1}/{run.stages}: fixed {row['fixed'] / row['total']:.2%} "
+            f"(target {run.config.fractions[k]:.4g}) at distance {row['distance']:.4g}; palette "
+            f"{row['palette_size']} values, {row['unique_values']} unique in all; "
+            + (f"eval accuracy {acc:.4f}; " if acc is not None else "")
+            + f"{row['seconds']:.0f} s; saved {run.checkpoint}")
+
+
+# ------------------------------------------------------------- job: finish
+def _finish(run: _JobRun) -> Dict:
+    """Strip, save and evaluate the final model; write the report, plots and finished state."""
     import tfmot_wfn
     from tfmot_wfn.apps import plot
 
-    say("stripping the wrappers; writing the final model, report and plots")
-    final = tfmot_wfn.strip_fixing(fixed)
-    final_path = os.path.join(config.output, FINAL_MODEL)
-    with atomic_path(final_path) as tmp:
+    run.say("stripping the wrappers; writing the final model, report and plots")
+    final = tfmot_wfn.strip_fixing(run.model)
+    with atomic_path(run.path(FINAL_MODEL)) as tmp:
         final.save(tmp)
-    _compile(final, config.learning_rate, from_logits)
-    fixed_metrics = _evaluate(final, eval_ds, bool(config.verbose), "evaluating the fixed model")
+    _compile(final, run.config.learning_rate, run.from_logits)
+    fixed_metrics = _evaluate(final, run.eval_ds, run.verbose, "evaluating the fixed model")
     rep = tfmot_wfn.report(final)
-    float_acc = float_metrics.get("accuracy")
-    plots = plot.save_all(os.path.join(config.output, PLOTS_DIR), rep, history=rows,
-                          baseline_accuracy=float_acc)
+    plots = plot.save_all(run.path(PLOTS_DIR), rep, history=run.rows,
+                          baseline_accuracy=run.float_metrics.get("accuracy"))
+    results = _results(run, fixed_metrics, rep, plots)
+    write_json_atomically(run.path(REPORT_JSON), results, default=_json_default)
+    with open(run.path(REPORT_TXT), "w") as f:
+        f.write(str(rep) + "\n")
+    state = read_state(run.config.output) or {}
+    state["finished"] = True
+    write_json_atomically(run.path(STATE_FILE), state, default=_json_default)
+    _say_results(run, results, rep)
+    return results
+
+
+def _results(run: _JobRun, fixed_metrics: Dict[str, float], rep, plots: Dict[str, str]) -> Dict:
+    """The report dict: accuracies, stages, settings, outputs and `tfmot_wfn.report`'s numbers."""
+    float_acc = run.float_metrics.get("accuracy")
     fixed_acc = fixed_metrics.get("accuracy")
-    results = {
-        "model": config.model_path,
-        "data": data.source,
+    return {
+        "model": run.config.model_path,
+        "data": run.data.source,
         "float_accuracy": float_acc,
         "fixed_accuracy": fixed_acc,
         "accuracy_change_points": (None if float_acc is None or fixed_acc is None
                                    else 100.0 * (fixed_acc - float_acc)),
-        "float_eval": float_metrics,
+        "float_eval": run.float_metrics,
         "fixed_eval": fixed_metrics,
-        "from_logits": from_logits,
-        "settings": config.to_dict(),
-        "stages": rows,
-        "fixed_model": final_path,
+        "from_logits": run.from_logits,
+        "settings": run.config.to_dict(),
+        "stages": run.rows,
+        "fixed_model": run.path(FINAL_MODEL),
         "plots": plots,
-        "log_dir": log_dir or None,
-        "seconds_this_process": time.time() - start_time,
+        "log_dir": run.log_dir or None,
+        "seconds_this_process": time.time() - run.start_time,
         **rep.to_dict(),
     }
-    _write_json_atomically(os.path.join(config.output, REPORT_JSON), results)
-    with open(os.path.join(config.output, REPORT_TXT), "w") as f:
-        f.write(str(rep) + "\n")
-    state = read_state(config.output) or {}
-    state["finished"] = True
-    _write_json_atomically(os.path.join(config.output, STATE_FILE), state)
+
+
+def _say_results(run: _JobRun, results: Dict, rep) -> None:
+    say, float_acc, fixed_acc = run.say, results["float_accuracy"], results["fixed_accuracy"]
     say("")
     if float_acc is not None and fixed_acc is not None:
         say(f"float accuracy  : {float_acc:.4f}")
@@ -655,10 +766,9 @@ def _finish(config, fixed, rows, from_logits, float_metrics, data, eval_ds, log_
     say(f"entropy         : {rep.entropy_bits:.3f} bits with 0, {rep.entropy_bits_nonzero:.3f} "
         "bits without 0")
     say(f"zeros           : {rep.zero_fraction:.2%}")
-    say(f"wrote {config.output}/: {FINAL_MODEL}, {REPORT_JSON}, {REPORT_TXT}, "
-        f"{PLOTS_DIR}/ ({', '.join(os.path.basename(p) for p in plots.values())})"
-        + (f"; TensorBoard: tensorboard --logdir {log_dir}" if log_dir else ""))
-    return results
+    say(f"wrote {run.config.output}/: {FINAL_MODEL}, {REPORT_JSON}, {REPORT_TXT}, "
+        f"{PLOTS_DIR}/ ({', '.join(os.path.basename(p) for p in results['plots'].values())})"
+        + (f"; TensorBoard: tensorboard --logdir {run.log_dir}" if run.log_dir else ""))
 
 
 def resume_fix_job(output: str, verbose: Optional[int] = None, callbacks: Sequence = (),
