@@ -12,31 +12,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
+def _checked(convert: Callable[[str], Any], accepts: Callable[[Any], bool], requirement: str):
+    """An argparse ``type``: `convert` the text, refusing values `accepts` rejects.
+
+    Both failures are usage errors that say what was expected
+    (``argument --distance: must be in (0, 1), got 1.5``).
+    """
+    expected = "an integer" if convert is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _learning_rate(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+#: A fraction strictly between 0 and 1 (the distance delta).
+_unit_fraction = _checked(float, lambda v: 0.0 < v < 1.0, "in (0, 1)")
+#: A fraction in [0, 1) (the held-out validation split; 0: none).
+_unit_fraction_or_zero = _checked(float, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+#: A count of at least 1 (epochs, batch size, steps).
+_positive_int = _checked(int, lambda v: v >= 1, ">= 1")
+#: A finite number above 0 (the learning rate; NaN and infinity refused).
+_positive_finite = _checked(float, lambda v: 0.0 < v < math.inf, "> 0 and finite")
 
 
 def _fractions(text: str):
@@ -65,13 +75,6 @@ def _image_size(text: str):
     return sizes
 
 
-def _fraction_or_zero(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfmot-wfn",
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "paper's ten-stage WFN schedule, print accuracy, unique values, entropy "
                     "and the palette, and write fixed_model.keras and report.json.")
     demo.add_argument("--output", default="wfn_demo_output", help="output folder (default: %(default)s)")
-    demo.add_argument("--distance", type=_positive_float, default=None,
+    demo.add_argument("--distance", type=_unit_fraction, default=None,
                       help="delta, the allowed relative distance (default: tfmot_wfn.DEFAULT_DISTANCE)")
     demo.add_argument("--float-epochs", type=_positive_int, default=30,
                       help="epochs of float training (default: %(default)s)")
@@ -153,7 +156,7 @@ def _add_fix_parser(sub) -> None:
     source.add_argument("--data-dir", metavar="DIR",
                         help="images in class sub-folders (DIR/<class>/*.png); with train/ and "
                              "val/ (or validation/, test/) sub-folders those are the splits")
-    fix.add_argument("--distance", type=_positive_float, default=None,
+    fix.add_argument("--distance", type=_unit_fraction, default=None,
                      help="delta, the allowed relative distance at the last stage "
                           "(default: tfmot_wfn.DEFAULT_DISTANCE)")
     fix.add_argument("--fractions", type=_fractions, default=None, metavar="F1,F2,...",
@@ -164,7 +167,7 @@ def _add_fix_parser(sub) -> None:
     fix.add_argument("--final-epochs", type=_positive_int, default=None,
                      help="training epochs after the last stage (default: 1)")
     fix.add_argument("--batch-size", type=_positive_int, default=None, help="default: 64")
-    fix.add_argument("--learning-rate", type=_learning_rate, default=None,
+    fix.add_argument("--learning-rate", type=_positive_finite, default=None,
                      help="Adam learning rate of the fine-tuning (default: 1e-4)")
     fix.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE|HxW",
                      help="input size (default: the model's input size, else the dataset's)")
@@ -175,7 +178,7 @@ def _add_fix_parser(sub) -> None:
                      help="no random crop / flip of the training images")
     fix.add_argument("--eval-split", default=None,
                      help="tfds evaluation split (default: test, else validation; 'none': none)")
-    fix.add_argument("--validation-split", type=_fraction_or_zero, default=None,
+    fix.add_argument("--validation-split", type=_unit_fraction_or_zero, default=None,
                      help="--data-dir without train/ and val/: fraction held out for "
                           "evaluation (default: 0.2)")
     fix.add_argument("--steps-per-epoch", type=_positive_int, default=None,
