@@ -94,7 +94,7 @@ def test_warm_cache_reads_each_split_once(monkeypatch):
 
     raw = tf.data.Dataset.from_tensor_slices(
         (np.zeros((12, 8, 8, 3), np.uint8), np.arange(12) % 2)).map(counted)
-    prepared, cached = data._prepared(raw, 12, (8, 8), 3, True, None)
+    prepared, cached = data._Preparation((8, 8), 3, cache=True).prepare(raw, 12)
     folder = data.ImageClassificationData(
         source="test", num_classes=2, image_size=(8, 8), channels=3, batch_size=4,
         normalization="unit", train_examples=12, eval_examples=None, train_split="train",

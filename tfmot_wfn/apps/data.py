@@ -372,12 +372,42 @@ def _cache_choice(cache, examples: int, image_size, channels: int,
     return examples * h * w * channels <= limit
 
 
-def _prepared(raw, examples: int, image_size, channels: int, cache, cache_limit_bytes, suffix=""):
-    prepared = prepare_images(raw, image_size, channels)
-    choice = _cache_choice(cache, examples, image_size, channels, cache_limit_bytes)
-    if choice:
-        prepared = prepared.cache("" if choice is True else os.fspath(choice) + suffix)
-    return _with_cardinality(prepared, examples), bool(choice)
+@dataclasses.dataclass(frozen=True)
+class _Preparation:
+    """How raw ``(image, label)`` splits become storage-size uint8 datasets, cached when they fit."""
+
+    image_size: Tuple[int, int]
+    channels: int
+    cache: Union[bool, str]  # "auto", True, False or a file path prefix
+    cache_limit_bytes: Optional[int] = None
+
+    def prepare(self, raw, examples: int, suffix: str = "") -> Tuple[object, bool]:
+        """(prepared dataset of `examples` elements, whether it is cached)."""
+        prepared = prepare_images(raw, self.image_size, self.channels)
+        choice = _cache_choice(self.cache, examples, self.image_size, self.channels,
+                               self.cache_limit_bytes)
+        if choice:
+            prepared = prepared.cache("" if choice is True else os.fspath(choice) + suffix)
+        return _with_cardinality(prepared, examples), bool(choice)
+
+    def splits(self, train: Tuple[object, int], evaluation: Optional[Tuple[object, int]],
+               shuffle_buffer: Optional[int]) -> dict:
+        """The prepared splits as `ImageClassificationData` fields.
+
+        `train` and `evaluation` are ``(raw dataset, examples)``; `shuffle_buffer`
+        defaults to the whole training split when cached, else 2048 images.
+        """
+        raw_train, n_train = train
+        prepared_train, cached = self.prepare(raw_train, n_train, ".train")
+        prepared_eval, n_eval = None, None
+        if evaluation is not None:
+            raw_eval, n_eval = evaluation
+            prepared_eval, _ = self.prepare(raw_eval, n_eval, ".eval")
+        if shuffle_buffer is None:
+            shuffle_buffer = n_train if cached else min(n_train, 2048)
+        return dict(image_size=self.image_size, channels=self.channels, train_examples=n_train,
+                    eval_examples=n_eval, cached=cached, shuffle_buffer=int(shuffle_buffer),
+                    _train=prepared_train, _eval=prepared_eval)
 
 
 def _image_feature_shape(info) -> Tuple[Optional[int], Optional[int], Optional[int]]:
@@ -437,30 +467,16 @@ def from_tfds(
       shuffle_buffer: default: the whole split when cached, else 2048 images.
       seed: seed of file shuffling (the pipelines take their own seed).
     """
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as error:  # an optional dependency
-        raise ImportError("tfds datasets need the tensorflow-datasets package: "
-                          "pip install 'tfmot-wfn[data]' (or pip install tensorflow-datasets)"
-                          ) from error
-
+    tfds = _import_tfds()
     base, spec_split = parse_dataset_spec(name)
     split = split or spec_split or "train"
-    builder = tfds.builder(base, data_dir=data_dir)
-    if download:
-        builder.download_and_prepare()
+    builder = _tfds_builder(tfds, base, data_dir, download)
     info = builder.info
-    if not info.supervised_keys:
-        raise ValueError(f"tfds dataset {base!r} has no (image, label) supervised keys; it is "
-                         "not an image classification dataset")
     h, w, c = _image_feature_shape(info)
     if image_size is None:
         image_size = (h, w) if h and w else DEFAULT_IMAGE_SIZE
-    image_size = _size2(image_size)
-    channels = int(channels or c or 3)
-    label_key = info.supervised_keys[1]
-    num_classes = int(info.features[label_key].num_classes)
-    class_names = list(getattr(info.features[label_key], "names", []) or []) or None
+    preparation = _Preparation(_size2(image_size), int(channels or c or 3), cache, cache_limit_bytes)
+    label_feature = info.features[info.supervised_keys[1]]
     if eval_split == "auto":
         eval_split = _default_eval_split(info, split)
     read_config = tfds.ReadConfig(shuffle_seed=int(seed))
@@ -471,23 +487,37 @@ def from_tfds(
         n = _split_examples(info, which)
         return ds, (n if n is not None else _count(ds))
 
-    raw_train, n_train = load(split, True)
-    if n_train == 0:
+    train = load(split, True)
+    if train[1] == 0:
         raise ValueError(f"tfds split {base}:{split} is empty")
-    train, cached = _prepared(raw_train, n_train, image_size, channels, cache, cache_limit_bytes,
-                              ".train")
-    ev, n_eval = None, None
-    if eval_split:
-        raw_eval, n_eval = load(eval_split, False)
-        ev, _ = _prepared(raw_eval, n_eval, image_size, channels, cache, cache_limit_bytes, ".eval")
-    if shuffle_buffer is None:
-        shuffle_buffer = n_train if cached else min(n_train, 2048)
     return ImageClassificationData(
-        source=f"tfds:{base}", num_classes=num_classes, image_size=image_size, channels=channels,
+        source=f"tfds:{base}", num_classes=int(label_feature.num_classes),
         batch_size=int(batch_size), normalization=_check_normalization(normalization),
-        train_examples=n_train, eval_examples=n_eval, train_split=split, eval_split=eval_split,
-        cached=cached, class_names=class_names, shuffle_buffer=int(shuffle_buffer),
-        _train=train, _eval=ev)
+        train_split=split, eval_split=eval_split,
+        class_names=list(getattr(label_feature, "names", []) or []) or None,
+        **preparation.splits(train, load(eval_split, False) if eval_split else None,
+                             shuffle_buffer))
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:  # an optional dependency
+        raise ImportError("tfds datasets need the tensorflow-datasets package: "
+                          "pip install 'tfmot-wfn[data]' (or pip install tensorflow-datasets)"
+                          ) from error
+    return tfds
+
+
+def _tfds_builder(tfds, base: str, data_dir: Optional[str], download: bool):
+    """The dataset's builder (prepared if `download`); refuses one without (image, label) keys."""
+    builder = tfds.builder(base, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    if not builder.info.supervised_keys:
+        raise ValueError(f"tfds dataset {base!r} has no (image, label) supervised keys; it is "
+                         "not an image classification dataset")
+    return builder
 
 
 def _class_folders(directory: str) -> List[str]:
@@ -548,18 +578,10 @@ def from_directory(
         class_names, raw_eval, train_split, eval_split = list(raw_train.class_names), None, "all", None
     if len(class_names) < 2:
         raise ValueError(f"{directory} needs at least two class sub-folders, found {class_names}")
-    n_train = _count(raw_train)
-    train, cached = _prepared(raw_train, n_train, image_size, channels, cache, cache_limit_bytes,
-                              ".train")
-    ev, n_eval = None, None
-    if raw_eval is not None:
-        n_eval = _count(raw_eval)
-        ev, _ = _prepared(raw_eval, n_eval, image_size, channels, cache, cache_limit_bytes, ".eval")
-    if shuffle_buffer is None:
-        shuffle_buffer = n_train if cached else min(n_train, 2048)
+    preparation = _Preparation(image_size, channels, cache, cache_limit_bytes)
+    evaluation = None if raw_eval is None else (raw_eval, _count(raw_eval))
     return ImageClassificationData(
-        source=f"dir:{directory}", num_classes=len(class_names), image_size=image_size,
-        channels=channels, batch_size=int(batch_size),
-        normalization=_check_normalization(normalization), train_examples=n_train,
-        eval_examples=n_eval, train_split=train_split, eval_split=eval_split, cached=cached,
-        class_names=class_names, shuffle_buffer=int(shuffle_buffer), _train=train, _eval=ev)
+        source=f"dir:{directory}", num_classes=len(class_names), batch_size=int(batch_size),
+        normalization=_check_normalization(normalization), train_split=train_split,
+        eval_split=eval_split, class_names=class_names,
+        **preparation.splits((raw_train, _count(raw_train)), evaluation, shuffle_buffer))
