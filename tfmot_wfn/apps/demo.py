@@ -8,12 +8,16 @@ Writes the fixed model (`.keras`, stripped: plain Keras layers) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from typing import Dict, Optional
 
 import numpy as np
+
+#: Batch size of the float training and of the fixing.
+BATCH_SIZE = 32
 
 
 def load_digits_split(seed: int = 0):
@@ -67,41 +71,30 @@ def run_demo(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tfmot_wfn
     from tfmot_wfn.keras.compat import keras
-    from tfmot_wfn.keras.progress import EpochProgress
 
     start = time.time()
     say = print if verbose else (lambda *a, **k: None)
     distance = tfmot_wfn.DEFAULT_DISTANCE if distance is None else float(distance)
     os.makedirs(output_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    x_train, x_test, y_train, y_test = load_digits_split(seed)
-    batch_size = 32
-    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
+    digits = _Digits(*load_digits_split(seed))
 
-    say(f"[1/4] training the float CNN on {len(x_train)} digit images ({float_epochs} epochs)")
-    model = build_cnn(keras)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=batch_size, epochs=float_epochs, verbose=0,
-              callbacks=[EpochProgress(float_epochs, "float training", bool(verbose))])
-    float_acc = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    say(f"[1/4] training the float CNN on {len(digits.x_train)} digit images ({float_epochs} epochs)")
+    model = _train_float(digits, float_epochs, verbose)
+    float_acc = float(model.evaluate(digits.x_test, digits.y_test, verbose=0)[1])
     say(f"      float accuracy: {float_acc:.4f}")
 
+    steps_per_epoch = int(np.ceil(len(digits.x_train) / BATCH_SIZE))
     schedule = tfmot_wfn.StagedFixing(steps_per_stage=epochs_per_stage * steps_per_epoch)
-    stages = len(schedule.fractions)
-    fix_epochs = (stages - 1) * epochs_per_stage + 1
-    say(f"[2/4] weight fixing: {stages} stages, {epochs_per_stage} epochs each, delta={distance}")
-    fixed = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=distance)
-    fixed.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=0.5),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    update = tfmot_wfn.UpdateFixingStep(verbose=0)
-    fixed.fit(x_train, y_train, batch_size=batch_size, epochs=fix_epochs, verbose=0,
-              callbacks=[update, EpochProgress(fix_epochs, "fixing", bool(verbose))])
+    say(f"[2/4] weight fixing: {len(schedule.fractions)} stages, {epochs_per_stage} epochs each, "
+        f"delta={distance}")
+    fix_epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
+    fixed, update = _fix_and_train(model, digits, schedule, distance, fix_epochs, verbose)
 
     say("[3/4] stripping and measuring")
     final = tfmot_wfn.strip_fixing(fixed)
     final.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    fixed_acc = float(final.evaluate(x_test, y_test, verbose=0)[1])
+    fixed_acc = float(final.evaluate(digits.x_test, digits.y_test, verbose=0)[1])
     rep = tfmot_wfn.report(final)
     model_path = os.path.join(output_dir, "fixed_model.keras")
     final.save(model_path)
@@ -112,23 +105,68 @@ def run_demo(
         "lossless": fixed_acc >= float_acc - 0.005,
         "distance": distance,
         "stages": [s.__dict__ for s in update.history],
-        "unique_values": rep.unique_values,
-        "unique_values_nonzero": rep.unique_values_nonzero,
-        "entropy_bits": rep.entropy_bits,
-        "entropy_bits_nonzero": rep.entropy_bits_nonzero,
-        "zero_fraction": rep.zero_fraction,
-        "palette": rep.palette,
-        "layers": rep.layers,
-        "total_weights": rep.total_weights,
+        **_report_numbers(rep),
         "model_path": model_path,
         "seconds": time.time() - start,
     }
     say("[4/4] exporting for mobile: palette TFLite, float TFLite, entropy-coded archive")
-    results["mobile"] = _export_mobile(final, output_dir, x_test, y_test)
+    results["mobile"] = _export_mobile(final, output_dir, digits.x_test, digits.y_test)
     results["seconds"] = time.time() - start
     with open(os.path.join(output_dir, "report.json"), "w") as f:
         json.dump(results, f, indent=2)
+    _print_results(say, results, rep, output_dir)
+    return results
 
+
+@dataclasses.dataclass
+class _Digits:
+    x_train: np.ndarray
+    x_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def _train_float(digits: _Digits, epochs: int, verbose: int):
+    """The float CNN, trained (Adam 3e-3)."""
+    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.progress import EpochProgress
+
+    model = build_cnn(keras)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(digits.x_train, digits.y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0,
+              callbacks=[EpochProgress(epochs, "float training", bool(verbose))])
+    return model
+
+
+def _fix_and_train(model, digits: _Digits, schedule, distance: float, epochs: int, verbose: int):
+    """Wrap `model` for fixing and train it `epochs` epochs through the schedule.
+
+    Returns the wrapped model and its `UpdateFixingStep` (whose history lists the stages).
+    """
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.progress import EpochProgress
+
+    fixed = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=distance)
+    fixed.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=0.5),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(digits.x_train, digits.y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0,
+              callbacks=[update, EpochProgress(epochs, "fixing", bool(verbose))])
+    return fixed, update
+
+
+def _report_numbers(rep) -> Dict:
+    """The `tfmot_wfn.report` numbers the demo's report.json holds."""
+    return {"unique_values": rep.unique_values, "unique_values_nonzero": rep.unique_values_nonzero,
+            "entropy_bits": rep.entropy_bits, "entropy_bits_nonzero": rep.entropy_bits_nonzero,
+            "zero_fraction": rep.zero_fraction, "palette": rep.palette, "layers": rep.layers,
+            "total_weights": rep.total_weights}
+
+
+def _print_results(say, results: Dict, rep, output_dir: str) -> None:
+    float_acc, fixed_acc = results["float_accuracy"], results["fixed_accuracy"]
     say("")
     say(f"float accuracy      : {float_acc:.4f}")
     say(f"fixed accuracy      : {fixed_acc:.4f}  ({results['accuracy_change_points']:+.2f} points, "
@@ -149,4 +187,3 @@ def run_demo(
         f"x{m['latency_ratio_as_stored']:.2f} as stored (1 thread, {m['latency_runtime']})")
     say(f"wrote {output_dir}/: fixed_model.keras, model_palette.tflite, model_dense.tflite, "
         f"model.wfn, report.json in {results['seconds']:.0f} s")
-    return results
