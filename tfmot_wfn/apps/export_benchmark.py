@@ -26,6 +26,7 @@ def export_and_measure(
     folder: str,
     x_test: Optional[np.ndarray] = None,
     y_test: Optional[np.ndarray] = None,
+    *,
     runs: int = 2000,
     num_threads: int = 1,
     name: str = "model",
@@ -41,50 +42,74 @@ def export_and_measure(
     ``batchnorm`` is passed to `export_tflite` (``"scale_op"``: a BatchNorm after a
     conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed).
     """
-    import tfmot_wfn
     from tfmot_wfn.export.palette_export import export_tflite
-    from tfmot_wfn.keras.network_fixing import is_wrapped
-    from tfmot_wfn.tflite.latency import compare_latency
-    from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
 
     os.makedirs(folder, exist_ok=True)
     dense = export_tflite(model, os.path.join(folder, f"{name}_dense.tflite"), mode="dense")
     palette = export_tflite(model, os.path.join(folder, f"{name}_palette.tflite"),
                             batchnorm=batchnorm)
-    out: Dict = {
+    out = _file_numbers(dense, palette, batchnorm)
+    if x_test is not None:
+        out.update(_agreement_with_keras(model, palette.path, x_test, y_test))
+    out.update(_latency_numbers(dense.path, palette.path, runs, num_threads))
+    return out
+
+
+def _gzip_bytes(path: str) -> int:
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), 9))
+
+
+def _file_numbers(dense, palette, batchnorm: str) -> Dict:
+    """Sizes of the two exports (`ExportResult`s) and what the palette file indexes."""
+    return {
         "dense_path": dense.path, "palette_path": palette.path,
         "dense_bytes": dense.bytes, "palette_bytes": palette.bytes,
         "size_ratio": palette.bytes / dense.bytes,
-        "dense_gzip_bytes": len(gzip.compress(open(dense.path, "rb").read(), 9)),
-        "palette_gzip_bytes": len(gzip.compress(open(palette.path, "rb").read(), 9)),
+        "dense_gzip_bytes": _gzip_bytes(dense.path),
+        "palette_gzip_bytes": _gzip_bytes(palette.path),
         "palette_size": palette.palette_size,
         "indexed_weights": palette.indexed_elements,
         "batchnorm": batchnorm,
         "batchnorm_scales": [k.batchnorm for k in palette.batchnorm_scales],
         "non_palette": [(t.name, t.reason) for t in palette.non_palette if t.dtype == "FLOAT32"],
     }
-    if x_test is not None:
-        plain = tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model
-        expected = np.asarray(plain(x_test, training=False))
-        for decode in (False, True):
-            key = "decoded" if decode else "as_stored"
-            got = run_interpreter(load_interpreter(palette.path, decode=decode), x_test)
-            out[f"max_abs_diff_{key}"] = float(np.abs(got - expected).max())
-            out[f"top1_equal_{key}"] = bool(np.array_equal(got.argmax(-1), expected.argmax(-1)))
-            if y_test is not None:
-                out[f"tflite_accuracy_{key}"] = float(np.mean(got.argmax(-1) == y_test))
+
+
+def _agreement_with_keras(model, palette_path: str, x_test, y_test) -> Dict:
+    """The palette file's outputs against Keras': as stored and decoded at load."""
+    import tfmot_wfn
+    from tfmot_wfn.keras.network_fixing import is_wrapped
+    from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
+
+    out: Dict = {}
+    plain = tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model
+    expected = np.asarray(plain(x_test, training=False))
+    for decode in (False, True):
+        key = "decoded" if decode else "as_stored"
+        got = run_interpreter(load_interpreter(palette_path, decode=decode), x_test)
+        out[f"max_abs_diff_{key}"] = float(np.abs(got - expected).max())
+        out[f"top1_equal_{key}"] = bool(np.array_equal(got.argmax(-1), expected.argmax(-1)))
         if y_test is not None:
-            out["keras_accuracy"] = float(np.mean(expected.argmax(-1) == y_test))
-    latency = compare_latency({"float": dense.path,
-                               "palette_as_stored": (palette.path, False),
-                               "palette_decoded": (palette.path, True)},
+            out[f"tflite_accuracy_{key}"] = float(np.mean(got.argmax(-1) == y_test))
+    if y_test is not None:
+        out["keras_accuracy"] = float(np.mean(expected.argmax(-1) == y_test))
+    return out
+
+
+def _latency_numbers(dense_path: str, palette_path: str, runs: int, num_threads: int) -> Dict:
+    """Median single-input latency of the float file and the palette file (both paths)."""
+    from tfmot_wfn.tflite.latency import compare_latency
+
+    latency = compare_latency({"float": dense_path,
+                               "palette_as_stored": (palette_path, False),
+                               "palette_decoded": (palette_path, True)},
                               num_threads=num_threads, runs=runs)
-    out.update(
+    return dict(
         latency_us=latency.median_us, latency_runs=runs, latency_threads=num_threads,
         latency_runtime=latency.runtime,
         latency_ratio_as_stored=latency.ratio("palette_as_stored", "float"),
         latency_ratio_decoded=latency.ratio("palette_decoded", "float"))
-    return out
 
 
 def _train_and_fix(model, x, y, fixing_epochs_per_stage: int, seed: int):
