@@ -168,8 +168,18 @@ def stage_progress(history: Sequence, path: Optional[str] = None, title: Optiona
             ax.set_axis_off()
         return _save(fig, path)
     stages = np.arange(1, len(rows) + 1)
+    _draw_fixed_fractions(axes[0], stages, rows)
+    _draw_unique_counts(axes[1], stages, rows)
+    if has_accuracy:
+        _draw_accuracies(axes[2], stages, rows, baseline_accuracy)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _draw_fixed_fractions(ax, stages: np.ndarray, rows: List[Dict]) -> None:
+    """Bars: fixed weights (%) after each stage; ticks: the schedule's targets."""
     fixed = np.array([r["fixed"] / r["total"] for r in rows]) * 100.0
-    ax = axes[0]
     ax.bar(stages, fixed, color=POSITIVE_COLOR, alpha=0.8, label="fixed")
     if all("fraction" in r for r in rows):
         ax.plot(stages, np.array([r["fraction"] for r in rows]) * 100.0, "k_", markersize=14,
@@ -182,7 +192,9 @@ def stage_progress(history: Sequence, path: Optional[str] = None, title: Optiona
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
 
-    ax = axes[1]
+
+def _draw_unique_counts(ax, stages: np.ndarray, rows: List[Dict]) -> None:
+    """Lines (log scale): palette size and unique values in all weights after each stage."""
     for key, label, style in (("palette_size", "palette (fixed values)", "o-"),
                               ("unique_values", "unique values (all weights)", "s--")):
         if all(r.get(key) is not None for r in rows):
@@ -195,23 +207,22 @@ def stage_progress(history: Sequence, path: Optional[str] = None, title: Optiona
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
 
-    if has_accuracy:
-        ax = axes[2]
-        acc = [r.get("eval_accuracy", r.get("accuracy")) for r in rows]
-        ax.plot(stages, [np.nan if a is None else 100.0 * a for a in acc], "o-", color="#2ca02c",
-                label="after the stage")
-        if baseline_accuracy is not None:
-            ax.axhline(100.0 * baseline_accuracy, color="k", linestyle="--", linewidth=1,
-                       label="float model")
-        ax.legend(fontsize=8)
-        ax.set_xlabel("stage")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title("Accuracy after each stage")
-        ax.set_xticks(stages)
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+
+def _draw_accuracies(ax, stages: np.ndarray, rows: List[Dict],
+                     baseline_accuracy: Optional[float]) -> None:
+    """Line: accuracy after each stage; dashed: the float model's."""
+    acc = [r.get("eval_accuracy", r.get("accuracy")) for r in rows]
+    ax.plot(stages, [np.nan if a is None else 100.0 * a for a in acc], "o-", color="#2ca02c",
+            label="after the stage")
+    if baseline_accuracy is not None:
+        ax.axhline(100.0 * baseline_accuracy, color="k", linestyle="--", linewidth=1,
+                   label="float model")
+    ax.legend(fontsize=8)
+    ax.set_xlabel("stage")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy after each stage")
+    ax.set_xticks(stages)
+    ax.grid(alpha=0.3)
 
 
 def layer_unique_values(source, path: Optional[str] = None, title: Optional[str] = None):
