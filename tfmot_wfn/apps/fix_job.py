@@ -251,59 +251,6 @@ def _compile(model, learning_rate: float, from_logits: bool) -> None:
 
 
 # ------------------------------------------------------------------ callbacks
-def _progress_callback(keras):
-    class BatchProgress(keras.callbacks.Callback):
-        """A tqdm bar over the batches of one `fit` (all its epochs) or one `evaluate`."""
-
-        def __init__(self, desc: str, enabled: bool, first_desc: Optional[str] = None,
-                     epochs: Optional[int] = None):
-            super().__init__()
-            self.desc, self.first_desc, self.enabled = desc, first_desc, bool(enabled)
-            self.epochs = epochs  # epochs this fit runs (default: params["epochs"])
-            self.bar = None
-
-        def _open(self, total):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=self.first_desc or self.desc, unit="batch",
-                            disable=not self.enabled, dynamic_ncols=True, leave=False)
-
-        def on_train_begin(self, logs=None):
-            steps = (self.params or {}).get("steps")
-            epochs = self.epochs or (self.params or {}).get("epochs") or 1
-            self._open(steps * epochs if steps else None)
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.first_desc:  # the fixing stage ran at the first batch
-                self.bar.set_description(self.desc)
-                self.first_desc = None
-            logs = logs or {}
-            self.bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("loss", "accuracy") if k in logs},
-                                 refresh=False)
-            self.bar.update(1)
-
-        def on_test_begin(self, logs=None):
-            if self.bar is None:
-                self._open((self.params or {}).get("steps") or None)
-
-        def on_test_batch_end(self, batch, logs=None):
-            if self.bar is not None:
-                self.bar.update(1)
-
-        def _close(self):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-
-        def on_train_end(self, logs=None):
-            self._close()
-
-        def on_test_end(self, logs=None):
-            self._close()
-
-    return BatchProgress
-
-
 def _keep_train_function_callback(keras):
     class KeepTrainFunction(keras.callbacks.Callback):
         """Keeps the traced train function for the next stage's `fit`.
@@ -329,40 +276,12 @@ def _keep_train_function_callback(keras):
     return KeepTrainFunction
 
 
-def _summaries_callback(keras):
-    class TrainingSummaries(keras.callbacks.Callback):
-        """TensorBoard: train/* epoch metrics (FixingSummaries writes the fixing/* summaries)."""
-
-        def __init__(self, writer):
-            super().__init__()
-            self.writer = writer  # the job's writer, open for the whole job
-
-        def on_epoch_end(self, epoch, logs=None):
-            from tfmot_wfn.keras import summaries
-
-            with self.writer.as_default():
-                summaries.write_scalars(logs or {}, step=epoch, prefix="train")
-            self.writer.flush()
-
-    return TrainingSummaries
-
-
-def _write_eval_summaries(writer, values: Dict[str, float], step: int) -> None:
-    if writer is None:
-        return
-    from tfmot_wfn.keras import summaries
-
-    with writer.as_default():
-        summaries.write_scalars(values, step=step, prefix="eval")
-    writer.flush()
-
-
 def _evaluate(model, dataset, enabled: bool, desc: str) -> Dict[str, float]:
-    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.apps.fit_callbacks import BatchProgress
 
     if dataset is None:
         return {}
-    progress = _progress_callback(keras)(desc, enabled)
+    progress = BatchProgress(desc, enabled)
     values = model.evaluate(dataset, verbose=0, return_dict=True, callbacks=[progress])
     return {k: float(v) for k, v in values.items()}
 
@@ -589,13 +508,14 @@ def _say_schedule(run: _JobRun) -> None:
 def _stage_callbacks(run: _JobRun, extra: Sequence) -> Iterator[_StageCallbacks]:
     """The stages' callbacks; the job's summary writer is open while they run."""
     import tfmot_wfn
-    from tfmot_wfn.keras.compat import keras, tf
+    from tfmot_wfn.apps.fit_callbacks import TrainingSummaries
+    from tfmot_wfn.keras.compat import tf
 
     callbacks = _StageCallbacks(update=tfmot_wfn.UpdateFixingStep(verbose=0), others=[])
     if run.log_dir:
         callbacks.writer = tf.summary.create_file_writer(os.path.join(run.log_dir, "fixing"))
         callbacks.others += [tfmot_wfn.FixingSummaries(run.log_dir),
-                             _summaries_callback(keras)(callbacks.writer)]
+                             TrainingSummaries(callbacks.writer)]
     callbacks.others += list(extra)
     try:
         yield callbacks
@@ -607,6 +527,7 @@ def _stage_callbacks(run: _JobRun, extra: Sequence) -> Iterator[_StageCallbacks]
 # ------------------------------------------------------------ job: stages
 def _run_stages(run: _JobRun, callbacks: _StageCallbacks) -> None:
     """One fit per stage after the completed ones; checkpoint and state after each."""
+    from tfmot_wfn.apps.fit_callbacks import write_scalars_to
     from tfmot_wfn.keras.compat import keras
 
     keep = _keep_train_function_callback(keras)()
@@ -617,7 +538,8 @@ def _run_stages(run: _JobRun, callbacks: _StageCallbacks) -> None:
         summary, train_metrics = _fit_stage(run, k, [keep] + callbacks.for_fit(), callbacks.update)
         eval_metrics = _evaluate(run.model, run.eval_ds, run.verbose,
                                  f"stage {k + 1}/{run.stages}: evaluating")
-        _write_eval_summaries(callbacks.writer, eval_metrics, initial_epoch + epochs - 1)
+        if callbacks.writer is not None:
+            write_scalars_to(callbacks.writer, eval_metrics, initial_epoch + epochs - 1, "eval")
         row = {"stage": k + 1, **summary, **_network_numbers(run.model),
                "train_loss": train_metrics.get("loss"),
                "train_accuracy": train_metrics.get("accuracy"),
@@ -641,7 +563,7 @@ def _fit_stage(run: _JobRun, k: int, callbacks: List, update) -> Tuple[Dict, Dic
     `callbacks` holds `update`, the `UpdateFixingStep` whose history tells that
     exactly one fixing stage ran.
     """
-    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.apps.fit_callbacks import BatchProgress
 
     config = run.config
     initial_epoch, epochs = _stage_epochs(config, k)
@@ -653,7 +575,7 @@ def _fit_stage(run: _JobRun, k: int, callbacks: List, update) -> Tuple[Dict, Dic
     train = run.data.train_dataset(seed=config.seed * 1000 + k, augment=config.augment)
     if config.steps_per_epoch:
         train = train.take(run.steps_per_epoch)
-    progress = _progress_callback(keras)(
+    progress = BatchProgress(
         f"stage {k + 1}/{run.stages}: training", run.verbose,
         first_desc=f"stage {k + 1}/{run.stages}: fixing {config.fractions[k]:.4g} of the weights",
         epochs=epochs)
