@@ -160,3 +160,31 @@ def test_inspect_refuses_a_damaged_archive_clearly(saved_fixed_model, tmp_path, 
     assert cli.main(["inspect", str(target)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tfmot-wfn inspect: error: ") and "checksum" in err.lower()
+
+
+def test_ctrl_c_during_fix_exits_130_with_the_resume_hint(monkeypatch, tmp_path, capsys):
+    from tfmot_wfn.apps import fix_job
+
+    def interrupted(config, overwrite=False, callbacks=()):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fix_job, "run_fix_job", interrupted)
+    code = cli.main(["fix", str(tmp_path / "m.keras"), "--data-dir", str(tmp_path),
+                     "--output", str(tmp_path / "run"), "--quiet"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "the same command and --resume" in err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--distance", "1", "must be in (0, 1), got 1"),
+    ("--validation-split", "1", "must be in [0, 1), got 1"),
+    ("--batch-size", "2.5", "expected an integer, got '2.5'"),
+    ("--learning-rate", "inf", "must be > 0 and finite, got inf"),
+    ("--learning-rate", "x", "expected a number, got 'x'"),
+])
+def test_fix_arguments_say_what_they_expect(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["fix", "m.keras", "--data-dir", ".", flag, value])
+    assert info.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
