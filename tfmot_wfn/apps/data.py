@@ -220,7 +220,7 @@ def prepare_images(dataset, image_size: Size, channels: Optional[int] = None):
     return dataset.map(prepare, num_parallel_calls=AUTOTUNE)
 
 
-def finish_pipeline(prepared, training: bool, image_size: Size, batch_size: int,
+def finish_pipeline(prepared, training: bool, image_size: Size, batch_size: int, *,
                     normalization: str = "unit", seed: int = 0, shuffle_buffer: int = 1024,
                     augment: bool = True, drop_remainder: bool = False):
     """Storage-size uint8 dataset -> batched float32 batches (train or eval variant), prefetched.
@@ -268,8 +268,8 @@ def image_classification_pipeline(dataset, training: bool, image_size: Size, bat
     prepared = prepare_images(dataset, image_size, channels)
     if cache:
         prepared = prepared.cache("" if cache is True else os.fspath(cache))
-    return finish_pipeline(prepared, training, image_size, batch_size, normalization, seed,
-                           shuffle_buffer)
+    return finish_pipeline(prepared, training, image_size, batch_size,
+                           normalization=normalization, seed=seed, shuffle_buffer=shuffle_buffer)
 
 
 # ------------------------------------------------------------------- datasets
@@ -314,14 +314,15 @@ class ImageClassificationData:
     def train_dataset(self, seed: int = 0, augment: bool = True):
         """Shuffled, augmented (random crop + flip), normalised training batches."""
         return finish_pipeline(self._train, True, self.image_size, self.batch_size,
-                               self.normalization, seed, self.shuffle_buffer, augment)
+                               normalization=self.normalization, seed=seed,
+                               shuffle_buffer=self.shuffle_buffer, augment=augment)
 
     def eval_dataset(self):
         """Centre-cropped, normalised evaluation batches in order (None without an eval split)."""
         if self._eval is None:
             return None
         return finish_pipeline(self._eval, False, self.image_size, self.batch_size,
-                               self.normalization)
+                               normalization=self.normalization)
 
     def warm_cache(self) -> None:
         """Read the cached splits once now (decoding them), so that later partial
