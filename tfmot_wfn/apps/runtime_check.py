@@ -102,14 +102,7 @@ def write_check_bundle(
         for out_name, out_data in outputs.items():
             write_bytes_atomically(os.path.join(folder, f"{out_name}.tflite"), out_data)
             np.save(os.path.join(folder, out_name + EXPECTED_SUFFIX), expected)
-            files[out_name] = {
-                "bytes": len(out_data), "mode": options["mode"],
-                "batchnorm": options["batchnorm"],
-                "index_dtypes": sorted(set(result.index_dtypes.values())),
-                "decoded": out_name.endswith("_decoded"),
-                "compact": bool(result.compact) and not out_name.endswith("_decoded"),
-                "batchnorm_scales": [k.batchnorm for k in result.batchnorm_scales],
-            }
+            files[out_name] = _manifest_entry(out_name, out_data, options, result)
     manifest = {
         "producer": f"tfmot_wfn {tfmot_wfn.__version__}", "atol": atol,
         "inputs": INPUTS_FILE, "input_shape": list(inputs.shape),
@@ -118,6 +111,19 @@ def write_check_bundle(
     with open(os.path.join(folder, MANIFEST_FILE), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest
+
+
+def _manifest_entry(name: str, data: bytes, options: Dict, result) -> Dict:
+    """One file's manifest entry: bytes, export settings (`VARIANTS`), BatchNorms kept as MULs."""
+    decoded = name.endswith("_decoded")
+    return {
+        "bytes": len(data), "mode": options["mode"],
+        "batchnorm": options["batchnorm"],
+        "index_dtypes": sorted(set(result.index_dtypes.values())),
+        "decoded": decoded,
+        "compact": bool(result.compact) and not decoded,
+        "batchnorm_scales": [k.batchnorm for k in result.batchnorm_scales],
+    }
 
 
 @dataclasses.dataclass(frozen=True)
