@@ -375,7 +375,7 @@ def _cache_choice(cache, examples: int, image_size, channels: int,
 
 @dataclasses.dataclass(frozen=True)
 class _Preparation:
-    """How raw ``(image, label)`` splits become storage-size uint8 datasets, cached when they fit."""
+    """How raw ``(image, label)`` splits become storage-size uint8 datasets (cached if they fit)."""
 
     image_size: Tuple[int, int]
     channels: int
@@ -476,7 +476,8 @@ def from_tfds(
     h, w, c = _image_feature_shape(info)
     if image_size is None:
         image_size = (h, w) if h and w else DEFAULT_IMAGE_SIZE
-    preparation = _Preparation(_size2(image_size), int(channels or c or 3), cache, cache_limit_bytes)
+    preparation = _Preparation(_size2(image_size), int(channels or c or 3), cache,
+                               cache_limit_bytes)
     label_feature = info.features[info.supervised_keys[1]]
     if eval_split == "auto":
         eval_split = _default_eval_split(info, split)

@@ -79,7 +79,8 @@ def run_demo(
     keras.utils.set_random_seed(seed)
     digits = _Digits(*load_digits_split(seed))
 
-    say(f"[1/4] training the float CNN on {len(digits.x_train)} digit images ({float_epochs} epochs)")
+    say(f"[1/4] training the float CNN on {len(digits.x_train)} digit images "
+        f"({float_epochs} epochs)")
     model = _train_float(digits, float_epochs, verbose)
     float_acc = float(model.evaluate(digits.x_test, digits.y_test, verbose=0)[1])
     say(f"      float accuracy: {float_acc:.4f}")

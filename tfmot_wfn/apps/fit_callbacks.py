@@ -1,4 +1,4 @@
-"""Keras callbacks of the fix job's fits: a progress bar over batches, train/eval TensorBoard scalars.
+"""The fix job's Keras callbacks: a progress bar over batches, train/eval TensorBoard scalars.
 
 ```python
 progress = BatchProgress("stage 2/10: training", enabled=True,

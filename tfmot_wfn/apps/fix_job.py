@@ -340,12 +340,13 @@ class _JobRun:
 class _StageCallbacks:
     """The callbacks of every stage's `fit`, and the job's own TensorBoard writer."""
 
+    keep: Any  # KeepTrainFunction
     update: Any  # UpdateFixingStep: runs the stage at the first batch of its fit
     others: List  # FixingSummaries and train/* summaries (with logs), then the caller's
     writer: Any = None  # the eval/* summaries' writer (None without logs)
 
     def for_fit(self) -> List:
-        return [self.update] + self.others
+        return [self.keep, self.update] + self.others
 
 
 def _prepare_output(config: FixJobConfig, overwrite: bool) -> None:
@@ -467,8 +468,9 @@ def _start_from_float_model(run: _JobRun, model) -> None:
             f"{'logits' if run.from_logits else 'probabilities'} out)")
     run.float_metrics = _evaluate(model, run.eval_ds, run.verbose, "evaluating the float model")
     if run.float_metrics:
-        run.say(f"float model: eval accuracy {run.float_metrics.get('accuracy', float('nan')):.4f}, "
-                f"loss {run.float_metrics.get('loss', float('nan')):.4f}")
+        metrics = run.float_metrics
+        run.say(f"float model: eval accuracy {metrics.get('accuracy', float('nan')):.4f}, "
+                f"loss {metrics.get('loss', float('nan')):.4f}")
     schedule = tfmot_wfn.StagedFixing(fractions=config.fractions,
                                       steps_per_stage=config.epochs_per_stage * run.steps_per_epoch)
     run.model = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
@@ -509,9 +511,10 @@ def _stage_callbacks(run: _JobRun, extra: Sequence) -> Iterator[_StageCallbacks]
     """The stages' callbacks; the job's summary writer is open while they run."""
     import tfmot_wfn
     from tfmot_wfn.apps.fit_callbacks import TrainingSummaries
-    from tfmot_wfn.keras.compat import tf
+    from tfmot_wfn.keras.compat import keras, tf
 
-    callbacks = _StageCallbacks(update=tfmot_wfn.UpdateFixingStep(verbose=0), others=[])
+    callbacks = _StageCallbacks(keep=_keep_train_function_callback(keras)(),
+                                update=tfmot_wfn.UpdateFixingStep(verbose=0), others=[])
     if run.log_dir:
         callbacks.writer = tf.summary.create_file_writer(os.path.join(run.log_dir, "fixing"))
         callbacks.others += [tfmot_wfn.FixingSummaries(run.log_dir),
@@ -528,14 +531,11 @@ def _stage_callbacks(run: _JobRun, extra: Sequence) -> Iterator[_StageCallbacks]
 def _run_stages(run: _JobRun, callbacks: _StageCallbacks) -> None:
     """One fit per stage after the completed ones; checkpoint and state after each."""
     from tfmot_wfn.apps.fit_callbacks import write_scalars_to
-    from tfmot_wfn.keras.compat import keras
 
-    keep = _keep_train_function_callback(keras)()
     for k in range(run.completed_stages, run.stages):
         stage_start = time.time()
         initial_epoch, epochs = _stage_epochs(run.config, k)
-        keep.restore(run.model)
-        summary, train_metrics = _fit_stage(run, k, [keep] + callbacks.for_fit(), callbacks.update)
+        summary, train_metrics = _fit_stage(run, k, callbacks)
         eval_metrics = _evaluate(run.model, run.eval_ds, run.verbose,
                                  f"stage {k + 1}/{run.stages}: evaluating")
         if callbacks.writer is not None:
@@ -557,12 +557,8 @@ def _stage_epochs(config: FixJobConfig, k: int) -> Tuple[int, int]:
     return k * config.epochs_per_stage, epochs
 
 
-def _fit_stage(run: _JobRun, k: int, callbacks: List, update) -> Tuple[Dict, Dict[str, float]]:
-    """Stage `k`'s fit (its fixing stage runs at the first batch); (stage summary, train metrics).
-
-    `callbacks` holds `update`, the `UpdateFixingStep` whose history tells that
-    exactly one fixing stage ran.
-    """
+def _fit_stage(run: _JobRun, k: int, callbacks: _StageCallbacks) -> Tuple[Dict, Dict[str, float]]:
+    """Stage `k`'s fit; its fixing stage runs at the first batch. (stage summary, train metrics)."""
     from tfmot_wfn.apps.fit_callbacks import BatchProgress
 
     config = run.config
@@ -579,9 +575,12 @@ def _fit_stage(run: _JobRun, k: int, callbacks: List, update) -> Tuple[Dict, Dic
         f"stage {k + 1}/{run.stages}: training", run.verbose,
         first_desc=f"stage {k + 1}/{run.stages}: fixing {config.fractions[k]:.4g} of the weights",
         epochs=epochs)
+    update = callbacks.update
     ran_before = len(update.history)
+    callbacks.keep.restore(run.model)
     fit_history = run.model.fit(train, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                                shuffle=False, verbose=0, callbacks=[progress] + callbacks)
+                                shuffle=False, verbose=0,
+                                callbacks=[progress] + callbacks.for_fit())
     if len(update.history) != ran_before + 1:
         raise RuntimeError(f"stage {k + 1}: expected one fixing stage in this fit, "
                            f"{len(update.history) - ran_before} ran")
