@@ -341,3 +341,45 @@ def test_summaries_write_tensorboard_histogram_and_layer_scalars(tmp_path):
         assert float(points[-1][2]) == 1.0
     assert float(events["train/loss"][0][2]) == 0.5 and "train/name" not in events
     assert summaries.layer_fixed_fractions(fixed) == {name: 1.0 for name in names}
+
+
+def test_distance_auto_searches_then_runs_at_the_chosen_delta(digits_run, tmp_path):
+    out = str(tmp_path / "auto")
+    assert cli.main(["fix", digits_run["model"], "--data-dir", digits_run["data"], "--output", out,
+                     "--distance", "auto", "--tolerance", "0.02"] + RUN_FLAGS) == 0
+    search = json.loads(open(os.path.join(out, "distance_search.json")).read())
+    report = json.loads(open(os.path.join(out, "report.json")).read())
+    assert report["settings"]["distance"] == search["distance"]
+    assert search["train_steps"] <= search["budget_steps"]
+    assert {r["source"] for r in search["frontier"]} >= {"full"}
+    assert os.path.getsize(os.path.join(out, "distance_search.png")) > 1000
+
+
+def test_distance_auto_and_bad_tolerance_are_parsed_clearly(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fix", "m.keras", "--data-dir", "d", "--distance", "far"])
+    assert "expected a number" in capsys.readouterr().err
+    with pytest.raises(fix_job.FixJobError, match="tolerance must be in"):
+        fix_job.FixJobConfig(model_path="m.keras", output="o", data_dir="d", tolerance=1.5)
+
+
+def test_a_float_model_near_chance_on_the_data_gets_a_normalize_warning(digits_run, tmp_path):
+    from tfmot_wfn.apps.demo import build_cnn
+
+    keras.utils.set_random_seed(1)
+    untrained = build_cnn(keras)
+    classifier = untrained.layers[-1]  # always predicts class 0: about 1/10 right
+    kernel, bias = classifier.get_weights()
+    classifier.set_weights([np.zeros_like(kernel), np.eye(len(bias))[0].astype(bias.dtype)])
+    path = str(tmp_path / "untrained.keras")
+    untrained.save(path)
+    flags = ["--data-dir", digits_run["data"], "--fractions", "1", "--steps-per-epoch", "1",
+             "--quiet", "--no-augment"]
+    with pytest.warns(UserWarning, match=r"near chance \(0\.1000 for 10 classes\).*--normalize"):
+        cli.main(["fix", path, "--output", str(tmp_path / "chance")] + flags)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.main(["fix", digits_run["model"], "--output", str(tmp_path / "trained")] + flags)
+    assert not [w for w in caught if "near chance" in str(w.message)]

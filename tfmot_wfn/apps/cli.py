@@ -41,6 +41,13 @@ def _checked(convert: Callable[[str], Any], accepts: Callable[[Any], bool], requ
 
 #: A fraction strictly between 0 and 1 (the distance delta).
 _unit_fraction = _checked(float, lambda v: 0.0 < v < 1.0, "in (0, 1)")
+
+
+def _distance_or_auto(text: str):
+    """``auto`` or a delta in (0, 1)."""
+    return "auto" if text.strip().lower() == "auto" else _unit_fraction(text)
+
+
 #: A fraction in [0, 1) (the held-out validation split; 0: none).
 _unit_fraction_or_zero = _checked(float, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 #: A count of at least 1 (epochs, batch size, steps).
@@ -156,9 +163,14 @@ def _add_fix_parser(sub) -> None:
     source.add_argument("--data-dir", metavar="DIR",
                         help="images in class sub-folders (DIR/<class>/*.png); with train/ and "
                              "val/ (or validation/, test/) sub-folders those are the splits")
-    fix.add_argument("--distance", type=_unit_fraction, default=None,
+    fix.add_argument("--distance", type=_distance_or_auto, default=None,
                      help="delta, the allowed relative distance at the last stage "
-                          "(default: tfmot_wfn.DEFAULT_DISTANCE)")
+                          "(default: tfmot_wfn.DEFAULT_DISTANCE), or 'auto': the largest delta "
+                          "whose fixed model stays within --tolerance of the float model "
+                          "(tfmot_wfn.search_distance; about 3x the time of one run)")
+    fix.add_argument("--tolerance", type=_unit_fraction_or_zero, default=None,
+                     help="with --distance auto: the accuracy drop allowed, absolute "
+                          "(default 0.005 = half a point)")
     fix.add_argument("--fractions", type=_fractions, default=None, metavar="F1,F2,...",
                      help="the schedule: cumulative fixed fractions per stage (default: the "
                           "paper's 0.3,0.6,0.8,0.9,0.95,0.975,0.99,0.9975,0.999,1)")
@@ -224,6 +236,7 @@ def _fix(args) -> int:
     output = args.output or "wfn_" + os.path.splitext(os.path.basename(args.model))[0]
     given = {
         "dataset": args.dataset, "data_dir": args.data_dir, "distance": args.distance,
+        "tolerance": args.tolerance,
         "fractions": args.fractions, "epochs_per_stage": args.epochs_per_stage,
         "final_epochs": args.final_epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,

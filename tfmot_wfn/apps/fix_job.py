@@ -41,10 +41,12 @@ import os
 import random
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tfmot_wfn.apps.data import NORMALIZATIONS
 from tfmot_wfn.utils.atomic_files import atomic_path, write_json_atomically
 
 STATE_FILE = "state.json"
@@ -55,6 +57,11 @@ REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 PLOTS_DIR = "plots"
 LOGS_DIR = "logs"
+#: ``distance="auto"``: `search_distance` chooses delta, within this many full runs.
+AUTO = "auto"
+AUTO_BUDGET = 2.0
+#: A float accuracy below this many times chance gets a warning (a wrong --normalize).
+NEAR_CHANCE = 1.5
 #: Settings a resumed run must share with the run it continues (they define the schedule).
 SCHEDULE_SETTINGS = ("dataset", "data_dir", "distance", "epochs_per_stage",
                      "final_epochs", "batch_size", "fractions", "image_size", "normalization",
@@ -76,7 +83,10 @@ class FixJobConfig:
       output: the output folder.
       dataset: a tfds name, optionally ``NAME:SPLIT`` (exclusive with `data_dir`).
       data_dir: a folder of images in class sub-folders (see `tfmot_wfn.apps.data.from_directory`).
-      distance: the paper's delta.
+      distance: the paper's delta, or ``"auto"``: `tfmot_wfn.search_distance` picks the
+        largest delta within ``tolerance`` of the float model's evaluation accuracy (its
+        budget: two full runs), then the job runs at that delta (three full runs in all).
+      tolerance: the accuracy drop allowed by ``distance="auto"`` (absolute; 0.005 = half a point).
       epochs_per_stage: training epochs after each stage but the last.
       final_epochs: training epochs after the last stage (everything fixed then;
         BatchNorm statistics still adapt).
@@ -100,7 +110,8 @@ class FixJobConfig:
     output: str
     dataset: Optional[str] = None
     data_dir: Optional[str] = None
-    distance: Optional[float] = None
+    distance: Union[None, float, str] = None
+    tolerance: float = 0.005
     epochs_per_stage: int = 1
     final_epochs: int = 1
     batch_size: int = 64
@@ -126,6 +137,10 @@ class FixJobConfig:
                               "or a folder of images in class sub-folders (--data-dir DIR)")
         if self.distance is None:
             self.distance = tfmot_wfn.DEFAULT_DISTANCE
+        if self.distance != AUTO and not 0.0 < float(self.distance) < 1.0:
+            raise FixJobError(f"distance must be in (0, 1) or {AUTO!r}, got {self.distance!r}")
+        if not 0.0 <= float(self.tolerance) < 1.0:
+            raise FixJobError(f"tolerance must be in [0, 1), got {self.tolerance!r}")
         if self.fractions is None:
             self.fractions = tuple(tfmot_wfn.PAPER_FRACTIONS)
         self.fractions = tuple(float(f) for f in self.fractions)
@@ -471,12 +486,48 @@ def _start_from_float_model(run: _JobRun, model) -> None:
         metrics = run.float_metrics
         run.say(f"float model: eval accuracy {metrics.get('accuracy', float('nan')):.4f}, "
                 f"loss {metrics.get('loss', float('nan')):.4f}")
+        _warn_if_near_chance(metrics.get("accuracy"), run.data)
+    if config.distance == AUTO:
+        config.distance = _search_distance(run, model)
     schedule = tfmot_wfn.StagedFixing(fractions=config.fractions,
                                       steps_per_stage=config.epochs_per_stage * run.steps_per_epoch)
     run.model = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
                                       regularization=config.regularization)
     _compile(run.model, config.learning_rate, run.from_logits)
     _write_state(run)
+
+
+def _warn_if_near_chance(accuracy: Optional[float], data) -> None:
+    """Warn when the float model scores near chance on the data as fed (a wrong --normalize)."""
+    chance = 1.0 / max(int(data.num_classes), 1)
+    if accuracy is not None and accuracy < NEAR_CHANCE * chance and chance < 0.5:
+        warnings.warn(
+            f"the float model's accuracy on the evaluation data as fed is {accuracy:.4f}, near "
+            f"chance ({chance:.4f} for {data.num_classes} classes): the images are probably not "
+            f"prepared as the model was trained on them. Check --normalize (now "
+            f"{data.normalization!r}; one of {', '.join(NORMALIZATIONS)}) and --image-size.",
+            UserWarning, stacklevel=2)
+
+
+def _search_distance(run: _JobRun, model) -> float:
+    """`search_distance` on the job's data; writes distance_search.json/.png; the chosen delta."""
+    from tfmot_wfn.apps.distance_search import search_distance
+
+    if run.eval_ds is None:
+        raise FixJobError("--distance auto needs evaluation data: give a dataset with an "
+                          "evaluation split, or --validation-split > 0")
+    config = run.config
+    train = run.data.train_dataset(seed=config.seed, augment=config.augment)
+    train = train.take(run.steps_per_epoch)
+    search = search_distance(
+        model, train, run.eval_ds, tolerance=config.tolerance,
+        epochs_per_stage=config.epochs_per_stage, budget=AUTO_BUDGET, seed=config.seed,
+        verbose=config.verbose, regularization=config.regularization)
+    write_json_atomically(run.path("distance_search.json"), search.to_dict())
+    search.plot(run.path("distance_search.png"))
+    run.say(str(search))
+    run.say(f"--distance auto: delta {search.distance:g}")
+    return float(search.distance)
 
 
 def _continue_from_checkpoint(run: _JobRun, model, state: Dict) -> None:
