@@ -147,6 +147,10 @@ def test_term_counts_match_the_signed_digits_the_report_prints():
     values = np.array(list(PALETTE), np.float32)
     assert term_counts(values).tolist() == list(PALETTE.values())
     assert term_counts(np.float32([0.1]))[0] > 6  # not a sum of a few powers of two
+    rng = np.random.default_rng(0)
+    many = np.concatenate([rng.normal(size=2000), rng.normal(size=500).astype(np.float32),
+                           [2.0**-40, 3.0, -7.0, 1e300, 5e-324]])
+    assert term_counts(many).tolist() == [len(signed_digits(float(v))) for v in many]
     with pytest.raises(ValueError, match="finite"):
         term_counts(np.array([np.nan]))
 
