@@ -400,3 +400,30 @@ def test_report_command_writes_the_section(tmp_path, capsys):
     assert section == expected and section["shift_add_applies"]
     assert open(os.path.join(out, "plots", "hardware_cost.png"), "rb").read(4) == b"\x89PNG"
     assert open(os.path.join(out, "hardware_cost.txt")).read() == str(tfmot_wfn.hardware_cost(final)) + "\n"
+
+
+def test_benchmark_rows_cost_each_method_in_its_deployed_form():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import hardware_cost_rows as rows
+
+    base = _small_cnn()
+    fixed = tfmot_wfn.fix_weights(base)
+    tfmot_wfn.run_fixing_stage(fixed, 1.0, 0.05)
+    final = tfmot_wfn.strip_fixing(fixed)
+    cost, sram = tfmot_wfn.hardware_cost(final), tfmot_wfn.hardware_cost(final, memory="sram")
+    wfn = rows.row_columns(final, "wfn")
+    assert wfn["hw_energy_dram_nj"] == pytest.approx(cost.energy_pj["shift_add"] / 1e3)
+    assert wfn["hw_energy_sram_nj"] == pytest.approx(sram.energy_pj["shift_add"] / 1e3)
+    assert wfn["hw_bits_moved"] == cost.weight_bits_moved["palette"]
+    assert wfn["hw_form"].startswith("shift-add")
+    float_cost = tfmot_wfn.hardware_cost(base)
+    assert rows.row_columns(base, "float")["hw_energy_dram_nj"] == pytest.approx(
+        float_cost.energy_pj["float32"] / 1e3)
+    assert rows.row_columns(base, "int8")["hw_bits_moved"] == float_cost.weight_bits_moved["int8"]
+    clustered = rows.row_columns(final, "clustered")  # fp32 arithmetic, palette reads
+    assert clustered["hw_energy_dram_nj"] == pytest.approx(
+        (cost.compute_pj["float32"] + cost.weight_read_pj["palette"]) / 1e3)
+    assert rows.cells(wfn).count("|") == 1 and rows.cells({}) == "n/a | n/a"
+    assert "hw_error" in rows.row_columns(keras.Sequential([L.Dense(2)]), "float")
