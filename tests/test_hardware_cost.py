@@ -174,8 +174,9 @@ def test_dense_hand_counted():
     assert cost.energy_pj["int8"] == pytest.approx(8 * 0.3 + 2 * 0.1 + (8 * 8 + 2 * 32) * 20)
     assert cost.energy_pj["shift_add"] == pytest.approx(
         10 * t.add_pj(16) + 4 * t.add_pj(16) + (6 + 1) * 0.1 + 10 * 3 * 20)
+    h = cost.bits_per_weight["entropy_coded"]
     assert cost.weight_bits_moved == {"float32": 320, "int8": 128, "palette": 30,
-                                      "entropy_coded": pytest.approx(10 * cost.bits_per_weight["entropy_coded"])}
+                                      "entropy_coded": pytest.approx(10 * h)}
     assert cost.storage_bytes["float32"] == 40 and cost.storage_bytes["int8"] == 16
 
 

@@ -179,7 +179,8 @@ def _shift_add_note(over: int, nonzero: int, max_terms: int, example: float) -> 
 
 
 def _check_args(activation_bits, memory, max_terms, table) -> EnergyTable:
-    if isinstance(activation_bits, bool) or not isinstance(activation_bits, int) or not 1 <= activation_bits <= 64:
+    if (isinstance(activation_bits, bool) or not isinstance(activation_bits, int)
+            or not 1 <= activation_bits <= 64):
         raise ValueError(f"activation_bits must be an integer in [1, 64] (the fixed-point width of the "
                          f"shifted activations), got {activation_bits!r}")
     if isinstance(max_terms, bool) or not isinstance(max_terms, int) or max_terms < 1:
@@ -191,47 +192,60 @@ def _check_args(activation_bits, memory, max_terms, table) -> EnergyTable:
     return table
 
 
+def _palette_stats(layers: Sequence[LayerWork]):
+    """(K distinct values, index bits ceil(log2 K), entropy H) over every counted weight."""
+    parts = [g.values.astype(np.float32).ravel() for w in layers for g in w.groups]
+    values = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    k = int(value_counts(values)[0].size)
+    index_bits = max(1, math.ceil(math.log2(k))) if k else 0
+    return k, index_bits, (entropy_bits(values) if values.size else 0.0)
+
+
+def _stored_bits(layers: Sequence[LayerWork], index_bits: int, entropy: float) -> Dict[str, float]:
+    sizes = {"reads_weights": 0, "reads_bias": 0}
+    for g in (g for w in layers for g in w.groups):
+        sizes["reads_bias" if g.role == "bias" else "reads_weights"] += int(g.values.size)
+    return _bits_moved(sizes, index_bits, entropy)
+
+
+def _shift_add_summary(layers: Sequence[LayerWork], max_terms: int):
+    """(note, {terms: weights}) over the multiplied weights of the network."""
+    values = _multiply_values(layers)
+    terms = term_counts(values)
+    over = terms > max_terms
+    example = float(values[over][0]) if over.any() else float("nan")
+    note = _shift_add_note(int(over.sum()), int(np.count_nonzero(values)), max_terms, example)
+    return note, {str(t): n for t, n in terms_histogram(terms).items()}
+
+
 def estimate(layers: Sequence[LayerWork], energy_table: Optional[EnergyTable] = None, *,
              activation_bits: int = 16, memory: str = "dram", max_terms: int = DEFAULT_MAX_TERMS,
              not_counted: Sequence[Dict] = (), input_shape=None) -> "HardwareCost":
     """The hardware cost of `layers` in the float32, int8 and shift-add forms."""
     table = _check_args(activation_bits, memory, max_terms, energy_table)
     counts = [layer_counts(w, max_terms) for w in layers]
-    all_values = np.concatenate([g.values.astype(np.float32).ravel() for w in layers for g in w.groups]
-                                or [np.zeros(0, np.float32)])
-    k = int(value_counts(all_values)[0].size)
-    index_bits = max(1, math.ceil(math.log2(k))) if k > 1 else (1 if k else 0)
-    entropy = entropy_bits(all_values) if all_values.size else 0.0
+    k, index_bits, entropy = _palette_stats(layers)
     rows = []
     for work, c in zip(layers, counts):
         e = _energy(c, _bits_moved(c, index_bits, entropy), table, activation_bits, memory)
         rows.append(_layer_row(work, c, e, c["weights_over_max_terms"] == 0))
     totals = {key: sum(c[key] for c in counts) for key in COUNT_KEYS}
-    mult = _multiply_values(layers)
-    terms = term_counts(mult)
-    over = totals["weights_over_max_terms"]
-    applies = over == 0
-    example = float(mult[terms > max_terms][0]) if over else float("nan")
+    applies = totals["weights_over_max_terms"] == 0
     moved = _bits_moved(totals, index_bits, entropy)
     energy = _energy(totals, moved, table, activation_bits, memory)
     total_row = _layer_row(LayerWork("total", "", []), totals, energy, applies)
-    stored = _bits_moved({"reads_weights": sum(g.values.size for w in layers for g in w.groups
-                                               if g.role != "bias"),
-                          "reads_bias": sum(g.values.size for w in layers for g in w.groups
-                                            if g.role == "bias")}, index_bits, entropy)
     if not applies:
-        energy["energy_pj"]["shift_add"] = None
-        energy["compute_pj"]["shift_add"] = None
+        energy["energy_pj"]["shift_add"] = energy["compute_pj"]["shift_add"] = None
+    note, histogram = _shift_add_summary(layers, max_terms)
     return HardwareCost(
         input_shape=input_shape, activation_bits=activation_bits, memory=memory, max_terms=max_terms,
         energy_table=table.to_dict(), layers=rows, totals=total_row, palette_size=k,
         bits_per_weight={"float32": 32.0, "int8": 8.0, "palette": float(index_bits),
                          "entropy_coded": float(entropy)},
-        storage_bytes={f: b / 8.0 for f, b in stored.items()}, weight_bits_moved=moved,
-        compute_pj=energy["compute_pj"], weight_read_pj=energy["weight_read_pj"],
-        energy_pj=energy["energy_pj"], shift_add_applies=applies,
-        shift_add_note=_shift_add_note(over, int(np.count_nonzero(mult)), max_terms, example),
-        terms_histogram={str(t): n for t, n in terms_histogram(terms).items()},
+        storage_bytes={f: b / 8.0 for f, b in _stored_bits(layers, index_bits, entropy).items()},
+        weight_bits_moved=moved, compute_pj=energy["compute_pj"],
+        weight_read_pj=energy["weight_read_pj"], energy_pj=energy["energy_pj"],
+        shift_add_applies=applies, shift_add_note=note, terms_histogram=histogram,
         not_counted=list(not_counted))
 
 
@@ -313,13 +327,15 @@ def _text_lines(cost: HardwareCost) -> List[str]:
                  f"float32 32, int8 8 (biases 32), palette index {b['palette']:g}, entropy-coded "
                  f"{b['entropy_coded']:.2f}")
     lines.append("  stored bytes: " + ", ".join(f"{f} {s[f]:,.0f}" for f in STORAGE_FORMS))
-    lines.append("  weight bits moved per inference: " + ", ".join(f"{f} {m[f]:,.0f}" for f in STORAGE_FORMS))
+    lines.append("  weight bits moved per inference: "
+                 + ", ".join(f"{f} {m[f]:,.0f}" for f in STORAGE_FORMS))
     e = cost.energy_pj
     lines.append(f"  energy per inference: float32 {_fmt_pj(e['float32'])}, int8 {_fmt_pj(e['int8'])}, "
                  f"shift-add {_fmt_pj(e['shift_add'])} (weight reads: "
                  + ", ".join(f"{f} {_fmt_pj(cost.weight_read_pj[f])}" for f in STORAGE_FORMS) + ")")
     hist = ", ".join(f"{k} term{'s' if k != '1' else ''}: {n:,}" for k, n in cost.terms_histogram.items())
-    lines.append(f"  shift-add: {cost.shift_add_note}" + (f" ({hist})" if hist and cost.shift_add_applies else ""))
+    shown = f" ({hist})" if hist and cost.shift_add_applies else ""
+    lines.append(f"  shift-add: {cost.shift_add_note}{shown}")
     groups: Dict[tuple, List[str]] = {}
     for entry in cost.not_counted:
         groups.setdefault((entry["class"], entry["reason"]), []).append(entry["layer"])
