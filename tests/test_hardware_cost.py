@@ -428,3 +428,38 @@ def test_benchmark_rows_cost_each_method_in_its_deployed_form():
         (cost.compute_pj["float32"] + cost.weight_read_pj["palette"]) / 1e3)
     assert rows.cells(wfn).count("|") == 1 and rows.cells({}) == "n/a | n/a"
     assert "hw_error" in rows.row_columns(keras.Sequential([L.Dense(2)]), "float")
+
+
+def test_nested_subclassed_and_1d_models():
+    inner = keras.Sequential([keras.Input((10, 2)), L.Conv1D(4, 3), L.ReLU()], name="inner")
+    inp = keras.Input((10, 2))
+    model = keras.Model(inp, L.Dense(3)(inner(inp)))
+    cost = tfmot_wfn.hardware_cost(model)
+    assert [r["class"] for r in cost.layers] == ["Conv1D", "Dense"]
+    assert cost.layers[0]["macs"] == 8 * (3 * 2 * 4) and cost.layers[1]["macs"] == 8 * 4 * 3
+
+    class Block(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = L.Conv2D(2, 3, padding="same")
+            self.dense = L.Dense(5)
+
+        def call(self, x):
+            return self.dense(self.conv(x))
+
+    block = Block()
+    with pytest.raises(ValueError, match="pass input_shape"):
+        tfmot_wfn.hardware_cost(block)
+    cost = tfmot_wfn.hardware_cost(block, input_shape=(4, 4, 3))
+    assert [r["macs"] for r in cost.layers] == [16 * 27 * 2, 16 * 2 * 5]
+
+
+def test_wrapped_attention_uses_the_fixed_values():
+    inp = keras.Input((4, 8))
+    model = keras.Model(inp, L.MultiHeadAttention(2, 4)(inp, inp))
+    fixed = tfmot_wfn.fix_weights(model)
+    tfmot_wfn.run_fixing_stage(fixed, 1.0, 0.05)
+    wrapped = tfmot_wfn.hardware_cost(fixed)
+    assert wrapped.shift_add_applies  # the float variables are not what is counted
+    assert wrapped.to_dict() == tfmot_wfn.hardware_cost(tfmot_wfn.strip_fixing(fixed)).to_dict()
+    assert wrapped.layers[0]["float_macs"] == 4 * 4 * 2 * (4 + 4)

@@ -6,9 +6,9 @@ print(cost)                                             # table per layer + tota
 cost.energy_pj["shift_add"] / cost.energy_pj["int8"]    # estimated energy ratio
 ```
 
-The model runs once (eagerly, batch 1, zero input) while every layer call is
-recorded; the MACs of each layer come from the recorded input/output shapes and
-its weights (for a model made by `fix_weights`: the effective weights, fixed values
+The model runs eagerly on a zero input of batch 1, once to build it and once more
+while every layer call is recorded; the MACs of each layer come from the recorded
+input/output shapes and its weights (for a model made by `fix_weights`: the effective weights, fixed values
 where fixed). The arithmetic lives in `tfmot_wfn.core.hardware_cost`.
 """
 
@@ -282,10 +282,14 @@ def hardware_cost(model, input_shape=None, *, energy_table: Optional[EnergyTable
         raise TypeError(f"hardware_cost expects a Keras model or layer, got {type(model).__name__}")
     table = energy_table
     arrays, shapes = _input_arrays(model, input_shape)
+    x = arrays if len(arrays) > 1 else arrays[0]
+    # A first call builds whatever is not built yet (a subclassed model traces its call
+    # while building, which would be recorded too); the recorded call is the second.
+    model(x, training=False)
     layers = sublayers(model)
     values = _Values(layers)
     with RecordedCalls(layers) as recorded:
-        model(arrays if len(arrays) > 1 else arrays[0], training=False)
+        model(x, training=False)
     works, not_counted = _layer_work(recorded.calls, layers, values)
     if not works:
         raise ValueError(f"{model.name!r} has no layer whose work the estimate counts (Conv, Dense, "
