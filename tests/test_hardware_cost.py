@@ -134,6 +134,9 @@ def test_energy_table_defaults_and_width_rule():
     assert EnergyTable(shift_32bit_pj=0.05).shift_pj(32) == pytest.approx(0.05)
     assert EnergyTable(shift_32bit_pj=0.05).shift_pj(16) == pytest.approx(0.05 * t.add_pj(16) / 0.1)
     assert t.int_mul_pj(16) == pytest.approx(0.8)
+    assert t.description == "M. Horowitz, ISSCC 2014, 45 nm"
+    assert EnergyTable(dram_read_32bit_pj=100.0).description == "custom energy table"
+    assert EnergyTable(source="my 7 nm SoC").to_dict()["description"] == "my 7 nm SoC"
     assert t.read_pj(8, "dram") == 160.0 and t.read_pj(64, "sram") == 10.0
     with pytest.raises(ValueError, match="fp32_mul_pj"):
         EnergyTable(fp32_mul_pj=-1.0)
@@ -276,7 +279,9 @@ def test_not_counted_layers_are_listed_with_the_reason():
     h = L.BatchNormalization()(h)
     h = L.ReLU()(h)
     h = L.GlobalAveragePooling2D()(h)
-    cost = tfmot_wfn.hardware_cost(keras.Model(inp, h))
+    model = keras.Model(inp, h)
+    cost = tfmot_wfn.hardware_cost(model)
+    assert not any("call" in vars(layer) for layer in model.layers)  # the recording is undone
     reasons = {e["class"]: e["reason"] for e in cost.not_counted}
     assert set(reasons) == {"BatchNormalization", "ReLU", "GlobalAveragePooling2D"}
     assert "folds into the preceding convolution" in reasons["BatchNormalization"]

@@ -22,6 +22,7 @@ import math
 from typing import Dict, Optional
 
 MEMORIES = ("dram", "sram")
+DEFAULT_SOURCE = "M. Horowitz, ISSCC 2014, 45 nm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,8 @@ class EnergyTable:
     dram_read_32bit_pj: float = 640.0
     #: A 32-bit shift; None: a shift costs what an add of the same width costs.
     shift_32bit_pj: Optional[float] = None
-    source: str = "M. Horowitz, ISSCC 2014, 45 nm"
+    #: Where the numbers come from, shown in the report (default: see `description`).
+    source: Optional[str] = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -88,8 +90,17 @@ class EnergyTable:
         per_32 = self.dram_read_32bit_pj if memory == "dram" else self.sram_read_32bit_pj
         return per_32 * float(bits) / 32.0
 
+    @property
+    def description(self) -> str:
+        """`source` if given; else the defaults' reference, or "custom energy table"."""
+        if self.source:
+            return self.source
+        defaults = EnergyTable()
+        same = all(getattr(self, f.name) == getattr(defaults, f.name) for f in dataclasses.fields(self))
+        return DEFAULT_SOURCE if same else "custom energy table"
+
     def to_dict(self) -> Dict:
-        return dataclasses.asdict(self)
+        return dict(dataclasses.asdict(self), description=self.description)
 
 
 def check_memory(memory) -> str:

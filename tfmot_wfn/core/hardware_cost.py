@@ -308,7 +308,7 @@ def _text_lines(cost: HardwareCost) -> List[str]:
     t = cost.totals
     lines = [f"hardware cost per inference (batch 1, input {cost.input_shape}, activations "
              f"{cost.activation_bits}-bit for shift-add, weights read once from "
-             f"{cost.memory.upper()}; {cost.energy_table['source']}):",
+             f"{cost.memory.upper()}; {cost.energy_table['description']}):",
              f"  {'layer':<26s} {'class':<20s} {'MACs':>12s} {'skipped':>8s} {'shifts':>12s} "
              f"{'adds':>12s} {'float32':>9s} {'int8':>9s} {'shift-add':>9s}"]
     for r in cost.layers + [t]:
