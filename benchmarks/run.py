@@ -49,6 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import hardware_cost_rows  # noqa: E402
 import models  # noqa: E402
 
 # ------------------------------------------------------------------------------------ settings
@@ -343,7 +344,8 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
 
     add("float", f"{float_epochs} epochs Adam({spec['float_lr']:g}"
         f"{', cosine' if name == 'mobilenetv2' else ''}), {common}",
-        measure_keras_row(base, data, folder, "float"), float_seconds, "training")
+        {**measure_keras_row(base, data, folder, "float"), **hardware_cost_rows.row_columns(base, "float")},
+        float_seconds, "training")
 
     for k in cfg["clusters"]:
         say(f"[{name}] tfmot cluster_weights({k}) in a tf_keras subprocess ...")
@@ -354,6 +356,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
         clustered = models.build(name, keras)
         models.load_layer_weights(clustered, out_weights)
         row = measure_keras_row(clustered, data, folder, f"tfmot{k}")
+        row.update(hardware_cost_rows.row_columns(clustered, "clustered"))
         add(f"tfmot cluster_weights, {k}/layer",
             f"KMEANS_PLUS_PLUS, Conv/Depthwise/Dense kernels, {ft_epochs} epochs Adam({lr:g}, "
             f"clipnorm {CLIPNORM}), strip_clustering, {common}", row, res["fit_seconds"], "fine-tuning",
@@ -365,7 +368,8 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
     seconds = int8_ptq(base, data[0], int8_path)
     add("int8 post-training quantization",
         "TFLITE_BUILTINS_INT8, 256 calibration images, float I/O; values = dequantized constants",
-        measure_int8_row(int8_path, data), seconds, "conversion")
+        {**measure_int8_row(int8_path, data), **hardware_cost_rows.row_columns(base, "int8")},
+        seconds, "conversion")
 
     has_bn = any(isinstance(l, keras.layers.BatchNormalization) for l in base.layers)
     variants = [(d, "") for d in cfg["deltas"]]
@@ -387,6 +391,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
         final, seconds, info = fix_with_wfn(name, start_model, data, delta, eps, seed, use_lr,
                                             fix_batchnorm=kind != "float_bn")
         row = measure_keras_row(final, data, folder, f"wfn{delta:g}{kind}")
+        row.update(hardware_cost_rows.row_columns(final, "wfn"))
         fixed_what = ("kernels+biases fixed, BN gamma/beta left float" if kind == "float_bn"
                       else "kernels+biases+BN gamma/beta fixed")
         settings = (f"10 stages x {eps} epochs (+1), {ft_epochs} epochs Adam({use_lr:g}, clipnorm "
@@ -605,8 +610,8 @@ def compression_table(result) -> str:
     fl = result["float_accuracy"]
     lines = ["| method | accuracy (points vs float) | unique values, all stored params | unique values, kernels "
              "| entropy bits, all / kernels | TFLite dense B (gzip) | TFLite palette B (gzip) | archive B "
-             "| time s | settings |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"| {' | '.join(hardware_cost_rows.COLUMNS)} | time s | settings |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         archive = f"{r['archive_bytes']:,}" if "archive_bytes" in r else "n/a"
         pal = _fmt_bytes(r, "palette_bytes", "palette_gzip")
@@ -616,7 +621,7 @@ def compression_table(result) -> str:
             f"| {r['method']} | {r['accuracy']:.4f} ({100 * (r['accuracy'] - fl):+.2f}) | {r['unique_all']:,} "
             f"| {r['unique_kernels']:,} | {r['entropy_all']:.2f} / {r['entropy_kernels']:.2f} "
             f"| {_fmt_bytes(r, 'dense_bytes', 'dense_gzip')} | {pal} | {archive} "
-            f"| {r['seconds']:.1f} ({r['seconds_what']}) | {r['settings']} |")
+            f"| {hardware_cost_rows.cells(r)} | {r['seconds']:.1f} ({r['seconds_what']}) | {r['settings']} |")
     return "\n".join(lines)
 
 
@@ -722,6 +727,7 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           "* **archive**: `lite.archive_size_report` (entropy-coded palette indices; moving statistics and "
           "other non-palette tensors raw; the same \"palette\" as above for tfmot and float models, n/a "
           "above 65,536 values);",
+          hardware_cost_rows.NOTE,
           "* **time**: wall seconds of `fit` (fine-tuning; WFN includes its fixing stages), of float "
           "training, or of the int8 conversion. Times come from different processes (tfmot: tf_keras "
           "subprocess) on a shared machine: indicative only.", ""]

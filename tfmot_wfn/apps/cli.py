@@ -311,6 +311,8 @@ def _report(args) -> int:
 
         plots = plot.save_all(os.path.join(output, "plots"), rep, history=stages)
         payload["plots"] = plots
+    from tfmot_wfn.apps.hardware_section import hardware_cost_section
+    payload["hardware_cost"], hardware_text = hardware_cost_section(model, output, not args.no_plots)
     with open(os.path.join(output, "report.json"), "w") as f:
         json.dump(payload, f, indent=2)
     with open(os.path.join(output, "report.txt"), "w") as f:
@@ -320,6 +322,7 @@ def _report(args) -> int:
     else:
         say(f"{args.model}:")
         say(str(rep))
+        say(hardware_text)
         say(f"wrote {os.path.join(output, 'report.txt')}, {os.path.join(output, 'report.json')}"
             + (f" and {len(plots)} plots in {os.path.join(output, 'plots')}/" if plots else ""))
     return 0

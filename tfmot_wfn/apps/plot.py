@@ -310,3 +310,72 @@ def distance_frontier(search, path: Optional[str] = None, title: Optional[str] =
     ax.set_title(title or "distance search: accuracy vs unique values (labels: delta)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+HARDWARE_FORMS = (("float32", "float32", "#7f7f7f"), ("int8", "int8", "#ff7f0e"),
+                  ("shift_add", "shift-add", POSITIVE_COLOR))
+STORAGE_LABELS = (("float32", "float32"), ("int8", "int8"), ("palette", "palette index"),
+                  ("entropy_coded", "entropy-coded"))
+
+
+def _hardware_dict(source) -> Dict:
+    """A `HardwareCost` dict from a model, a `HardwareCost`, or its dict."""
+    if isinstance(source, dict):
+        if "energy_pj" not in source or "weight_bits_moved" not in source:
+            raise ValueError("a hardware cost dict needs 'energy_pj' and 'weight_bits_moved' "
+                             "(tfmot_wfn.hardware_cost(model).to_dict() or report.json's "
+                             "'hardware_cost')")
+        return source
+    if dataclasses.is_dataclass(source) and hasattr(source, "energy_pj"):
+        return source.to_dict()
+    if hasattr(source, "layers") or hasattr(source, "weights"):
+        import tfmot_wfn
+
+        return tfmot_wfn.hardware_cost(source).to_dict()
+    raise TypeError("expected a Keras model, a tfmot_wfn.HardwareCost or its dict, got "
+                    f"{type(source).__name__}")
+
+
+def hardware_cost(source, path: Optional[str] = None, title: Optional[str] = None):
+    """Estimated energy per inference (float32 / int8 / shift-add) and weight bits moved.
+
+    Args:
+      source: a model, a `tfmot_wfn.HardwareCost`, or its dict (report.json's
+        ``hardware_cost``).
+      path: write a PNG there.
+
+    Left: energy per inference in nJ, each bar split into arithmetic and weight
+    reads (shift-add missing, with the reason, when the weights are not sums of a
+    few powers of two). Right: weight bits read per inference in each stored form.
+    """
+    cost = _hardware_dict(source)
+    fig = _figure(10.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    for i, (key, label, colour) in enumerate(HARDWARE_FORMS):
+        total = cost["energy_pj"].get(key)
+        if total is None:
+            left.text(i, 0, " n/a", rotation=90, ha="center", va="bottom", fontsize=8)
+            continue
+        read = cost["weight_read_pj"]["palette" if key == "shift_add" else key]
+        left.bar(i, (total - read) / 1e3, color=colour, alpha=0.55,
+                 label="arithmetic" if i == 0 else None)
+        left.bar(i, read / 1e3, bottom=(total - read) / 1e3, color=colour,
+                 label="weight reads" if i == 0 else None, hatch="//", edgecolor="white")
+        left.text(i, total / 1e3, f"{total / 1e3:,.3g}", ha="center", va="bottom", fontsize=8)
+    left.set_xticks(range(len(HARDWARE_FORMS)))
+    left.set_xticklabels([label for _, label, _ in HARDWARE_FORMS])
+    left.set_ylabel("energy per inference (nJ)")
+    left.set_title(f"Energy estimate (weights from {cost['memory'].upper()})")
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    bits = [cost["weight_bits_moved"][key] for key, _ in STORAGE_LABELS]
+    right.bar(range(len(bits)), bits, color=["#7f7f7f", "#ff7f0e", POSITIVE_COLOR, "#2ca02c"])
+    for i, b in enumerate(bits):
+        right.text(i, b, f"{b:,.0f}", ha="center", va="bottom", fontsize=8)
+    right.set_xticks(range(len(bits)))
+    right.set_xticklabels([label for _, label in STORAGE_LABELS])
+    right.set_ylabel("weight bits read per inference")
+    right.set_title(f"Weight traffic (palette K={cost['palette_size']})")
+    right.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or "Hardware cost per inference (an estimate from operation counts)")
+    return _save(fig, path)

@@ -180,6 +180,61 @@ class SubstitutedWeights:
         return False
 
 
-__all__ = ["IS_LEGACY_KERAS", "SubstitutedWeights", "autocasts", "build_from_config",
-           "callback_params", "keras", "numpy_dtype", "short_name", "steps_per_execution", "tf",
+def sublayers(layer, include_self: bool = True) -> list:
+    """`layer` and every layer nested in it, at any depth (models, wrappers, attention)."""
+    owners = _attribute_owners(layer)
+    return owners if include_self else [x for x in owners if x is not layer]
+
+
+class RecordedCalls:
+    """Records every call of the given layers: ``(order, layer, args, kwargs, outputs)``.
+
+    For counting work (`tfmot_wfn.hardware_cost`): each layer's ``call`` is replaced
+    on the instance (bypassing attribute tracking) for the duration of the block and
+    put back on exit, even on an error. Calls are listed in the order they started.
+    """
+
+    def __init__(self, layers):
+        unique = {id(layer): layer for layer in layers}
+        self.layers = list(unique.values())
+        self.calls = []
+        self._patched = []
+        self._started = 0
+
+    def _recorder(self, layer, call):
+        def recording_call(*args, **kwargs):
+            order = self._started
+            self._started += 1
+            outputs = call(*args, **kwargs)
+            self.calls.append((order, layer, args, kwargs, outputs))
+            return outputs
+        return recording_call
+
+    def __enter__(self):
+        try:
+            for layer in self.layers:
+                had_own = "call" in vars(layer)
+                self._patched.append((layer, had_own, vars(layer).get("call")))
+                object.__setattr__(layer, "call", self._recorder(layer, layer.call))
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _restore(self):
+        while self._patched:
+            layer, had_own, own = self._patched.pop()
+            if had_own:
+                object.__setattr__(layer, "call", own)
+            else:
+                object.__delattr__(layer, "call")
+
+    def __exit__(self, *exc):
+        self._restore()
+        self.calls.sort(key=lambda c: c[0])
+        return False
+
+
+__all__ = ["IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights", "autocasts", "build_from_config",
+           "callback_params", "keras", "numpy_dtype", "short_name", "steps_per_execution", "sublayers", "tf",
            "variable_dtype", "variable_path"]
