@@ -220,6 +220,28 @@ def test_a_channel_that_cannot_be_exact_is_listed_with_reason_and_error(exact_cn
     assert 0 < error <= scales[3] / 2 * 1.001
     assert "classifier channel 3" in str(result) and "57/58" in str(result)
     assert read_int8_metadata(fb.read_model(data))["inexact"] == result.inexact
+    report = lite.inspect(data)
+    assert report.inexact == result.inexact and (report.exact_channels, report.total_channels) == (
+        57, 58)
+    assert "not exact: classifier channel 3" in str(report)
+
+
+def test_inspect_shows_exact_channels_distinct_codes_and_bytes(int8_exports):
+    data, result = int8_exports["batchnorm"]
+    report = lite.inspect(data)
+    assert report.format == "int8" and report.file_bytes == len(data) == result.bytes
+    assert (report.exact_channels, report.total_channels) == (58, 58)
+    assert report.int8_weights == result.int8_weights
+    rows = {t.name: t for t in report.tensors}
+    for w in result.int8_weights:
+        row = rows[w.tensor]
+        assert row.stored_as == "int8" and row.bytes == w.bytes == row.elements
+        assert row.unique_values == w.distinct_codes
+        assert f"{w.exact_channels}/{w.channels} channels exact" in row.reason
+    text = str(report)
+    assert "int8 weights: 58/58 channels exact" in text
+    assert "conv2 (CONV_2D): 32/32 exact" in text
+    assert report.to_dict()["exact_channels"] == 58
 
 
 # ------------------------------------------------------------- running it

@@ -367,7 +367,30 @@ def dequantized_weight(model, subgraph, op) -> np.ndarray:
     return codes * scales.reshape(shape)
 
 
+def int8_tensor_reasons(model, entry: Optional[Dict]) -> Dict[Tuple[int, int], str]:
+    """``(subgraph, tensor index) -> what it is`` for the int8 weights and int32 biases.
+
+    ``entry``: the `read_int8_metadata` of the model (None: a converter's own int8
+    file, whose channels are not known to be exact).
+    """
+    known = {} if entry is None else {(w.subgraph, w.tensor): w for w in entry["weights"]}
+    reasons = {}
+    for s, op in int8_weight_ops(model):
+        tensors = model.subgraphs[s].tensors
+        index = int(op.inputs[1])
+        w = known.get((s, fb.tensor_name(tensors[index])))
+        layer = f" of {w.layer!r}" if w is not None and w.layer else ""
+        scales = "per-channel" if _scales(tensors[index]).size > 1 else "per-tensor"
+        reasons[(s, index)] = (
+            f"int8 weight{layer} ({scales} scales): {w.exact_channels}/{w.channels} channels "
+            "exact (code * power-of-two scale == Keras weight)" if w is not None else
+            f"int8 weight ({scales} scales, no tfmot_wfn int8 metadata: exactness unknown)")
+        if len(op.inputs) > 2 and int(op.inputs[2]) >= 0:
+            reasons[(s, int(op.inputs[2]))] = "int32 bias at input_scale * weight_scale"
+    return reasons
+
+
 __all__ = ["INT8_METADATA_NAME", "InexactChannel", "Int8Target", "Int8Weight", "MAX_CODE",
            "PowerOfTwoFit", "WEIGHT_OPS", "channel_rows", "dequantized_weight",
-           "finest_exponent", "fit_power_of_two", "from_channel_rows", "int8_weight_ops",
+           "finest_exponent", "fit_power_of_two", "from_channel_rows", "int8_tensor_reasons", "int8_weight_ops",
            "read_int8_metadata", "rewrite_weight", "write_int8_metadata"]
