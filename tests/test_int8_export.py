@@ -339,3 +339,36 @@ def test_calibration_reads_batches_and_pairs_only_as_far_as_needed(exact_cnns):
     assert read == list(range(7))  # 7 batches of 32 hold the first 200 samples
     assert samples[0][0].shape == (1, 8, 8, 1) and samples[-1][0][0, 0, 0, 0] == 6
     assert len(calibration_samples(model, np.ones((10, 8, 8, 1)), samples=4)) == 4
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_exports_int8_from_an_npy_or_npz_file(exact_cnns, digits, tmp_path, capsys):
+    from tfmot_wfn.apps import cli
+
+    model_path = tmp_path / "exact.keras"
+    exact_cnns["folded"].save(model_path)
+    np.save(tmp_path / "calibration.npy", digits.x_train[:100])
+    assert cli.main(["export", str(model_path), "--format", "int8",
+                     "--representative-data", str(tmp_path / "calibration.npy")]) == 0
+    written = tmp_path / "exact_int8.tflite"
+    assert "58/58 output channels exact" in capsys.readouterr().out
+    report = lite.inspect(written)
+    assert report.format == "int8" and report.exact_channels == 58
+    np.savez(tmp_path / "calibration.npz", x_train=digits.x_train[:20], y_train=digits.y_train[:20])
+    assert cli.main(["export", str(model_path), "--format", "int8", "--quiet", "--output",
+                     str(tmp_path / "u8.tflite"), "--inference-type", "uint8",
+                     "--representative-data", str(tmp_path / "calibration.npz")]) == 0
+    details = lite.load_interpreter(str(tmp_path / "u8.tflite")).get_input_details()[0]
+    assert details["dtype"] == np.uint8
+
+
+def test_cli_int8_without_calibration_data_says_what_to_pass(exact_cnns, tmp_path, capsys):
+    from tfmot_wfn.apps import cli
+
+    model_path = tmp_path / "exact.keras"
+    exact_cnns["folded"].save(model_path)
+    assert cli.main(["export", str(model_path), "--format", "int8"]) == 1
+    assert "--representative-data" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", str(model_path), "--dataset", "mnist"])
+    assert "--format int8 only" in capsys.readouterr().err
