@@ -165,10 +165,11 @@ def test_every_kernel_is_exact_with_the_batchnorm_scale_in_the_channel_scales(
     data, result = int8_exports["batchnorm"]
     assert not result.inexact and result.exact_channels == result.total_channels == 58
     by_layer = {w.layer: w for w in result.int8_weights}
-    assert by_layer["conv1"].batchnorm == "bn1" and by_layer["conv2"].batchnorm == "bn2"
-    assert by_layer["classifier"].batchnorm == ""
+    assert by_layer["conv1"].folded == "BatchNorm 'bn1'"
+    assert by_layer["conv2"].folded == "BatchNorm 'bn2'" and by_layer["classifier"].folded == ""
+    batchnorms = {"conv1": "bn1", "conv2": "bn2"}
     for layer_name, _, codes, scales, axis in weight_ops(data):
-        bn = by_layer[layer_name].batchnorm
+        bn = batchnorms.get(layer_name)
         s = batchnorm_scale(model.get_layer(bn)) if bn else np.ones(scales.size, np.float32)
         power = scales / s.astype(np.float64)  # the scale is 2^e * s exactly
         assert is_power_of_two(power)
@@ -242,6 +243,59 @@ def test_inspect_shows_exact_channels_distinct_codes_and_bytes(int8_exports):
     assert "int8 weights: 58/58 channels exact" in text
     assert "conv2 (CONV_2D): 32/32 exact" in text
     assert report.to_dict()["exact_channels"] == 58
+
+
+def layer_zoo():
+    """Rescaling, Conv2D, DepthwiseConv2D (multiplier 2) + BN, SeparableConv2D + BN, Conv1D,
+    Dense + BN, Dense; kernels rounded to power-of-two codes, BN statistics randomized."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    h = L.Rescaling(1 / 255.0)(inp)
+    h = L.Conv2D(8, 3, padding="same", name="conv")(h)
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(h)
+    h = L.ReLU()(L.BatchNormalization(name="bn_depthwise")(h))
+    h = L.SeparableConv2D(12, 3, padding="same", name="separable")(h)
+    h = L.BatchNormalization(name="bn_separable")(h)
+    h = L.Reshape((4, 3))(L.GlobalAveragePooling2D()(h))
+    h = L.Flatten()(L.Conv1D(5, 2, name="conv1d")(h))
+    h = L.BatchNormalization(name="bn_dense")(L.Dense(6, name="dense")(h))
+    model = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(h))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        for v in layer.weights:
+            if short_name(v) in ("gamma", "moving_variance"):
+                v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+            elif short_name(v) in ("beta", "moving_mean", "bias"):
+                v.assign((0.3 * rng.normal(size=v.shape)).astype("float32"))
+            elif len(v.shape) >= 2:
+                w = np.asarray(v.numpy(), np.float64)
+                big = np.abs(w.reshape(-1, w.shape[-1])).max(axis=0)
+                e = np.ceil(np.log2(big / 127.0))
+                v.assign((np.round(w / 2.0 ** e) * 2.0 ** e).astype(np.float32))
+    return model
+
+
+def test_other_layer_types_and_folded_scales_are_exact():
+    model = layer_zoo()
+    x = np.random.default_rng(1).uniform(0, 255, (64, 16, 16, 3)).astype("float32")
+    data, result = lite.export_tflite_bytes(model, mode="int8", representative_data=x)
+    by_layer = {(w.layer, w.op): w for w in result.int8_weights}
+    expected = {("conv", "CONV_2D"): (8, "input Rescaling 0.00392157"),
+                ("depthwise", "DEPTHWISE_CONV_2D"): (16, "BatchNorm 'bn_depthwise'"),
+                ("separable", "DEPTHWISE_CONV_2D"): (16, ""),
+                ("separable", "CONV_2D"): (12, "BatchNorm 'bn_separable'"),
+                ("conv1d", "CONV_2D"): (5, ""),
+                ("dense", "FULLY_CONNECTED"): (6, "")}  # its BN went into the head's inputs
+    for key, (channels, folded) in expected.items():
+        w = by_layer[key]
+        assert (w.exact_channels, w.channels, w.folded) == (channels, channels, folded), key
+    # The head's weight holds bn_dense's scale per INPUT: no exact per-channel codes.
+    assert [(i.layer, i.channel) for i in result.inexact] == [("", -1)]
+    assert "no Keras weight matches it" in result.inexact[0].reason
+    got = predict(data, x)
+    reference = np.asarray(model(x, training=False))
+    assert np.abs(got - reference).max() < 0.02
+    assert np.mean(got.argmax(-1) == reference.argmax(-1)) >= 0.95
 
 
 # ------------------------------------------------------------- running it

@@ -35,6 +35,10 @@ from tfmot_wfn.tflite.int8_exact import (
 #: At most this many samples of ``representative_data`` calibrate the activations.
 DEFAULT_CALIBRATION_SAMPLES = 200
 IO_TYPES = ("float32", "int8", "uint8")
+UNMATCHED = (
+    "no Keras weight matches it: the converter multiplied constants into it (e.g. an input "
+    "Rescaling/Normalization, or a BatchNorm after a Dense folded into the next layer's "
+    "inputs), so its values are no longer the palette weight; the converter's codes are kept")
 MISSING_DATA = (
     "mode='int8' needs representative_data: inputs as fed to the model (a float array "
     "[N, ...], e.g. x_train[:200], or an iterable of input batches, lists for multi-input "
@@ -192,8 +196,35 @@ def _tflite_layout(kernel: np.ndarray, shape: Tuple[int, ...], axis: int) -> Opt
     return moved.reshape(shape)
 
 
-def _match(candidates: List[_Candidate], model, subgraph, op) -> Optional[Tuple[_Candidate,
-                                                                                np.ndarray]]:
+def _input_scalars(model) -> List[np.ndarray]:
+    """The scalar ``scale`` of each Rescaling layer, which the converter folds into the next
+    convolution's weight (float32)."""
+    found = []
+    for layer in _layers(model):
+        scale = getattr(layer, "scale", None) if type(layer).__name__ == "Rescaling" else None
+        if scale is not None and np.size(scale) == 1 and float(np.ravel(scale)[0]) != 1.0:
+            found.append(np.float32(np.ravel(scale)[0]))
+    return found
+
+
+def _variants(cand: _Candidate, scalars: List[np.ndarray]):
+    """``(multiplier, bias, batchnorm)`` to try: with the folded BatchNorm, then without it
+    (the converter may fold a BatchNorm after a Dense into the NEXT layer instead), then
+    each with an input Rescaling's scale folded in too (bias: the converter's)."""
+    label = f"BatchNorm {cand.batchnorm!r}" if cand.batchnorm else ""
+    yield cand.multiplier, cand.bias, label
+    if cand.multiplier is not None:
+        yield None, None, ""
+    channels = cand.kernel.shape[-1]
+    for c in scalars:
+        for multiplier, label in ((cand.multiplier, label), (None, "")):
+            base = np.ones(channels, np.float32) if multiplier is None else multiplier
+            yield (base * c).astype(np.float32), None, (
+                f"{label} and " if label else "") + f"input Rescaling {float(c):.6g}"
+
+
+def _match(candidates: List[_Candidate], model, subgraph, op, scalars: List[np.ndarray]
+           ) -> Optional[Tuple[_Candidate, Int8Target]]:
     """The unused Keras weight the op's dequantized int8 weight rounds (within half a step)."""
     axis = WEIGHT_OPS[fb.op_name(model, op)]
     tensor = subgraph.tensors[int(op.inputs[1])]
@@ -206,10 +237,12 @@ def _match(candidates: List[_Candidate], model, subgraph, op) -> Optional[Tuple[
         weight = _tflite_layout(cand.kernel, deq.shape, axis)
         if weight is None:
             continue
-        scaled = weight if cand.multiplier is None else \
-            weight * cand.multiplier.astype(np.float64).reshape(shape)
-        if np.all(np.abs(deq - scaled) <= 0.5 * step * (1 + 1e-3) + 1e-6 * np.abs(scaled)):
-            return cand, weight
+        for multiplier, bias, folded in _variants(cand, scalars):
+            scaled = weight if multiplier is None else \
+                weight * multiplier.astype(np.float64).reshape(shape)
+            if np.all(np.abs(deq - scaled) <= 0.5 * step * (1 + 1e-3) + 1e-6 * np.abs(scaled)):
+                return cand, Int8Target(layer=cand.layer, weight=weight, multiplier=multiplier,
+                                        bias=bias, folded=folded)
     return None
 
 
@@ -218,20 +251,16 @@ def rewrite_exact(data: bytes, plain, producer: str
                   ) -> Tuple[bytes, List[Int8Weight], List[InexactChannel]]:
     """Give every int8 weight of ``data`` exact power-of-two codes where its Keras weight allows."""
     model = fb.read_model(data)
-    candidates = _candidates(plain)
+    candidates, scalars = _candidates(plain), _input_scalars(plain)
     weights: List[Int8Weight] = []
     inexact: List[InexactChannel] = []
     for s, op in list(int8_weight_ops(model)):
         subgraph = model.subgraphs[s]
-        found = _match(candidates, model, subgraph, op)
+        found = _match(candidates, model, subgraph, op, scalars)
         if found is None:
-            target = Int8Target(layer="", weight=None, reason=(
-                "no Keras weight matches it (a graph constant, or a weight the converter "
-                "transformed, e.g. folded an input Rescaling into it): converter's codes kept"))
+            target = Int8Target(layer="", weight=None, reason=UNMATCHED)
         else:
-            cand, weight = found
-            target = Int8Target(layer=cand.layer, weight=weight, multiplier=cand.multiplier,
-                                bias=cand.bias, batchnorm=cand.batchnorm)
+            cand, target = found
             candidates = [c for c in candidates if c is not cand]
         report, bad = rewrite_weight(model, s, op, target)
         weights.append(report)

@@ -102,7 +102,7 @@ def _int8_lines(result: "ExportResult") -> List[str]:
              f" input, {result.inference_output_type} output; activations calibrated on "
              f"{result.calibration_samples} samples"]
     for w in result.int8_weights:
-        bn = f", BatchNorm {w.batchnorm!r} in the scales" if w.batchnorm else ""
+        bn = f", {w.folded} folded into the scales" if w.folded else ""
         lines.append(f"  {w.layer or w.tensor} ({w.op}): {w.exact_channels}/{w.channels} exact, "
                      f"{w.distinct_codes} distinct codes, {w.bytes:,} bytes{bn}")
     if result.inexact:

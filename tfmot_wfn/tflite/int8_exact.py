@@ -135,8 +135,9 @@ class InexactChannel:
 class Int8Weight:
     """One int8 weight tensor of an int8 export: how many of its channels are exact.
 
-    ``batchnorm``: the BatchNorm whose scale is in the channel scales (``2^e * s``),
-    "" if none. ``bias_exact``: bias channels whose int32 value times
+    ``folded``: what the converter folded into the weight and the channel scales now
+    carry (``2^e * s``): ``"BatchNorm 'bn1'"``, ``"input Rescaling 0.00392"``..., "" if
+    nothing. ``bias_exact``: bias channels whose int32 value times
     ``input_scale * weight_scale`` is the float bias exactly (of ``bias_channels``);
     ``bias_max_error``: the largest bias error.
     """
@@ -150,7 +151,7 @@ class Int8Weight:
     per_channel: bool
     distinct_codes: int
     bytes: int
-    batchnorm: str = ""
+    folded: str = ""
     bias_channels: int = 0
     bias_exact: int = 0
     bias_max_error: float = 0.0
@@ -162,7 +163,8 @@ class Int8Target:
 
     ``weight``: the palette values (before any BatchNorm scale), float64, TFLite layout
     (None when no Keras weight matched); ``multiplier``: per output channel, the
-    BatchNorm scale the converter folded in (float32), None for 1; ``bias``: the float
+    scale the converter folded in (a BatchNorm's, float32), None for 1; ``folded``: what
+    that scale is; ``bias``: the float
     bias the op adds (None: dequantize the converter's).
     """
 
@@ -170,7 +172,7 @@ class Int8Target:
     weight: Optional[np.ndarray]
     multiplier: Optional[np.ndarray] = None
     bias: Optional[np.ndarray] = None
-    batchnorm: str = ""
+    folded: str = ""
     reason: str = ""
 
 
@@ -288,7 +290,7 @@ def rewrite_weight(model, s: int, op, target: Int8Target
         subgraph=s, tensor=tensor_name, layer=target.layer, op=name, channels=channels,
         exact_channels=exact, per_channel=per_channel,
         distinct_codes=int(np.unique(new_codes).size), bytes=int(new_codes.size),
-        batchnorm=target.batchnorm, bias_channels=bias[0], bias_exact=bias[1],
+        folded=target.folded, bias_channels=bias[0], bias_exact=bias[1],
         bias_max_error=bias[2]), inexact
 
 
@@ -303,8 +305,8 @@ def _folded(target: Int8Target, axis: int) -> np.ndarray:
 
 def _per_tensor(codes, scales, target: Int8Target):
     if target.multiplier is not None and np.ptp(np.asarray(target.multiplier)) > 0:
-        return codes, scales, ("per-tensor scale cannot carry the per-channel BatchNorm scale "
-                               f"of {target.batchnorm!r}")
+        return codes, scales, ("a per-tensor scale cannot carry the per-channel scale of "
+                               f"the {target.folded} folded into it")
     fit = fit_power_of_two(target.weight)
     if not fit.exact:
         return codes, scales, fit.reason
