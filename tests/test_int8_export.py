@@ -298,6 +298,27 @@ def test_other_layer_types_and_folded_scales_are_exact():
     assert np.mean(got.argmax(-1) == reference.argmax(-1)) >= 0.95
 
 
+def test_multi_input_model_calibrates_each_input_by_name():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,), name="small"), keras.Input((6,), name="large")
+    h = L.Concatenate()([L.Dense(5, name="da")(a), L.Dense(3, name="db")(b)])
+    model = round_to_power_of_two_codes(keras.Model([a, b], L.Dense(2, name="head")(h)))
+    rng = np.random.default_rng(0)
+    xa, xb = rng.uniform(0, 1, (60, 4)), rng.uniform(0, 100, (60, 6))
+    batches = [[xa[i: i + 20], xb[i: i + 20]] for i in range(0, 60, 20)]
+    data, result = lite.export_tflite_bytes(model, mode="int8", representative_data=batches)
+    assert result.calibration_samples == 60 and not result.inexact
+    assert result.exact_channels == result.total_channels == 10
+    interpreter = lite.load_interpreter(data)
+    by_width = {4: xa.astype("float32"), 6: xb.astype("float32")}
+    got = lite.run_interpreter(interpreter, *[by_width[int(d["shape"][-1])]
+                                              for d in interpreter.get_input_details()])
+    reference = np.asarray(model([xa, xb]))
+    assert np.abs(got - reference).max() <= 0.02 * np.abs(reference).max()
+    with pytest.raises(ValueError, match="2 inputs"):
+        lite.export_tflite_bytes(model, mode="int8", representative_data=xa)
+
+
 # ------------------------------------------------------------- running it
 def test_int8_file_runs_on_litert_close_to_the_keras_model(exact_cnns, int8_exports, digits):
     for name, model in exact_cnns.items():

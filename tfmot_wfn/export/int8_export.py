@@ -112,9 +112,13 @@ def convert_int8(plain, samples: List[List[np.ndarray]], inference_input_type: s
 
     from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
 
+    # Several inputs: by name, as the SavedModel signature keys them (its order is by name).
+    names = [getattr(t, "name", "") for t in plain.inputs]
+    by_name = len(names) > 1 and not IS_LEGACY_KERAS and len(set(names)) == len(names)
+
     def representative():
         for sample in samples:
-            yield sample
+            yield dict(zip(names, sample)) if by_name else sample
 
     def configure(converter):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
