@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,11 +19,12 @@ import tfmot_wfn
 from tfmot_wfn import lite
 from tfmot_wfn.apps.demo import build_cnn
 from tfmot_wfn.export.int8_export import (
-    DEFAULT_CALIBRATION_SAMPLES, MISSING_DATA, calibration_samples,
+    DEFAULT_CALIBRATION_SAMPLES, MISSING_DATA, calibration_samples, convert_int8, rewrite_exact,
 )
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.int8_exact import (
-    WEIGHT_OPS, finest_exponent, fit_power_of_two, int8_weight_ops, read_int8_metadata,
+    WEIGHT_OPS, dequantized_weight, finest_exponent, fit_power_of_two, int8_weight_ops,
+    read_int8_metadata,
 )
 
 L = keras.layers
@@ -319,6 +319,54 @@ def test_multi_input_model_calibrates_each_input_by_name():
         lite.export_tflite_bytes(model, mode="int8", representative_data=xa)
 
 
+def per_tensor(data):
+    """``data`` with every int8 weight quantized per tensor (one max-abs scale), as converters
+    for runtimes without per-channel FULLY_CONNECTED write it; biases re-quantized to match."""
+    model = fb.read_model(data)
+    for s, op in list(int8_weight_ops(model)):
+        tensors = model.subgraphs[s].tensors
+        weight, bias = tensors[int(op.inputs[1])], tensors[int(op.inputs[2])]
+        values = dequantized_weight(model, model.subgraphs[s], op)
+        scale = np.float32(np.abs(values).max() / 127)
+        weight.buffer = fb.add_buffer(model, np.round(values / scale).astype(np.int8).tobytes())
+        weight.quantization.scale = np.array([scale], np.float32)
+        weight.quantization.zeroPoint = np.zeros(1, np.int64)
+        weight.quantization.quantizedDimension = 0
+        old = fb.constant_array(model, bias) * np.asarray(bias.quantization.scale, np.float64)
+        bias_scale = np.float32(np.float64(tensors[int(op.inputs[0])].quantization.scale[0])
+                                * np.float64(scale))
+        bias.buffer = fb.add_buffer(model, np.round(old / bias_scale).astype("<i4").tobytes())
+        bias.quantization.scale = np.array([bias_scale], np.float32)
+        bias.quantization.zeroPoint = np.zeros(1, np.int64)
+    return fb.write_model(model)
+
+
+def test_per_tensor_weights_get_one_power_of_two_scale_or_say_why_not():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), L.Dense(4, name="dense")])
+    rng = np.random.default_rng(0)
+    kernel = np.clip(np.round(rng.normal(size=(8, 4)) * 40), -127, 127) / 128  # codes * 2^-7
+    model.get_layer("dense").set_weights([kernel.astype("float32"),
+                                          rng.normal(size=4).astype("float32")])
+    x = rng.normal(size=(50, 8)).astype("float32")
+    data = per_tensor(convert_int8(model, calibration_samples(model, x)))
+    rewritten, weights, inexact = rewrite_exact(data, model, "test")
+    assert not inexact and (weights[0].exact_channels, weights[0].channels) == (4, 4)
+    assert weights[0].per_channel is False
+    (_, _, codes, scales, _), = weight_ops(rewritten)
+    assert scales.size == 1 and is_power_of_two(scales)
+    assert np.abs(codes * scales[0] - kernel.T).max() == 0.0
+    got = predict(rewritten, x)
+    assert np.abs(got - np.asarray(model(x))).max() < 0.05 * np.abs(got).max()
+    finer = kernel.copy()
+    finer[0, 0] += 2.0 ** -12  # one value 32x finer than the rest: no 8-bit power-of-two scale
+    model.get_layer("dense").kernel.assign(finer.astype("float32"))
+    _, weights, inexact = rewrite_exact(data, model, "test")
+    assert weights[0].exact_channels == 0 and [(i.layer, i.channel) for i in inexact] == [
+        ("dense", -1)]
+    assert "codes up to" in inexact[0].reason and inexact[0].max_error > 0
+
+
 # ------------------------------------------------------------- running it
 def test_int8_file_runs_on_litert_close_to_the_keras_model(exact_cnns, int8_exports, digits):
     for name, model in exact_cnns.items():
@@ -377,8 +425,9 @@ def test_int8_files_run_on_tflite_runtime_214(int8_exports, digits, tmp_path):
     fc = [op for _, op in int8_weight_ops(model) if fb.op_name(model, op) == "FULLY_CONNECTED"]
     assert len(model.subgraphs[0].tensors[int(fc[0].inputs[1])].quantization.scale) == 10
     run = subprocess.run(
-        [os.environ["TFLITE_RUNTIME_PYTHON"], os.path.join(ROOT, "tools", "check_tflite_runtime.py"),
-         str(tmp_path), "--atol", str(1.01 * max(steps))], capture_output=True, text=True, timeout=300)
+        [os.environ["TFLITE_RUNTIME_PYTHON"],
+         os.path.join(ROOT, "tools", "check_tflite_runtime.py"), str(tmp_path),
+         "--atol", str(1.01 * max(steps))], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 passed, 0 failed" in run.stdout
 

@@ -98,9 +98,9 @@ class ExportResult:
 
 def _int8_lines(result: "ExportResult") -> List[str]:
     lines = [f"int8 weights: {result.exact_channels}/{result.total_channels} output channels "
-             f"exact (int8 code * power-of-two scale == Keras weight); {result.inference_input_type}"
-             f" input, {result.inference_output_type} output; activations calibrated on "
-             f"{result.calibration_samples} samples"]
+             "exact (int8 code * power-of-two scale == Keras weight); "
+             f"{result.inference_input_type} input, {result.inference_output_type} output; "
+             f"activations calibrated on {result.calibration_samples} samples"]
     for w in result.int8_weights:
         bn = f", {w.folded} folded into the scales" if w.folded else ""
         lines.append(f"  {w.layer or w.tensor} ({w.op}): {w.exact_channels}/{w.channels} exact, "

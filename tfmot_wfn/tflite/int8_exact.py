@@ -191,7 +191,7 @@ def _set_quantization(tensor, scales: np.ndarray, axis: int) -> None:
 
 
 def _weight_channels(codes: np.ndarray, scales: np.ndarray, axis: int,
-                     target: Int8Target) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, str, float]]]:
+                     target: Int8Target) -> Tuple[np.ndarray, np.ndarray, list]:
     """New (codes, scales) of a per-channel weight, and the inexact channels."""
     rows = channel_rows(codes, axis).copy()
     new_scales = scales.astype(np.float32).copy()
@@ -394,5 +394,6 @@ def int8_tensor_reasons(model, entry: Optional[Dict]) -> Dict[Tuple[int, int], s
 
 __all__ = ["INT8_METADATA_NAME", "InexactChannel", "Int8Target", "Int8Weight", "MAX_CODE",
            "PowerOfTwoFit", "WEIGHT_OPS", "channel_rows", "dequantized_weight",
-           "finest_exponent", "fit_power_of_two", "from_channel_rows", "int8_tensor_reasons", "int8_weight_ops",
+           "finest_exponent", "fit_power_of_two", "from_channel_rows", "int8_tensor_reasons",
+           "int8_weight_ops",
            "read_int8_metadata", "rewrite_weight", "write_int8_metadata"]
