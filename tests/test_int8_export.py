@@ -199,6 +199,7 @@ def test_bias_is_requantized_at_input_scale_times_weight_scale(exact_cnns, int8_
     assert checked == 3
     for w in result.int8_weights:
         assert w.bias_channels == w.channels and 0 <= w.bias_exact <= w.channels
+        assert f"bias {w.bias_exact}/{w.bias_channels} exact" in str(result)
 
 
 def test_a_channel_that_cannot_be_exact_is_listed_with_reason_and_error(exact_cnns, digits):
@@ -447,6 +448,8 @@ def test_missing_representative_data_is_refused_with_a_clear_error(exact_cnns, t
                                  representative_data=np.zeros((4, 8, 8, 1), np.float32),
                                  inference_input_type="int16")
     assert "x_train[:200]" in MISSING_DATA
+    with pytest.raises(ValueError, match="options of mode='int8', not of mode='palette'"):
+        lite.export_tflite_bytes(exact_cnns["folded"], representative_data=np.zeros((4, 8, 8, 1)))
 
 
 def test_calibration_reads_batches_and_pairs_only_as_far_as_needed(exact_cnns):

@@ -103,8 +103,9 @@ def _int8_lines(result: "ExportResult") -> List[str]:
              f"activations calibrated on {result.calibration_samples} samples"]
     for w in result.int8_weights:
         bn = f", {w.folded} folded into the scales" if w.folded else ""
+        bias = f", bias {w.bias_exact}/{w.bias_channels} exact" if w.bias_channels else ""
         lines.append(f"  {w.layer or w.tensor} ({w.op}): {w.exact_channels}/{w.channels} exact, "
-                     f"{w.distinct_codes} distinct codes, {w.bytes:,} bytes{bn}")
+                     f"{w.distinct_codes} distinct codes, {w.bytes:,} bytes{bias}{bn}")
     if result.inexact:
         lines.append(f"not exact ({len(result.inexact)}):")
         for i in result.inexact:
@@ -188,6 +189,10 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: s
     from tfmot_wfn.tflite.palette_encoding import encode_palette
 
     _check_options(mode, batchnorm, index_dtype)
+    if mode != "int8" and (representative_data is not None or inference_input_type != "float32"
+                           or inference_output_type != "float32"):
+        raise ValueError("representative_data and inference_input_type/inference_output_type "
+                         f"are options of mode='int8', not of mode={mode!r}")
     if mode == "int8":
         from tfmot_wfn.export.int8_export import export_int8_bytes
 
