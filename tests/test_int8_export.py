@@ -247,8 +247,9 @@ def test_inspect_shows_exact_channels_distinct_codes_and_bytes(int8_exports):
 
 
 def layer_zoo():
-    """Rescaling, Conv2D, DepthwiseConv2D (multiplier 2) + BN, SeparableConv2D + BN, Conv1D,
-    Dense + BN, Dense; kernels rounded to power-of-two codes, BN statistics randomized."""
+    """Rescaling, Conv2D, DepthwiseConv2D (multiplier 2) + BN, SeparableConv2D + BN (some
+    gamma < 0), Conv1D, Dense + BN, Dense; kernels rounded to power-of-two codes, BN statistics
+    randomized."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 3))
     h = L.Rescaling(1 / 255.0)(inp)
@@ -266,6 +267,8 @@ def layer_zoo():
         for v in layer.weights:
             if short_name(v) in ("gamma", "moving_variance"):
                 v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+                if short_name(v) == "gamma" and layer.name == "bn_separable":  # some gamma < 0
+                    v.assign(v.numpy() * np.where(np.arange(v.shape[0]) % 3 == 0, -1, 1))
             elif short_name(v) in ("beta", "moving_mean", "bias"):
                 v.assign((0.3 * rng.normal(size=v.shape)).astype("float32"))
             elif len(v.shape) >= 2:

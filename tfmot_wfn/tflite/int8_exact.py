@@ -202,13 +202,16 @@ def _weight_channels(codes: np.ndarray, scales: np.ndarray, axis: int,
     for c in range(rows.shape[0]):
         fit = fit_power_of_two(weight_rows[c])
         if fit.exact and fit.exponent is not None:
-            scale = np.float32(np.ldexp(np.float64(mult[c]), fit.exponent))
+            # Scales are positive: a negative multiplier (gamma < 0) flips the codes' signs.
+            sign = np.int8(-1 if mult[c] < 0 else 1)
+            scale = np.float32(np.ldexp(abs(np.float64(mult[c])), fit.exponent))
             if np.isfinite(scale) and scale > 0 and np.ldexp(np.float64(scale), -fit.exponent) \
-                    == np.float64(mult[c]):
-                rows[c], new_scales[c] = fit.codes, scale
+                    == abs(np.float64(mult[c])):
+                rows[c], new_scales[c] = sign * fit.codes, scale
                 continue
             fit = PowerOfTwoFit(False, fit.exponent, fit.codes, (
-                f"scale 2^{fit.exponent} * {float(mult[c]):.6g} is not a normal float32"))
+                f"scale 2^{fit.exponent} * {float(mult[c]):.6g} is not a normal float32 "
+                "(a zero or extreme BatchNorm scale)"))
         elif fit.exact:  # all zero
             rows[c] = 0
             continue
