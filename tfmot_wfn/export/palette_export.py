@@ -296,8 +296,9 @@ def export_tflite(
       representative_data: ``mode="int8"`` only (required there): inputs as fed to
         the model, a float array ``[N, ...]`` or an iterable of input batches
         (``(x, y)`` pairs are read as ``x``; lists of arrays for multi-input
-        models). The first 200 samples (``DEFAULT_CALIBRATION_SAMPLES``)
-        calibrate the activation ranges.
+        models). The first 200 samples
+        (`tfmot_wfn.export.int8_export.DEFAULT_CALIBRATION_SAMPLES`) calibrate the
+        activation ranges.
       inference_input_type, inference_output_type: ``mode="int8"`` only:
         ``"float32"`` (default: the file quantizes its input and dequantizes its
         output), ``"int8"`` or ``"uint8"`` (the caller quantizes with the input
