@@ -112,11 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "palette TFLite file (weights are indices into one shared palette), a dense "
                     "float TFLite file, or an entropy-coded archive (.wfn).")
     export.add_argument("model", help="path of the .keras model")
-    export.add_argument("--format", choices=("palette", "dense", "archive"), default="palette",
-                        help="output format (default: %(default)s)")
+    export.add_argument("--format", choices=("palette", "dense", "int8", "archive"),
+                        default="palette", help="output format (default: %(default)s); int8: a "
+                        "fully integer TFLite file with exact weights, calibrated on "
+                        "--representative-data, --dataset or --data-dir")
     export.add_argument("--output", default=None,
                         help="output path (default: the model path with _palette.tflite, "
-                             "_dense.tflite or .wfn)")
+                             "_dense.tflite, _int8.tflite or .wfn)")
+    _add_calibration_options(export)
     export.add_argument("--quiet", action="store_true", help="print nothing")
 
     inspect = sub.add_parser(
@@ -143,6 +146,22 @@ the normalisation the model was trained with. Writes OUTPUT/fixed_model.keras
 (TensorBoard) and checkpoints/ (the last completed stage, for --resume).
 tfds datasets are downloaded once to ~/tensorflow_datasets (set TFDS_DATA_DIR to
 change it); tensorflow-datasets comes with: pip install 'tfmot-wfn[data]'."""
+
+
+def _add_calibration_options(export) -> None:
+    source = export.add_mutually_exclusive_group()
+    source.add_argument("--representative-data", metavar="FILE.npy|FILE.npz",
+                        help="--format int8: inputs as fed to the model (the first 200 calibrate)")
+    source.add_argument("--dataset", metavar="NAME[:SPLIT]",
+                        help="--format int8: calibrate on a TensorFlow Datasets split, as in fix")
+    source.add_argument("--data-dir", metavar="DIR",
+                        help="--format int8: calibrate on images in class sub-folders, as in fix")
+    export.add_argument("--normalize", choices=("unit", "symmetric", "imagenet", "none"),
+                        default="unit", help="--dataset/--data-dir input scaling, as in fix "
+                                             "(default: unit)")
+    export.add_argument("--inference-type", choices=("float32", "int8", "uint8"),
+                        default="float32", help="--format int8: input and output type "
+                                                "(default: float32)")
 
 
 def _add_fix_parser(sub) -> None:
@@ -350,7 +369,8 @@ def _export(args) -> int:
     from tfmot_wfn import lite
 
     what = {"archive": "entropy-coding the archive", "dense": "converting to float TFLite",
-            "palette": "converting and palette-encoding"}[args.format]
+            "palette": "converting and palette-encoding",
+            "int8": "calibrating and converting to int8"}[args.format]
     with tqdm(total=2, desc=f"loading {os.path.basename(args.model)}", unit="step",
               disable=args.quiet, leave=False) as bar:
         model = lite.load_keras_model(args.model)
@@ -358,6 +378,8 @@ def _export(args) -> int:
         bar.set_description(what)
         if args.format == "archive":
             info = lite.save_archive(model, output)
+        elif args.format == "int8":
+            result = _export_int8(args, model, output)
         else:
             result = lite.export_tflite(model, output, mode=args.format)
         bar.update(1)
@@ -367,6 +389,21 @@ def _export(args) -> int:
     else:
         say(str(result))
     return 0
+
+
+def _export_int8(args, model, output):
+    from tfmot_wfn import lite
+    from tfmot_wfn.apps.calibration_data import representative_data
+
+    if not (args.representative_data or args.dataset or args.data_dir):
+        raise ValueError("--format int8 needs calibration inputs: --representative-data "
+                         "FILE.npy|.npz, --dataset NAME or --data-dir DIR")
+    data = representative_data(model, path=args.representative_data,
+                               dataset=args.dataset, data_dir=args.data_dir,
+                               normalization=args.normalize)
+    return lite.export_tflite(model, output, mode="int8", representative_data=data,
+                              inference_input_type=args.inference_type,
+                              inference_output_type=args.inference_type)
 
 
 def _is_archive(path: str) -> bool:
@@ -420,6 +457,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "report":
             return _report(args)
         if args.command == "export":
+            if args.format != "int8" and (args.representative_data or args.dataset
+                                          or args.data_dir):
+                _subparser(parser, "export").error(
+                    "--representative-data/--dataset/--data-dir calibrate --format int8 only")
             return _export(args)
         if args.command == "inspect":
             return _inspect(args)

@@ -21,10 +21,11 @@ import numpy as np
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 from tfmot_wfn.utils.version import __version__
 from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.int8_exact import InexactChannel, Int8Weight
 from tfmot_wfn.tflite.scale_ops import KeptScale
 from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
-MODES = ("palette", "dense")
+MODES = ("palette", "dense", "int8")
 BATCHNORM_MODES = ("scale_op", "fold")
 DENSE_REASON = "dense export (mode='dense'): stored as float32"
 
@@ -39,6 +40,11 @@ class ExportResult:
     (``"scale_op"``/``"fold"``); ``batchnorm_scales``: the BatchNorms kept as a MUL;
     ``compact``: whether converter names and other unread bytes were dropped (tensor
     names are then the short ones of the file, ``t<index>`` for unnamed tensors).
+
+    ``mode="int8"`` only: ``int8_weights`` (each int8 weight: exact channels of all),
+    ``exact_channels`` / ``total_channels`` over all of them, ``inexact`` (each channel
+    stored with the converter's rounded codes: reason and worst-case error), the
+    number of ``calibration_samples`` used and the I/O types.
     """
 
     path: str
@@ -53,6 +59,13 @@ class ExportResult:
     batchnorm: str = "scale_op"
     batchnorm_scales: List[KeptScale] = dataclasses.field(default_factory=list)
     compact: bool = True
+    int8_weights: List[Int8Weight] = dataclasses.field(default_factory=list)
+    inexact: List[InexactChannel] = dataclasses.field(default_factory=list)
+    exact_channels: int = 0
+    total_channels: int = 0
+    calibration_samples: int = 0
+    inference_input_type: str = "float32"
+    inference_output_type: str = "float32"
 
     @property
     def indexed_elements(self) -> int:
@@ -73,12 +86,33 @@ class ExportResult:
             for k in self.batchnorm_scales:
                 lines.append(f"BatchNorm {k.batchnorm!r} kept as MUL by {k.scale} after "
                              f"{k.layer!r} ({k.op}, {k.channels} channels): weight palette-indexed")
+        if self.mode == "int8":
+            lines.extend(_int8_lines(self))
         if self.non_palette:
             lines.append(f"not palette-indexed ({len(self.non_palette)}):")
             for t in self.non_palette:
                 lines.append(f"  {t.name} {list(t.shape)} {t.dtype.lower()} {t.bytes:,} bytes: "
                              f"{t.reason}")
         return "\n".join(lines)
+
+
+def _int8_lines(result: "ExportResult") -> List[str]:
+    lines = [f"int8 weights: {result.exact_channels}/{result.total_channels} output channels "
+             "exact (int8 code * power-of-two scale == Keras weight); "
+             f"{result.inference_input_type} input, {result.inference_output_type} output; "
+             f"activations calibrated on {result.calibration_samples} samples"]
+    for w in result.int8_weights:
+        bn = f", {w.folded} folded into the scales" if w.folded else ""
+        bias = f", bias {w.bias_exact}/{w.bias_channels} exact" if w.bias_channels else ""
+        lines.append(f"  {w.layer or w.tensor} ({w.op}): {w.exact_channels}/{w.channels} exact, "
+                     f"{w.distinct_codes} distinct codes, {w.bytes:,} bytes{bias}{bn}")
+    if result.inexact:
+        lines.append(f"not exact ({len(result.inexact)}):")
+        for i in result.inexact:
+            where = "tensor" if i.channel < 0 else f"channel {i.channel}"
+            lines.append(f"  {i.layer or i.tensor} {where}: max error {i.max_error:.3g}: "
+                         f"{i.reason}")
+    return lines
 
 
 def _dense_constants(data: bytes) -> List[NonPaletteTensor]:
@@ -145,7 +179,9 @@ def _renamed_scales(kept: List[KeptScale], entries: List[Dict]) -> List[KeptScal
 
 
 def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: str = "scale_op",
-                        index_dtype: Optional[str] = None, compact: bool = True):
+                        index_dtype: Optional[str] = None, compact: bool = True,
+                        representative_data=None, inference_input_type: str = "float32",
+                        inference_output_type: str = "float32"):
     """Like `export_tflite` but returns ``(bytes, ExportResult without a path)``."""
     from tfmot_wfn.export.batchnorm_mul import keep_batchnorm_scales
     from tfmot_wfn.export.tensor_reasons import keras_explainer, keras_labeler, keras_origins
@@ -153,6 +189,15 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: s
     from tfmot_wfn.tflite.palette_encoding import encode_palette
 
     _check_options(mode, batchnorm, index_dtype)
+    if mode != "int8" and (representative_data is not None or inference_input_type != "float32"
+                           or inference_output_type != "float32"):
+        raise ValueError("representative_data and inference_input_type/inference_output_type "
+                         f"are options of mode='int8', not of mode={mode!r}")
+    if mode == "int8":
+        from tfmot_wfn.export.int8_export import export_int8_bytes
+
+        return export_int8_bytes(model, representative_data, inference_input_type,
+                                 inference_output_type)
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
     plain, model_palette = deployable(model)
@@ -195,6 +240,9 @@ def export_tflite(
     batchnorm: str = "scale_op",
     index_dtype: Optional[str] = None,
     compact: bool = True,
+    representative_data=None,
+    inference_input_type: str = "float32",
+    inference_output_type: str = "float32",
 ) -> ExportResult:
     """Write a fixed Keras model as a TFLite file.
 
@@ -210,6 +258,15 @@ def export_tflite(
         CAST + GATHER right before the op that uses it; the file runs on any stock
         interpreter, and `load_interpreter` decodes it once for float speed.
         ``"dense"``: the ordinary float32 TFLite of the stripped model.
+        ``"int8"``: a fully integer TFLite model (TFLite's full-integer
+        quantization: int8 weights per output channel, int32 biases, int8
+        activations calibrated on ``representative_data``) whose weights are
+        stored EXACTLY where their values allow: int8 code times a power-of-two
+        scale per channel == the Keras weight bit for bit (``2^e * s`` where the
+        converter folded a BatchNorm scale ``s`` in); the others keep the
+        converter's rounded codes and are listed in ``result.inexact`` with the
+        reason and worst-case error (see `tfmot_wfn.export.int8_export`). The
+        ``palette``/``batchnorm``/``index_dtype``/``compact`` options do not apply.
       palette: override the palette (values missing from it are not indexed).
       batchnorm: what to do with a BatchNorm right after a Conv/DepthwiseConv/Dense,
         which the converter folds into it (``W * s``, no longer palette values).
@@ -236,6 +293,17 @@ def export_tflite(
         the converter's graph, names and tables. The ``tfmot_wfn`` metadata is
         compressed either way; the outputs are the same.
 
+      representative_data: ``mode="int8"`` only (required there): inputs as fed to
+        the model, a float array ``[N, ...]`` or an iterable of input batches
+        (``(x, y)`` pairs are read as ``x``; lists of arrays for multi-input
+        models). The first 200 samples
+        (`tfmot_wfn.export.int8_export.DEFAULT_CALIBRATION_SAMPLES`) calibrate the
+        activation ranges.
+      inference_input_type, inference_output_type: ``mode="int8"`` only:
+        ``"float32"`` (default: the file quantizes its input and dequantizes its
+        output), ``"int8"`` or ``"uint8"`` (the caller quantizes with the input
+        tensor's scale and zero point).
+
     Returns:
       An `ExportResult`: path, bytes, palette size, index dtype per tensor, the
       BatchNorms kept as a MUL, and every constant tensor left as float (or int)
@@ -243,11 +311,13 @@ def export_tflite(
 
     Raises:
       ValueError: unknown mode / batchnorm / index_dtype, a palette of more than
-        32768 values (the model does not look fixed), or a model that cannot be
-        converted.
+        32768 values (the model does not look fixed), a model that cannot be
+        converted, or ``mode="int8"`` without ``representative_data``.
     """
-    data, result = export_tflite_bytes(model, mode=mode, palette=palette, batchnorm=batchnorm,
-                                       index_dtype=index_dtype, compact=compact)
+    data, result = export_tflite_bytes(
+        model, mode=mode, palette=palette, batchnorm=batchnorm, index_dtype=index_dtype,
+        compact=compact, representative_data=representative_data,
+        inference_input_type=inference_input_type, inference_output_type=inference_output_type)
     path = os.fspath(path)
     write_bytes_atomically(path, data)
     result.path = path

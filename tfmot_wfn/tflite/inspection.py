@@ -18,6 +18,9 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.int8_exact import (
+    InexactChannel, Int8Weight, int8_tensor_reasons, read_int8_metadata,
+)
 from tfmot_wfn.tflite.palette_format import (
     display_name,
     find_decoders,
@@ -68,6 +71,17 @@ class TFLiteInspection:
     index_dtype: Optional[str]
     tensors: List[TensorInfo]
     constant_bytes: int
+    int8_weights: List[Int8Weight] = dataclasses.field(default_factory=list)
+    inexact: List[InexactChannel] = dataclasses.field(default_factory=list)
+
+    @property
+    def exact_channels(self) -> int:
+        """int8 files (``format == "int8"``): output channels stored exactly."""
+        return sum(w.exact_channels for w in self.int8_weights)
+
+    @property
+    def total_channels(self) -> int:
+        return sum(w.channels for w in self.int8_weights)
 
     @property
     def indexed(self) -> List[TensorInfo]:
@@ -112,7 +126,8 @@ class TFLiteInspection:
         out["palette"] = None if self.palette is None else [float(v) for v in self.palette]
         out.update(palette_size=self.palette_size, indexed_elements=self.indexed_elements,
                    indexed_bytes=self.indexed_bytes, other_bytes=self.other_bytes,
-                   overhead_bytes=self.overhead_bytes)
+                   overhead_bytes=self.overhead_bytes, exact_channels=self.exact_channels,
+                   total_channels=self.total_channels)
         return out
 
     def __str__(self) -> str:
@@ -142,6 +157,16 @@ class TFLiteInspection:
             f"({share:.1%}) in {self.indexed_bytes:,} bytes; other constants {self.other_bytes:,} "
             f"bytes; palette {self.palette_bytes:,} bytes; graph+metadata {self.overhead_bytes:,} "
             f"bytes; file {self.file_bytes:,} bytes")
+        if self.int8_weights:
+            lines.append(f"int8 weights: {self.exact_channels}/{self.total_channels} channels "
+                         "exact (code * power-of-two scale == Keras weight)")
+            for w in self.int8_weights:
+                lines.append(f"  {w.layer or w.tensor} ({w.op}): {w.exact_channels}/{w.channels}"
+                             f" exact, {w.distinct_codes} distinct codes, {w.bytes:,} bytes")
+            for i in self.inexact:
+                where = "tensor" if i.channel < 0 else f"channel {i.channel}"
+                lines.append(f"  not exact: {i.layer or i.tensor} {where} (max error "
+                             f"{i.max_error:.3g}): {i.reason}")
         if self.non_palette:
             lines.append("not palette-indexed:")
             for t in self.non_palette:
@@ -150,11 +175,14 @@ class TFLiteInspection:
 
 
 def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
-    """Describe a TFLite file written by `export_tflite` (palette or dense) or any other.
+    """Describe a TFLite file written by `export_tflite` (palette, int8 or dense) or any other.
 
     Lists the palette, every constant tensor (stored dtype, element count, unique
     values, bytes), whole-file totals, and for each tensor that is not
     palette-indexed the reason recorded at export (in the ``tfmot_wfn`` metadata).
+    For an int8 file (``format == "int8"``): each int8 weight's exact channels of
+    all channels, its distinct codes and bytes, and the channels that are not exact
+    with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata).
 
     Raises:
       FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).
@@ -169,6 +197,8 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             data = f.read()
     model = fb.read_model(data)
     meta = read_metadata(model)
+    int8 = read_int8_metadata(model)
+    int8_reasons = int8_tensor_reasons(model, int8)
     tensors: List[TensorInfo] = []
     counted_buffers = set()
     palette: Optional[np.ndarray] = None
@@ -216,7 +246,8 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             raw_name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
             values = fb.constant_array(model, tensor)
             dtype = fb.type_name(tensor.type)
-            recorded = None if meta is None else meta.reason(s, i, raw_name)
+            recorded = (int8_reasons.get((s, i)) if meta is None
+                        else meta.reason(s, i, raw_name))
             if dtype != "FLOAT32":
                 reason = recorded or non_float_reason(dtype)
             elif meta is None:
@@ -232,9 +263,11 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     constant_bytes = sum(fb.buffer_bytes(model, b) for b in counted_buffers)
     return TFLiteInspection(
         path=shown, file_bytes=len(data),
-        format="palette" if meta is not None else "dense",
+        format="palette" if meta is not None else ("int8" if int8_reasons else "dense"),
         format_version=None if meta is None else int(meta.version),
         producer="" if meta is None else meta.producer,
         palette=palette, palette_bytes=palette_bytes,
         index_dtype=None if meta is None else meta.index_dtype,
-        tensors=tensors, constant_bytes=constant_bytes)
+        tensors=tensors, constant_bytes=constant_bytes,
+        int8_weights=[] if int8 is None else int8["weights"],
+        inexact=[] if int8 is None else int8["inexact"])
