@@ -10,7 +10,7 @@ print(tfmot_wfn.report(final))
 ```
 """
 
-__version__ = "0.1.0"
+from tfmot_wfn.utils.version import __version__  # noqa: E402,F401
 
 import importlib as _importlib
 

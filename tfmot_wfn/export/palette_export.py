@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
+from tfmot_wfn.utils.version import __version__
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.scale_ops import KeptScale
 from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
@@ -175,7 +176,7 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: s
         return kept_labels.get((t.subgraph, t.name)) or base_label(t)
 
     data, meta, indexed, others = encode_palette(
-        dense, pal, explain=explain, producer=f"tfmot_wfn {tfmot_wfn.__version__}",
+        dense, pal, explain=explain, producer=f"tfmot_wfn {__version__}",
         index_dtype=index_dtype, batchnorm_scales=kept, compact=compact, label=label)
     if compact:
         kept = _renamed_scales(kept, meta.batchnorm_scales)
