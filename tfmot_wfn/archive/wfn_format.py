@@ -107,7 +107,7 @@ _DTYPES = {
     7: "int16", 8: "uint16", 9: "int32", 10: "uint32", 11: "int64", 12: "uint64", 13: "bool",
 }
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
-_FLOAT32 = 1
+_FLOAT32_CODE = 1
 
 
 class ArchiveError(ValueError):
@@ -194,7 +194,7 @@ def _varints(values: np.ndarray) -> bytes:
     return b"".join(_varint(int(v)) for v in values)
 
 
-def _dtype(code: int) -> np.dtype:
+def _numpy_dtype(code: int) -> np.dtype:
     name = _DTYPES[code]
     if name == "bfloat16":
         try:
@@ -346,7 +346,7 @@ def _tensor_table(names: List[str], arrays: List[np.ndarray], indexed: List[bool
     for name, a, is_indexed in zip(names, arrays, indexed):
         encoded = name.encode("utf-8")
         shape = tuple(int(d) for d in a.shape)
-        code = _FLOAT32 if is_indexed else _DTYPE_CODES[_dtype_name(a)]
+        code = _FLOAT32_CODE if is_indexed else _DTYPE_CODES[_dtype_name(a)]
         table.data += struct.pack("<H", len(encoded)) + encoded
         table.data += struct.pack("<BB", code, _INDEXED if is_indexed else _RAW) + _shape_bytes(shape)
         data = _le_bytes(a)
@@ -667,7 +667,7 @@ def _read_tensor_header(r: _Reader, t: int) -> Tuple[str, int, int, Tuple[int, .
 
 
 def _read_raw_tensor(r: _Reader, name: str, code: int, shape: Tuple[int, ...]) -> np.ndarray:
-    dtype = _dtype(code)
+    dtype = _numpy_dtype(code)
     raw = r.take(math.prod(shape) * dtype.itemsize, f"raw tensor {name!r} ({shape}, {dtype})")
     array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
     if dtype == np.bool_ and np.frombuffer(raw, np.uint8).max(initial=0) > 1:
@@ -694,7 +694,7 @@ def _read_tensor_table(r: _Reader, coding: str, k: int, max_elements: int) -> Li
         if kind == _RAW:
             records.append(_Record(name, code, shape, size, _read_raw_tensor(r, name, code, shape)))
             continue
-        if code != _FLOAT32:
+        if code != _FLOAT32_CODE:
             raise ArchiveError(f"Corrupt archive: indexed tensor {name!r} is not float32.")
         if coding == "none" or k == 0:
             raise ArchiveError(f"Corrupt archive: tensor {name!r} is palette-indexed but the "

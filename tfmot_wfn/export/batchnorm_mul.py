@@ -55,6 +55,8 @@ _MATCH_RTOL = 1e-5
 # ---------------------------------------------------------------- Keras side
 @dataclasses.dataclass
 class _Pair:
+    """A layer and the BatchNorm the converter folds into it, with the numbers the match needs."""
+
     layer: object
     bn: object
     kernel: np.ndarray       # (elements per channel, C), Keras order, float32
