@@ -20,6 +20,8 @@ import tfmot_wfn  # noqa: E402
 from tfmot_wfn.core import entropy_bits  # noqa: E402
 from tfmot_wfn.apps.demo import build_cnn  # noqa: E402
 from tfmot_wfn.archive import wfn_archive as A  # noqa: E402
+from tfmot_wfn.archive import wfn_decoding as D  # noqa: E402
+from tfmot_wfn.archive import wfn_encoding as E  # noqa: E402
 from tfmot_wfn.archive import wfn_format as F  # noqa: E402
 from tfmot_wfn.archive.wfn_format import ArchiveError  # noqa: E402
 
@@ -51,21 +53,21 @@ def same_contents(a: A.ArchiveContents, b: A.ArchiveContents) -> bool:
 def reseal(data: bytes) -> bytes:
     """Fix the body length and the SHA-256 of a (mutated) archive, so the parser is reached."""
     data = bytes(data)
-    if len(data) < F._PROLOGUE.size + 32:
+    if len(data) < F.PROLOGUE.size + 32:
         return data
-    body_len = len(data) - F._PROLOGUE.size - 32
+    body_len = len(data) - F.PROLOGUE.size - 32
     head = data[:12] + struct.pack("<Q", body_len)
-    out = head + data[F._PROLOGUE.size:-32]
+    out = head + data[F.PROLOGUE.size:-32]
     return out + hashlib.sha256(out).digest()
 
 
 def seal(body: bytes, version: int = A.FORMAT_VERSION, flags: int = 0) -> bytes:
-    out = F._PROLOGUE.pack(A.MAGIC, version, flags, len(body)) + body
+    out = F.PROLOGUE.pack(A.MAGIC, version, flags, len(body)) + body
     return out + hashlib.sha256(out).digest()
 
 
 def varints(values) -> bytes:
-    return b"".join(F._varint(int(v)) for v in values)
+    return b"".join(E._varint(int(v)) for v in values)
 
 
 def build_body(palette=(0.0, 0.5), coding=1, tensors=(), models=b"", words=(), digest=None,
@@ -257,10 +259,10 @@ root = {A.__file__!r}.rsplit("/tfmot_wfn/", 1)[0]
 sys.path.insert(0, root)
 pkg = types.ModuleType("tfmot_wfn.lite"); pkg.__path__ = [root + "/tfmot_wfn/lite"]
 sys.modules["tfmot_wfn.lite"] = pkg
-from tfmot_wfn.archive import wfn_format as A
-data = A.encode_archive("{{}}", [("w", np.array([0.5, 0.0, 0.5], np.float32))], [0.0, 0.5])
+from tfmot_wfn.archive import wfn_decoding as D, wfn_encoding as E
+data = E.encode_archive("{{}}", [("w", np.array([0.5, 0.0, 0.5], np.float32))], [0.0, 0.5])
 open({str(tmp_path / "x.wfn")!r}, "wb").write(data)
-assert A.read_archive({str(tmp_path / "x.wfn")!r}).tensors[0].indexed
+assert D.read_archive({str(tmp_path / "x.wfn")!r}).tensors[0].indexed
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TF imported"
 """
     import subprocess
@@ -356,24 +358,24 @@ def test_forged_but_well_sealed_files_are_refused():
 def test_varint_reader_is_bounded_and_exact():
     values = [0, 1, 127, 128, 300, 2**32, 2**62]
     data = memoryview(varints(values) + b"\x05")
-    r = F._Reader(data, 0, len(data))
+    r = D._Reader(data, 0, len(data))
     assert r.varints(len(values), "v").tolist() == values and r.pos == len(data) - 1
     with pytest.raises(ArchiveError, match="needs 3 varints"):
-        F._Reader(memoryview(b"\x01\xff\xff"), 0, 3).varints(3, "v")
+        D._Reader(memoryview(b"\x01\xff\xff"), 0, 3).varints(3, "v")
     with pytest.raises(ArchiveError, match="longer than 9"):
-        F._Reader(memoryview(b"\xff" * 9 + b"\x01"), 0, 10).varints(1, "v")
+        D._Reader(memoryview(b"\xff" * 9 + b"\x01"), 0, 10).varints(1, "v")
 
 
 def test_content_digest_catches_a_coder_that_decodes_differently(small, monkeypatch):
     data = small["data"]
-    original = F._categorical
+    original = D.categorical_model
 
     def skewed(counts):  # a "future constriction" quantising differently
         c = counts.astype(np.float64)
         c[0] *= 3
         return original(c)
 
-    monkeypatch.setattr(F, "_categorical", skewed)
+    monkeypatch.setattr(D, "categorical_model", skewed)
     with pytest.raises(ArchiveError, match="histogram|digest|stream"):
         A.decode_archive(data)
 
@@ -446,7 +448,7 @@ def _check_outcome(expected, data):
     try:
         decoded = A.decode_archive(data)
     except ArchiveError as e:
-        assert not str(e).startswith(F._UNEXPECTED), e  # every defect has its own check
+        assert not str(e).startswith(D._UNEXPECTED), e  # every defect has its own check
         return
     assert same_contents(decoded, expected)  # only a no-op change may decode
 

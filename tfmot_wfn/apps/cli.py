@@ -363,7 +363,7 @@ def _inspect(args) -> int:
     if not os.path.isfile(args.file):
         raise SystemExit(f"tfmot-wfn inspect: no such file: {args.file}")
     if _is_archive(args.file):
-        from tfmot_wfn.archive import inspection as archive_inspection, wfn_format as archive
+        from tfmot_wfn.archive import inspection as archive_inspection, wfn_decoding as archive
 
         contents = archive.read_archive(args.file)
         summary = archive_inspection.describe(contents, os.path.getsize(args.file))

@@ -3,8 +3,8 @@
 The Keras edge of the archive: a fixed (or stripped) model goes in as its JSON
 config and ``(variable path, array)`` weights, and comes back out rebuilt with
 every weight bit-exact. The file format itself (palette, ANS-coded indices,
-checksums) is `tfmot_wfn.archive.wfn_format`, numpy + constriction only; its
-public names are re-exported here.
+checksums) is `wfn_format`, written by `wfn_encoding` and read by `wfn_decoding`
+(numpy + constriction only); their public names are re-exported here.
 
 ```python
 from tfmot_wfn.archive.wfn_archive import save_archive, load_archive
@@ -19,19 +19,13 @@ from typing import Tuple
 
 import numpy as np
 
-from tfmot_wfn.archive.wfn_format import (  # noqa: F401  (re-exported: the archive's public names)
-    DEFAULT_MAX_ELEMENTS,
-    FORMAT_VERSION,
-    MAGIC,
-    MAX_PALETTE,
-    ArchiveContents,
-    ArchiveError,
+from tfmot_wfn.archive.wfn_decoding import decode_archive, read_archive  # noqa: F401 (re-exported)
+from tfmot_wfn.archive.wfn_encoding import (  # noqa: F401 (re-exported)
+    SizeReport, encode_archive, encode_archive_with_sizes,
+)
+from tfmot_wfn.archive.wfn_format import (  # noqa: F401 (re-exported)
+    DEFAULT_MAX_ELEMENTS, FORMAT_VERSION, MAGIC, MAX_PALETTE, ArchiveContents, ArchiveError,
     ArchiveTensor,
-    SizeReport,
-    decode_archive,
-    encode_archive,
-    encode_archive_with_sizes,
-    read_archive,
 )
 from tfmot_wfn.keras import report
 from tfmot_wfn.keras.compat import keras, numpy_dtype, variable_path

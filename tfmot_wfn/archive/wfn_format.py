@@ -10,11 +10,14 @@ weights not fixed yet, integer state) are stored raw, bit for bit. Decoding give
 back every weight bit-exactly, with the architecture (Keras JSON config stored in
 the file).
 
-This module is numpy + constriction only; `tfmot_wfn.archive.wfn_archive` is the
-Keras edge (`save_archive(model)`, `load_archive(path) -> model`).
+This module is the format's definition (this docstring), its constants, records
+and the pieces writer and reader share; `wfn_encoding` writes it, `wfn_decoding`
+reads and verifies it (all numpy + constriction), and `wfn_archive` is the Keras
+edge (`save_archive(model)`, `load_archive(path) -> model`).
 
 ```python
-from tfmot_wfn.archive.wfn_format import encode_archive, read_archive
+from tfmot_wfn.archive.wfn_encoding import encode_archive
+from tfmot_wfn.archive.wfn_decoding import read_archive
 data = encode_archive(model_json, [("dense/kernel", kernel), ...], palette)
 contents = read_archive("model.wfn")          # palette, arrays, config
 ```
@@ -71,17 +74,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
 import struct
 import sys
-import warnings
-import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-
-from tfmot_wfn.core.weight_statistics import entropy_bits
 
 MAGIC = b"\x89WFNARC\n"
 FORMAT_VERSION = 1
@@ -89,25 +86,22 @@ MAX_PALETTE = 1 << 16
 MAX_NDIM = 32
 MAX_CONFIG_BYTES = 1 << 28
 DEFAULT_MAX_ELEMENTS = 1 << 28
-SIZE_BOUND_FACTOR = 1.05
+SIZE_BOUND_FACTOR = 1.05  # the size report's bound: 1.05 x (N H / 8 + palette + headers)
 
-_PROLOGUE = struct.Struct("<8sHHQ")
-_CHECKSUM_BYTES = 32
-_DIGEST_BYTES = 32
-# A coded stream may undercut its histogram's entropy by at most the coder's
-# state (the last 64-bit ANS state is partly "free"); 128 bits is a safe margin.
-_STREAM_SLACK_BITS = 128
-_CODINGS = {"none": 0, "global": 1, "per_tensor": 2}
-_CODING_NAMES = {v: k for k, v in _CODINGS.items()}
-_RAW, _INDEXED = 0, 1
+PROLOGUE = struct.Struct("<8sHHQ")  # magic, format version, flags, body length
+CHECKSUM_BYTES = 32  # the epilogue: SHA-256 of prologue + body
+DIGEST_BYTES = 32  # the body's end: SHA-256 of the decoded content
+CODINGS = {"none": 0, "global": 1, "per_tensor": 2}
+CODING_NAMES = {v: k for k, v in CODINGS.items()}
+RAW, INDEXED = 0, 1  # a tensor's kind
 
 # dtype code -> numpy dtype name; bfloat16 needs ml_dtypes (a TensorFlow dependency).
-_DTYPES = {
+DTYPES = {
     1: "float32", 2: "float16", 3: "float64", 4: "bfloat16", 5: "int8", 6: "uint8",
     7: "int16", 8: "uint16", 9: "int32", 10: "uint32", 11: "int64", 12: "uint64", 13: "bool",
 }
-_DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
-_FLOAT32_CODE = 1
+DTYPE_CODES = {v: k for k, v in DTYPES.items()}
+FLOAT32_CODE = 1
 
 
 class ArchiveError(ValueError):
@@ -146,8 +140,9 @@ class ArchiveContents:
         return [t.name for t in self.tensors]
 
 
-# ----------------------------------------------------------------- helpers
-def _constriction():
+# ------------------------------------------------- shared by writer and reader
+def entropy_coder():
+    """The `constriction` module (imported on first use), or an ImportError saying how to get it."""
     try:
         import constriction
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -157,646 +152,49 @@ def _constriction():
     return constriction
 
 
-def _total_order_keys(values: np.ndarray) -> np.ndarray:
+def total_order_keys(values: np.ndarray) -> np.ndarray:
     """uint32 keys that sort float32 values in IEEE total order (-0.0 before +0.0)."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     return np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
 
 
-def _from_total_order_keys(keys: np.ndarray) -> np.ndarray:
-    keys = keys.astype(np.uint32)
-    bits = np.where(keys & np.uint32(0x80000000), keys & np.uint32(0x7FFFFFFF), ~keys)
-    return bits.astype(np.uint32).view(np.float32)
-
-
-def _entropy_bits_of_counts(counts: np.ndarray) -> float:
-    """Total ideal code length ``sum c log2(N / c)`` in bits of a histogram."""
-    c = counts[counts > 0].astype(np.float64)
-    if c.size <= 1:
-        return 0.0
-    n = c.sum()
-    return float((c * (np.log2(n) - np.log2(c))).sum())
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _varints(values: np.ndarray) -> bytes:
-    return b"".join(_varint(int(v)) for v in values)
-
-
-def _numpy_dtype(code: int) -> np.dtype:
-    name = _DTYPES[code]
-    if name == "bfloat16":
-        try:
-            import ml_dtypes
-        except ImportError as e:  # pragma: no cover
-            raise ArchiveError("The archive holds a bfloat16 tensor; reading it needs ml_dtypes.") from e
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def _le_bytes(array: np.ndarray) -> bytes:
+def le_bytes(array: np.ndarray) -> bytes:
+    """The array's bytes, little-endian."""
     a = np.ascontiguousarray(array)
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
         a = a.byteswap().view(a.dtype.newbyteorder("<"))
     return a.tobytes()
 
 
-def _shape_bytes(shape: Tuple[int, ...]) -> bytes:
+def shape_bytes(shape: Tuple[int, ...]) -> bytes:
+    """u8 ndim, then ndim u64 dims."""
     return struct.pack(f"<B{len(shape)}Q", len(shape), *shape)
 
 
-def _content_digest(config: bytes, palette: np.ndarray,
-                    tensors: Sequence[Tuple[str, int, Tuple[int, ...], bytes]]) -> bytes:
+def content_digest(config: bytes, palette: np.ndarray,
+                   tensors: Sequence[Tuple[str, int, Tuple[int, ...], bytes]]) -> bytes:
+    """SHA-256 of the decoded content: config, palette, each ``(name, dtype code, shape, bytes)``."""
     h = hashlib.sha256(b"tfmot_wfn archive content v1\0")
     h.update(struct.pack("<Q", len(config)))
     h.update(config)
     h.update(struct.pack("<I", palette.size))
-    h.update(_le_bytes(palette.astype(np.float32)))
+    h.update(le_bytes(palette.astype(np.float32)))
     h.update(struct.pack("<I", len(tensors)))
     for name, code, shape, data in tensors:
         encoded = name.encode("utf-8")
         h.update(struct.pack("<HB", len(encoded), code))
         h.update(encoded)
-        h.update(_shape_bytes(shape))
+        h.update(shape_bytes(shape))
         h.update(struct.pack("<Q", len(data)))
         h.update(data)
     return h.digest()
 
 
-def _categorical(counts_used: np.ndarray):
-    model = _constriction().stream.model
+def categorical_model(counts_used: np.ndarray):
+    """The coder's categorical model of the used palette entries' counts."""
+    model = entropy_coder().stream.model
     return model.Categorical(counts_used.astype(np.float64) / float(counts_used.sum()), perfect=False)
 
 
-# ------------------------------------------------------------------ writer
-def _prepare_palette(palette, arrays: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[bool]]:
-    """The stored palette and which tensors are palette-indexed.
-
-    A float32 tensor is indexed when every value equals a palette entry. The stored
-    palette is the given one (finite entries, distinct bit patterns) plus the bit
-    patterns those tensors use, so -0.0 is stored when a weight is -0.0 and the
-    palette holds 0.0: the restore is bit-exact.
-    """
-    p = np.asarray(palette if palette is not None else [], dtype=np.float32).ravel()
-    p = p[np.isfinite(p)]
-    numeric = np.unique(p)  # numeric membership (-0.0 == 0.0)
-    keys = [_total_order_keys(p)]
-    indexed = []
-    for a in arrays:
-        ok = (a.dtype == np.float32 and numeric.size > 0
-              and bool(np.isin(a, numeric, assume_unique=False).all()))
-        indexed.append(ok)
-        if ok:
-            keys.append(np.unique(_total_order_keys(a.ravel())))
-    all_keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.uint32)
-    if all_keys.size > MAX_PALETTE:
-        raise ValueError(
-            f"The palette has {all_keys.size} distinct values, more than the archive's limit of "
-            f"{MAX_PALETTE}: the model is not a fixed network. Fix it with tfmot_wfn.fix_weights "
-            "(run all stages), or pass the palette of the fixed weights explicitly.")
-    return _from_total_order_keys(all_keys), indexed
-
-
-def _encode_stream(groups: Sequence[Tuple[np.ndarray, np.ndarray]]):
-    """Code (symbols, counts) groups into one ANS stack; returns uint32 words."""
-    coder = _constriction().stream.stack.AnsCoder()
-    for symbols, counts in reversed(groups):  # a stack: the last group is pushed first
-        used = np.flatnonzero(counts)
-        if used.size <= 1 or symbols.size == 0:
-            continue
-        remap = np.zeros(counts.size, np.int32)
-        remap[used] = np.arange(used.size, dtype=np.int32)
-        coder.encode_reverse(remap[symbols].astype(np.int32), _categorical(counts[used]))
-    return np.asarray(coder.get_compressed(), dtype=np.uint32)
-
-
-def _coded_section(indices: List[np.ndarray], k: int, coding: str) -> Tuple[bytes, bytes]:
-    """(models bytes, stream bytes) of one coding of the indexed tensors."""
-    if coding == "global":
-        flat = np.concatenate([i.ravel() for i in indices])
-        counts = np.bincount(flat, minlength=k)
-        models = _varints(counts)
-        words = _encode_stream([(flat, counts)])
-    else:
-        groups = [(i.ravel(), np.bincount(i.ravel(), minlength=k)) for i in indices]
-        models = b"".join(_varints(c) for _, c in groups)
-        words = _encode_stream(groups)
-    return models, struct.pack("<Q", words.size) + _le_bytes(words)
-
-
-def _checked_weights(weights: Sequence[Tuple[str, np.ndarray]]
-                     ) -> Tuple[List[str], List[np.ndarray]]:
-    """Names and arrays of ``weights``, refusing what the format cannot store."""
-    names, arrays = [], []
-    for name, array in weights:
-        a = np.asarray(array)
-        if _dtype_name(a) not in _DTYPE_CODES:
-            raise ValueError(f"Weight {name!r} has dtype {a.dtype}, which the archive cannot store.")
-        if a.ndim > MAX_NDIM:
-            raise ValueError(f"Weight {name!r} has {a.ndim} dimensions (at most {MAX_NDIM}).")
-        if len(str(name).encode("utf-8")) > 0xFFFF:
-            raise ValueError(f"Weight name {str(name)[:40]!r}... is longer than 65535 bytes.")
-        names.append(str(name))
-        arrays.append(a)
-    if len(arrays) > 0xFFFFFFFF:
-        raise ValueError("Too many tensors for one archive.")
-    return names, arrays
-
-
-def _dtype_name(a: np.ndarray) -> str:
-    return "bfloat16" if a.dtype.name == "bfloat16" else a.dtype.name
-
-
-def _config_section(config: str) -> Tuple[bytes, bytes]:
-    """``(UTF-8 config, its section: lengths + zlib stream)``."""
-    config_bytes = config.encode("utf-8")
-    if len(config_bytes) > MAX_CONFIG_BYTES:
-        raise ValueError(f"The model config is {len(config_bytes)} bytes, more than {MAX_CONFIG_BYTES}.")
-    zconfig = zlib.compress(config_bytes, 9)
-    return config_bytes, struct.pack("<II", len(config_bytes), len(zconfig)) + zconfig
-
-
-@dataclasses.dataclass
-class _TensorTable:
-    """The tensor records of the body (raw tensors' bytes included) and the indexed tensors."""
-
-    data: bytearray
-    indices: List[np.ndarray]  # per indexed tensor, flat palette indices
-    digest_rows: List[Tuple[str, int, Tuple[int, ...], bytes]]
-    raw_bytes: int = 0
-    raw_tensors: int = 0
-
-
-def _tensor_table(names: List[str], arrays: List[np.ndarray], indexed: List[bool],
-                  pal: np.ndarray) -> _TensorTable:
-    pal_keys = _total_order_keys(pal)
-    index_dtype = np.uint8 if pal.size <= 256 else np.uint16
-    table = _TensorTable(bytearray(), [], [])
-    for name, a, is_indexed in zip(names, arrays, indexed):
-        encoded = name.encode("utf-8")
-        shape = tuple(int(d) for d in a.shape)
-        code = _FLOAT32_CODE if is_indexed else _DTYPE_CODES[_dtype_name(a)]
-        table.data += struct.pack("<H", len(encoded)) + encoded
-        table.data += struct.pack("<BB", code, _INDEXED if is_indexed else _RAW) + _shape_bytes(shape)
-        data = _le_bytes(a)
-        if is_indexed:
-            idx = np.searchsorted(pal_keys, _total_order_keys(a.ravel()))
-            table.indices.append(idx.astype(index_dtype))
-        else:
-            table.data += data
-            table.raw_bytes += len(data)
-            table.raw_tensors += 1
-        table.digest_rows.append((name, code, shape, data))
-    return table
-
-
-def _best_coding(indices: List[np.ndarray], k: int, coding: str) -> Tuple[str, bytes, bytes]:
-    """``(coding, models bytes, stream bytes)``: the smaller of the allowed codings."""
-    if not indices:
-        return "none", b"", struct.pack("<Q", 0)
-    best = None
-    for option in (["global", "per_tensor"] if coding == "auto" else [coding]):
-        m, s = _coded_section(indices, k, option)
-        if best is None or len(m) + len(s) < len(best[1]) + len(best[2]):
-            best = (option, m, s)
-    return best
-
-
-class SizeReport(dict):
-    """The sizes `encode_archive` measured (a dict; see `archive_size_report` for the keys).
-
-    The keys ``"N"`` and ``"H"`` of tfmot_wfn 0.1 still read, with a
-    `DeprecationWarning`: they are ``"indexed_weights"`` and ``"entropy_bits_per_weight"``.
-    """
-
-    OLD_KEYS = {"N": "indexed_weights", "H": "entropy_bits_per_weight"}
-
-    def __missing__(self, key):
-        new = self.OLD_KEYS.get(key)
-        if new is None or new not in self:
-            raise KeyError(key)
-        warnings.warn(f"archive size key {key!r} is deprecated: use {new!r}", DeprecationWarning,
-                      stacklevel=2)
-        return self[new]
-
-
-def _size_report(archive_bytes: int, indexed_values: np.ndarray, layout: Dict) -> SizeReport:
-    """The archive's sizes against the entropy bound; ``layout``: the section sizes."""
-    n = int(indexed_values.size)
-    h = float(entropy_bits(indexed_values)) if n else 0.0
-    palette_bytes = 4 * layout["palette_size"]
-    header_bytes = archive_bytes - layout["stream_bytes"] - palette_bytes
-    ideal = n * h / 8.0
-    bound = SIZE_BOUND_FACTOR * (ideal + palette_bytes + header_bytes)
-    return SizeReport(
-        indexed_weights=n,
-        entropy_bits_per_weight=h,
-        ideal_index_bytes=ideal,
-        palette_size=layout["palette_size"],
-        palette_bytes=palette_bytes,
-        header_bytes=header_bytes,
-        bound_bytes=bound,
-        archive_bytes=archive_bytes,
-        within_bound=archive_bytes <= bound,
-        stream_bytes=layout["stream_bytes"],
-        stream_to_ideal=(layout["stream_bytes"] / ideal) if ideal > 0 else None,
-        **{key: layout[key] for key in ("coding", "model_bytes", "config_bytes", "table_bytes",
-                                        "raw_bytes", "raw_tensors", "indexed_tensors", "tensors")})
-
-
-def encode_archive_with_sizes(config: str, weights: Sequence[Tuple[str, np.ndarray]],
-                              palette=None, coding: str = "auto") -> Tuple[bytes, SizeReport]:
-    """`encode_archive`, and the file's sizes against the entropy bound (`SizeReport`)."""
-    if coding not in ("auto", "global", "per_tensor"):
-        raise ValueError(f"coding must be 'auto', 'global' or 'per_tensor', got {coding!r}")
-    if not isinstance(config, str):
-        raise TypeError(f"config must be the Keras JSON string, got {type(config).__name__}")
-    names, arrays = _checked_weights(weights)
-    pal, indexed = _prepare_palette(palette, arrays)
-    k = int(pal.size)
-    config_bytes, config_section = _config_section(config)
-    table = _tensor_table(names, arrays, indexed, pal)
-    chosen, models, stream = _best_coding(table.indices, k, coding)
-    body = b"".join([
-        config_section, struct.pack("<I", k), _le_bytes(pal),
-        bytes([_CODINGS[chosen]]), struct.pack("<I", len(arrays)), table.data,
-        models, stream, _content_digest(config_bytes, pal, table.digest_rows)])
-    out = _PROLOGUE.pack(MAGIC, FORMAT_VERSION, 0, len(body)) + body
-    out += hashlib.sha256(out).digest()
-    indexed_values = (np.concatenate([a.ravel() for a, i in zip(arrays, indexed) if i])
-                      if table.indices else np.zeros(0, np.float32))
-    layout = dict(
-        palette_size=k, stream_bytes=len(stream) - 8, coding=chosen, model_bytes=len(models),
-        config_bytes=len(config_section), table_bytes=5 + len(table.data) - table.raw_bytes,
-        raw_bytes=table.raw_bytes, raw_tensors=table.raw_tensors,
-        indexed_tensors=len(table.indices), tensors=len(arrays))
-    return out, _size_report(len(out), indexed_values, layout)
-
-
-def encode_archive(config: str, weights: Sequence[Tuple[str, np.ndarray]], palette=None,
-                   coding: str = "auto") -> bytes:
-    """The archive bytes of a Keras JSON config and ``(name, array)`` weights (no Keras).
-
-    Args:
-      config: the Keras JSON config (`model.to_json()`).
-      weights: ``(name, array)`` pairs in ``model.weights`` order.
-      palette: the shared palette (any order). A float32 weight whose values all
-        equal palette entries is stored as entropy-coded indices; any other weight
-        raw. None: everything raw.
-      coding: "auto" (smaller of the two), "global" or "per_tensor".
-    """
-    return encode_archive_with_sizes(config, weights, palette, coding)[0]
-
-
-# ------------------------------------------------------------------ reader
-class _Reader:
-    """Bounds-checked little-endian cursor over a bytes-like object."""
-
-    def __init__(self, data: memoryview, start: int, end: int):
-        self.data, self.pos, self.end = data, start, end
-
-    def take(self, n: int, what: str) -> memoryview:
-        if n < 0 or n > self.end - self.pos:
-            raise ArchiveError(
-                f"Truncated or inconsistent archive: {what} needs {n} bytes at offset {self.pos}, "
-                f"but only {self.end - self.pos} remain in the body.")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str, what: str):
-        s = struct.Struct("<" + fmt)
-        return s.unpack(self.take(s.size, what))
-
-    def varints(self, count: int, what: str) -> np.ndarray:
-        """`count` unsigned LEB128 varints of at most 9 bytes (< 2**63), vectorised."""
-        if count == 0:
-            return np.zeros(0, np.int64)
-        buf = np.frombuffer(self.data[self.pos:self.end], dtype=np.uint8)
-        ends = np.flatnonzero(buf < 0x80)
-        if ends.size < count:
-            raise ArchiveError(f"Truncated or inconsistent archive: {what} needs {count} varints at "
-                               f"offset {self.pos}, the body holds only {ends.size} more.")
-        ends = ends[:count]
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        if int((ends - starts).max()) >= 9:
-            raise ArchiveError(f"Corrupt archive: {what} at offset {self.pos} holds a varint longer "
-                               "than 9 bytes.")
-        chunk = buf[:ends[-1] + 1]
-        shift = 7 * (np.arange(chunk.size) - np.repeat(starts, ends - starts + 1))
-        parts = (chunk & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
-        self.pos += int(chunk.size)
-        return np.bitwise_or.reduceat(parts, starts).astype(np.int64)
-
-
-def _read_prologue(data: memoryview) -> int:
-    """Check magic, version, flags, length and checksum; returns the body length."""
-    if len(data) < len(MAGIC):
-        raise ArchiveError(f"Not a tfmot_wfn archive: the file has only {len(data)} bytes.")
-    if bytes(data[:len(MAGIC)]) != MAGIC:
-        hint = " (it looks like a zip file, e.g. a .keras model)" if bytes(data[:2]) == b"PK" else ""
-        raise ArchiveError(
-            f"Not a tfmot_wfn archive: wrong magic bytes {bytes(data[:len(MAGIC)])!r}{hint}, "
-            f"expected {MAGIC!r}.")
-    if len(data) < _PROLOGUE.size:
-        raise ArchiveError(f"Truncated archive: {len(data)} bytes, the header alone needs "
-                           f"{_PROLOGUE.size}.")
-    _, version, flags, body_len = _PROLOGUE.unpack(data[:_PROLOGUE.size])
-    if version != FORMAT_VERSION:
-        raise ArchiveError(
-            f"Unsupported archive format version {version}: this tfmot_wfn reads version "
-            f"{FORMAT_VERSION}" + (" (the file is newer: upgrade tfmot_wfn)." if version > FORMAT_VERSION
-                                   else "."))
-    if flags != 0:
-        raise ArchiveError(f"Unsupported archive flags 0x{flags:04x} (version {version} defines none).")
-    expected = _PROLOGUE.size + body_len + _CHECKSUM_BYTES
-    if len(data) < expected:
-        raise ArchiveError(f"Truncated archive: the header declares {expected} bytes, the file has "
-                           f"{len(data)}.")
-    if len(data) > expected:
-        raise ArchiveError(f"Corrupt archive: {len(data) - expected} unexpected bytes after the end "
-                           f"declared by the header ({expected} bytes).")
-    stored = bytes(data[expected - _CHECKSUM_BYTES:])
-    if hashlib.sha256(data[:expected - _CHECKSUM_BYTES]).digest() != stored:
-        raise ArchiveError("Corrupt archive: SHA-256 checksum mismatch (the file was damaged or "
-                           "modified).")
-    return body_len
-
-
-def _read_config(r: _Reader) -> bytes:
-    raw_len, z_len = r.unpack("II", "config lengths")
-    # zlib expands at most ~1032:1, so a small file cannot declare a huge config.
-    if raw_len > MAX_CONFIG_BYTES or raw_len > 1032 * z_len + 64:
-        raise ArchiveError(f"Corrupt archive: config length {raw_len} is impossible "
-                           f"({z_len} compressed bytes, limit {MAX_CONFIG_BYTES}).")
-    z = r.take(z_len, "compressed config")
-    try:
-        d = zlib.decompressobj()
-        config = d.decompress(bytes(z), raw_len + 1)
-        ok = len(config) == raw_len and d.eof and not d.unused_data and not d.unconsumed_tail
-    except zlib.error as e:
-        raise ArchiveError(f"Corrupt archive: the config does not decompress ({e}).") from None
-    if not ok:
-        raise ArchiveError("Corrupt archive: the config does not decompress to its declared length.")
-    try:
-        parsed = json.loads(config.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ArchiveError(f"Corrupt archive: the config is not valid UTF-8 JSON ({e}).") from None
-    if not isinstance(parsed, dict):
-        raise ArchiveError("Corrupt archive: the config is not a JSON object.")
-    return config
-
-
-def _read_palette(r: _Reader) -> np.ndarray:
-    (k,) = r.unpack("I", "palette size")
-    if k > MAX_PALETTE:
-        raise ArchiveError(f"Corrupt archive: palette size {k} exceeds the limit {MAX_PALETTE}.")
-    palette = np.frombuffer(r.take(4 * k, "palette"), dtype="<f4").astype(np.float32)
-    if not np.isfinite(palette).all():
-        raise ArchiveError("Corrupt archive: the palette holds NaN or Inf.")
-    keys = _total_order_keys(palette)
-    if k > 1 and not (keys[1:] > keys[:-1]).all():
-        raise ArchiveError("Corrupt archive: the palette is not strictly increasing.")
-    return palette
-
-
-def _decode_stream(words: np.ndarray, groups: Sequence[Tuple[int, np.ndarray]],
-                   index_dtype) -> List[np.ndarray]:
-    """Decode (count, histogram) groups from one ANS stream into palette indices."""
-    ideal = sum(_entropy_bits_of_counts(c) for _, c in groups)
-    if 32.0 * words.size + _STREAM_SLACK_BITS < ideal:
-        raise ArchiveError(
-            f"Corrupt archive: the index histogram needs at least {ideal / 8:.0f} bytes of coded "
-            f"stream, the file holds {4 * words.size}.")
-    if words.size and words[-1] == 0:
-        raise ArchiveError("Corrupt archive: the coded stream ends in a zero word.")
-    try:
-        coder = _constriction().stream.stack.AnsCoder(words)
-    except Exception as e:
-        raise ArchiveError(f"Corrupt archive: invalid coded stream ({e}).") from None
-    out = []
-    for n, counts in groups:
-        used = np.flatnonzero(counts)
-        if used.size <= 1:  # nothing coded: the histogram says it all
-            out.append(np.full(n, used[0] if used.size else 0, dtype=index_dtype))
-            continue
-        try:
-            symbols = np.asarray(coder.decode(_categorical(counts[used]), n))
-        except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
-            raise
-        except BaseException as e:  # constriction may raise a pyo3 PanicException
-            raise ArchiveError(f"Corrupt archive: the coded stream does not decode ({e}).") from None
-        if (symbols.shape != (n,) or (n and (symbols.min() < 0 or symbols.max() >= used.size))
-                or np.bincount(symbols, minlength=used.size).tolist() != counts[used].tolist()):
-            raise ArchiveError(
-                "Corrupt archive: the decoded palette indices do not match their stored histogram "
-                "(damaged stream, or written by an incompatible entropy coder).")
-        out.append(used.astype(index_dtype)[symbols])
-    if not coder.is_empty():
-        raise ArchiveError("Corrupt archive: the coded stream holds more data than its indices.")
-    return out
-
-
-_UNEXPECTED = "Corrupt archive (unexpected decoder error)"
-
-
-def decode_archive(data, max_elements: int = DEFAULT_MAX_ELEMENTS) -> ArchiveContents:
-    """Decode and verify archive bytes (no Keras). Raises `ArchiveError` on any defect.
-
-    Args:
-      data: the archive bytes (bytes, bytearray or memoryview).
-      max_elements: refuse archives declaring more weight elements in total (a
-        guard against absurd sizes; 2**28 elements = 1 GiB of float32).
-    """
-    data = memoryview(bytes(data)) if not isinstance(data, bytes) else memoryview(data)
-    try:
-        return _decode(data, max_elements)
-    except ArchiveError:
-        raise
-    except (ValueError, IndexError, OverflowError, TypeError, KeyError, struct.error) as e:
-        # Every defect has its own check above; this net only keeps a missed one
-        # from escaping as something other than ArchiveError.
-        raise ArchiveError(f"{_UNEXPECTED}: {type(e).__name__}: {e}") from e
-
-
-@dataclasses.dataclass
-class _Record:
-    """A tensor of the table as read: ``array`` is None for a palette-indexed one (decoded later)."""
-
-    name: str
-    code: int
-    shape: Tuple[int, ...]
-    size: int
-    array: Optional[np.ndarray]
-
-
-def _read_coding(r: _Reader) -> str:
-    (coding_code,) = r.unpack("B", "coding")
-    if coding_code not in _CODING_NAMES:
-        raise ArchiveError(f"Corrupt archive: unknown index coding {coding_code}.")
-    return _CODING_NAMES[coding_code]
-
-
-def _read_tensor_header(r: _Reader, t: int) -> Tuple[str, int, int, Tuple[int, ...]]:
-    """``(name, dtype code, kind, shape)`` of tensor record ``t``, each checked."""
-    (name_len,) = r.unpack("H", f"tensor {t} name length")
-    try:
-        name = bytes(r.take(name_len, f"tensor {t} name")).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ArchiveError(f"Corrupt archive: tensor {t}'s name is not UTF-8.") from None
-    code, kind, ndim = r.unpack("BBB", f"tensor {name!r} header")
-    if code not in _DTYPES:
-        raise ArchiveError(f"Corrupt archive: tensor {name!r} has unknown dtype code {code}.")
-    if kind not in (_RAW, _INDEXED):
-        raise ArchiveError(f"Corrupt archive: tensor {name!r} has unknown kind {kind}.")
-    if ndim > MAX_NDIM:
-        raise ArchiveError(f"Corrupt archive: tensor {name!r} has {ndim} dimensions "
-                           f"(at most {MAX_NDIM}).")
-    return name, code, kind, r.unpack(f"{ndim}Q", f"tensor {name!r} shape")
-
-
-def _read_raw_tensor(r: _Reader, name: str, code: int, shape: Tuple[int, ...]) -> np.ndarray:
-    dtype = _numpy_dtype(code)
-    raw = r.take(math.prod(shape) * dtype.itemsize, f"raw tensor {name!r} ({shape}, {dtype})")
-    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-    if dtype == np.bool_ and np.frombuffer(raw, np.uint8).max(initial=0) > 1:
-        raise ArchiveError(f"Corrupt archive: bool tensor {name!r} holds bytes other than 0/1.")
-    return array
-
-
-def _read_tensor_table(r: _Reader, coding: str, k: int, max_elements: int) -> List[_Record]:
-    """Every tensor record (raw tensors read), refusing absurd sizes before allocating."""
-    (n_tensors,) = r.unpack("I", "tensor count")
-    # Every tensor record needs at least 5 bytes: refuse absurd counts before looping.
-    if n_tensors * 5 > r.end - r.pos:
-        raise ArchiveError(f"Corrupt archive: {n_tensors} tensors cannot fit in the file.")
-    records, total = [], 0
-    for t in range(n_tensors):
-        name, code, kind, shape = _read_tensor_header(r, t)
-        size = math.prod(shape)
-        total += size
-        # The non-zero dims bound too: numpy refuses shapes like (0, 2**63).
-        if total > max_elements or math.prod(d for d in shape if d) > max_elements:
-            raise ArchiveError(
-                f"Archive declares more than {max_elements} weight elements (tensor {name!r} has "
-                f"shape {shape}); refusing an absurd size (raise max_elements if it is genuine).")
-        if kind == _RAW:
-            records.append(_Record(name, code, shape, size, _read_raw_tensor(r, name, code, shape)))
-            continue
-        if code != _FLOAT32_CODE:
-            raise ArchiveError(f"Corrupt archive: indexed tensor {name!r} is not float32.")
-        if coding == "none" or k == 0:
-            raise ArchiveError(f"Corrupt archive: tensor {name!r} is palette-indexed but the "
-                               "archive has no palette or no coded indices.")
-        records.append(_Record(name, code, shape, size, None))
-    return records
-
-
-def _read_histograms(r: _Reader, coding: str, indexed: List[_Record], k: int,
-                     max_elements: int) -> List[Tuple[int, np.ndarray]]:
-    """The ``(count, histogram)`` groups of the coded stream, checked against the tensors."""
-    n_models = {"none": 0, "global": 1, "per_tensor": len(indexed)}[coding]
-    tables = r.varints(n_models * k, "index histograms").reshape(n_models, k)
-    if tables.size and int(tables.max()) > max_elements:
-        raise ArchiveError("Corrupt archive: an index histogram holds an absurd count.")
-    if coding == "global":
-        n = sum(rec.size for rec in indexed)
-        if int(tables[0].sum()) != n:
-            raise ArchiveError(f"Corrupt archive: the index histogram counts {int(tables[0].sum())} "
-                               f"weights, the indexed tensors hold {n}.")
-        return [(n, tables[0])]
-    groups = []
-    for rec, counts in zip(indexed, tables):  # per_tensor (none: no table)
-        if int(counts.sum()) != rec.size:
-            raise ArchiveError(
-                f"Corrupt archive: the histogram of {rec.name!r} counts {int(counts.sum())} "
-                f"weights, the tensor holds {rec.size}.")
-        groups.append((rec.size, counts))
-    return groups
-
-
-def _read_stream(r: _Reader) -> np.ndarray:
-    (n_words,) = r.unpack("Q", "stream length")
-    if n_words > (r.end - r.pos) // 4:
-        raise ArchiveError(f"Truncated or inconsistent archive: the coded stream declares {n_words} "
-                           f"words, only {r.end - r.pos} bytes remain in the body.")
-    return np.frombuffer(r.take(4 * n_words, "coded stream"), dtype="<u4").astype(np.uint32)
-
-
-def _decode_indices(words: np.ndarray, groups, coding: str, indexed: List[_Record],
-                    k: int) -> List[np.ndarray]:
-    """Flat palette indices per indexed tensor, in tensor order."""
-    index_dtype = np.uint8 if k <= 256 else np.uint16
-    decoded = _decode_stream(words, groups, index_dtype) if groups else []
-    if coding != "global":
-        return decoded
-    pieces, offset = [], 0
-    for rec in indexed:
-        pieces.append(decoded[0][offset:offset + rec.size])
-        offset += rec.size
-    return pieces
-
-
-def _restored_tensors(records: List[_Record], decoded: List[np.ndarray], palette: np.ndarray
-                      ) -> Tuple[List[ArchiveTensor], List[Tuple[str, int, Tuple[int, ...], bytes]]]:
-    """The tensors (indexed ones looked up bit-exactly in the palette) and their digest rows."""
-    palette_bits = palette.view(np.uint32)
-    tensors, digest_rows, it = [], [], iter(decoded)
-    for rec in records:
-        array, indices = rec.array, None
-        if array is None:
-            idx = next(it)
-            indices = idx.reshape(rec.shape)
-            array = palette_bits[idx].view(np.float32).reshape(rec.shape)
-        tensors.append(ArchiveTensor(rec.name, array, indices))
-        digest_rows.append((rec.name, rec.code, tuple(rec.shape), _le_bytes(array)))
-    return tensors, digest_rows
-
-
-def _decode(data: memoryview, max_elements: int) -> ArchiveContents:
-    body_len = _read_prologue(data)
-    r = _Reader(data, _PROLOGUE.size, _PROLOGUE.size + body_len)
-    config = _read_config(r)
-    palette = _read_palette(r)
-    coding = _read_coding(r)
-    records = _read_tensor_table(r, coding, palette.size, max_elements)
-    indexed = [rec for rec in records if rec.array is None]
-    if coding != "none" and not indexed:
-        raise ArchiveError(f"Corrupt archive: coding {coding!r} but no palette-indexed tensor.")
-    groups = _read_histograms(r, coding, indexed, palette.size, max_elements)
-    words = _read_stream(r)
-    digest = bytes(r.take(_DIGEST_BYTES, "content digest"))
-    if r.pos != r.end:
-        raise ArchiveError(f"Corrupt archive: {r.end - r.pos} unexpected bytes at the end of the body.")
-    if coding == "none" and words.size:
-        raise ArchiveError("Corrupt archive: a coded stream but no palette-indexed tensor.")
-    decoded = _decode_indices(words, groups, coding, indexed, palette.size)
-    tensors, digest_rows = _restored_tensors(records, decoded, palette)
-    if _content_digest(config, palette, digest_rows) != digest:
-        raise ArchiveError(
-            "Archive content digest mismatch: the decoded weights differ from what was written "
-            "(written by an incompatible entropy coder version, or the file was forged).")
-    return ArchiveContents(config=config.decode("utf-8"), palette=palette, tensors=tensors,
-                           coding=coding, format_version=FORMAT_VERSION)
-
-
-def read_archive(path, max_elements: int = DEFAULT_MAX_ELEMENTS) -> ArchiveContents:
-    """Read, verify and decode an archive file without Keras (see `decode_archive`)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    return decode_archive(data, max_elements=max_elements)
-
-
-__all__ = ["ArchiveContents", "ArchiveError", "ArchiveTensor", "SizeReport", "decode_archive",
-           "encode_archive", "encode_archive_with_sizes", "read_archive"]
+__all__ = ["DEFAULT_MAX_ELEMENTS", "FORMAT_VERSION", "MAGIC", "MAX_PALETTE", "ArchiveContents",
+           "ArchiveError", "ArchiveTensor"]

@@ -54,7 +54,7 @@ _EXPORTS = {
     "ArchiveContents": "tfmot_wfn.archive.wfn_format",
     "save_archive": "tfmot_wfn.archive.wfn_archive",
     "load_archive": "tfmot_wfn.archive.wfn_archive",
-    "read_archive": "tfmot_wfn.archive.wfn_format",
+    "read_archive": "tfmot_wfn.archive.wfn_decoding",
     "archive_size_report": "tfmot_wfn.archive.wfn_archive",
 }
 
