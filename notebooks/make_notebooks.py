@@ -420,7 +420,7 @@ print(palette_file)'''),
         new_code_cell('''archive = lite.save_archive(final, f"{OUT}/model.wfn")
 restored = lite.load_archive(f"{OUT}/model.wfn")
 same = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(restored.weights, final.weights))
-print(f"{archive['N']:,} palette-indexed weights at {archive['H']:.3f} bits each; "
+print(f"{archive['indexed_weights']:,} palette-indexed weights at {archive['entropy_bits_per_weight']:.3f} bits each; "
       f"archive {archive['archive_bytes']:,} bytes (bound {archive['bound_bytes']:,.0f}); "
       f"restored bit-exactly: {same}")'''),
         new_markdown_cell("## Sizes"),
@@ -445,7 +445,7 @@ ax.barh(positions - 0.2, [r[2] / 1024 for r in rows], height=0.4, label="gzip -9
 ax.set_yticks(positions, names)
 ax.invert_yaxis()
 ax.set_xlabel("KiB")
-ax.set_title(f"{archive['N']:,} weights, palette of {palette_file.palette_size} values")
+ax.set_title(f"{archive['indexed_weights']:,} weights, palette of {palette_file.palette_size} values")
 ax.legend()
 plt.show()'''),
         new_markdown_cell("## Run it on the mobile interpreter\n\nDecoded once at load (the "

@@ -110,3 +110,26 @@ def test_freeze_batchnorm_refuses_what_it_cannot_freeze():
     fixed = tfmot_wfn.fix_weights(kh.dense_model(batchnorm=True))
     with pytest.raises(ValueError, match="before fixing"):
         tfmot_wfn.freeze_batchnorm(fixed)
+
+
+def test_batchnorm_affine_is_what_keras_computes_in_inference():
+    """core.batchnorm_affine, the one scale/shift formula folding, freezing and export share."""
+    import tensorflow as tf
+
+    from tfmot_wfn.core.batchnorm_affine import batchnorm_scale_shift, float32_batchnorm_scale
+
+    bn = conv_bn_model().get_layer("bn")
+    gamma, beta, mean, var = (w.astype(np.float64) for w in bn.get_weights())
+    scale, shift = batchnorm_scale_shift(gamma, beta, mean, var, bn.epsilon)
+    assert scale.dtype == shift.dtype == np.float64
+    np.testing.assert_array_equal(scale, gamma / np.sqrt(var + bn.epsilon))
+    x = np.random.default_rng(1).normal(size=(5, 6, 6, 4)).astype("float32")
+    np.testing.assert_allclose(x * scale + shift, np.asarray(bn(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    g32, v32 = bn.get_weights()[0], bn.get_weights()[3]
+    tf_scale = float32_batchnorm_scale(g32, v32, bn.epsilon)
+    assert tf_scale.dtype == np.float32
+    tf_rounded = (tf.constant(g32) * tf.math.rsqrt(tf.constant(v32) + np.float32(bn.epsilon))).numpy()
+    np.testing.assert_array_max_ulp(tf_scale, tf_rounded, maxulp=1)  # as TensorFlow rounds it
+    with np.errstate(all="raise"):  # zero variance and epsilon: inf, no warning
+        assert np.isinf(float32_batchnorm_scale([1.0], [0.0], 0.0)).all()

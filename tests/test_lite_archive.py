@@ -20,7 +20,9 @@ import tfmot_wfn  # noqa: E402
 from tfmot_wfn.core import entropy_bits  # noqa: E402
 from tfmot_wfn.apps.demo import build_cnn  # noqa: E402
 from tfmot_wfn.archive import wfn_archive as A  # noqa: E402
-from tfmot_wfn.archive.wfn_archive import ArchiveError  # noqa: E402
+from tfmot_wfn.archive import wfn_decoding as D  # noqa: E402
+from tfmot_wfn.archive import wfn_format as F  # noqa: E402
+from tfmot_wfn.archive.wfn_format import ArchiveError  # noqa: E402
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 
@@ -50,16 +52,16 @@ def same_contents(a: A.ArchiveContents, b: A.ArchiveContents) -> bool:
 def reseal(data: bytes) -> bytes:
     """Fix the body length and the SHA-256 of a (mutated) archive, so the parser is reached."""
     data = bytes(data)
-    if len(data) < A._PROLOGUE.size + 32:
+    if len(data) < F.PROLOGUE.size + 32:
         return data
-    body_len = len(data) - A._PROLOGUE.size - 32
+    body_len = len(data) - F.PROLOGUE.size - 32
     head = data[:12] + struct.pack("<Q", body_len)
-    out = head + data[A._PROLOGUE.size:-32]
+    out = head + data[F.PROLOGUE.size:-32]
     return out + hashlib.sha256(out).digest()
 
 
 def seal(body: bytes, version: int = A.FORMAT_VERSION, flags: int = 0) -> bytes:
-    out = A._PROLOGUE.pack(A.MAGIC, version, flags, len(body)) + body
+    out = F.PROLOGUE.pack(A.MAGIC, version, flags, len(body)) + body
     return out + hashlib.sha256(out).digest()
 
 
@@ -224,16 +226,17 @@ def test_auto_coding_keeps_the_smaller_file():
 
 def test_archive_of_50k_weights_reaches_the_entropy_bound(mlp_50k, tmp_path):
     report = A.archive_size_report(mlp_50k)
-    assert report["N"] >= 50_000 and 0 < report["H"] < 8
+    n, h = report["indexed_weights"], report["entropy_bits_per_weight"]
+    assert n >= 50_000 and 0 < h < 8
     contents = A.decode_archive(A.encode_archive(
         mlp_50k.to_json(), [(variable_path(v), v.numpy()) for v in mlp_50k.weights], tfmot_wfn.palette(mlp_50k)))
     indexed = np.concatenate([t.array.ravel() for t in contents.tensors if t.indexed])
-    assert indexed.size == report["N"]
-    assert report["H"] == pytest.approx(entropy_bits(indexed), abs=1e-12)
+    assert indexed.size == n
+    assert h == pytest.approx(entropy_bits(indexed), abs=1e-12)
     assert report["archive_bytes"] <= report["bound_bytes"]
     assert report["within_bound"]
     # The coded indices alone are within 1% of N H / 8 (the rest is headers).
-    assert report["stream_bytes"] <= 1.01 * report["N"] * report["H"] / 8 + 16
+    assert report["stream_bytes"] <= 1.01 * n * h / 8 + 16
     stats = A.save_archive(mlp_50k, tmp_path / "mlp.wfn")
     assert (tmp_path / "mlp.wfn").stat().st_size == stats["archive_bytes"] == report["archive_bytes"]
     assert_same_weights(mlp_50k, A.load_archive(tmp_path / "mlp.wfn"))
@@ -245,6 +248,16 @@ def test_demo_model_size_report_is_within_bound(small):
     assert s["raw_tensors"] == 4 and s["raw_bytes"] == 4 * (16 + 16 + 32 + 32)
 
 
+def test_the_old_size_keys_still_read_with_a_warning(small):
+    s = small["stats"]
+    with pytest.warns(DeprecationWarning, match="'indexed_weights'"):
+        assert s["N"] == s["indexed_weights"] > 0
+    with pytest.warns(DeprecationWarning, match="'entropy_bits_per_weight'"):
+        assert s["H"] == s["entropy_bits_per_weight"] > 0
+    with pytest.raises(KeyError):
+        s["no such key"]
+
+
 def test_the_format_needs_neither_keras_nor_tensorflow(tmp_path):
     """encode/decode/read_archive are numpy + constriction (the package __init__ is bypassed)."""
     script = f"""
@@ -253,10 +266,10 @@ root = {A.__file__!r}.rsplit("/tfmot_wfn/", 1)[0]
 sys.path.insert(0, root)
 pkg = types.ModuleType("tfmot_wfn.lite"); pkg.__path__ = [root + "/tfmot_wfn/lite"]
 sys.modules["tfmot_wfn.lite"] = pkg
-from tfmot_wfn.archive import wfn_archive as A
-data = A.encode_archive("{{}}", [("w", np.array([0.5, 0.0, 0.5], np.float32))], [0.0, 0.5])
+from tfmot_wfn.archive import wfn_decoding as D, wfn_encoding as E
+data = E.encode_archive("{{}}", [("w", np.array([0.5, 0.0, 0.5], np.float32))], [0.0, 0.5])
 open({str(tmp_path / "x.wfn")!r}, "wb").write(data)
-assert A.read_archive({str(tmp_path / "x.wfn")!r}).tensors[0].indexed
+assert D.read_archive({str(tmp_path / "x.wfn")!r}).tensors[0].indexed
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TF imported"
 """
     import subprocess
@@ -352,24 +365,24 @@ def test_forged_but_well_sealed_files_are_refused():
 def test_varint_reader_is_bounded_and_exact():
     values = [0, 1, 127, 128, 300, 2**32, 2**62]
     data = memoryview(varints(values) + b"\x05")
-    r = A._Reader(data, 0, len(data))
+    r = D._Reader(data, 0, len(data))
     assert r.varints(len(values), "v").tolist() == values and r.pos == len(data) - 1
     with pytest.raises(ArchiveError, match="needs 3 varints"):
-        A._Reader(memoryview(b"\x01\xff\xff"), 0, 3).varints(3, "v")
+        D._Reader(memoryview(b"\x01\xff\xff"), 0, 3).varints(3, "v")
     with pytest.raises(ArchiveError, match="longer than 9"):
-        A._Reader(memoryview(b"\xff" * 9 + b"\x01"), 0, 10).varints(1, "v")
+        D._Reader(memoryview(b"\xff" * 9 + b"\x01"), 0, 10).varints(1, "v")
 
 
 def test_content_digest_catches_a_coder_that_decodes_differently(small, monkeypatch):
     data = small["data"]
-    original = A._categorical
+    original = D.categorical_model
 
     def skewed(counts):  # a "future constriction" quantising differently
         c = counts.astype(np.float64)
         c[0] *= 3
         return original(c)
 
-    monkeypatch.setattr(A, "_categorical", skewed)
+    monkeypatch.setattr(D, "categorical_model", skewed)
     with pytest.raises(ArchiveError, match="histogram|digest|stream"):
         A.decode_archive(data)
 
@@ -442,7 +455,7 @@ def _check_outcome(expected, data):
     try:
         decoded = A.decode_archive(data)
     except ArchiveError as e:
-        assert not str(e).startswith(A._UNEXPECTED), e  # every defect has its own check
+        assert not str(e).startswith(D._UNEXPECTED), e  # every defect has its own check
         return
     assert same_contents(decoded, expected)  # only a no-op change may decode
 

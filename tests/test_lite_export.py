@@ -16,6 +16,7 @@ from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
 import tfmot_wfn
 from tfmot_wfn import lite
 from tfmot_wfn.apps.demo import build_cnn
+from tfmot_wfn.keras.batchnorm_folding import foldable_layer_pairs
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.palette_format import (
     METADATA_MAGIC,
@@ -171,6 +172,9 @@ def test_fold_batchnorm_functional_skips_shared_outputs_and_folds_nested_models(
     outer = keras.Model(outer_in, L.Dense(2)(L.Flatten()(inner(outer_in))), name="outer")
     randomize_batchnorm(outer)
     assert lite.foldable_batchnorms(outer) == [lite.FoldedPair("pointwise", "bn_folded")]
+    # the same pairs as objects: what the export matches its folded tensors to
+    assert [(layer.name, bn.name) for layer, bn in foldable_layer_pairs(outer)] == [
+        ("pointwise", "bn_folded")]
     folded = lite.fold_batchnorm(outer)
     inner_layers = {layer.name: layer for layer in folded.get_layer("inner").layers}
     assert isinstance(inner_layers["bn_kept"], L.BatchNormalization)

@@ -121,7 +121,7 @@ def test_tensorflow_table_equals_the_numpy_table(g0):
                         np.nextafter(np.float32([g0, -g0]), np.float32([1, -1])),
                         np.nextafter(np.float32([g0, -g0]), np.float32([0, 0]))])
     np.testing.assert_array_equal(
-        regularizer_table.table_rows(tf.constant(w)).numpy(), rt.expanded_rows(w))
+        regularizer_table.expanded_rows(tf.constant(w)).numpy(), rt.expanded_rows(w))
     table = rt.interpolation_table(realistic_palette(0, g0=g0), TAU, g0)
     assert (table.split_row >= 0) == (g0 != G0)
     ex = rt.expand(table)
@@ -192,7 +192,7 @@ def test_model_table_value_and_gradient_equal_the_numpy_table():
     grads = np.concatenate([g.numpy().ravel() for g in tape.gradient(r, variables)])
     assert float(r) == pytest.approx(rt.evaluate_table(np_table, w)[free].mean(), rel=1e-5)
     assert float(r) == pytest.approx(rt.softmin_term(w, palette, TAU, G0)[free].mean(), rel=1e-5)
-    rows = rt.table_rows(np_table, w)
+    rows = rt.coefficient_rows(np_table, w)
     expected = np.where(free, np_table.coefficients[rows, 1], 0.0) / free.sum()
     assert table.max_error == np_table.max_error
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-9)

@@ -384,8 +384,9 @@ def _export(args) -> int:
             result = lite.export_tflite(model, output, mode=args.format)
         bar.update(1)
     if args.format == "archive":
-        say(f"wrote {output}: {info['archive_bytes']} bytes; {info['N']} palette-indexed weights "
-            f"at {info['H']:.3f} bits each (entropy bound {info['bound_bytes']:.0f} bytes)")
+        say(f"wrote {output}: {info['archive_bytes']} bytes; {info['indexed_weights']} "
+            f"palette-indexed weights at {info['entropy_bits_per_weight']:.3f} bits each "
+            f"(entropy bound {info['bound_bytes']:.0f} bytes)")
     else:
         say(str(result))
     return 0
@@ -407,7 +408,7 @@ def _export_int8(args, model, output):
 
 
 def _is_archive(path: str) -> bool:
-    from tfmot_wfn.archive import wfn_archive as archive
+    from tfmot_wfn.archive import wfn_format as archive
 
     with open(path, "rb") as f:
         head = f.read(len(archive.MAGIC))
@@ -418,7 +419,7 @@ def _inspect(args) -> int:
     if not os.path.isfile(args.file):
         raise SystemExit(f"tfmot-wfn inspect: no such file: {args.file}")
     if _is_archive(args.file):
-        from tfmot_wfn.archive import inspection as archive_inspection, wfn_archive as archive
+        from tfmot_wfn.archive import inspection as archive_inspection, wfn_decoding as archive
 
         contents = archive.read_archive(args.file)
         summary = archive_inspection.describe(contents, os.path.getsize(args.file))

@@ -7,7 +7,7 @@ from typing import Dict
 import numpy as np
 
 from tfmot_wfn.core.weight_statistics import entropy_bits
-from tfmot_wfn.archive.wfn_archive import ArchiveContents
+from tfmot_wfn.archive.wfn_format import ArchiveContents
 
 
 def describe(contents: ArchiveContents, file_bytes: int) -> Dict:

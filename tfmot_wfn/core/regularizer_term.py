@@ -235,8 +235,11 @@ def interpolation_table(palette, temperature: float, zero_distance: float) -> In
     return InterpolationTable(coefficients, max_error, g0, split)
 
 
-def table_rows(table: InterpolationTable, w) -> np.ndarray:
-    """`bucket_rows`, with the bucket holding g0 split in two (see `InterpolationTable`)."""
+def coefficient_rows(table: InterpolationTable, w) -> np.ndarray:
+    """The row of ``table.coefficients`` for each weight.
+
+    `bucket_rows`, with the bucket holding g0 split in two (see `InterpolationTable`).
+    """
     w = np.asarray(w, np.float32)
     rows = bucket_rows(w)
     if table.split_row >= 0:
@@ -249,5 +252,5 @@ def table_rows(table: InterpolationTable, w) -> np.ndarray:
 def evaluate_table(table: InterpolationTable, w) -> np.ndarray:
     """The table's ``f(w)`` (numpy, float64 arithmetic)."""
     w = np.asarray(w, np.float64)
-    r = table_rows(table, w.astype(np.float32))
+    r = coefficient_rows(table, w.astype(np.float32))
     return table.coefficients[r, 0] + table.coefficients[r, 1] * w

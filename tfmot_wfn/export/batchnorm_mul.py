@@ -37,6 +37,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from tfmot_wfn.core.batchnorm_affine import float32_batchnorm_scale
+from tfmot_wfn.export.tensor_reasons import FOLD_HINT
+from tfmot_wfn.keras.batchnorm_folding import (
+    batchnorm_scale_shift, batchnorm_values, foldable_layer_pairs, is_depthwise, kernel_key,
+)
+from tfmot_wfn.keras.compat import short_name
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.scale_ops import (
     BIAS_SLOT, HOST_OPS, MIN_SCALE, SCALE_PREFIX, SCALE_REASON, UNSCALED_SUFFIX, KeptScale,
@@ -49,6 +55,8 @@ _MATCH_RTOL = 1e-5
 # ---------------------------------------------------------------- Keras side
 @dataclasses.dataclass
 class _Pair:
+    """A layer and the BatchNorm the converter folds into it, with the numbers the match needs."""
+
     layer: object
     bn: object
     kernel: np.ndarray       # (elements per channel, C), Keras order, float32
@@ -59,38 +67,31 @@ class _Pair:
 
 
 def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
-    from tfmot_wfn.keras.compat import short_name
-    from tfmot_wfn.keras.batchnorm_folding import _DEPTHWISE, batchnorm_scale_shift, kernel_key
-    from tfmot_wfn.export.tensor_reasons import _converter_folded_pairs
-
     pairs = []
-    for layer, bn in _converter_folded_pairs(model):
+    for layer, bn in foldable_layer_pairs(model):
         values = {short_name(v): np.asarray(v.numpy(), np.float32) for v in layer.weights}
         key = kernel_key(layer, values)
         if key not in values:
             continue
         kernel = values[key]
-        if isinstance(layer, _DEPTHWISE):  # (..., in, multiplier): channel = in * mult + m
+        if is_depthwise(layer):  # (..., in, multiplier): channel = in * mult + m
             kernel = kernel.reshape(kernel.shape[:-2] + (-1,))
         scale64, _ = batchnorm_scale_shift(bn)
         channels = scale64.size
         if kernel.shape[-1] != channels:
             continue
-        bn_values = {short_name(v): np.asarray(v.numpy(), np.float32) for v in bn.weights}
-        var = bn_values["moving_variance"]
-        gamma = bn_values.get("gamma", np.ones_like(var))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rsqrt = (np.float32(1) / np.sqrt(var + np.float32(bn.epsilon))).astype(np.float32)
+        bn32 = batchnorm_values(bn, np.float32)
         flat = kernel.reshape(-1, channels)
         pal_pos = np.minimum(np.searchsorted(palette, flat.ravel()), palette.size - 1)
         pairs.append(_Pair(
             layer=layer, bn=bn, kernel=flat, scale64=scale64,
-            scale_tf=(gamma * rsqrt).astype(np.float32),
+            scale_tf=float32_batchnorm_scale(bn32["gamma"], bn32["moving_variance"], bn.epsilon),
             uniques=np.unique(flat).astype(np.float64),
             in_palette=bool(palette.size and np.all(palette[pal_pos] == flat.ravel()))))
     return pairs
 
 
+# ------------------------------------------------------- matching the file
 def _snap(folded: np.ndarray, pair: _Pair, usable: np.ndarray) -> Optional[np.ndarray]:
     """``W`` (channels last, float32) with ``folded ~= W * s``, or None when it does not fit."""
     u = pair.uniques
@@ -154,14 +155,141 @@ def _exact_quotient(bias: np.ndarray, scale: np.ndarray) -> Tuple[np.ndarray, bo
 
 
 def _fallback_reason(pair: _Pair, tiny: np.ndarray) -> str:
-    from tfmot_wfn.export.tensor_reasons import FOLD_HINT
-
     smallest = float(np.min(np.abs(pair.scale64[tiny])))
     return (f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: its scale "
             f"gamma/sqrt(var+eps) is {smallest:.3g} (|s| < {MIN_SCALE:g}) in "
             f"{int(np.count_nonzero(tiny))} of {tiny.size} channels, so it is not kept as a "
             f"separate MUL (the bias b/s would not be finite); values are not in the palette "
             f"({FOLD_HINT})")
+
+
+@dataclasses.dataclass
+class _Match:
+    """A host op of the file whose folded weight is ``pair``'s kernel times its scale."""
+
+    pair: _Pair
+    op_name: str
+    weight: np.ndarray    # the op's folded weight, TFLite layout
+    axis: int             # its output-channel axis
+    folded: np.ndarray    # the folded weight, channels last
+    snapped: np.ndarray   # the Keras (palette) kernel, channels last
+    tiny: np.ndarray      # channels whose |scale| < MIN_SCALE
+
+
+# ------------------------------------------------------- rewriting the file
+class _ScaleRewrite:
+    """Rewrites the matched host ops of one flatbuffer; collects the kept scales and reasons."""
+
+    def __init__(self, fbm, pairs: List[_Pair]):
+        self.fbm = fbm
+        self.unmatched = list(pairs)
+        self.kept: List[KeptScale] = []
+        self.reasons: Dict[Tuple[int, str], str] = {}
+        self.replaced_buffers = set()
+
+    def subgraph(self, s: int, subgraph) -> None:
+        """Rewrite every matched op of ``subgraph``; each MUL goes right after its op."""
+        muls: Dict[int, object] = {}
+        readers = fb.consumers(subgraph)
+        for pos, op in enumerate(subgraph.operators or []):
+            match = self._match(subgraph, op)
+            if match is not None:
+                mul = self._keep_scale(s, subgraph, op, match, readers)
+                if mul is not None:
+                    muls[pos] = mul
+        if muls:
+            ops = []
+            for pos, op in enumerate(subgraph.operators):
+                ops.append(op)
+                if pos in muls:
+                    ops.append(muls[pos])
+            subgraph.operators = ops
+
+    def free_replaced_buffers(self) -> None:
+        """Empty the buffers of the replaced weights and biases that nothing reads any more."""
+        for b in self.replaced_buffers - fb.referenced_buffers(self.fbm):
+            if b > 0:
+                self.fbm.buffers[b].data = None
+
+    def _match(self, subgraph, op) -> Optional[_Match]:
+        """The still unmatched pair whose kernel ``op``'s weight is (the pair is taken)."""
+        name = fb.op_name(self.fbm, op)
+        if name not in HOST_OPS or not self.unmatched:
+            return None
+        weight = host_weight(self.fbm, subgraph, op)
+        if weight is None or weight.ndim < 2:
+            return None
+        axis = HOST_OPS[name]
+        folded = channels_last(weight, axis)
+        for pair in self.unmatched:
+            if folded.shape != pair.kernel.shape:
+                continue
+            tiny = ~(np.abs(pair.scale64) >= MIN_SCALE)  # NaN counts as tiny
+            snapped = _snap(folded, pair, ~tiny)
+            if snapped is not None:
+                self.unmatched.remove(pair)
+                return _Match(pair, name, weight, axis, folded, snapped, tiny)
+        return None
+
+    def _keep_scale(self, s: int, subgraph, op, match: _Match, readers):
+        """Palette weight, bias / s and a MUL by s for ``op``; None (with the reason) if not."""
+        pair, tiny = match.pair, match.tiny
+        weight_name = fb.tensor_name(subgraph.tensors[int(op.inputs[1])])
+        usable, bias = optional_bias(self.fbm, subgraph, op)
+        if tiny.any() or not usable:
+            self.reasons[(s, weight_name)] = _fallback_reason(pair, tiny) if tiny.any() else (
+                f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the op's "
+                "bias is not a float32 constant, so the scale is not kept as a MUL")
+            return None
+        scale, exact = _exact_scale(match.snapped, match.folded, pair)
+        bias_name = ""
+        if bias is not None:
+            new_bias, bias_exact = _exact_quotient(bias, scale)
+            if not np.all(np.isfinite(new_bias)):
+                self.reasons[(s, weight_name)] = (
+                    f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the "
+                    "bias divided by its scale is not finite in float32, so the scale is "
+                    "not kept as a separate MUL; values are not in the palette")
+                return None
+            exact = exact and bias_exact
+            bias_name = self._replace(subgraph, op, BIAS_SLOT, new_bias, readers)
+            self.reasons[(s, bias_name)] = (
+                f"bias of size {new_bias.size} not in palette: BatchNorm "
+                f"{pair.bn.name!r} shift divided by its scale (kept as a separate MUL "
+                f"after {pair.layer.name!r})")
+        weight_name = self._replace(
+            subgraph, op, 1, from_channels_last(match.snapped, match.weight.shape, match.axis),
+            readers)
+        scale_name, mul = self._scale_after(subgraph, op, scale, pair.bn.name)
+        self.reasons[(s, scale_name)] = SCALE_REASON
+        self.kept.append(KeptScale(
+            subgraph=s, layer=pair.layer.name, batchnorm=pair.bn.name, op=match.op_name,
+            channels=int(scale.size), weight=weight_name, bias=bias_name,
+            scale=scale_name, exact=exact))
+        return mul
+
+    def _replace(self, subgraph, op, slot: int, values: np.ndarray, readers) -> str:
+        """Give ``op``'s input ``slot`` the constant ``values``; returns the tensor's name."""
+        self.replaced_buffers.add(int(subgraph.tensors[int(op.inputs[slot])].buffer))
+        return set_constant(self.fbm, subgraph, op, slot, values, readers)
+
+    def _scale_after(self, subgraph, op, scale: np.ndarray, batchnorm: str):
+        """``op -> unscaled tensor -> MUL(s, op's activation) -> op's output``: (s's name, MUL)."""
+        out_index = int(op.outputs[0])
+        out = subgraph.tensors[out_index]
+        unscaled = fb.add_tensor(
+            subgraph, unique_tensor_name(subgraph, fb.tensor_name(out) + UNSCALED_SUFFIX),
+            fb.tensor_shape(out), out.type)
+        if out.shapeSignature is not None:
+            subgraph.tensors[unscaled].shapeSignature = np.array(out.shapeSignature)
+        scale_name = unique_tensor_name(subgraph, SCALE_PREFIX + batchnorm)
+        scale_index = fb.add_tensor(
+            subgraph, scale_name, [scale.size], fb.type_value("FLOAT32"),
+            fb.add_buffer(self.fbm, scale.astype("<f4").tobytes()))
+        activation = int(op.builtinOptions.fusedActivationFunction)
+        op.builtinOptions.fusedActivationFunction = fb.schema().ActivationFunctionType.NONE
+        op.outputs[0] = unscaled
+        return scale_name, mul_op(self.fbm, [unscaled, scale_index], [out_index], activation)
 
 
 def keep_batchnorm_scales(
@@ -184,94 +312,13 @@ def keep_batchnorm_scales(
     pairs = [p for p in _keras_pairs(model, pal) if p.in_palette]
     if not pairs:
         return bytes(tflite), [], {}
-    fbm = fb.read_model(tflite)
-    kept: List[KeptScale] = []
-    reasons: Dict[Tuple[int, str], str] = {}
-    unmatched = list(pairs)
-    replaced_buffers = set()
-    for s, subgraph in enumerate(fbm.subgraphs):
-        inserts: Dict[int, object] = {}
-        readers = fb.consumers(subgraph)
-        for pos, op in enumerate(subgraph.operators or []):
-            name = fb.op_name(fbm, op)
-            if name not in HOST_OPS or not unmatched:
-                continue
-            weight = host_weight(fbm, subgraph, op)
-            if weight is None or weight.ndim < 2:
-                continue
-            axis = HOST_OPS[name]
-            folded = channels_last(weight, axis)
-            for pair in unmatched:
-                if folded.shape != pair.kernel.shape:
-                    continue
-                tiny = ~(np.abs(pair.scale64) >= MIN_SCALE)  # NaN counts as tiny
-                snapped = _snap(folded, pair, ~tiny)
-                if snapped is None:
-                    continue
-                unmatched.remove(pair)
-                weight_name = fb.tensor_name(subgraph.tensors[int(op.inputs[1])])
-                usable, bias = optional_bias(fbm, subgraph, op)
-                if tiny.any() or not usable:
-                    reasons[(s, weight_name)] = _fallback_reason(pair, tiny) if tiny.any() else (
-                        f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the op's "
-                        "bias is not a float32 constant, so the scale is not kept as a MUL")
-                    break
-                scale, exact = _exact_scale(snapped, folded, pair)
-                bias_name = ""
-                if bias is not None:
-                    new_bias, bias_exact = _exact_quotient(bias, scale)
-                    if not np.all(np.isfinite(new_bias)):
-                        reasons[(s, weight_name)] = (
-                            f"BatchNorm {pair.bn.name!r} folded into {pair.layer.name!r}: the "
-                            "bias divided by its scale is not finite in float32, so the scale is "
-                            "not kept as a separate MUL; values are not in the palette")
-                        break
-                    exact = exact and bias_exact
-                    replaced_buffers.add(int(subgraph.tensors[int(op.inputs[BIAS_SLOT])].buffer))
-                    bias_name = set_constant(fbm, subgraph, op, BIAS_SLOT, new_bias, readers)
-                    reasons[(s, bias_name)] = (
-                        f"bias of size {new_bias.size} not in palette: BatchNorm "
-                        f"{pair.bn.name!r} shift divided by its scale (kept as a separate MUL "
-                        f"after {pair.layer.name!r})")
-                replaced_buffers.add(int(subgraph.tensors[int(op.inputs[1])].buffer))
-                weight_name = set_constant(
-                    fbm, subgraph, op, 1, from_channels_last(snapped, weight.shape, axis),
-                    readers)
-                # op -> unscaled tensor -> MUL(s, activation) -> the op's original output
-                out_index = int(op.outputs[0])
-                out = subgraph.tensors[out_index]
-                unscaled = fb.add_tensor(
-                    subgraph, unique_tensor_name(subgraph, fb.tensor_name(out) + UNSCALED_SUFFIX),
-                    fb.tensor_shape(out), out.type)
-                if out.shapeSignature is not None:
-                    subgraph.tensors[unscaled].shapeSignature = np.array(out.shapeSignature)
-                scale_name = unique_tensor_name(subgraph, SCALE_PREFIX + pair.bn.name)
-                scale_index = fb.add_tensor(
-                    subgraph, scale_name, [scale.size], fb.type_value("FLOAT32"),
-                    fb.add_buffer(fbm, scale.astype("<f4").tobytes()))
-                activation = int(op.builtinOptions.fusedActivationFunction)
-                op.builtinOptions.fusedActivationFunction = fb.schema().ActivationFunctionType.NONE
-                op.outputs[0] = unscaled
-                inserts[pos] = mul_op(fbm, [unscaled, scale_index], [out_index], activation)
-                reasons[(s, scale_name)] = SCALE_REASON
-                kept.append(KeptScale(
-                    subgraph=s, layer=pair.layer.name, batchnorm=pair.bn.name, op=name,
-                    channels=int(scale.size), weight=weight_name, bias=bias_name,
-                    scale=scale_name, exact=exact))
-                break
-        if inserts:
-            ops = []
-            for pos, op in enumerate(subgraph.operators):
-                ops.append(op)
-                if pos in inserts:
-                    ops.append(inserts[pos])
-            subgraph.operators = ops
-    for b in replaced_buffers - fb.referenced_buffers(fbm):
-        if b > 0:
-            fbm.buffers[b].data = None
-    if not kept:
-        return bytes(tflite), [], reasons
-    return fb.write_model(fbm), kept, reasons
+    rewrite = _ScaleRewrite(fb.read_model(tflite), pairs)
+    for s, subgraph in enumerate(rewrite.fbm.subgraphs):
+        rewrite.subgraph(s, subgraph)
+    rewrite.free_replaced_buffers()
+    if not rewrite.kept:
+        return bytes(tflite), [], rewrite.reasons
+    return fb.write_model(rewrite.fbm), rewrite.kept, rewrite.reasons
 
 
 __all__ = ["keep_batchnorm_scales"]

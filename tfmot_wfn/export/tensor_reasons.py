@@ -19,8 +19,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from tfmot_wfn.keras.batchnorm_folding import (
+    batchnorm_scale_shift, foldable_layer_pairs, folded_weights, is_depthwise,
+)
+from tfmot_wfn.keras.report import layer_weights
 from tfmot_wfn.tflite.palette_encoding import ConstantTensor, Explainer, generic_reason
 
+#: How to get palette kernels where the converter folds a BatchNorm (shown in the reasons).
 FOLD_HINT = "apply tfmot_wfn.lite.fold_batchnorm to the float model before fix_weights"
 
 
@@ -34,23 +39,6 @@ class _Origin:
     channels: Optional[np.ndarray] = None  # exact kernels: sorted values per output channel
 
 
-def _converter_folded_pairs(model):
-    """(layer, bn) pairs the TFLite converter folds: the same rule as fold_batchnorm."""
-    from tfmot_wfn.keras.batchnorm_folding import _pairs
-
-    pairs = []
-
-    def visit(m):
-        by_id = {id(layer): layer for layer in m.layers}
-        pairs.extend((layer, by_id[bn_id]) for bn_id, layer in _pairs(m).items())
-        for layer in m.layers:
-            if hasattr(layer, "layers") and hasattr(layer, "inputs"):
-                visit(layer)
-
-    visit(model)
-    return pairs
-
-
 def _batchnorms(model):
     for layer in model.layers:
         if hasattr(layer, "layers") and hasattr(layer, "inputs"):
@@ -60,13 +48,6 @@ def _batchnorms(model):
 
 
 def _origins(model) -> Dict[int, List[_Origin]]:
-    from tfmot_wfn.keras.report import layer_weights
-    from tfmot_wfn.keras.batchnorm_folding import (
-        _DEPTHWISE,
-        batchnorm_scale_shift,
-        folded_weights,
-    )
-
     found: Dict[int, List[_Origin]] = {}
 
     def add(values, reason, exact, label, bias_only=False, channels=None):
@@ -83,14 +64,14 @@ def _origins(model) -> Dict[int, List[_Origin]]:
         kind = "bias" if weight_path.endswith("bias") else "weight"
         add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True, weight_path,
             channels=_channel_rows(values, weight_path.endswith("depthwise_kernel")))
-    for layer, bn in _converter_folded_pairs(model):
+    for layer, bn in foldable_layer_pairs(model):
         values = folded_weights(layer, bn)
         for name, v in values.items():
             if name == "bias":
                 add(v, f"bias of size {v.size} not in palette: BatchNorm {bn.name!r} shift folded "
                        f"into {layer.name!r} by the converter", False, f"{layer.name}/bias",
                     bias_only=True)
-            elif name != "depthwise_kernel" or isinstance(layer, _DEPTHWISE):
+            elif name != "depthwise_kernel" or is_depthwise(layer):
                 add(v, f"BatchNorm {bn.name!r} folded into {layer.name!r}: values are not in the "
                        f"palette ({FOLD_HINT})", False, f"{layer.name}/{name}")
     # Standalone BatchNorms, and those the converter did not fold after all (e.g. Conv3D).

@@ -22,10 +22,11 @@ rate than the float training used.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
+from tfmot_wfn.core import batchnorm_affine
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, numpy_dtype, short_name, tf
 
 L = keras.layers
@@ -139,14 +140,43 @@ def foldable_batchnorms(model) -> List[FoldedPair]:
     return found
 
 
+def foldable_layer_pairs(model) -> List[Tuple[object, object]]:
+    """``(layer, BatchNorm)`` objects of every fold, nested models included.
+
+    The pairs `fold_batchnorm` folds, which are the ones the TFLite converter folds
+    too (the export matches its float weights back to them). Outer model first,
+    then each nested model in layer order.
+    """
+    by_id = {id(layer): layer for layer in model.layers}
+    found = [(layer, by_id[bn_id]) for bn_id, layer in _pairs(model).items()]
+    for layer in model.layers:
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+            found.extend(foldable_layer_pairs(layer))
+    return found
+
+
+def batchnorm_values(bn, dtype=np.float64) -> Dict[str, np.ndarray]:
+    """``gamma``, ``beta``, ``moving_mean``, ``moving_variance`` of ``bn`` as ``dtype`` arrays.
+
+    A BatchNorm without ``scale``/``center`` gets gamma 1 / beta 0.
+    """
+    values = {short_name(v): np.asarray(v.numpy(), dtype) for v in bn.weights}
+    var = values["moving_variance"]
+    values.setdefault("gamma", np.ones_like(var))
+    values.setdefault("beta", np.zeros_like(var))
+    return values
+
+
 def batchnorm_scale_shift(bn):
     """``(scale, shift)`` of an inference-mode BatchNorm: ``y = x * scale + shift`` (float64)."""
-    values = {short_name(v): np.asarray(v.numpy(), np.float64) for v in bn.weights}
-    var = values["moving_variance"]
-    gamma = values.get("gamma", np.ones_like(var))
-    beta = values.get("beta", np.zeros_like(var))
-    scale = gamma / np.sqrt(var + float(bn.epsilon))
-    return scale, beta - values["moving_mean"] * scale
+    v = batchnorm_values(bn)
+    return batchnorm_affine.batchnorm_scale_shift(
+        v["gamma"], v["beta"], v["moving_mean"], v["moving_variance"], bn.epsilon)
+
+
+def is_depthwise(layer) -> bool:
+    """A DepthwiseConv1D/2D: its kernel's output channel is ``in * multiplier + m``."""
+    return isinstance(layer, _DEPTHWISE)
 
 
 def kernel_key(layer, names) -> str:
@@ -275,5 +305,6 @@ def fold_batchnorm(model):
                                     call_function=call_function)
 
 
-__all__ = ["FOLDABLE_LAYERS", "FoldedPair", "batchnorm_scale_shift", "fold_batchnorm",
-           "foldable_batchnorms", "folded_weights"]
+__all__ = ["FOLDABLE_LAYERS", "FoldedPair", "batchnorm_scale_shift", "batchnorm_values",
+           "fold_batchnorm", "foldable_batchnorms", "foldable_layer_pairs", "folded_weights",
+           "is_depthwise", "kernel_key"]

@@ -28,17 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfmot_wfn.keras.batchnorm_folding import batchnorm_scale_shift
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
 
 
 def _frozen_copy(bn):
-    values = {short_name(v): np.asarray(v.numpy(), np.float64) for v in bn.weights}
-    var = values["moving_variance"]
-    mean = values["moving_mean"]
-    gamma = values.get("gamma", np.ones_like(var))
-    beta = values.get("beta", np.zeros_like(var))
-    scale = gamma / np.sqrt(var + float(bn.epsilon))
-    shift = beta - mean * scale
+    scale, shift = batchnorm_scale_shift(bn)
     config = bn.get_config()
     config.update(epsilon=0.0, scale=True, center=True, trainable=False)
     if IS_LEGACY_KERAS and "fused" in config:  # pragma: no cover - legacy CI job
@@ -53,8 +48,8 @@ def _frozen_copy(bn):
         new.build(bn.input_shape)
     dtype = np.dtype(keras.backend.standardize_dtype(new.weights[0].dtype)) \
         if not IS_LEGACY_KERAS else np.float32
-    by_name = {"gamma": scale, "beta": shift, "moving_mean": np.zeros_like(var),
-               "moving_variance": np.ones_like(var)}
+    by_name = {"gamma": scale, "beta": shift, "moving_mean": np.zeros_like(scale),
+               "moving_variance": np.ones_like(scale)}
     new.set_weights([by_name[short_name(v)].astype(dtype).reshape(tuple(v.shape))
                      for v in new.weights])
     return new

@@ -36,7 +36,7 @@ def flat_weights(wrappers) -> tf.Tensor:
     return parts[0] if len(parts) == 1 else tf.concat(parts, 0)
 
 
-def table_rows(w):
+def expanded_rows(w):
     """`regularizer_term.expanded_rows` in TensorFlow: four integer ops, no clipping."""
     bits = tf.bitcast(w, tf.int32)
     # (bits - 1) >> shift, as a logical shift: the arithmetic one then the mask.
@@ -51,7 +51,7 @@ def table_terms(w, intercepts, slopes, split_coefficients=None, split: int = -1,
     `split` (``table.split_row``), `split_coefficients` (its last 4 rows) and `g0`
     only matter when g0 is not a bucket boundary.
     """
-    rows = table_rows(w)
+    rows = expanded_rows(w)
     a = tf.gather(tf.convert_to_tensor(intercepts), rows)
     b = tf.gather(tf.convert_to_tensor(slopes), rows)
     if split >= 0:  # only for a g0 that is not a bucket boundary (the default is)

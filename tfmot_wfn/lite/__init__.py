@@ -19,7 +19,7 @@ This module is the public face of three packages: `tfmot_wfn.tflite` (the
 palette file format on the flatbuffer, inspection, runtimes; no Keras),
 `tfmot_wfn.export` (Keras model -> palette TFLite) and `tfmot_wfn.archive` (the
 entropy-coded ``.wfn`` archive). Names are imported on first use (PEP 562), so
-`tfmot_wfn.lite.save_archive` does not import TensorFlow until it needs it.
+`tfmot_wfn.lite.read_archive` does not import TensorFlow.
 """
 
 import importlib as _importlib
@@ -50,11 +50,11 @@ _EXPORTS = {
     "make_interpreter": "tfmot_wfn.tflite.runtime",
     "run_interpreter": "tfmot_wfn.tflite.runtime",
     "runtime_name": "tfmot_wfn.tflite.runtime",
-    "ArchiveError": "tfmot_wfn.archive.wfn_archive",
-    "ArchiveContents": "tfmot_wfn.archive.wfn_archive",
+    "ArchiveError": "tfmot_wfn.archive.wfn_format",
+    "ArchiveContents": "tfmot_wfn.archive.wfn_format",
     "save_archive": "tfmot_wfn.archive.wfn_archive",
     "load_archive": "tfmot_wfn.archive.wfn_archive",
-    "read_archive": "tfmot_wfn.archive.wfn_archive",
+    "read_archive": "tfmot_wfn.archive.wfn_decoding",
     "archive_size_report": "tfmot_wfn.archive.wfn_archive",
 }
 

@@ -124,11 +124,11 @@ def _const_ints(model, subgraph, index: int) -> Optional[np.ndarray]:
     return None if values is None else values.astype(np.int64)
 
 
-def _is(model, op, name: str) -> bool:
+def _is_op(model, op, name: str) -> bool:
     return fb.op_name(model, op) == name
 
 
-def _batch_slice(model, subgraph, op) -> bool:
+def _is_batch_slice(model, subgraph, op) -> bool:
     """``STRIDED_SLICE(shape, [0], [1], [1])`` keeping only dimension 0, as a scalar."""
     opts = op.builtinOptions
     if opts is None or len(op.inputs) != 4:
@@ -159,7 +159,7 @@ def simplify_dynamic_reshapes(model) -> int:
         outputs = {int(t) for t in (subgraph.outputs if subgraph.outputs is not None else [])}
         drop = set()
         for pos, reshape in enumerate(subgraph.operators or []):
-            if not _is(model, reshape, "RESHAPE") or reshape.inputs is None \
+            if not _is_op(model, reshape, "RESHAPE") or reshape.inputs is None \
                     or len(reshape.inputs) != 2:
                 continue
             x, packed = int(reshape.inputs[0]), int(reshape.inputs[1])
@@ -168,7 +168,7 @@ def simplify_dynamic_reshapes(model) -> int:
                 continue
             pack = subgraph.operators[pack_pos]
             opts = pack.builtinOptions
-            if not _is(model, pack, "PACK") or opts is None or int(opts.axis) != 0:
+            if not _is_op(model, pack, "PACK") or opts is None or int(opts.axis) != 0:
                 continue
             values: List[int] = []
             batch_at, slice_pos = -1, None
@@ -187,7 +187,7 @@ def simplify_dynamic_reshapes(model) -> int:
                 if batch_at < 0 or slice_pos is None:
                     continue
                 sliced = subgraph.operators[slice_pos]
-                if not _is(model, sliced, "STRIDED_SLICE") or not _batch_slice(model, subgraph,
+                if not _is_op(model, sliced, "STRIDED_SLICE") or not _is_batch_slice(model, subgraph,
                                                                                 sliced):
                     continue
                 shape_tensor = int(sliced.inputs[0])
@@ -195,7 +195,7 @@ def simplify_dynamic_reshapes(model) -> int:
                 if shape_pos is None or _only_reader(readers, shape_tensor, outputs) is None:
                     continue
                 shape_op = subgraph.operators[shape_pos]
-                if not _is(model, shape_op, "SHAPE") or int(shape_op.inputs[0]) != x:
+                if not _is_op(model, shape_op, "SHAPE") or int(shape_op.inputs[0]) != x:
                     continue
                 if subgraph.tensors[int(shape_op.outputs[0])].type != fb.type_value("INT32"):
                     continue

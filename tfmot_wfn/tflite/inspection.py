@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -174,6 +174,28 @@ class TFLiteInspection:
         return "\n".join(lines)
 
 
+def _file_bytes(path: Union[str, os.PathLike, bytes]) -> Tuple[bytes, str]:
+    """``(the file's bytes, its path as shown)``; bytes given directly are shown as ``""``."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return bytes(path), ""
+    shown = os.fspath(path)
+    if not os.path.isfile(shown):
+        raise FileNotFoundError(f"no TFLite file at {shown!r}")
+    with open(shown, "rb") as f:
+        return f.read(), shown
+
+
+def _reason(meta, int8_reasons: Dict, s: int, i: int, raw_name: str, dtype: str) -> str:
+    """Why constant ``i`` of subgraph ``s`` is not palette-indexed: as recorded (in the palette
+    metadata, or for an int8 file in its int8 metadata), else generic."""
+    recorded = int8_reasons.get((s, i)) if meta is None else meta.reason(s, i, raw_name)
+    if dtype != "FLOAT32":
+        return recorded or non_float_reason(dtype)
+    if meta is None:
+        return NO_METADATA_REASON
+    return recorded or "not listed in the tfmot_wfn metadata"
+
+
 def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     """Describe a TFLite file written by `export_tflite` (palette, int8 or dense) or any other.
 
@@ -187,14 +209,7 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     Raises:
       FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).
     """
-    if isinstance(path, (bytes, bytearray, memoryview)):
-        data, shown = bytes(path), ""
-    else:
-        shown = os.fspath(path)
-        if not os.path.isfile(shown):
-            raise FileNotFoundError(f"no TFLite file at {shown!r}")
-        with open(shown, "rb") as f:
-            data = f.read()
+    data, shown = _file_bytes(path)
     model = fb.read_model(data)
     meta = read_metadata(model)
     int8 = read_int8_metadata(model)
@@ -246,14 +261,7 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             raw_name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
             values = fb.constant_array(model, tensor)
             dtype = fb.type_name(tensor.type)
-            recorded = (int8_reasons.get((s, i)) if meta is None
-                        else meta.reason(s, i, raw_name))
-            if dtype != "FLOAT32":
-                reason = recorded or non_float_reason(dtype)
-            elif meta is None:
-                reason = NO_METADATA_REASON
-            else:
-                reason = recorded or "not listed in the tfmot_wfn metadata"
+            reason = _reason(meta, int8_reasons, s, i, raw_name, dtype)
             tensors.append(TensorInfo(
                 subgraph=s, name=display_name(raw_name, i), shape=shape,
                 elements=int(np.prod(shape)) if shape else 1, stored_as=dtype.lower(),

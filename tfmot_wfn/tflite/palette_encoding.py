@@ -103,30 +103,6 @@ def _palette_positions(values: np.ndarray, pal: np.ndarray) -> Tuple[np.ndarray,
     return pos, int(flat.size - np.count_nonzero(inside))
 
 
-def _decode_ops(model, subgraph, palette_tensor: int, index_tensor: int, output_tensor: int,
-                shape, number: int, compact: bool) -> List:
-    mod = fb.schema()
-    positions = fb.add_tensor(subgraph, "" if compact else f"{POSITIONS_PREFIX}{number}", shape,
-                              mod.TensorType.INT32)
-    cast = mod.OperatorT()
-    cast.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.CAST)
-    cast.inputs = np.asarray([index_tensor], np.int32)
-    cast.outputs = np.asarray([positions], np.int32)
-    gather = mod.OperatorT()
-    gather.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.GATHER)
-    gather.inputs = np.asarray([palette_tensor, positions], np.int32)
-    gather.outputs = np.asarray([output_tensor], np.int32)
-    if not compact:  # the kernels read the types from the tensors and default to axis 0
-        cast.builtinOptionsType = mod.BuiltinOptions.CastOptions
-        cast.builtinOptions = mod.CastOptionsT()
-        cast.builtinOptions.inDataType = subgraph.tensors[index_tensor].type
-        cast.builtinOptions.outDataType = mod.TensorType.INT32
-        gather.builtinOptionsType = mod.BuiltinOptions.GatherOptions
-        gather.builtinOptions = mod.GatherOptionsT()
-        gather.builtinOptions.axis, gather.builtinOptions.batchDims = 0, 0
-    return [cast, gather]
-
-
 def _candidate(model, tensor) -> bool:
     """A plain (not quantized, not sparse, not variable) constant float32 tensor."""
     quant = tensor.quantization
@@ -175,6 +151,209 @@ def _compact_tables(model, labels: Dict[Tuple[int, int], str]) -> None:
     compaction.drop_unused_buffers(model)
 
 
+def _checked_index_dtype(index_dtype: Optional[str], palette_size: int) -> str:
+    """``index_dtype``, or the smallest that holds the palette when None; checked."""
+    smallest = index_dtype_for(palette_size)
+    if index_dtype is None:
+        return smallest
+    if index_dtype not in ("uint8", "int16"):
+        raise ValueError(f"index_dtype must be 'uint8', 'int16' or None, got {index_dtype!r}")
+    if index_dtype == "uint8" and smallest != "uint8":
+        raise ValueError(f"a palette of {palette_size} values needs int16 indices, not uint8")
+    return index_dtype
+
+
+def _empty_buffer(model) -> int:
+    """An empty buffer for the decoded tensors (buffer 0 by convention, else a new one)."""
+    first = model.buffers[0] if model.buffers else None
+    if first is not None and (first.data is None or len(first.data) == 0):
+        return 0
+    return fb.add_buffer(model, None)
+
+
+def _insert_before(subgraph, inserts: Dict[int, List]) -> None:
+    """Put ``inserts[p]`` (lists of ops) right before operator ``p`` of ``subgraph``."""
+    if not inserts:
+        return
+    ops = []
+    for pos, op in enumerate(subgraph.operators):
+        ops.extend(inserts.get(pos, []))
+        ops.append(op)
+    subgraph.operators = ops
+
+
+class _PaletteEncoder:
+    """Replaces the all-palette constants of one model, subgraph by subgraph, and keeps records.
+
+    ``indexed`` / ``not_indexed``: the tensor records `encode_palette` returns;
+    ``labels``: ``(subgraph, tensor) -> short name`` for ``compact``;
+    ``scale_entries``: the metadata entries of the BatchNorm scales kept as MULs.
+    """
+
+    def __init__(self, model, pal: np.ndarray, index_dtype: str, compact: bool,
+                 explain: Optional[Explainer], label: Optional[Labeler]):
+        self.model, self.pal, self.index_dtype, self.compact = model, pal, index_dtype, compact
+        self.explain, self.label = explain, label
+        self.index_type = fb.type_value(index_dtype.upper())
+        self.empty_buffer = _empty_buffer(model)
+        self.palette_buffer = fb.add_buffer(model, pal.astype("<f4").tobytes())
+        self.index_buffers: Dict[int, int] = {}  # original buffer -> its index buffer
+        self.replaced_buffers = set()
+        self.indexed: List[IndexedTensor] = []
+        self.not_indexed: List[NonPaletteTensor] = []
+        self.labels: Dict[Tuple[int, int], str] = {}
+        self.scale_entries: List[Dict] = []
+        self._expected_scales: Dict[Tuple[int, str], object] = {}
+        self._readers: Dict[int, List] = {}  # of the subgraph being encoded
+        self._palette_tensor: Optional[int] = None  # its palette tensor, once one is indexed
+
+    def expect_scales(self, batchnorm_scales: Sequence) -> None:
+        """The kept BatchNorm scales (`KeptScale` or metadata dicts), looked up by tensor name."""
+        for k in batchnorm_scales:
+            if isinstance(k, dict):
+                self._expected_scales[(int(k["subgraph"]), k["tensor"])] = k
+            else:
+                self._expected_scales[(k.subgraph, k.scale)] = k
+
+    def encode_subgraph(self, s: int, subgraph) -> None:
+        """Index every all-palette constant of ``subgraph`` read by an op; record the others."""
+        self._readers = fb.consumers(subgraph)
+        self._palette_tensor = None
+        inserts: Dict[int, List] = {}
+        for i in range(len(subgraph.tensors)):  # the tensors added on the way are not visited
+            tensor = subgraph.tensors[i]
+            if not fb.is_constant(self.model, tensor):
+                continue
+            record, positions = self._describe(s, subgraph, i)
+            self._note_label(record)
+            self._note_kept_scale(s, record.name, i)
+            if record.outside_palette == 0 and record.consumers:
+                first_reader = min(p for p, _ in self._readers[i])
+                inserts.setdefault(first_reader, []).extend(
+                    self._index(subgraph, record, positions))
+            else:
+                self._leave(record)
+        _insert_before(subgraph, inserts)
+
+    def finish(self) -> None:
+        """Check every kept scale was found; empty the buffers no tensor reads any more."""
+        if self._expected_scales:
+            missing = ", ".join(repr(name) for _, name in self._expected_scales)
+            raise ValueError(f"batchnorm_scales name tensors the file does not hold: {missing}")
+        still_used = fb.referenced_buffers(self.model)
+        for b in self.replaced_buffers - still_used:
+            self.model.buffers[b].data = None
+
+    def rename_as_written(self, index_of: Dict[Tuple[int, str], int]) -> None:
+        """After compaction: the records and kept scales name tensors as the file now does.
+
+        ``index_of``: ``(subgraph, name before compaction) -> tensor index``.
+        """
+        shown = {(s, i): display_name(fb.tensor_name(t), i)
+                 for s, i, t in fb.iter_tensors(self.model)}
+
+        def renamed(s: int, name: str) -> str:
+            return shown.get((s, index_of.get((s, name), -1)), name) if name else name
+
+        self.indexed = [dataclasses.replace(t, name=shown[(t.subgraph, t.index)])
+                        for t in self.indexed]
+        self.not_indexed = [dataclasses.replace(t, name=shown[(t.subgraph, t.index)])
+                            for t in self.not_indexed]
+        for entry in self.scale_entries:
+            s = int(entry["subgraph"])
+            entry["tensor"] = shown[(s, int(entry["index"]))]
+            for key in ("weight", "bias"):
+                if key in entry:
+                    entry[key] = renamed(s, entry[key])
+
+    def _describe(self, s: int, subgraph, i: int) -> Tuple[ConstantTensor, Optional[np.ndarray]]:
+        """The record of constant ``i`` and, for a plain float32 one, its palette positions."""
+        tensor = subgraph.tensors[i]
+        shape = fb.tensor_shape(tensor)
+        reads = tuple((fb.op_name(self.model, subgraph.operators[p]), slot)
+                      for p, slot in self._readers.get(i, []))
+        values, outside, positions = None, -1, None
+        if _candidate(self.model, tensor):
+            values = fb.constant_array(self.model, tensor)
+            positions, outside = _palette_positions(values, self.pal)
+        record = ConstantTensor(
+            subgraph=s, index=i, name=fb.tensor_name(tensor), shape=shape,
+            dtype=fb.type_name(tensor.type), elements=int(np.prod(shape)) if shape else 1,
+            bytes=fb.buffer_bytes(self.model, tensor.buffer), outside_palette=outside,
+            consumers=reads, values=values)
+        return record, positions
+
+    def _note_label(self, record: ConstantTensor) -> None:
+        if self.compact and self.label is not None and record.values is not None:
+            new_name = self.label(record)
+            if new_name:
+                self.labels[(record.subgraph, record.index)] = new_name
+
+    def _note_kept_scale(self, s: int, name: str, i: int) -> None:
+        k = self._expected_scales.pop((s, name), None)
+        if k is not None:
+            entry = dict(k) if isinstance(k, dict) else dict(
+                k.to_metadata(), weight=k.weight, bias=k.bias)
+            entry.update(subgraph=s, index=i)
+            self.scale_entries.append(entry)
+
+    def _index(self, subgraph, record: ConstantTensor, positions: np.ndarray) -> List:
+        """Store ``record``'s tensor as indices; returns the CAST + GATHER that decode it."""
+        tensor = subgraph.tensors[record.index]
+        if self._palette_tensor is None:
+            self._palette_tensor = fb.add_tensor(subgraph, PALETTE_TENSOR_NAME, [self.pal.size],
+                                                 fb.type_value("FLOAT32"), self.palette_buffer)
+        dtype = np.dtype(self.index_dtype)
+        if tensor.buffer not in self.index_buffers:
+            self.index_buffers[tensor.buffer] = fb.add_buffer(
+                self.model, positions.astype(dtype.newbyteorder("<")).tobytes())
+        number = len(self.indexed)
+        index_tensor = fb.add_tensor(
+            subgraph, "" if self.compact else f"{INDICES_PREFIX}{number}", record.shape,
+            self.index_type, self.index_buffers[tensor.buffer])
+        self.replaced_buffers.add(tensor.buffer)
+        tensor.buffer = self.empty_buffer
+        ops = self._decode_ops(subgraph, index_tensor, record.index, record.shape, number)
+        self.indexed.append(IndexedTensor(
+            subgraph=record.subgraph, name=record.name, shape=record.shape,
+            elements=int(record.values.size), index_dtype=self.index_dtype,
+            unique_values=int(np.unique(positions).size),
+            index_bytes=int(record.values.size * dtype.itemsize), index=record.index))
+        return ops
+
+    def _decode_ops(self, subgraph, index_tensor: int, output_tensor: int, shape,
+                    number: int) -> List:
+        """``output = GATHER(palette, CAST(indices, int32))``."""
+        mod, model = fb.schema(), self.model
+        positions = fb.add_tensor(subgraph, "" if self.compact else f"{POSITIONS_PREFIX}{number}",
+                                  shape, mod.TensorType.INT32)
+        cast = mod.OperatorT()
+        cast.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.CAST)
+        cast.inputs = np.asarray([index_tensor], np.int32)
+        cast.outputs = np.asarray([positions], np.int32)
+        gather = mod.OperatorT()
+        gather.opcodeIndex = fb.opcode_index(model, mod.BuiltinOperator.GATHER)
+        gather.inputs = np.asarray([self._palette_tensor, positions], np.int32)
+        gather.outputs = np.asarray([output_tensor], np.int32)
+        if not self.compact:  # the kernels read the types from the tensors and default to axis 0
+            cast.builtinOptionsType = mod.BuiltinOptions.CastOptions
+            cast.builtinOptions = mod.CastOptionsT()
+            cast.builtinOptions.inDataType = subgraph.tensors[index_tensor].type
+            cast.builtinOptions.outDataType = mod.TensorType.INT32
+            gather.builtinOptionsType = mod.BuiltinOptions.GatherOptions
+            gather.builtinOptions = mod.GatherOptionsT()
+            gather.builtinOptions.axis, gather.builtinOptions.batchDims = 0, 0
+        return [cast, gather]
+
+    def _leave(self, record: ConstantTensor) -> None:
+        """Record a constant left as it is, with the explainer's reason (else the generic one)."""
+        reason = (self.explain(record) if self.explain is not None else None) \
+            or generic_reason(record)
+        self.not_indexed.append(NonPaletteTensor(
+            subgraph=record.subgraph, name=record.name, shape=record.shape, dtype=record.dtype,
+            elements=record.elements, bytes=record.bytes, reason=reason, index=record.index))
+
+
 def encode_palette(
     tflite: bytes,
     palette,
@@ -195,7 +374,7 @@ def encode_palette(
       producer: a free text stored in the metadata (e.g. the tfmot_wfn version).
       index_dtype: ``"uint8"`` or ``"int16"``; None (default) picks the smallest that
         holds the palette (uint8 for K <= 256).
-      batchnorm_scales: the `batchnorm_scale.KeptScale` records (or their metadata
+      batchnorm_scales: the `scale_ops.KeptScale` records (or their metadata
         dicts) of BatchNorms kept as a MUL, stored in the metadata for the decoder.
       compact: drop what costs bytes and no interpreter reads (see `compaction`):
         every tensor name but the model's inputs/outputs (and signature tensors), the
@@ -223,123 +402,23 @@ def encode_palette(
     pal = check_palette(palette)
     if compact:
         _compact_graph(model)
-    smallest = index_dtype_for(pal.size)
-    if index_dtype is None:
-        index_dtype = smallest
-    elif index_dtype not in ("uint8", "int16"):
-        raise ValueError(f"index_dtype must be 'uint8', 'int16' or None, got {index_dtype!r}")
-    elif index_dtype == "uint8" and smallest != "uint8":
-        raise ValueError(f"a palette of {pal.size} values needs int16 indices, not uint8")
-    index_type = fb.type_value(index_dtype.upper())
-    # Decoded tensors point at an empty buffer (by convention buffer 0 is one).
-    first = model.buffers[0] if model.buffers else None
-    empty_buffer = 0 if first is not None and (first.data is None or len(first.data) == 0) \
-        else fb.add_buffer(model, None)
-    palette_buffer = fb.add_buffer(model, pal.astype("<f4").tobytes())
-    index_buffers: Dict[int, int] = {}  # original buffer -> its index buffer
-    replaced_buffers = set()
-    indexed: List[IndexedTensor] = []
-    not_indexed: List[NonPaletteTensor] = []
-    labels: Dict[Tuple[int, int], str] = {}
-    scale_names = {(int(k["subgraph"]) if isinstance(k, dict) else k.subgraph,
-                    k["tensor"] if isinstance(k, dict) else k.scale): k
-                   for k in batchnorm_scales}
-    scale_entries: List[Dict] = []
+    encoder = _PaletteEncoder(model, pal, _checked_index_dtype(index_dtype, pal.size),
+                              compact=compact, explain=explain, label=label)
+    encoder.expect_scales(batchnorm_scales)
     index_of = {(s, fb.tensor_name(t)): i for s, i, t in fb.iter_tensors(model)}
-
     for s, subgraph in enumerate(model.subgraphs):
-        readers = fb.consumers(subgraph)
-        original_count = len(subgraph.tensors)
-        palette_tensor: Optional[int] = None
-        inserts: Dict[int, List] = {}
-        for i in range(original_count):
-            tensor = subgraph.tensors[i]
-            if not fb.is_constant(model, tensor):
-                continue
-            name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
-            data_bytes = fb.buffer_bytes(model, tensor.buffer)
-            reads = tuple((fb.op_name(model, subgraph.operators[p]), slot)
-                          for p, slot in readers.get(i, []))
-            values, outside, positions = None, -1, None
-            if _candidate(model, tensor):
-                values = fb.constant_array(model, tensor)
-                positions, outside = _palette_positions(values, pal)
-            record = ConstantTensor(
-                subgraph=s, index=i, name=name, shape=shape, dtype=fb.type_name(tensor.type),
-                elements=int(np.prod(shape)) if shape else 1, bytes=data_bytes,
-                outside_palette=outside, consumers=reads, values=values)
-            if compact and label is not None and values is not None:
-                new_name = label(record)
-                if new_name:
-                    labels[(s, i)] = new_name
-            if (s, name) in scale_names:
-                k = scale_names.pop((s, name))
-                entry = dict(k) if isinstance(k, dict) else dict(
-                    k.to_metadata(), weight=k.weight, bias=k.bias)
-                entry.update(subgraph=s, index=i)
-                scale_entries.append(entry)
-            if outside == 0 and reads:
-                if palette_tensor is None:
-                    palette_tensor = fb.add_tensor(subgraph, PALETTE_TENSOR_NAME, [pal.size],
-                                                   fb.type_value("FLOAT32"), palette_buffer)
-                if tensor.buffer not in index_buffers:
-                    index_buffers[tensor.buffer] = fb.add_buffer(
-                        model, positions.astype(np.dtype(index_dtype).newbyteorder("<")).tobytes())
-                number = len(indexed)
-                index_name = "" if compact else f"{INDICES_PREFIX}{number}"
-                index_tensor = fb.add_tensor(subgraph, index_name, shape, index_type,
-                                             index_buffers[tensor.buffer])
-                replaced_buffers.add(tensor.buffer)
-                tensor.buffer = empty_buffer
-                first_reader = min(p for p, _ in readers[i])
-                inserts.setdefault(first_reader, []).extend(_decode_ops(
-                    model, subgraph, palette_tensor, index_tensor, i, shape, number, compact))
-                indexed.append(IndexedTensor(
-                    subgraph=s, name=name, shape=shape, elements=int(values.size),
-                    index_dtype=index_dtype, unique_values=int(np.unique(positions).size),
-                    index_bytes=int(values.size * np.dtype(index_dtype).itemsize), index=i))
-                continue
-            reason = (explain(record) if explain is not None else None) or generic_reason(record)
-            not_indexed.append(NonPaletteTensor(
-                subgraph=s, name=name, shape=shape, dtype=record.dtype, elements=record.elements,
-                bytes=data_bytes, reason=reason, index=i))
-        if inserts:
-            ops = []
-            for pos, op in enumerate(subgraph.operators):
-                ops.extend(inserts.get(pos, []))
-                ops.append(op)
-            subgraph.operators = ops
-    if scale_names:
-        missing = ", ".join(repr(name) for _, name in scale_names)
-        raise ValueError(f"batchnorm_scales name tensors the file does not hold: {missing}")
-
-    still_used = fb.referenced_buffers(model)
-    for b in replaced_buffers - still_used:
-        model.buffers[b].data = None
+        encoder.encode_subgraph(s, subgraph)
+    encoder.finish()
     if compact:
-        _compact_tables(model, labels)
-        # the records, and the kept scales, name the tensors as the file now does
-        shown = {(s, i): display_name(fb.tensor_name(t), i) for s, i, t in fb.iter_tensors(model)}
-
-        def renamed(s: int, name: str) -> str:
-            return shown.get((s, index_of.get((s, name), -1)), name) if name else name
-
-        indexed = [dataclasses.replace(t, name=shown[(t.subgraph, t.index)]) for t in indexed]
-        not_indexed = [dataclasses.replace(t, name=shown[(t.subgraph, t.index)])
-                       for t in not_indexed]
-        for entry in scale_entries:
-            s = int(entry["subgraph"])
-            entry["tensor"] = shown[(s, int(entry["index"]))]
-            for key in ("weight", "bias"):
-                if key in entry:
-                    entry[key] = renamed(s, entry[key])
-
+        _compact_tables(model, encoder.labels)
+        encoder.rename_as_written(index_of)
     metadata = PaletteMetadata(
-        palette_size=int(pal.size), index_dtype=index_dtype,
-        indexed_count=len(indexed),
+        palette_size=int(pal.size), index_dtype=encoder.index_dtype,
+        indexed_count=len(encoder.indexed),
         # Non-float constants (shapes, axes) get their generic reason back from `inspect`.
         not_indexed=[{"subgraph": t.subgraph, "index": t.index, "tensor": t.name,
-                      "reason": t.reason} for t in not_indexed if t.dtype == "FLOAT32"],
-        producer=producer, batchnorm_scales=scale_entries)
+                      "reason": t.reason} for t in encoder.not_indexed if t.dtype == "FLOAT32"],
+        producer=producer, batchnorm_scales=encoder.scale_entries)
     fb.set_metadata(model, METADATA_NAME, metadata.to_bytes())
-    return fb.write_model(model, small_alignment=compact), metadata, indexed, not_indexed
+    return (fb.write_model(model, small_alignment=compact), metadata, encoder.indexed,
+            encoder.not_indexed)
