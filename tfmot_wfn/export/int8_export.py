@@ -26,6 +26,10 @@ from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from tfmot_wfn.core.batchnorm_affine import float32_batchnorm_scale
+from tfmot_wfn.keras.batchnorm_folding import (
+    batchnorm_values, folded_weights, foldable_layer_pairs, is_depthwise, kernel_key,
+)
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.int8_exact import (
     WEIGHT_OPS, InexactChannel, Int8Target, Int8Weight, dequantized_weight, int8_weight_ops,
@@ -157,22 +161,14 @@ def _layers(model):
 
 def _batchnorm_scale(bn) -> np.ndarray:
     """``gamma / sqrt(var + eps)`` in float32, as TensorFlow folds it."""
-    from tfmot_wfn.keras.compat import short_name
-
-    values = {short_name(v): np.asarray(v.numpy(), np.float32) for v in bn.weights}
-    var = values["moving_variance"]
-    gamma = values.get("gamma", np.ones_like(var))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (gamma * (np.float32(1) / np.sqrt(var + np.float32(bn.epsilon)))).astype(
-            np.float32)
+    values = batchnorm_values(bn, np.float32)
+    return float32_batchnorm_scale(values["gamma"], values["moving_variance"], bn.epsilon)
 
 
 def _candidates(model) -> List[_Candidate]:
-    from tfmot_wfn.keras.batchnorm_folding import _DEPTHWISE, folded_weights, kernel_key
     from tfmot_wfn.keras.compat import short_name
-    from tfmot_wfn.export.tensor_reasons import _converter_folded_pairs
 
-    folded = {id(layer): bn for layer, bn in _converter_folded_pairs(model)}
+    folded = {id(layer): bn for layer, bn in foldable_layer_pairs(model)}
     found = []
     for layer in _layers(model):
         values = {short_name(v): np.asarray(v.numpy(), np.float64) for v in layer.weights}
@@ -181,7 +177,7 @@ def _candidates(model) -> List[_Candidate]:
             kernel = values.get(key)
             if kernel is None or kernel.ndim < 2:
                 continue
-            if key == "depthwise_kernel" or isinstance(layer, _DEPTHWISE):
+            if key == "depthwise_kernel" or is_depthwise(layer):
                 kernel = kernel.reshape(kernel.shape[:-2] + (-1,))
             bn = folded.get(id(layer)) if key == main else None
             if bn is not None:
