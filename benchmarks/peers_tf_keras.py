@@ -50,7 +50,7 @@ def _accuracy(model, x, y) -> float:
 def cluster(spec) -> dict:
     name = spec["model"]
     m = models.MODELS[name]
-    x_train, x_test, y_train, y_test = models.digits(m["image"], m["channels"], spec["seed"])
+    x_train, x_test, y_train, y_test = models.dataset(name, spec["seed"])
     keras.utils.set_random_seed(spec["seed"])
     base = models.build(name, keras)
     models.load_layer_weights(base, spec["weights_in"])
@@ -93,7 +93,7 @@ def cluster(spec) -> dict:
 def step_time(spec) -> dict:
     name = spec["model"]
     m = models.MODELS[name]
-    x_train, _, y_train, _ = models.digits(m["image"], m["channels"], spec["seed"])
+    x_train, _, y_train, _ = models.dataset(name, spec["seed"])
     keras.utils.set_random_seed(spec["seed"])
 
     def plain():
