@@ -92,7 +92,6 @@ def cluster(spec) -> dict:
 
 def step_time(spec) -> dict:
     name = spec["model"]
-    m = models.MODELS[name]
     x_train, _, y_train, _ = models.dataset(name, spec["seed"])
     keras.utils.set_random_seed(spec["seed"])
 
