@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from tfmot_wfn.keras.batchnorm_folding import folding_pairs
+from tfmot_wfn.keras.cloning import walk_layers
 from tfmot_wfn.tflite.palette_encoding import ConstantTensor, Explainer, generic_reason
 
 FOLD_HINT = "apply tfmot_wfn.lite.fold_batchnorm to the float model before fix_weights"
@@ -34,29 +36,19 @@ class _Origin:
     channels: Optional[np.ndarray] = None  # exact kernels: sorted values per output channel
 
 
+def _is_graph_model(layer) -> bool:
+    """A nested Functional or Sequential model (the converter sees through those)."""
+    return hasattr(layer, "layers") and hasattr(layer, "inputs")
+
+
 def _converter_folded_pairs(model):
     """(layer, bn) pairs the TFLite converter folds: the same rule as fold_batchnorm."""
-    from tfmot_wfn.keras.batchnorm_folding import _pairs
-
-    pairs = []
-
-    def visit(m):
-        by_id = {id(layer): layer for layer in m.layers}
-        pairs.extend((layer, by_id[bn_id]) for bn_id, layer in _pairs(m).items())
-        for layer in m.layers:
-            if hasattr(layer, "layers") and hasattr(layer, "inputs"):
-                visit(layer)
-
-    visit(model)
-    return pairs
+    return folding_pairs(model, descend=_is_graph_model)
 
 
 def _batchnorms(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
-            yield from _batchnorms(layer)
-        elif type(layer).__name__ == "BatchNormalization":
-            yield layer
+    return (layer for layer in walk_layers(model, descend=_is_graph_model)
+            if type(layer).__name__ == "BatchNormalization")
 
 
 def _origins(model) -> Dict[int, List[_Origin]]:

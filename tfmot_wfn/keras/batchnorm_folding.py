@@ -22,7 +22,7 @@ rate than the float training used.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -129,6 +129,16 @@ def _pairs(model) -> Dict[int, object]:
     return _functional_pairs(model)
 
 
+def folding_pairs(model, descend: Callable = is_model) -> List[Tuple[object, object]]:
+    """``(layer, BatchNorm)`` of each BatchNorm `fold_batchnorm` folds into its layer, in
+    `model` and in each nested model (each layer for which ``descend(layer)``)."""
+    found = []
+    for m in walk_models(model, descend):
+        bn_by_id = {id(layer): layer for layer in m.layers}
+        found.extend((layer, bn_by_id[bn_id]) for bn_id, layer in _pairs(m).items())
+    return found
+
+
 def foldable_batchnorms(model) -> List[FoldedPair]:
     """The (layer, BatchNorm) pairs `fold_batchnorm` would fold, nested models included.
 
@@ -137,12 +147,7 @@ def foldable_batchnorms(model) -> List[FoldedPair]:
     [FoldedPair(layer='conv1', batchnorm='bn1'), FoldedPair(layer='conv2', batchnorm='bn2')]
     ```
     """
-    found = []
-    for m in walk_models(model):
-        bn_by_id = {id(layer): layer for layer in m.layers}
-        for bn_id, layer in _pairs(m).items():
-            found.append(FoldedPair(layer.name, bn_by_id[bn_id].name))
-    return found
+    return [FoldedPair(layer.name, bn.name) for layer, bn in folding_pairs(model)]
 
 
 def batchnorm_scale_shift(bn):
@@ -263,4 +268,4 @@ def fold_batchnorm(model):
 
 
 __all__ = ["FOLDABLE_LAYERS", "FoldedPair", "batchnorm_scale_shift", "fold_batchnorm",
-           "foldable_batchnorms", "folded_weights"]
+           "foldable_batchnorms", "folded_weights", "folding_pairs"]
