@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfmot_wfn.keras.batchnorm_folding import folding_pairs
-from tfmot_wfn.keras.cloning import walk_layers
+from tfmot_wfn.keras.batchnorm_folding import foldable_layer_pairs
+from tfmot_wfn.keras.cloning import is_functional_or_sequential, walk_layers
 from tfmot_wfn.tflite.palette_encoding import ConstantTensor, Explainer, generic_reason
 
 FOLD_HINT = "apply tfmot_wfn.lite.fold_batchnorm to the float model before fix_weights"
@@ -36,18 +36,13 @@ class _Origin:
     channels: Optional[np.ndarray] = None  # exact kernels: sorted values per output channel
 
 
-def _is_graph_model(layer) -> bool:
-    """A nested Functional or Sequential model (the converter sees through those)."""
-    return hasattr(layer, "layers") and hasattr(layer, "inputs")
-
-
 def _converter_folded_pairs(model):
     """(layer, bn) pairs the TFLite converter folds: the same rule as fold_batchnorm."""
-    return folding_pairs(model, descend=_is_graph_model)
+    return foldable_layer_pairs(model)
 
 
 def _batchnorms(model):
-    return (layer for layer in walk_layers(model, descend=_is_graph_model)
+    return (layer for layer in walk_layers(model, descend=is_functional_or_sequential)
             if type(layer).__name__ == "BatchNormalization")
 
 

@@ -26,7 +26,13 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from tfmot_wfn.keras.cloning import copy_layer, is_model, rebuilt_layer, walk_models
+from tfmot_wfn.keras.cloning import (
+    copy_layer,
+    is_functional_or_sequential,
+    is_model,
+    rebuilt_layer,
+    walk_models,
+)
 from tfmot_wfn.keras.compat import (
     IS_LEGACY_KERAS,
     inbound_nodes,
@@ -129,9 +135,9 @@ def _pairs(model) -> Dict[int, object]:
     return _functional_pairs(model)
 
 
-def folding_pairs(model, descend: Callable = is_model) -> List[Tuple[object, object]]:
-    """``(layer, BatchNorm)`` of each BatchNorm `fold_batchnorm` folds into its layer, in
-    `model` and in each nested model (each layer for which ``descend(layer)``)."""
+def _nested_pairs(model, descend: Callable) -> List[Tuple[object, object]]:
+    """``(layer, BatchNorm)`` of each fold in `model`, then in each nested model (each layer
+    for which ``descend(layer)``) in layer order."""
     found = []
     for m in walk_models(model, descend):
         bn_by_id = {id(layer): layer for layer in m.layers}
@@ -147,7 +153,17 @@ def foldable_batchnorms(model) -> List[FoldedPair]:
     [FoldedPair(layer='conv1', batchnorm='bn1'), FoldedPair(layer='conv2', batchnorm='bn2')]
     ```
     """
-    return [FoldedPair(layer.name, bn.name) for layer, bn in folding_pairs(model)]
+    return [FoldedPair(layer.name, bn.name) for layer, bn in _nested_pairs(model, is_model)]
+
+
+def foldable_layer_pairs(model) -> List[Tuple[object, object]]:
+    """``(layer, BatchNorm)`` objects of every fold, nested models included.
+
+    The pairs `fold_batchnorm` folds, which are the ones the TFLite converter folds
+    too (the export matches its float weights back to them). Outer model first,
+    then each nested Functional or Sequential model in layer order.
+    """
+    return _nested_pairs(model, is_functional_or_sequential)
 
 
 def batchnorm_scale_shift(bn):
@@ -268,4 +284,4 @@ def fold_batchnorm(model):
 
 
 __all__ = ["FOLDABLE_LAYERS", "FoldedPair", "batchnorm_scale_shift", "fold_batchnorm",
-           "foldable_batchnorms", "folded_weights", "folding_pairs"]
+           "foldable_batchnorms", "foldable_layer_pairs", "folded_weights"]
