@@ -45,7 +45,6 @@ from tfmot_wfn.keras.compat import (
     sequential_input_layer,
     short_name,
 )
-from tfmot_wfn.keras.network_fixing import is_wrapped
 
 L = keras.layers
 # Layers whose output channels are the last axis of their (last) kernel.
@@ -231,6 +230,8 @@ def fold_batchnorm(model):
       TypeError: not a Sequential/Functional Keras model.
       ValueError: the model is unbuilt or made by fix_weights (fold before fixing).
     """
+    from tfmot_wfn.keras.network_fixing import is_wrapped
+
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
         raise TypeError(f"fold_batchnorm expects a Keras model, got {type(model).__name__}")
     if is_wrapped(model):

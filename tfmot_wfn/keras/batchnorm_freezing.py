@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfmot_wfn.keras.cloning import clone_model, copy_layer, rebuilt_layer
+from tfmot_wfn.keras.cloning import clone_model, copy_layer, rebuilt_layer, walk_layers
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
-from tfmot_wfn.keras.network_fixing import is_wrapped
+from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 
 
 def _frozen_copy(bn):
@@ -69,7 +69,7 @@ def freeze_batchnorm(model):
     if not model.built:
         raise ValueError(
             f"model {model.name!r} is not built: call it on data or build it before freezing.")
-    if is_wrapped(model):
+    if any(isinstance(layer, WeightFixingWrapper) for layer in walk_layers(model)):
         raise ValueError(
             f"model {model.name!r} was made by tfmot_wfn.fix_weights: freeze BatchNorm in the "
             "float model before fixing (freeze_batchnorm(float_model), then fix_weights), so "

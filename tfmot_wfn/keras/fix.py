@@ -16,7 +16,12 @@ from tfmot_wfn.keras.cloning import (
     rebuilt_layer,
     walk_layers,
 )
-from tfmot_wfn.keras.compat import autocasts, keras, tf, variable_path
+from tfmot_wfn.keras.compat import (
+    autocasts,
+    keras,
+    tf,
+    variable_path,
+)
 from tfmot_wfn.keras.fixing_wrapper import (
     DEFAULT_DISTANCE,
     DEFAULT_PALETTE_CAPACITY,
