@@ -139,3 +139,199 @@ def test_variable_helpers():
     assert compat.autocasts(kernel) is not compat.IS_LEGACY_KERAS  # tf_keras: only under mixed
     assert compat.steps_per_execution(object()) == 1
     assert compat.callback_params(object()) == {}
+
+
+# --------------------------------------------------------------------------------------
+# Private Keras/TensorFlow APIs. Each function of compat.py that reads one says so in a
+# "Private" line and has a test named after it here (test_private_<name>), which fails by
+# name when a Keras or TensorFlow release removes the attribute or changes what is relied on.
+# --------------------------------------------------------------------------------------
+def test_every_private_api_of_compat_has_its_test():
+    import ast
+
+    tree = ast.parse(open(compat.__file__).read())
+    private = [node.name for node in tree.body
+               if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+               and "Private" in (ast.get_docstring(node) or "")]
+    assert len(private) >= 12, private
+    tests = [name for name in globals() if name.startswith("test_")]
+    missing = [name for name in private
+               if not any(name.strip("_").lower() in test for test in tests)]
+    assert not missing, f"compat functions using private APIs without a test named after them: {missing}"
+
+
+def _chain():
+    x = keras.Input((3,), name="chain_in")
+    dense = L.Dense(4, name="chain_dense")
+    hidden = dense(x)
+    bn = L.BatchNormalization(name="chain_bn")
+    out = L.Dense(2, name="chain_out")(bn(hidden))
+    return keras.Model(x, out), dense, bn, hidden
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = L.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_private_build_from_config():
+    dense = L.Dense(3, name="probe_build")
+    dense.build((None, 5))
+    new = L.Dense.from_config(dense.get_config())
+    compat.build_from_config(new, dense.get_build_config())
+    assert new.built and new.get_build_config() == dense.get_build_config()
+    assert [compat.variable_path(v) for v in new.weights] == ["probe_build/kernel", "probe_build/bias"]
+    mha = L.MultiHeadAttention(num_heads=2, key_dim=4)
+    mha(np.ones((1, 3, 8), "float32"), np.ones((1, 5, 8), "float32"))
+    copy = L.MultiHeadAttention.from_config(mha.get_config())
+    compat.build_from_config(copy, mha.get_build_config())
+    assert [tuple(v.shape) for v in copy.weights] == [tuple(v.shape) for v in mha.weights]
+    if compat.IS_LEGACY_KERAS:  # the tf_keras internals it reads and writes
+        assert callable(dense._name_scope) and new._build_input_shape is not None
+        assert all(getattr(mha, a, None) is not None for a in ("_query_shape", "_value_shape",
+                                                               "_key_shape"))
+
+
+def test_private_autocasts():
+    dense = L.Dense(2, dtype="mixed_float16")
+    dense.build((None, 3))
+    bn = L.BatchNormalization(dtype="mixed_float16")
+    bn.build((None, 3))
+    assert compat.autocasts(dense.kernel) and not compat.autocasts(bn.gamma)
+    if not compat.IS_LEGACY_KERAS:
+        assert dense.kernel._autocast is True and bn.gamma._autocast is False
+
+
+def test_private_attribute_owners():
+    mha = L.MultiHeadAttention(num_heads=2, key_dim=4)
+    mha(np.ones((1, 3, 8), "float32"), np.ones((1, 3, 8), "float32"))
+    owners = compat._attribute_owners(mha)
+    assert owners[0] is mha and len(owners) > 1
+    held = {id(v) for owner in owners for v in vars(owner).values()}
+    assert {id(v) for v in mha.weights} <= held  # every weight is an attribute of some owner
+
+
+def test_private_substitutedweights():
+    dense = L.Dense(2, name="probe_sub")
+    dense.build((None, 3))
+    kernel = dense.kernel
+    x = np.ones((1, 3), "float32")
+    with compat.SubstitutedWeights(dense, {id(kernel): (kernel, tf.zeros((3, 2)))}):
+        np.testing.assert_array_equal(np.asarray(dense(x)), np.zeros((1, 2)))  # bias is 0
+    assert dense.kernel is kernel and [id(v) for v in dense.weights][0] == id(kernel)
+    assert not np.array_equal(np.asarray(dense(x)), np.zeros((1, 2)))
+
+
+def test_private_is_functional():
+    model, _, _, _ = _chain()
+    sequential = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    subclassed = _Subclassed()
+    subclassed(np.ones((1, 3), "float32"))
+    assert compat.is_functional(model) and not compat.is_functional(subclassed)
+    # Keras 3's Sequential is not a Functional model; tf_keras's is a graph network.
+    assert compat.is_functional(sequential) is compat.IS_LEGACY_KERAS
+    if compat.IS_LEGACY_KERAS:
+        assert model._is_graph_network is True and subclassed._is_graph_network is False
+    else:
+        from keras.src.models.functional import Functional
+
+        assert isinstance(model, Functional)
+
+
+def test_private_producing_layer():
+    model, dense, _, hidden = _chain()
+    assert compat.producing_layer(hidden) is dense
+    assert compat.producing_layer(model.outputs[0]) is model.get_layer("chain_out")
+    assert isinstance(compat.producing_layer(model.inputs[0]), L.InputLayer)
+    assert compat.producing_layer(model.inputs[0]).name == "chain_in"
+
+
+def test_private_inbound_nodes():
+    model, dense, bn, _ = _chain()
+    assert len(compat.inbound_nodes(dense)) == 1 and len(compat.inbound_nodes(bn)) == 1
+    dense(keras.Input((3,)))  # called again: one node per call
+    assert len(compat.inbound_nodes(dense)) == 2
+
+
+def test_private_outbound_nodes():
+    model, dense, bn, hidden = _chain()
+    assert len(compat.outbound_nodes(dense)) == 1  # feeds the BatchNorm only
+    L.Dense(1)(hidden)
+    assert len(compat.outbound_nodes(dense)) == 2
+
+
+def test_private_node_input_tensors():
+    model, dense, bn, hidden = _chain()
+    inputs = compat.node_input_tensors(compat.inbound_nodes(bn)[0])
+    assert isinstance(inputs, list) and len(inputs) == 1
+    assert compat.producing_layer(inputs[0]) is dense and tuple(inputs[0].shape) == (None, 4)
+
+
+def test_private_sequential_input_layer():
+    started = keras.Sequential([keras.Input((3,), name="probe_in"), L.Dense(2)])
+    first = compat.sequential_input_layer(started)
+    assert isinstance(first, L.InputLayer) and first.name == "probe_in"
+    assert all(not isinstance(layer, L.InputLayer) for layer in started.layers)
+    assert compat.sequential_input_layer(keras.Sequential([L.Dense(2)])) is None
+
+
+def test_private_input_layer_spec():
+    for dtype in ("float32", "int32"):
+        model = keras.Sequential([keras.Input((3, 4), dtype=dtype), L.Flatten()])
+        batch_shape, got = compat.input_layer_spec(compat.sequential_input_layer(model))
+        assert tuple(batch_shape) == (None, 3, 4) and tf.as_dtype(got) == tf.as_dtype(dtype)
+
+
+def test_private_compile_config():
+    model, _, _, _ = _chain()
+    assert compat.compile_config(model) is None
+    model.compile(optimizer="sgd", loss="mse")
+    first = compat.compile_config(model)
+    assert first is not None and compat.compile_config(model) is first
+    model.compile(optimizer="sgd", loss="mse")  # a new object at every compile
+    assert compat.compile_config(model) is not None and compat.compile_config(model) is not first
+
+
+def test_private_legacy_loss_tracker():
+    model, _, _, _ = _chain()
+    model.compile(optimizer="sgd", loss="mse")
+    tracker = compat.legacy_loss_tracker(model)
+    if not compat.IS_LEGACY_KERAS:
+        assert tracker is None  # Keras 3 logs what compute_loss returns
+        return
+    assert tracker.name == "loss" and tracker.total.dtype == tf.float32
+    model.fit(np.ones((4, 3), "float32"), np.zeros((4, 2), "float32"), verbose=0)
+    assert float(tracker.result()) == pytest.approx(float(model.history.history["loss"][0]))
+
+
+def test_private_plain_resource_variable():
+    fixed = _half_fixed(batchnorm=False)
+    steps = [w.fixing_step for w in wrappers_of(fixed)]
+    inner = [compat._plain_resource_variable(v) for v in steps]
+    assert all(type(v).__name__ == "ResourceVariable" for v in inner)  # the fast path
+    if not compat.IS_LEGACY_KERAS:
+        assert all(v._value is i for v, i in zip(steps, inner))
+    compat.assign_scalar(steps, 7)
+    assert [int(v.numpy()) for v in steps] == [7] * len(steps)
+
+    class Mirrored:  # anything else keeps its own assign
+        value = None
+
+        def assign(self, value):
+            self.value = value
+
+    other = Mirrored()
+    assert compat._plain_resource_variable(other) is None
+    compat.assign_scalar([other, steps[0]], 3)
+    assert other.value == 3 and int(steps[0].numpy()) == 3
+
+
+def test_summary_metadata_is_the_tensorboard_plugin_proto():
+    metadata = compat.summary_metadata("scalars", "a description")
+    assert metadata.plugin_data.plugin_name == "scalars" and metadata.plugin_data.content == b""
+    assert metadata.summary_description == "a description"
+    assert type(metadata).__name__ == "SummaryMetadata"

@@ -224,9 +224,9 @@ def _single_io(model) -> Tuple[tuple, int]:
 
 def outputs_probabilities(model) -> bool:
     """True if the model's output layer applies softmax (else its outputs are taken as logits)."""
-    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.compat import keras, producing_layer
 
-    layer = model.outputs[0]._keras_history.operation
+    layer = producing_layer(model.outputs[0])
     if isinstance(layer, keras.layers.Softmax):
         return True
     activation = getattr(layer, "activation", None)

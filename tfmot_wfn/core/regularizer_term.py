@@ -186,7 +186,7 @@ def interpolation_table(palette, temperature: float, zero_distance: float) -> In
     # evaluating it there and continue with the last value.
     top = max(float(np.abs(c).max()), g0) * 2.0 ** TAIL_OCTAVES
     used = int(min(BUCKETS, np.searchsorted(edges, top, side="left") + 1))
-    lo, hi = edges[:used], edges[1:used + 1]
+    lo = edges[:used]
     split = split_row(g0)
     # |w| <= g0 (absolute distances): f is smooth on the scale tau >> g0 there, and the
     # buckets are many and tiny: take their edge values from a fine uniform grid.

@@ -16,6 +16,7 @@ from typing import Tuple
 
 import numpy as np
 
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, tf
 from tfmot_wfn.keras.fix import strip_fixing
 from tfmot_wfn.keras.network_fixing import is_wrapped
 from tfmot_wfn.keras.report import palette
@@ -43,10 +44,6 @@ def convert_to_tflite(model) -> bytes:
     drops all-zero biases. Keras 3 models are exported to a temporary
     SavedModel first; its progress message is not printed.
     """
-    import tensorflow as tf
-
-    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
-
     if is_wrapped(model):
         raise ValueError("convert_to_tflite takes a plain model; call tfmot_wfn.strip_fixing first")
     if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job

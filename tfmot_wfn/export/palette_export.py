@@ -18,10 +18,16 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from tfmot_wfn.export.batchnorm_mul import keep_batchnorm_scales
+from tfmot_wfn.export.conversion import convert_to_tflite, deployable
+from tfmot_wfn.export.tensor_reasons import keras_explainer, keras_labeler, keras_origins
+from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.fix import fixing_scope
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 from tfmot_wfn.utils.version import __version__
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.int8_exact import InexactChannel, Int8Weight
+from tfmot_wfn.tflite.palette_encoding import encode_palette
 from tfmot_wfn.tflite.scale_ops import KeptScale
 from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
@@ -138,9 +144,6 @@ def load_keras_model(path: Union[str, os.PathLike]):
     model = load_keras_model("wfn_demo_output/fixed_model.keras")
     ```
     """
-    from tfmot_wfn.keras.compat import keras
-    from tfmot_wfn.keras.fix import fixing_scope
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no Keras model file at {path!r}")
@@ -183,11 +186,6 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: s
                         representative_data=None, inference_input_type: str = "float32",
                         inference_output_type: str = "float32"):
     """Like `export_tflite` but returns ``(bytes, ExportResult without a path)``."""
-    from tfmot_wfn.export.batchnorm_mul import keep_batchnorm_scales
-    from tfmot_wfn.export.tensor_reasons import keras_explainer, keras_labeler, keras_origins
-    from tfmot_wfn.export.conversion import convert_to_tflite, deployable
-    from tfmot_wfn.tflite.palette_encoding import encode_palette
-
     _check_options(mode, batchnorm, index_dtype)
     if mode != "int8" and (representative_data is not None or inference_input_type != "float32"
                            or inference_output_type != "float32"):

@@ -22,6 +22,7 @@ import numpy as np
 from tfmot_wfn.keras.batchnorm_folding import (
     batchnorm_scale_shift, foldable_layer_pairs, folded_weights, is_depthwise,
 )
+from tfmot_wfn.keras.cloning import is_functional_or_sequential, walk_layers
 from tfmot_wfn.keras.report import layer_weights
 from tfmot_wfn.tflite.palette_encoding import ConstantTensor, Explainer, generic_reason
 
@@ -40,11 +41,8 @@ class _Origin:
 
 
 def _batchnorms(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
-            yield from _batchnorms(layer)
-        elif type(layer).__name__ == "BatchNormalization":
-            yield layer
+    return (layer for layer in walk_layers(model, descend=is_functional_or_sequential)
+            if type(layer).__name__ == "BatchNormalization")
 
 
 def _origins(model) -> Dict[int, List[_Origin]]:

@@ -22,12 +22,30 @@ rate than the float training used.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
 from tfmot_wfn.core import batchnorm_affine
-from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, numpy_dtype, short_name, tf
+from tfmot_wfn.keras.cloning import (
+    copy_layer,
+    is_functional_or_sequential,
+    is_model,
+    rebuilt_layer,
+    walk_models,
+)
+from tfmot_wfn.keras.compat import (
+    IS_LEGACY_KERAS,
+    inbound_nodes,
+    input_layer_spec,
+    keras,
+    node_input_tensors,
+    numpy_dtype,
+    outbound_nodes,
+    producing_layer,
+    sequential_input_layer,
+    short_name,
+)
 
 L = keras.layers
 # Layers whose output channels are the last axis of their (last) kernel.
@@ -42,10 +60,6 @@ class FoldedPair:
 
     layer: str
     batchnorm: str
-
-
-def _is_model(layer) -> bool:
-    return isinstance(layer, keras.Model)
 
 
 def _channel_axis(layer, rank: int) -> int:
@@ -86,16 +100,15 @@ def _functional_pairs(model) -> Dict[int, object]:
     outputs = {id(t) for t in model.outputs}
     pairs = {}
     for bn in model.layers:
-        if not isinstance(bn, L.BatchNormalization) or len(bn._inbound_nodes) != 1:
+        if not isinstance(bn, L.BatchNormalization) or len(inbound_nodes(bn)) != 1:
             continue
-        inputs = tf.nest.flatten(bn._inbound_nodes[0].input_tensors)  # tf_keras: not a list
+        inputs = node_input_tensors(inbound_nodes(bn)[0])
         if len(inputs) != 1:
             continue
         tensor = inputs[0]
-        history = tensor._keras_history
-        layer = getattr(history, "operation", None) or history.layer  # tf_keras: .layer
-        if (not _layer_can_fold(layer) or len(layer._inbound_nodes) != 1
-                or len(layer._outbound_nodes) != 1 or id(tensor) in outputs
+        layer = producing_layer(tensor)
+        if (not _layer_can_fold(layer) or len(inbound_nodes(layer)) != 1
+                or len(outbound_nodes(layer)) != 1 or id(tensor) in outputs
                 or layer not in model.layers):
             continue
         if _batchnorm_matches(layer, bn, tensor.shape):
@@ -122,6 +135,16 @@ def _pairs(model) -> Dict[int, object]:
     return _functional_pairs(model)
 
 
+def _nested_pairs(model, descend: Callable) -> List[Tuple[object, object]]:
+    """``(layer, BatchNorm)`` of each fold in `model`, then in each nested model (each layer
+    for which ``descend(layer)``) in layer order."""
+    found = []
+    for m in walk_models(model, descend):
+        bn_by_id = {id(layer): layer for layer in m.layers}
+        found.extend((layer, bn_by_id[bn_id]) for bn_id, layer in _pairs(m).items())
+    return found
+
+
 def foldable_batchnorms(model) -> List[FoldedPair]:
     """The (layer, BatchNorm) pairs `fold_batchnorm` would fold, nested models included.
 
@@ -130,14 +153,7 @@ def foldable_batchnorms(model) -> List[FoldedPair]:
     [FoldedPair(layer='conv1', batchnorm='bn1'), FoldedPair(layer='conv2', batchnorm='bn2')]
     ```
     """
-    found = []
-    bn_by_id = {id(layer): layer for layer in model.layers}
-    for bn_id, layer in _pairs(model).items():
-        found.append(FoldedPair(layer.name, bn_by_id[bn_id].name))
-    for layer in model.layers:
-        if _is_model(layer):
-            found.extend(foldable_batchnorms(layer))
-    return found
+    return [FoldedPair(layer.name, bn.name) for layer, bn in _nested_pairs(model, is_model)]
 
 
 def foldable_layer_pairs(model) -> List[Tuple[object, object]]:
@@ -145,14 +161,9 @@ def foldable_layer_pairs(model) -> List[Tuple[object, object]]:
 
     The pairs `fold_batchnorm` folds, which are the ones the TFLite converter folds
     too (the export matches its float weights back to them). Outer model first,
-    then each nested model in layer order.
+    then each nested Functional or Sequential model in layer order.
     """
-    by_id = {id(layer): layer for layer in model.layers}
-    found = [(layer, by_id[bn_id]) for bn_id, layer in _pairs(model).items()]
-    for layer in model.layers:
-        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
-            found.extend(foldable_layer_pairs(layer))
-    return found
+    return _nested_pairs(model, is_functional_or_sequential)
 
 
 def batchnorm_values(bn, dtype=np.float64) -> Dict[str, np.ndarray]:
@@ -209,22 +220,9 @@ def folded_weights(layer, bn) -> Dict[str, np.ndarray]:
 def _folded_layer(layer, bn):
     config = layer.get_config()
     config["use_bias"] = True
-    new = layer.__class__.from_config(config)
-    build_config = layer.get_build_config()
-    if build_config is not None:
-        new.build_from_config(build_config)
+    new = rebuilt_layer(layer, config)
     values = folded_weights(layer, bn)
     new.set_weights([values[short_name(v)].astype(numpy_dtype(v)) for v in new.weights])
-    return new
-
-
-def _copy_layer(layer):
-    new = layer.__class__.from_config(layer.get_config())
-    if layer.built and layer.weights:
-        build_config = layer.get_build_config()
-        if build_config is not None:
-            new.build_from_config(build_config)
-        new.set_weights(layer.get_weights())
     return new
 
 
@@ -262,22 +260,18 @@ def fold_batchnorm(model):
     skip = set(pairs)
 
     def clone(layer):
-        if _is_model(layer):
+        if is_model(layer):
             return fold_batchnorm(layer)
         if id(layer) in folded_into:
             return _folded_layer(layer, bn_by_id[folded_into[id(layer)]])
-        return _copy_layer(layer)
+        return copy_layer(layer)
 
     if isinstance(model, keras.Sequential):
-        own = getattr(model, "_layers", None)  # tf_keras: _self_tracked_trackables
-        own = own if own is not None else getattr(model, "_self_tracked_trackables", [])
-        first = own[0] if own else None
+        first = sequential_input_layer(model)
         layers = [clone(layer) for layer in model.layers if id(layer) not in skip]
-        if isinstance(first, L.InputLayer):
-            batch_shape = getattr(first, "batch_shape", None) or first._batch_input_shape  # tf_keras
-            layers.insert(0, keras.Input(batch_shape=batch_shape,
-                                         dtype=getattr(first, "_dtype", None) or first.dtype,
-                                         name=first.name))
+        if first is not None:
+            batch_shape, dtype = input_layer_spec(first)
+            layers.insert(0, keras.Input(batch_shape=batch_shape, dtype=dtype, name=first.name))
         folded = keras.Sequential(layers, name=model.name)  # tf_keras: no trainable argument
         folded.trainable = model.trainable
         return folded

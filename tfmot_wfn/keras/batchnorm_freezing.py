@@ -29,7 +29,9 @@ from __future__ import annotations
 import numpy as np
 
 from tfmot_wfn.keras.batchnorm_folding import batchnorm_scale_shift
+from tfmot_wfn.keras.cloning import clone_model, copy_layer, rebuilt_layer, walk_layers
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
+from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 
 
 def _frozen_copy(bn):
@@ -38,14 +40,7 @@ def _frozen_copy(bn):
     config.update(epsilon=0.0, scale=True, center=True, trainable=False)
     if IS_LEGACY_KERAS and "fused" in config:  # pragma: no cover - legacy CI job
         config["fused"] = False  # the fused kernel raises epsilon to 1.001e-5
-    new = type(bn).from_config(config)
-    build_config = bn.get_build_config() if hasattr(bn, "get_build_config") else None
-    if build_config is not None:
-        from tfmot_wfn.keras.compat import build_from_config
-
-        build_from_config(new, build_config)
-    else:  # pragma: no cover - tf_keras without build configs
-        new.build(bn.input_shape)
+    new = rebuilt_layer(bn, config)
     dtype = np.dtype(keras.backend.standardize_dtype(new.weights[0].dtype)) \
         if not IS_LEGACY_KERAS else np.float32
     by_name = {"gamma": scale, "beta": shift, "moving_mean": np.zeros_like(scale),
@@ -62,9 +57,6 @@ def freeze_batchnorm(model):
     anything but a Keras model, `ValueError` for a model made by `fix_weights`
     (freeze the float model first: fixing then covers the frozen scale and shift).
     """
-    from tfmot_wfn.keras.fix import _clone, _copy_layer
-    from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
-
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"freeze_batchnorm expects a Keras model, got {type(model).__name__}; pass the "
@@ -72,7 +64,7 @@ def freeze_batchnorm(model):
     if not model.built:
         raise ValueError(
             f"model {model.name!r} is not built: call it on data or build it before freezing.")
-    if any(isinstance(layer, WeightFixingWrapper) for layer in model._flatten_layers()):
+    if any(isinstance(layer, WeightFixingWrapper) for layer in walk_layers(model)):
         raise ValueError(
             f"model {model.name!r} was made by tfmot_wfn.fix_weights: freeze BatchNorm in the "
             "float model before fixing (freeze_batchnorm(float_model), then fix_weights), so "
@@ -81,9 +73,9 @@ def freeze_batchnorm(model):
     def clone_function(layer):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
             return _frozen_copy(layer)
-        return _copy_layer(layer)
+        return copy_layer(layer)
 
-    return _clone(model, clone_function)
+    return clone_model(model, clone_function)
 
 
 __all__ = ["freeze_batchnorm"]

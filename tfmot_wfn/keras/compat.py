@@ -1,8 +1,14 @@
-"""The one place where the Keras implementation is chosen.
+"""The one place where the Keras implementation is chosen, and where private Keras/TF APIs are used.
 
 Keras 3 (``import keras``) is the default. Setting ``TF_USE_LEGACY_KERAS=1``
 before import selects legacy Keras 2 (``tf_keras``), the convention TensorFlow
 and tfmot follow. Every other module imports ``keras`` from here.
+
+Every private Keras or TensorFlow attribute the package relies on is read in this
+module only, each in a small function whose docstring says which attribute and
+why no public API does (``Private:`` lines). tests/test_compat.py checks each one
+against the installed Keras/TensorFlow, so a release that removes or changes one
+fails there by name.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import os
 
 import tensorflow as tf  # noqa: F401  (TensorFlow is the only supported backend)
+from tensorflow.python.ops import resource_variable_ops
 
 
 def _legacy_requested() -> bool:
@@ -41,7 +48,13 @@ def variable_path(variable) -> str:
 
 def build_from_config(layer, build_config) -> None:
     """``layer.build_from_config``; under tf_keras inside the layer's name scope, so that
-    its variables are named ``layer/kernel:0`` as when Keras builds it, not ``kernel:0``."""
+    its variables are named ``layer/kernel:0`` as when Keras builds it, not ``kernel:0``.
+
+    Private (tf_keras only): ``layer._name_scope()``, the scope ``__call__`` builds in (no
+    public name); ``_build_input_shape``, which ``__call__`` records and
+    ``get_build_config`` reads; MultiHeadAttention's ``_query_shape``/``_value_shape``/
+    ``_key_shape``, the only record of the shapes its config was built from.
+    """
     if not IS_LEGACY_KERAS:
         layer.build_from_config(build_config)
         return
@@ -106,6 +119,9 @@ def autocasts(variable) -> bool:
     Keras 3 marks every variable (``_autocast``; BatchNormalization's gamma/beta
     opt out). tf_keras wraps the variables that autocast in an ``AutoCastVariable``
     when a mixed precision policy is active, and leaves the others plain.
+
+    Private (Keras 3): ``Variable._autocast``, the flag ``add_weight(autocast=...)``
+    sets; Keras has no public getter.
     """
     if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
         return type(variable).__name__ == "AutoCastVariable" or hasattr(variable, "true_dtype")
@@ -113,7 +129,11 @@ def autocasts(variable) -> bool:
 
 
 def _attribute_owners(layer):
-    """`layer` and every layer nested in it (MultiHeadAttention's dense layers)."""
+    """`layer` and every layer nested in it (MultiHeadAttention's dense layers).
+
+    Private: ``Layer._flatten_layers``, the only way to list the layers tracked inside
+    a layer that is not a model (no public ``submodules`` on Keras 3 layers).
+    """
     flatten = getattr(layer, "_flatten_layers", None)
     if flatten is None:
         return [layer]
@@ -132,6 +152,9 @@ class SubstitutedWeights:
     saving, cloning and stripping are unchanged). Gradients flow through the
     tensors to the variables they were computed from; other state updates
     (BatchNormalization's moving statistics) go to the real variables.
+
+    Private: relies on tf_keras layers reading their weights through their
+    attributes in ``call`` and on ``object.__setattr__`` skipping attribute tracking.
 
     Raises:
       ValueError: a variable of `replacements` is not an attribute of the layer or
@@ -238,3 +261,150 @@ class RecordedCalls:
 __all__ = ["IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights", "autocasts", "build_from_config",
            "callback_params", "keras", "numpy_dtype", "short_name", "steps_per_execution", "sublayers", "tf",
            "variable_dtype", "variable_path"]
+
+# ----------------------------------------------------------------------------
+# Models: which kind, and the graph of a Functional model.
+# ----------------------------------------------------------------------------
+def is_functional(model) -> bool:
+    """Whether `model` is a Functional model (built from ``keras.Input``; not Sequential in
+    Keras 3, Sequential included in tf_keras).
+
+    Private: Keras 3's ``keras.src.models.functional.Functional`` class and tf_keras's
+    ``Model._is_graph_network`` flag; neither Keras exports a public test.
+    """
+    functional = getattr(getattr(keras, "src", None), "models", None)
+    cls = getattr(getattr(functional, "functional", None), "Functional", None) if functional else None
+    if cls is not None:
+        return isinstance(model, cls)
+    return bool(getattr(model, "_is_graph_network", False))
+
+
+def producing_layer(tensor):
+    """The layer whose call produced the symbolic Keras `tensor` (an InputLayer for an input).
+
+    Private: ``KerasTensor._keras_history`` (``.operation`` in Keras 3, ``.layer`` in
+    tf_keras); Keras has no public tensor -> layer map.
+    """
+    history = tensor._keras_history
+    return getattr(history, "operation", None) or history.layer
+
+
+def inbound_nodes(layer) -> list:
+    """The nodes of `layer` in the model graphs it was called in (one per call).
+
+    Private: ``Layer._inbound_nodes``; the public ``layer.input`` raises for a layer
+    called more than once instead of telling how often.
+    """
+    return list(layer._inbound_nodes)
+
+
+def outbound_nodes(layer) -> list:
+    """The nodes of the layers that consume an output of `layer` (one per consumer call).
+
+    Private: ``Layer._outbound_nodes``; Keras has no public list of a layer's consumers.
+    """
+    return list(layer._outbound_nodes)
+
+
+def node_input_tensors(node) -> list:
+    """The symbolic input tensors of a graph node, as a flat list (tf_keras: maybe one tensor).
+
+    Private: ``Node.input_tensors``; nodes are not public API in either Keras.
+    """
+    return tf.nest.flatten(node.input_tensors)
+
+
+def sequential_input_layer(model):
+    """The ``InputLayer`` a Sequential model was started with, or None.
+
+    Private: Keras 3's ``Sequential._layers`` and tf_keras's ``_self_tracked_trackables``,
+    the layer lists that include the InputLayer (``model.layers`` leaves it out).
+    """
+    own = getattr(model, "_layers", None)
+    own = own if own is not None else getattr(model, "_self_tracked_trackables", [])
+    first = own[0] if own else None
+    return first if isinstance(first, keras.layers.InputLayer) else None
+
+
+def input_layer_spec(input_layer) -> tuple:
+    """``(batch_shape, dtype)`` of an ``InputLayer``, to create the same ``keras.Input``.
+
+    Private (tf_keras): ``_batch_input_shape`` (Keras 3 has the public ``batch_shape``);
+    ``_dtype``, the dtype the InputLayer was given, where Keras 3 has one.
+    """
+    batch_shape = getattr(input_layer, "batch_shape", None) or input_layer._batch_input_shape
+    return batch_shape, getattr(input_layer, "_dtype", None) or input_layer.dtype
+
+
+def compile_config(model):
+    """The object ``model.compile`` stored its arguments in (a new one at every compile), or None.
+
+    Private: ``Model._compile_config``; the only sign that a model was compiled again.
+    """
+    return getattr(model, "_compile_config", None)
+
+
+def legacy_loss_tracker(model):
+    """tf_keras: the ``Mean`` metric behind the logged ``loss`` of a compiled model; else None.
+
+    Private (tf_keras): ``model.compiled_loss._total_loss_mean``; tf_keras logs that
+    metric, not what ``compute_loss`` returns, and has no public handle on it.
+    """
+    if not IS_LEGACY_KERAS:
+        return None
+    return getattr(getattr(model, "compiled_loss", None), "_total_loss_mean", None)
+
+
+# ----------------------------------------------------------------------------
+# Variables
+# ----------------------------------------------------------------------------
+def _plain_resource_variable(variable):
+    """The plain ``tf.Variable`` that holds `variable`'s value, or None (e.g. mirrored).
+
+    Private: Keras 3's ``Variable._value`` (its backing ``tf.Variable``) and TF's
+    ``resource_variable_ops.ResourceVariable`` class (the exact type of a plain,
+    undistributed ``tf.Variable``: ``tf.Variable`` itself is the common base).
+    """
+    inner = getattr(variable, "_value", variable)
+    return inner if type(inner) is resource_variable_ops.ResourceVariable else None
+
+
+def assign_scalar(variables, value: int) -> None:
+    """``v.assign(value)`` for each variable, by the raw op where it is a plain resource.
+
+    Runs at every batch: a Keras ``assign`` costs ~0.1 ms (a compiled function call
+    as much), as much as a small model's whole training step; the raw op ~10 us.
+    Distributed (mirrored) variables keep their own ``assign``.
+    """
+    tensor = None
+    for v in variables:
+        inner = _plain_resource_variable(v)
+        if inner is not None:
+            if tensor is None:
+                tensor = tf.constant(value, inner.dtype)
+            resource_variable_ops.gen_resource_variable_ops.assign_variable_op(inner.handle, tensor)
+        else:
+            v.assign(value)
+
+
+def summary_metadata(plugin: str, description: str = ""):
+    """A ``SummaryMetadata`` proto for a TensorBoard plugin (``"scalars"``, ``"histograms"``).
+
+    Public (``tf.compat.v1.SummaryMetadata``); here so that the summary writers need
+    neither the tensorboard package nor ``tensorflow.core``. The plugins' data protos
+    hold only a version field, 0: serialised, no bytes.
+    """
+    metadata = tf.compat.v1.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin
+    metadata.plugin_data.content = b""
+    if description:
+        metadata.summary_description = description
+    return metadata
+
+
+__all__ = ["IS_LEGACY_KERAS", "SubstitutedWeights", "assign_scalar", "autocasts",
+           "build_from_config", "callback_params", "compile_config", "inbound_nodes",
+           "input_layer_spec", "is_functional", "keras", "legacy_loss_tracker",
+           "node_input_tensors", "numpy_dtype", "outbound_nodes", "producing_layer",
+           "sequential_input_layer", "short_name", "steps_per_execution", "summary_metadata",
+           "tf", "variable_dtype", "variable_path"]

@@ -9,10 +9,15 @@ import numpy as np
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer, regularizer
 from tfmot_wfn.keras import fixing_schedule as schedules
+from tfmot_wfn.keras.cloning import (
+    clone_model,
+    copy_layer,
+    is_functional_or_sequential,
+    rebuilt_layer,
+    walk_layers,
+)
 from tfmot_wfn.keras.compat import (
-    IS_LEGACY_KERAS,
     autocasts,
-    build_from_config,
     keras,
     tf,
     variable_path,
@@ -47,16 +52,6 @@ def fixing_scope():
     })
 
 
-def _is_functional_or_sequential(model) -> bool:
-    if isinstance(model, keras.Sequential):
-        return True
-    functional = getattr(getattr(keras, "src", None), "models", None)
-    cls = getattr(getattr(functional, "functional", None), "Functional", None) if functional else None
-    if cls is not None:
-        return isinstance(model, cls)
-    return getattr(model, "_is_graph_network", False)
-
-
 SUBCLASSED_MODEL_HELP = (
     "Wrap the supported layers inside your subclass instead, all with the same schedule "
     "and distance: in __init__, schedule = tfmot_wfn.StagedFixing(...); self.dense = "
@@ -67,7 +62,7 @@ SUBCLASSED_MODEL_HELP = (
 
 
 def _check_model(model, fix_biases: bool = True, fix_batchnorm: bool = True) -> None:
-    if not _is_functional_or_sequential(model):
+    if not is_functional_or_sequential(model):
         raise ValueError(
             f"Model {model.name!r} is a subclassed keras.Model; fix_weights supports "
             "Sequential and Functional models (as tfmot does). " + SUBCLASSED_MODEL_HELP)
@@ -77,7 +72,7 @@ def _check_model(model, fix_biases: bool = True, fix_batchnorm: bool = True) -> 
             "first: start a Sequential model with keras.Input(shape), or call "
             "model.build(input_shape) or the model on a batch of data.")
     problems, layers = [], []
-    for layer in _leaf_layers(model):
+    for layer in walk_layers(model):
         if isinstance(layer, WeightFixingWrapper):
             raise ValueError(
                 f"Model {model.name!r} already contains the WeightFixingWrapper {layer.name!r}: "
@@ -132,49 +127,6 @@ def _check_layer_values(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
                     "under the mixed precision policy, so fixed values could not be represented "
                     "(and its outputs already overflow). Keep this layer in float32 "
                     "(dtype='float32') or rescale the weights.")
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
-def _clone(model, clone_function):
-    """`keras.models.clone_model`, recursing into nested models, keeping input names.
-
-    Keras names the cloned inputs after their tensors ("keras_tensor_7"), not after
-    the original input layers; pass inputs re-created from the InputLayer configs
-    so that the clone has the same layer names as the original.
-    """
-
-    def visit(layer):
-        if isinstance(layer, keras.Model):
-            return _clone(layer, clone_function)
-        return clone_function(layer)
-
-    if IS_LEGACY_KERAS or isinstance(model, keras.Sequential) \
-            or not _is_functional_or_sequential(model):
-        return keras.models.clone_model(model, clone_function=visit)
-
-    def new_input(tensor):
-        return keras.Input(**tensor._keras_history.operation.get_config())
-
-    inputs = keras.tree.map_structure(new_input, model.input)
-    return keras.models.clone_model(model, input_tensors=inputs, clone_function=visit)
-
-
-def _copy_layer(layer):
-    """A new layer with the same config, built the same way, holding the same weights."""
-    new = layer.__class__.from_config(layer.get_config())
-    if layer.built and layer.weights:
-        build_config = layer.get_build_config()
-        if build_config is not None:
-            build_from_config(new, build_config)
-        new.set_weights(layer.get_weights())
-    return new
 
 
 def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool,
@@ -275,17 +227,17 @@ def fix_weights(
         _check_model(to_fix, fix_biases, fix_batchnorm)
 
         def clone_function(layer):
-            new = _copy_layer(layer)
+            new = copy_layer(layer)
             if layer.weights and fixable_layer.is_supported(layer):
                 return WeightFixingWrapper(new, **params)
             return new
 
-        model = _clone(to_fix, clone_function)
+        model = clone_model(to_fix, clone_function)
         regularizer.install(model)
         return model
     if isinstance(to_fix, keras.layers.Layer):
         _check_single_layer(to_fix, fix_biases, fix_batchnorm, params["preserve_sparsity"])
-        return WeightFixingWrapper(_copy_layer(to_fix), **params)
+        return WeightFixingWrapper(copy_layer(to_fix), **params)
     raise TypeError(
         "fix_weights expects a keras layer, a list of layers, or a Sequential/Functional "
         f"model, got {type(to_fix).__name__}.")
@@ -293,10 +245,7 @@ def fix_weights(
 
 def _stripped_layer(wrapper: WeightFixingWrapper):
     inner = wrapper.layer
-    new = inner.__class__.from_config(inner.get_config())
-    build_config = inner.get_build_config()
-    if build_config is not None:
-        build_from_config(new, build_config)
+    new = rebuilt_layer(inner)
     effective = {id(v): value for v, value in zip(wrapper.fixable_variables, wrapper.effective_numpy())}
     new.set_weights([effective.get(id(v), v.numpy()) for v in inner.weights])
     return new
@@ -324,7 +273,7 @@ def strip_fixing(model):
         raise ValueError(
             f"Model {model.name!r} has no WeightFixingWrapper: it is not a model made by "
             "fix_weights (or it was stripped already).")
-    if not _is_functional_or_sequential(model):
+    if not is_functional_or_sequential(model):
         raise ValueError(
             f"Model {model.name!r} is a subclassed keras.Model, which Keras cannot clone. "
             "Strip its wrapped layers one by one: plain = tfmot_wfn.strip_fixing(model.dense) "
@@ -334,6 +283,6 @@ def strip_fixing(model):
     def clone_function(layer):
         if isinstance(layer, WeightFixingWrapper):
             return _stripped_layer(layer)
-        return _copy_layer(layer)
+        return copy_layer(layer)
 
-    return _clone(model, clone_function)
+    return clone_model(model, clone_function)

@@ -9,11 +9,17 @@ import time
 from typing import List, Optional
 
 import numpy as np
-from tensorflow.python.ops import resource_variable_ops
 
 from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
 from tfmot_wfn.keras import regularizer, regularizer_table
-from tfmot_wfn.keras.compat import callback_params, keras, steps_per_execution, tf
+from tfmot_wfn.keras.compat import (
+    assign_scalar,
+    callback_params,
+    compile_config,
+    keras,
+    steps_per_execution,
+    tf,
+)
 from tfmot_wfn.keras.network_fixing import StageSummary, run_fixing_stage, wrappers_of
 
 
@@ -111,7 +117,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
     def _sync_step(self):
         """Write the step into every wrapper's `fixing_step` (saved with the model)."""
-        _assign_scalar([w.fixing_step for w in self._wrappers], self._step)
+        assign_scalar([w.fixing_step for w in self._wrappers], self._step)
 
     @property
     def step(self) -> int:
@@ -184,9 +190,9 @@ _PARKED = "_wfn_parked_train_function"
 
 
 def _park_train_function(model) -> None:
-    compile_config = getattr(model, "_compile_config", None)
-    if compile_config is not None:
-        object.__setattr__(model, _PARKED, (model.train_function, compile_config))
+    config = compile_config(model)
+    if config is not None:
+        object.__setattr__(model, _PARKED, (model.train_function, config))
     model.train_function = None
 
 
@@ -200,27 +206,9 @@ def _resume_train_function(model) -> None:
     if parked is None:
         return
     object.__setattr__(model, _PARKED, None)
-    function, compile_config = parked
-    if compile_config is getattr(model, "_compile_config", None) and function is not None:
+    function, config = parked
+    if config is compile_config(model) and function is not None:
         model.train_function = function
-
-
-def _assign_scalar(variables, value: int) -> None:
-    """``v.assign(value)`` for each variable, by the raw op where it is a plain resource.
-
-    Runs at every batch: a Keras ``assign`` costs ~0.1 ms (a compiled function call
-    as much), as much as a small model's whole training step; the raw op ~10 us.
-    Distributed (mirrored) variables keep their own ``assign``.
-    """
-    tensor = None
-    for v in variables:
-        inner = getattr(v, "_value", v)  # Keras 3 keeps its tf.Variable in _value
-        if type(inner) is resource_variable_ops.ResourceVariable:
-            if tensor is None:
-                tensor = tf.constant(value, inner.dtype)
-            resource_variable_ops.gen_resource_variable_ops.assign_variable_op(inner.handle, tensor)
-        else:
-            v.assign(value)
 
 
 def _check_consistent(wrappers) -> None:

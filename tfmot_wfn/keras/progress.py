@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
+
 from tfmot_wfn.keras.compat import keras
 
 
@@ -20,8 +22,6 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar = None
 
     def on_train_begin(self, logs=None):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=self.total, desc=self.desc, unit="epoch",
                         disable=not self.enabled, dynamic_ncols=True)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import types
 
 from tfmot_wfn.keras import regularizer_table
-from tfmot_wfn.keras.compat import keras, tf  # noqa: F401
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, legacy_loss_tracker, tf  # noqa: F401
 from tfmot_wfn.keras.network_fixing import wrappers_of
 
 _EPS = 1e-14
@@ -202,8 +202,6 @@ def regularized_loss(model_or_wrappers, task_loss):
 
 
 def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=None):
-    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
-
     if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
         # tf_keras calls compute_loss(x, y, y_pred, sample_weight) from train_step and
         # test_step alike, without `training`: install() marks the train step.
@@ -216,8 +214,8 @@ def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, trainin
     if not training:
         return task
     total = regularized_loss(self, task)
-    tracker = getattr(getattr(self, "compiled_loss", None), "_total_loss_mean", None)
-    if IS_LEGACY_KERAS and tracker is not None and y is not None:  # pragma: no cover
+    tracker = legacy_loss_tracker(self)
+    if tracker is not None and y is not None:  # pragma: no cover - legacy CI job
         # tf_keras logs the loss its compiled_loss computed (the task loss): add the
         # regulariser to that mean, weighted by the batch size as tf_keras weighs it,
         # so that fit logs the loss it minimises, as Keras 3 does.
@@ -230,8 +228,6 @@ def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, trainin
 
 def install(model) -> bool:
     """Make `model.fit` add the regulariser to the loss. Returns True if newly installed."""
-    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
-
     if getattr(model, "_wfn_regularizer_installed", False):
         return False
     model.compute_loss = types.MethodType(_compute_loss, model)

@@ -16,7 +16,7 @@ import numpy as np
 from tfmot_wfn.core.powers_of_two import format_signed_digits, signed_digits
 from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
 from tfmot_wfn.keras import fixable_layer
-from tfmot_wfn.keras.compat import keras, variable_path
+from tfmot_wfn.keras.compat import variable_path
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 from tfmot_wfn.keras.network_fixing import wrappers_of
 

@@ -28,7 +28,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from tfmot_wfn.core.weight_statistics import value_counts
-from tfmot_wfn.keras.compat import tf
+from tfmot_wfn.keras.compat import summary_metadata, tf
 from tfmot_wfn.keras.network_fixing import wrappers_of
 
 HISTOGRAM_PLUGIN = "histograms"
@@ -37,29 +37,17 @@ PALETTE_TAG = "fixing/palette_usage"
 LAYER_FRACTION_PREFIX = "fixing/layer_fixed_fraction"
 
 
-def _metadata(plugin: str, description: str = ""):
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata()
-    metadata.plugin_data.plugin_name = plugin
-    # The plugins' data protos hold only a version field, 0: serialised, no bytes.
-    metadata.plugin_data.content = b""
-    if description:
-        metadata.summary_description = description
-    return metadata
-
-
 def write_scalar(tag: str, value: float, step: int, description: str = "") -> bool:
     """A TensorBoard scalar (like ``tf.summary.scalar``) without the tensorboard package."""
     return bool(tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
-                                 metadata=_metadata(SCALAR_PLUGIN, description)))
+                                 metadata=summary_metadata(SCALAR_PLUGIN, description)))
 
 
 def write_histogram_buckets(tag: str, buckets: np.ndarray, step: int, description: str = "") -> bool:
     """A TensorBoard histogram from explicit ``[k, 3]`` (left, right, count) buckets."""
     buckets = np.asarray(buckets, np.float64).reshape(-1, 3)
     return bool(tf.summary.write(tag, tf.constant(buckets, tf.float64), step=int(step),
-                                 metadata=_metadata(HISTOGRAM_PLUGIN, description)))
+                                 metadata=summary_metadata(HISTOGRAM_PLUGIN, description)))
 
 
 def palette_buckets(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
