@@ -22,7 +22,7 @@ import architecture_matrix as am
 import tfmot_wfn
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 SLOW = pytest.mark.slow
 PARAMS = [pytest.param(name, marks=() if name == "Transformer" else SLOW, id=name)
@@ -150,7 +150,7 @@ def test_input_scaling_folded_into_the_first_conv_is_explained(tmp_path):
     unwrapped) before a Conv2D + BatchNorm. The converter folds the input scaling and the
     BatchNorm into the kernel; the exporter names the Keras weight and the factors."""
     from tfmot_wfn import lite
-    from tfmot_wfn.keras.network_fixing import run_fixing_stage
+    from tfmot_wfn.keras.network import run_fixing_stage
 
     L = keras.layers
     keras.utils.set_random_seed(0)

@@ -43,7 +43,7 @@ def export_and_measure(
     """
     import tfmot_wfn
     from tfmot_wfn.export.palette_export import export_tflite
-    from tfmot_wfn.keras.network_fixing import is_wrapped
+    from tfmot_wfn.keras.network import is_wrapped
     from tfmot_wfn.tflite.latency import compare_latency
     from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
 

@@ -382,16 +382,11 @@ def _evaluate(model, dataset, enabled: bool, desc: str) -> Dict[str, float]:
 
 
 def _network_numbers(model) -> Dict[str, float]:
-    from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import FixingNetwork
 
-    wrappers = wrappers_of(model)
-    values = np.concatenate([a.astype(np.float32).ravel() for w in wrappers
-                             for a in w.effective_numpy()])
-    masks = np.concatenate([m.ravel() for w in wrappers for m in w.mask_numpy()])
-    return {"fixed_fraction": float(masks.mean()),
-            "unique_values": int(value_counts(values)[0].size),
-            "entropy_bits": float(entropy_bits(values))}
+    stats = FixingNetwork.of(model).statistics()
+    return {"fixed_fraction": stats.fixed_fraction, "unique_values": stats.unique_values,
+            "entropy_bits": stats.entropy_bits}
 
 
 # ------------------------------------------------------------------------ job
@@ -453,7 +448,7 @@ def run_fix_job(config: FixJobConfig, overwrite: bool = False, callbacks: Sequen
             raise FixJobError(f"no such model file: {config.model_path}")
         with tfmot_wfn.fixing_scope():
             model = keras.models.load_model(config.model_path, compile=False)
-        from tfmot_wfn.keras.network_fixing import wrappers_of
+        from tfmot_wfn.keras.network import wrappers_of
 
         if wrappers_of(model):
             raise FixJobError(f"{config.model_path} is a model saved while fixing (it holds "
@@ -481,9 +476,9 @@ def run_fix_job(config: FixJobConfig, overwrite: bool = False, callbacks: Sequen
         float_metrics = _state.get("float_metrics", {})
         rows: List[Dict] = list(_state["stages"])
         first_stage = int(_state["completed_stages"])
-        from tfmot_wfn.keras.network_fixing import wrappers_of
+        from tfmot_wfn.keras.network import FixingNetwork
 
-        schedule = wrappers_of(fixed)[0].fixing_schedule
+        schedule = FixingNetwork.of(fixed).fixing_schedule
         if schedule.steps_per_stage != steps_per_stage:
             raise FixJobError(
                 f"the run's stages are {schedule.steps_per_stage} training steps long, but the "

@@ -716,7 +716,7 @@ def _model_palette_and_plain(model, palette=None):
     """(plain model, palette): a fix_weights model is stripped; its palette is its fixed values."""
     from tfmot_wfn.keras import report as metrics
     from tfmot_wfn.keras.fix import strip_fixing
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import wrappers_of
 
     wrapped = bool(wrappers_of(model))
     if palette is None:

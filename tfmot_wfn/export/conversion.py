@@ -17,7 +17,7 @@ from typing import Tuple
 import numpy as np
 
 from tfmot_wfn.keras.fix import strip_fixing
-from tfmot_wfn.keras.network_fixing import is_wrapped
+from tfmot_wfn.keras.network import is_wrapped
 from tfmot_wfn.keras.report import palette
 
 
