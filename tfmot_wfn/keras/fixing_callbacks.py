@@ -15,6 +15,7 @@ from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.compat import callback_params, keras, steps_per_execution, tf, variable_path
 from tfmot_wfn.keras.network import FixingNetwork, StageSummary
 from tfmot_wfn.utils.finite import count_nonfinite
+from tfmot_wfn.utils.validation import check_bool
 
 
 class UpdateFixingStep(keras.callbacks.Callback):
@@ -64,11 +65,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
         super().__init__()
         if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
             raise TypeError(f"verbose must be 0 or 1, got {type(verbose).__name__} {verbose!r}")
-        if not isinstance(check_finite, (bool, np.bool_)):
-            raise TypeError(
-                f"check_finite must be True or False, got {type(check_finite).__name__}")
         self.verbose = int(verbose)
-        self.check_finite = bool(check_finite)
+        self.check_finite = check_bool("check_finite", check_finite)
         self.history: List[StageSummary] = []
         self._network: Optional[FixingNetwork] = None
         self._wrappers = []
