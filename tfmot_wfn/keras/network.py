@@ -38,7 +38,8 @@ import numpy as np
 from tfmot_wfn.core.greedy_fixing import fixing_stage
 from tfmot_wfn.core.weight_statistics import WeightSummary, summarize, value_counts
 from tfmot_wfn.keras import regularizer_table
-from tfmot_wfn.keras.compat import autocasts, keras, numpy_dtype, tf, variable_path
+from tfmot_wfn.keras.compat import keras, numpy_dtype, variable_path
+from tfmot_wfn.keras.compute_dtypes import round_for_compute_dtypes
 from tfmot_wfn.keras.fixing_config import FixingConfig
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 from tfmot_wfn.utils.finite import count_nonfinite
@@ -104,11 +105,6 @@ class WeightSlot:
     @property
     def shape(self) -> Tuple[int, ...]:
         return tuple(int(d) for d in self.variable.shape)
-
-    @property
-    def name(self) -> str:
-        """``<wrapped layer>/<weight path>``, for error messages."""
-        return f"{self.wrapper.layer.name}/{variable_path(self.variable)}"
 
 
 def _slots(wrappers: Sequence[WeightFixingWrapper]) -> Tuple[WeightSlot, ...]:
@@ -365,7 +361,7 @@ class FixingNetwork:
             fraction = min(1.0, share + (1.0 - share) * fraction)
         result = fixing_stage(flat_w, flat_m, fraction, distance, self.zero_distance,
                               palette=self.palette())
-        rounded = _round_for_compute_dtypes(self.slots, result.values, result.fixed,
+        rounded = round_for_compute_dtypes(self.slots, result.values, result.fixed,
                                             result.fixed & ~flat_m)
         if rounded is not result.values:
             result = dataclasses.replace(result, values=rounded,
@@ -442,65 +438,3 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
     if isinstance(model_or_wrappers, WeightFixingWrapper):
         model_or_wrappers = [model_or_wrappers]
     return FixingNetwork.of(model_or_wrappers).run_fixing_stage(fraction, distance)
-
-
-def _finfo(dtype):
-    """`finfo` for numpy and ml_dtypes floats (bfloat16 is not a numpy dtype)."""
-    import ml_dtypes  # a TensorFlow dependency
-
-    return ml_dtypes.finfo(dtype)
-
-
-def _narrow_dtype(wrapper, variable) -> Optional[np.dtype]:
-    """The float dtype narrower than the variable's in which the layer computes with it, or None.
-
-    Under a mixed precision policy (``mixed_float16``, ``mixed_bfloat16``) a layer
-    keeps float32 variables and reads them cast to its compute dtype, unless the
-    variable opts out of autocasting (BatchNormalization's gamma/beta do).
-    """
-    if not autocasts(variable):
-        return None
-    compute = tf.dtypes.as_dtype(wrapper.layer.compute_dtype)
-    stored = tf.dtypes.as_dtype(variable.dtype)
-    if not compute.is_floating or compute.size >= stored.size:
-        return None
-    return np.dtype(compute.as_numpy_dtype)
-
-
-def _round_for_compute_dtypes(slots: Sequence[WeightSlot], values, fixed, newly) -> np.ndarray:
-    """Make fixed values exactly representable in every compute dtype that reads them.
-
-    The palette is shared network-wide, so newly fixed values are rounded (to
-    nearest) to each narrower compute dtype used anywhere in the network, coarsest
-    last; a value that is 0 or a sum of a few powers of two within range is left
-    unchanged (almost all are). Previously fixed values are never changed; if one
-    is not representable (the model was fixed under another policy), or a value is
-    out of the dtype's range, this raises instead.
-    """
-    spans = [(slot, dtype) for slot in slots
-             for dtype in [_narrow_dtype(slot.wrapper, slot.variable)] if dtype is not None]
-    if not spans:
-        return values
-    values = values.copy()
-    # Coarsest last: fewer mantissa bits, then a smaller range.
-    order = sorted({dtype for _, dtype in spans},
-                   key=lambda d: (_finfo(d).nmant, float(_finfo(d).max)), reverse=True)
-    with np.errstate(over="ignore"):
-        for dtype in order:
-            values[newly] = values[newly].astype(dtype).astype(np.float32)
-    for slot, dtype in spans:
-        part, mask = values[slot.start:slot.stop], fixed[slot.start:slot.stop]
-        with np.errstate(over="ignore"):
-            exact = part.astype(dtype).astype(np.float32) == part
-        bad = mask & ~exact
-        if bad.any():
-            example = float(part[bad][0])
-            raise FloatingPointError(
-                f"Fixed value {example!r} of weight {variable_path(slot.variable)!r} in layer "
-                f"{slot.wrapper.layer.name!r} is not exactly representable in "
-                f"{np.dtype(dtype).name}, the dtype the layer computes in (largest finite "
-                f"value {float(_finfo(dtype).max)!r}). Either the weights are "
-                "too large for this mixed precision policy, or the model was fixed under another "
-                "policy: use the same policy for the whole run, or keep this layer in float32 "
-                "(dtype='float32').")
-    return values
