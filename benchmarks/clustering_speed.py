@@ -7,7 +7,7 @@ Measures, for N weights drawn like a freshly initialised ResNet:
 * ``full schedule``: the paper's 10 stages (fractions 0.3 ... 1.0, distance
   delta * max(1, 10 - i), delta = 0.015), the free weights perturbed by small
   gaussian noise between stages to mimic re-training, each stage offered the
-  previous palette (as ``tfmot_wfn.keras.network_fixing`` does);
+  previous palette (as ``tfmot_wfn.keras.network`` does);
 * the slow dense reference (``tfmot_wfn.testing.reference_fixing.reference_stage``), stage 0 and
   the full schedule, at small N next to the fast one at the same N, for the speed-up
   ratio (and a check, in a separate subprocess, that both give the same result).

@@ -11,7 +11,7 @@ import numpy as np
 from tfmot_wfn.keras.compat import keras
 import tfmot_wfn
 from tfmot_wfn.core.powers_of_two import signed_digits
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 L = keras.layers
 

@@ -64,7 +64,7 @@ def build(keras, seed: int = 0, sparsity: float = 0.0):
 def run() -> dict:
     import tfmot_wfn
     from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import wrappers_of
 
     x = np.random.default_rng(7).normal(size=(5, 6, 6, 1)).astype(np.float32)
     result = {"legacy": np.array(IS_LEGACY_KERAS)}

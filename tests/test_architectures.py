@@ -21,7 +21,7 @@ import pytest
 import tfmot_wfn
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 from tfmot_wfn.testing import architecture_matrix as am
 
 SLOW = pytest.mark.slow
@@ -150,7 +150,7 @@ def test_input_scaling_folded_into_the_first_conv_is_explained(tmp_path):
     unwrapped) before a Conv2D + BatchNorm. The converter folds the input scaling and the
     BatchNorm into the kernel; the exporter names the Keras weight and the factors."""
     from tfmot_wfn import lite
-    from tfmot_wfn.keras.network_fixing import run_fixing_stage
+    from tfmot_wfn.keras.network import run_fixing_stage
 
     L = keras.layers
     keras.utils.set_random_seed(0)

@@ -8,7 +8,7 @@ import pytest
 import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.keras.compat import keras, short_name
-from tfmot_wfn.keras.network_fixing import run_fixing_stage
+from tfmot_wfn.keras.network import run_fixing_stage
 
 L = keras.layers
 

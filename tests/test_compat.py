@@ -18,7 +18,7 @@ import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.keras import compat
 from tfmot_wfn.keras.compat import keras, tf
-from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import run_fixing_stage, wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 import keras
 import tfmot_wfn
 from tfmot_wfn.keras import fixing_callbacks
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 FRACTIONS = {fractions!r}
 calls = []  # per call of the fixing stage: (eager and outside replicas?, hash in, hash out)

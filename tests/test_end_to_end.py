@@ -8,7 +8,7 @@ import pytest
 import keras
 import keras_helpers as kh
 import tfmot_wfn
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 #: "Lossless", exactly as the demo reports it (tfmot_wfn/demo.py: ``fixed_acc >=
 #: float_acc - 0.005``): at most half a point of test accuracy below the float model.

@@ -18,7 +18,7 @@ import pytest
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, tf
 import keras_helpers as kh
 import tfmot_wfn
-from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import run_fixing_stage, wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 

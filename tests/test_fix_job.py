@@ -19,7 +19,7 @@ import tfmot_wfn
 from tfmot_wfn.apps import cli, fix_job
 from tfmot_wfn.keras import summaries
 from tfmot_wfn.keras.compat import tf
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 FRACTIONS = "0.5,0.8,0.95,1"
 RUN_FLAGS = ["--fractions", FRACTIONS, "--batch-size", "32", "--learning-rate", "1e-3",

@@ -13,7 +13,7 @@ from tfmot_wfn.keras.compat import keras
 import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.core.greedy_fixing import quota_for
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 

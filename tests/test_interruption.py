@@ -35,7 +35,7 @@ import pytest
 import keras
 import keras_helpers as kh
 import tfmot_wfn
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +46,7 @@ import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
 import keras
 import tfmot_wfn
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 backup_dir, out_dir, kill_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 os.makedirs(out_dir, exist_ok=True)

@@ -811,7 +811,7 @@ def host_constants(data, names=HOSTS):
 
 
 def assert_matches_keras(path, model, x, decodes=(False, True)):
-    from tfmot_wfn.keras.network_fixing import is_wrapped
+    from tfmot_wfn.keras.network import is_wrapped
 
     expected = keras_predict(tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model, x)
     for decode in decodes:

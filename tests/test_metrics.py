@@ -11,7 +11,7 @@ import pytest
 from tfmot_wfn.keras.compat import keras
 import keras_helpers as kh
 import tfmot_wfn
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 

@@ -27,7 +27,7 @@ def fixed_model():
 
 @pytest.fixture(scope="module")
 def history():
-    from tfmot_wfn.keras.network_fixing import StageSummary
+    from tfmot_wfn.keras.network import StageSummary
 
     return [StageSummary(fraction=f, distance=0.015 * (4 - i), total=1000, fixed=int(1000 * f),
                          newly_fixed=100, palette_size=5 + 3 * i, steps=10, max_order=3)

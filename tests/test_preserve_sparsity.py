@@ -15,7 +15,7 @@ import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn.core.greedy_fixing import quota_for
 from tfmot_wfn.keras.compat import keras
-from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import run_fixing_stage, wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 

@@ -16,7 +16,7 @@ import tfmot_wfn
 from tfmot_wfn.core import fixing_stage
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import regularizer
-from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import run_fixing_stage, wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
 

@@ -17,7 +17,7 @@ from tfmot_wfn.core import fixing_stage
 from tfmot_wfn.core import regularizer_term as rt
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE as G0
 from tfmot_wfn.keras import regularizer_table
-from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import FixingNetwork, run_fixing_stage, wrappers_of
 
 TAU = 0.05
 
@@ -181,7 +181,7 @@ def test_model_table_value_and_gradient_equal_the_numpy_table():
     fixed = tfmot_wfn.fix_weights(kh.dense_model(seed=4))
     run_fixing_stage(fixed, 0.5, 0.05)
     wrappers = wrappers_of(fixed)
-    table = regularizer_table.table_for(wrappers)
+    table = FixingNetwork.of(fixed).regularizer_table
     variables = [v for w in wrappers for v in w.fixable_variables]
     w = np.concatenate([v.numpy().ravel() for v in variables])
     free = np.concatenate([~m.ravel() for x in wrappers for m in x.mask_numpy()])

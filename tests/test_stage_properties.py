@@ -28,7 +28,7 @@ import tfmot_wfn
 from tfmot_wfn.core.greedy_fixing import quota_for
 from tfmot_wfn.core.powers_of_two import signed_digits
 from tfmot_wfn.keras.compat import autocasts
-from tfmot_wfn.keras.network_fixing import run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import run_fixing_stage, wrappers_of
 
 L = keras.layers
 PAPER = list(tfmot_wfn.PAPER_FRACTIONS)

@@ -18,7 +18,7 @@ import keras_helpers as kh
 import tfmot_wfn
 from tfmot_wfn import lite
 from tfmot_wfn.keras.compat import keras, short_name, tf
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 from tfmot_wfn.tflite import flatbuffer as fb
 
 pytestmark = [

@@ -22,6 +22,7 @@ MOVED = {
     "tfmot_wfn.demo": "tfmot_wfn.apps.demo",
     "tfmot_wfn.fix_job": "tfmot_wfn.apps.fix_job",
     "tfmot_wfn.keras.metrics": "tfmot_wfn.keras.report",
+    "tfmot_wfn.keras.network_fixing": "tfmot_wfn.keras.network",
     "tfmot_wfn.lite.archive": "tfmot_wfn.archive.wfn_archive",
     "tfmot_wfn.lite.archive_inspection": "tfmot_wfn.archive.inspection",
     "tfmot_wfn.lite.batchnorm_folding": "tfmot_wfn.keras.batchnorm_folding",

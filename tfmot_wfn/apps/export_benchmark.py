@@ -79,7 +79,7 @@ def _file_numbers(dense, palette, batchnorm: str) -> Dict:
 def _agreement_with_keras(model, palette_path: str, x_test, y_test) -> Dict:
     """The palette file's outputs against Keras': as stored and decoded at load."""
     import tfmot_wfn
-    from tfmot_wfn.keras.network_fixing import is_wrapped
+    from tfmot_wfn.keras.network import is_wrapped
     from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
 
     out: Dict = {}

@@ -302,16 +302,11 @@ def _evaluate(model, dataset, enabled: bool, desc: str) -> Dict[str, float]:
 
 
 def _network_numbers(model) -> Dict[str, float]:
-    from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import FixingNetwork
 
-    wrappers = wrappers_of(model)
-    values = np.concatenate([a.astype(np.float32).ravel() for w in wrappers
-                             for a in w.effective_numpy()])
-    masks = np.concatenate([m.ravel() for w in wrappers for m in w.mask_numpy()])
-    return {"fixed_fraction": float(masks.mean()),
-            "unique_values": int(value_counts(values)[0].size),
-            "entropy_bits": float(entropy_bits(values))}
+    stats = FixingNetwork.of(model).statistics()
+    return {"fixed_fraction": stats.fixed_fraction, "unique_values": stats.unique_values,
+            "entropy_bits": stats.entropy_bits}
 
 
 # ------------------------------------------------------------------------ job
@@ -428,7 +423,7 @@ def _load_float_model(config: FixJobConfig):
     """The float model to fix (refusing one saved while fixing)."""
     import tfmot_wfn
     from tfmot_wfn.keras.compat import keras
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import wrappers_of
 
     if not os.path.isfile(config.model_path):
         raise FixJobError(f"no such model file: {config.model_path}")
@@ -532,7 +527,7 @@ def _search_distance(run: _JobRun, model) -> float:
 
 def _continue_from_checkpoint(run: _JobRun, model, state: Dict) -> None:
     """Take over the interrupted run's numbers; refuse data that change the stage length."""
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import FixingNetwork
 
     run.model = model
     run.from_logits = bool(state["from_logits"])
@@ -541,7 +536,7 @@ def _continue_from_checkpoint(run: _JobRun, model, state: Dict) -> None:
     run.completed_stages = int(state["completed_stages"])
     run.checkpoint = state["checkpoint"]
     steps_per_stage = run.config.epochs_per_stage * run.steps_per_epoch
-    schedule = wrappers_of(model)[0].fixing_schedule
+    schedule = FixingNetwork.of(model).fixing_schedule
     if schedule.steps_per_stage != steps_per_stage:
         raise FixJobError(
             f"the run's stages are {schedule.steps_per_stage} training steps long, but the "

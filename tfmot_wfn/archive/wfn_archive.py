@@ -30,7 +30,7 @@ from tfmot_wfn.archive.wfn_format import (  # noqa: F401 (re-exported)
 from tfmot_wfn.keras import report
 from tfmot_wfn.keras.compat import keras, numpy_dtype, variable_path
 from tfmot_wfn.keras.fix import strip_fixing
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import wrappers_of
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 
 

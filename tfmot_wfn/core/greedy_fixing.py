@@ -33,6 +33,7 @@ import numpy as np
 
 from tfmot_wfn.core.candidates import candidate_centres
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
+from tfmot_wfn.utils.finite import count_nonfinite
 
 #: Default `distance_cap`: no weight is fixed farther than 3x the stage's allowed distance.
 DISTANCE_CAP = 3.0
@@ -338,8 +339,8 @@ def fixing_stage(
         raise ValueError(f"distance must be > 0, got {distance!r}")
     if distance_cap is not None and not float(distance_cap) > 0:
         raise ValueError(f"distance_cap must be > 0 or None, got {distance_cap!r}")
-    if not np.all(np.isfinite(w)):
-        bad = int(np.count_nonzero(~np.isfinite(w)))
+    bad = count_nonfinite(w)
+    if bad:
         raise ValueError(f"{bad} weights are NaN or Inf; fixing needs finite weights")
 
     values = w.copy()

@@ -18,7 +18,7 @@ import numpy as np
 
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, tf
 from tfmot_wfn.keras.fix import strip_fixing
-from tfmot_wfn.keras.network_fixing import is_wrapped
+from tfmot_wfn.keras.network import is_wrapped
 from tfmot_wfn.keras.report import palette
 
 

@@ -245,7 +245,7 @@ def fold_batchnorm(model):
       TypeError: not a Sequential/Functional Keras model.
       ValueError: the model is unbuilt or made by fix_weights (fold before fixing).
     """
-    from tfmot_wfn.keras.network_fixing import is_wrapped
+    from tfmot_wfn.keras.network import is_wrapped
 
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
         raise TypeError(f"fold_batchnorm expects a Keras model, got {type(model).__name__}")

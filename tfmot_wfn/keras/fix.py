@@ -22,16 +22,16 @@ from tfmot_wfn.keras.compat import (
     tf,
     variable_path,
 )
-from tfmot_wfn.keras.fixing_wrapper import (
+from tfmot_wfn.keras.fixing_config import (
     DEFAULT_DISTANCE,
     DEFAULT_PALETTE_CAPACITY,
     DEFAULT_REGULARIZATION,
     DEFAULT_TEMPERATURE,
-    WeightFixingWrapper,
-    check_arguments,
-    check_wrappable,
+    FixingConfig,
 )
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper, check_wrappable
+from tfmot_wfn.keras.network import wrappers_of
+from tfmot_wfn.utils.finite import count_nonfinite
 
 
 def fixing_scope():
@@ -109,7 +109,7 @@ def _check_layer_values(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
     compute = tf.dtypes.as_dtype(layer.compute_dtype)
     for v in fixable_layer.fixable_weights(layer, fix_biases, fix_batchnorm):
         values = np.asarray(v.numpy())
-        bad = int(np.count_nonzero(~np.isfinite(values)))
+        bad = count_nonfinite(values)
         if bad:
             raise ValueError(
                 f"{bad} of {values.size} values of weight {variable_path(v)!r} in layer {layer.name!r} "
@@ -204,14 +204,14 @@ def fix_weights(
     unknown = set(kwargs) - {"palette_capacity"}
     if unknown:
         raise TypeError(f"fix_weights got unexpected keyword arguments {sorted(unknown)}")
-    params = dict(
+    # Validate every argument once, before anything is built (creates no layer).
+    config = FixingConfig(
         fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
         temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
         fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
-    # Validate every argument once, before anything is built (creates no layer).
-    params = check_arguments(**params)
-    fix_biases, fix_batchnorm = params["fix_biases"], params["fix_batchnorm"]
+    params = config.to_kwargs()
+    fix_biases, fix_batchnorm = config.fix_biases, config.fix_batchnorm
 
     if isinstance(to_fix, (list, tuple)):
         for layer in to_fix:
@@ -221,7 +221,7 @@ def fix_weights(
                     "hold keras layers only.")
         # Check every layer before wrapping any, so that an error creates nothing.
         for layer in to_fix:
-            _check_single_layer(layer, fix_biases, fix_batchnorm, params["preserve_sparsity"])
+            _check_single_layer(layer, fix_biases, fix_batchnorm, config.preserve_sparsity)
         return [fix_weights(layer, **params) for layer in to_fix]
     if isinstance(to_fix, keras.Model):
         _check_model(to_fix, fix_biases, fix_batchnorm)
@@ -236,7 +236,7 @@ def fix_weights(
         regularizer.install(model)
         return model
     if isinstance(to_fix, keras.layers.Layer):
-        _check_single_layer(to_fix, fix_biases, fix_batchnorm, params["preserve_sparsity"])
+        _check_single_layer(to_fix, fix_biases, fix_batchnorm, config.preserve_sparsity)
         return WeightFixingWrapper(copy_layer(to_fix), **params)
     raise TypeError(
         "fix_weights expects a keras layer, a list of layers, or a Sequential/Functional "

@@ -10,8 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
-from tfmot_wfn.keras import regularizer, regularizer_table
+from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.compat import (
     assign_scalar,
     callback_params,
@@ -19,8 +18,11 @@ from tfmot_wfn.keras.compat import (
     keras,
     steps_per_execution,
     tf,
+    variable_path,
 )
-from tfmot_wfn.keras.network_fixing import StageSummary, run_fixing_stage, wrappers_of
+from tfmot_wfn.keras.network import FixingNetwork, StageSummary
+from tfmot_wfn.utils.finite import count_nonfinite
+from tfmot_wfn.utils.validation import check_bool
 
 
 class UpdateFixingStep(keras.callbacks.Callback):
@@ -70,33 +72,26 @@ class UpdateFixingStep(keras.callbacks.Callback):
         super().__init__()
         if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
             raise TypeError(f"verbose must be 0 or 1, got {type(verbose).__name__} {verbose!r}")
-        if not isinstance(check_finite, (bool, np.bool_)):
-            raise TypeError(
-                f"check_finite must be True or False, got {type(check_finite).__name__}")
         self.verbose = int(verbose)
-        self.check_finite = bool(check_finite)
+        self.check_finite = check_bool("check_finite", check_finite)
         self.history: List[StageSummary] = []
+        self._network: Optional[FixingNetwork] = None
         self._wrappers = []
         self._step: Optional[int] = None
         self._read_step = True
 
-    def _collect(self):
-        wrappers = wrappers_of(self.model)
-        if not wrappers:
+    def _collect(self) -> FixingNetwork:
+        network = FixingNetwork.find(self.model)
+        if network is None:
             raise ValueError(
                 "UpdateFixingStep found no WeightFixingWrapper in the model; build it with "
                 "tfmot_wfn.fix_weights(model) first.")
-        return wrappers
+        return network
 
     def on_train_begin(self, logs=None):
-        self._wrappers = self._collect()
-        steps = callback_params(self).get("steps")
-        schedule = self._wrappers[0].fixing_schedule
-        schedule.resolve(steps)
-        for w in self._wrappers:
-            if w.fixing_schedule is not schedule:
-                w.fixing_schedule.resolve(steps)
-        _check_consistent(self._wrappers)
+        self._network = self._collect()  # refuses wrappers with different settings
+        self._wrappers = list(self._network.wrappers)
+        self._network.resolve_schedules(callback_params(self).get("steps"))
         for w in self._wrappers:
             w._fixing_callback_attached = True
         if regularizer.install(self.model) and getattr(self.model, "train_function", None):
@@ -106,14 +101,13 @@ class UpdateFixingStep(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
         else:
             _resume_train_function(self.model)
-        self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
+        self._step = max(0, self._network.stored_step())
         # BackupAndRestore may restore the variables after this (its on_train_begin
         # can run after ours): read the step again at the first batch.
         self._read_step = True
 
     def _refresh_regularizer(self):
-        if self._wrappers[0].regularization != 0.0:
-            regularizer_table.table_for(self._wrappers).refresh_if_changed()
+        self._network.refresh_regularizer()
 
     def _sync_step(self):
         """Write the step into every wrapper's `fixing_step` (saved with the model)."""
@@ -129,7 +123,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
             self.on_train_begin()
         if self._read_step:
             self._read_step = False
-            self._step = max(0, int(self._wrappers[0].fixing_step.numpy()))
+            self._step = max(0, self._network.stored_step())
             # The regulariser's table follows the palette and masks (a restored model's too).
             self._refresh_regularizer()
             if self.check_finite:
@@ -154,15 +148,15 @@ class UpdateFixingStep(keras.callbacks.Callback):
         return int(k)
 
     def _run_scheduled_stage(self):
-        schedule = self._wrappers[0].fixing_schedule
+        schedule = self._network.fixing_schedule
         should_fix, fraction = schedule(self._step)
         if should_fix:
-            distance = self._wrappers[0].distance * schedule.distance_multiplier(self._step)
+            distance = self._network.distance * schedule.distance_multiplier(self._step)
             if self.verbose:  # a stage on a big model takes seconds: say so before it runs
                 print(f"\n[tfmot_wfn] step {self._step}: fixing stage {len(self.history) + 1} "
                       f"({fraction:.2%} of the weights, distance {distance:.4g}) ...", flush=True)
             start = time.perf_counter()
-            summary = run_fixing_stage(self._wrappers, fraction, distance)
+            summary = self._network.run_fixing_stage(fraction, distance)
             check_workers_agree(self.model, self._wrappers, f"after the stage at step {self._step}")
             self.history.append(summary)
             if self.verbose:
@@ -211,22 +205,6 @@ def _resume_train_function(model) -> None:
         model.train_function = function
 
 
-def _check_consistent(wrappers) -> None:
-    """All wrappers must agree on what the network-wide stage uses from them."""
-    first = wrappers[0]
-
-    def key(w):
-        return (w.fixing_schedule.get_config(), type(w.fixing_schedule).__name__, w.distance,
-                w.zero_distance, w.palette_capacity, w.regularization, w.temperature)
-
-    for w in wrappers[1:]:
-        if key(w) != key(first):
-            raise ValueError(
-                f"The WeightFixingWrappers {first.name!r} and {w.name!r} have different fixing "
-                "settings (schedule, distance, zero_distance, palette_capacity, regularization "
-                "or temperature), but the network is fixed as a whole with one palette. Give "
-                "every wrapper the same settings (fix_weights(model) does; when wrapping layers "
-                "one by one, pass the same fixing_schedule and distance to each).")
 
 
 def _worker_count(strategy) -> int:
@@ -286,9 +264,7 @@ def check_finite_weights(wrappers, when: str = "") -> None:
             if bool(tf.reduce_all(tf.math.is_finite(wrapper.effective_weight(i)))):
                 continue
             values = wrapper.effective_numpy()[i]
-            bad = int(np.count_nonzero(~np.isfinite(values)))
-            from tfmot_wfn.keras.compat import variable_path
-
+            bad = count_nonfinite(values)
             raise FloatingPointError(
                 f"{bad} of {values.size} values of weight {variable_path(v)!r} in layer "
                 f"{wrapper.layer.name!r} became NaN or Inf {when}. Training diverged: lower "
@@ -297,16 +273,13 @@ def check_finite_weights(wrappers, when: str = "") -> None:
 
 
 def network_statistics(model) -> dict:
-    """Fixed fraction, unique values and entropy of the network's fixable weights."""
-    wrappers = wrappers_of(model)
-    values = np.concatenate([a.ravel() for w in wrappers for a in w.effective_numpy()])
-    masks = np.concatenate([m.ravel() for w in wrappers for m in w.mask_numpy()])
-    fixed_values = values[masks]
+    """Fixed fraction, unique values, palette size and entropy (`FixingNetwork.statistics`)."""
+    stats = FixingNetwork.of(model).statistics()
     return {
-        "fixed_fraction": float(masks.mean()) if masks.size else 0.0,
-        "unique_values": int(value_counts(values)[0].size),
-        "palette_size": int(value_counts(fixed_values)[0].size),
-        "entropy_bits": entropy_bits(values),
+        "fixed_fraction": stats.fixed_fraction,
+        "unique_values": stats.unique_values,
+        "palette_size": stats.palette_size,
+        "entropy_bits": stats.entropy_bits,
     }
 
 

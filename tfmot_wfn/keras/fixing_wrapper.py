@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import numpy as np
@@ -10,6 +9,13 @@ import numpy as np
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras import fixing_schedule as schedules
+from tfmot_wfn.keras.fixing_config import (
+    DEFAULT_DISTANCE,
+    DEFAULT_PALETTE_CAPACITY,
+    DEFAULT_REGULARIZATION,
+    DEFAULT_TEMPERATURE,
+    FixingConfig,
+)
 from tfmot_wfn.keras.compat import (
     IS_LEGACY_KERAS,
     SubstitutedWeights,
@@ -19,65 +25,6 @@ from tfmot_wfn.keras.compat import (
     tf,
     variable_dtype,
 )
-
-#: Default delta (the paper's main knob). 0.015 is the coarsest setting of the
-#: paper's runs (fewest unique values); on the digits demo it is lossless with
-#: the default regularisation (see README, "Choosing distance").
-DEFAULT_DISTANCE = 0.015
-DEFAULT_REGULARIZATION = 0.4
-DEFAULT_TEMPERATURE = 0.05
-DEFAULT_PALETTE_CAPACITY = 4096
-
-
-def _check_fraction_param(name, value, low, high, low_open=True, high_open=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
-        value < high if high_open else value <= high)
-    if not ok:
-        lb = "(" if low_open else "["
-        hb = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in {lb}{low}, {high}{hb}, got {value!r}")
-    return value
-
-
-def _check_bool(name, value):
-    # bool("no") is True: refuse anything but a real boolean.
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
-def check_arguments(fixing_schedule=None, distance=DEFAULT_DISTANCE,
-                    regularization=DEFAULT_REGULARIZATION, temperature=DEFAULT_TEMPERATURE,
-                    zero_distance=ZERO_DISTANCE, fix_biases=True, fix_batchnorm=True,
-                    palette_capacity=DEFAULT_PALETTE_CAPACITY, preserve_sparsity=False) -> dict:
-    """Validated, normalised wrapper arguments (raises TypeError / ValueError); creates nothing."""
-    if fixing_schedule is None:
-        fixing_schedule = schedules.StagedFixing()
-    elif isinstance(fixing_schedule, dict):
-        fixing_schedule = schedules.deserialize(fixing_schedule)
-    if not isinstance(fixing_schedule, schedules.FixingSchedule):
-        raise TypeError(
-            "fixing_schedule must be a tfmot_wfn FixingSchedule (StagedFixing or "
-            f"PolynomialFixing), got {type(fixing_schedule).__name__}")
-    if isinstance(palette_capacity, bool) or not isinstance(palette_capacity, (int, np.integer)) \
-            or palette_capacity < 1:
-        raise ValueError(f"palette_capacity must be a positive integer, got {palette_capacity!r}")
-    return dict(
-        fixing_schedule=fixing_schedule,
-        distance=_check_fraction_param("distance", distance, 0.0, 1.0),
-        regularization=_check_fraction_param(
-            "regularization", regularization, 0.0, float("inf"), low_open=False),
-        temperature=_check_fraction_param("temperature", temperature, 0.0, float("inf")),
-        zero_distance=_check_fraction_param("zero_distance", zero_distance, 0.0, 1.0),
-        fix_biases=_check_bool("fix_biases", fix_biases),
-        fix_batchnorm=_check_bool("fix_batchnorm", fix_batchnorm),
-        palette_capacity=int(palette_capacity),
-        preserve_sparsity=_check_bool("preserve_sparsity", preserve_sparsity),
-    )
-
 
 def check_wrappable(layer) -> None:
     """Refuse a layer that is already wrapped, has no weights, or is not supported.
@@ -94,6 +41,11 @@ def check_wrappable(layer) -> None:
                 "nothing to fix in it; pass only layers with weights (fix_weights(model) "
                 "leaves weightless layers as they are).")
         raise fixable_layer.unsupported_layer_error(layer)
+
+
+def _setting(name: str) -> property:
+    return property(lambda self: getattr(self.fixing_config, name),
+                    doc=f"``fixing_config.{name}`` (read-only).")
 
 
 @keras.saving.register_keras_serializable(package="tfmot_wfn")
@@ -129,6 +81,9 @@ class WeightFixingWrapper(keras.layers.Wrapper):
       preserve_sparsity: when the wrapper is built, fix the weights that are exactly 0
         to 0 (a pruned model keeps its zeros); they count as fixed, and the stage
         fractions apply to the other weights (see `run_fixing_stage`).
+
+    The arguments are validated into ``wrapper.fixing_config``, a frozen
+    `FixingConfig`; ``wrapper.distance`` etc. read it.
     """
 
     def __init__(
@@ -160,21 +115,13 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             # mixed precision a layer kept in float32 (e.g. the output layer) must not
             # receive float16 inputs from its wrapper.
             kwargs["dtype"] = layer.dtype_policy
-        args = check_arguments(
+        config = FixingConfig(
             fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
             temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
             fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
             preserve_sparsity=preserve_sparsity)
         super().__init__(layer, **kwargs)
-        self.fixing_schedule = args["fixing_schedule"]
-        self.distance = args["distance"]
-        self.regularization = args["regularization"]
-        self.temperature = args["temperature"]
-        self.zero_distance = args["zero_distance"]
-        self.fix_biases = args["fix_biases"]
-        self.fix_batchnorm = args["fix_batchnorm"]
-        self.palette_capacity = args["palette_capacity"]
-        self.preserve_sparsity = args["preserve_sparsity"]
+        self.fixing_config = config
         self.preserved_zeros = None
         self._fixing_callback_attached = False
         self._fixable: List = []
@@ -223,6 +170,18 @@ class WeightFixingWrapper(keras.layers.Wrapper):
                 name="preserved_zeros", shape=(), dtype="int64",
                 initializer=keras.initializers.Constant(int(sum(z.sum() for z in zeros))),
                 trainable=False)
+
+    # ---------------------------------------------------------------- settings
+    # Read-only views of `fixing_config` (a frozen `FixingConfig`).
+    fixing_schedule = _setting("fixing_schedule")
+    distance = _setting("distance")
+    regularization = _setting("regularization")
+    temperature = _setting("temperature")
+    zero_distance = _setting("zero_distance")
+    fix_biases = _setting("fix_biases")
+    fix_batchnorm = _setting("fix_batchnorm")
+    palette_capacity = _setting("palette_capacity")
+    preserve_sparsity = _setting("preserve_sparsity")
 
     # --------------------------------------------------------------- accessors
     @property

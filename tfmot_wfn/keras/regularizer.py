@@ -7,7 +7,8 @@ distance 0 from the centre 0 for those). The total loss is
 gradient), so the term is always worth ``gamma * task``.
 
 Training uses a lookup table of the per-weight term, rebuilt once per stage
-(`tfmot_wfn.core.regularizer_term`, `regularizer_table`): four integer ops on
+(`tfmot_wfn.core.regularizer_term`, `regularizer_table`; each `FixingNetwork`
+owns one): four integer ops on
 the float bits, two gathers and a multiply-add per weight and step, within about
 1e-6 of the exact term. The exact term,
 `per_weight_term` (``regularization_value(..., exact=True)``), builds no dense
@@ -28,9 +29,8 @@ from __future__ import annotations
 
 import types
 
-from tfmot_wfn.keras import regularizer_table
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, legacy_loss_tracker, tf  # noqa: F401
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import FixingNetwork
 
 _EPS = 1e-14
 #: Centres kept on each side of a weight larger than g0.
@@ -160,27 +160,24 @@ def regularization_value(model_or_wrappers, exact: bool = False):
     weight, see its ``max_error``); ``exact=True`` evaluates `per_weight_term` on
     every weight instead (much slower; for checking).
     """
-    wrappers = (list(model_or_wrappers) if isinstance(model_or_wrappers, (list, tuple))
-                else wrappers_of(model_or_wrappers))
-    if not wrappers:
+    network = FixingNetwork.find(model_or_wrappers)
+    if network is None:
         return tf.constant(0.0)
     if not exact:
-        table = regularizer_table.table_for(wrappers)
+        table = network.regularizer_table
         if tf.executing_eagerly():
             table.refresh_if_changed()
         return table.value()
-    first = wrappers[0]
-    palette = tf.convert_to_tensor(first.palette)
-    size = tf.convert_to_tensor(first.palette_size)
+    palette, size = (tf.convert_to_tensor(v) for v in network.palette_variables)
     total = tf.constant(0.0)
     count = tf.constant(0.0)
-    for wrapper in wrappers:
-        for i, v in enumerate(wrapper.fixable_variables):
-            w = tf.reshape(tf.cast(tf.convert_to_tensor(v), tf.float32), [-1])
-            free = 1.0 - tf.reshape(tf.cast(tf.convert_to_tensor(wrapper.masks[i]), tf.float32), [-1])
-            r = per_weight_term(w, palette, size, wrapper.temperature, wrapper.zero_distance)
-            total += tf.reduce_sum(r * free)
-            count += tf.reduce_sum(free)
+    for slot in network.slots:
+        w = tf.reshape(tf.cast(tf.convert_to_tensor(slot.variable), tf.float32), [-1])
+        mask = slot.wrapper.masks[slot.index]
+        free = 1.0 - tf.reshape(tf.cast(tf.convert_to_tensor(mask), tf.float32), [-1])
+        r = per_weight_term(w, palette, size, network.temperature, network.zero_distance)
+        total += tf.reduce_sum(r * free)
+        count += tf.reduce_sum(free)
     return tf.where(size > 0, total / tf.maximum(count, 1.0), 0.0)
 
 
@@ -190,12 +187,11 @@ def regularized_loss(model_or_wrappers, task_loss):
     Call this in a custom training loop on the task loss of each step (inside the
     GradientTape); `model.fit` does it for you on models made by `fix_weights`.
     """
-    wrappers = (list(model_or_wrappers) if isinstance(model_or_wrappers, (list, tuple))
-                else wrappers_of(model_or_wrappers))
-    if not wrappers or wrappers[0].regularization == 0.0:
+    network = FixingNetwork.find(model_or_wrappers)
+    if network is None or network.regularization == 0.0:
         return task_loss
-    gamma = wrappers[0].regularization
-    r = regularization_value(wrappers)
+    gamma = network.regularization
+    r = regularization_value(network)
     task = tf.cast(task_loss, tf.float32)
     alpha = tf.stop_gradient(tf.where(r > 0, gamma * task / tf.maximum(r, 1e-30), 0.0))
     return task_loss + tf.cast(alpha * r, task_loss.dtype)

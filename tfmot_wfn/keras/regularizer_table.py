@@ -14,25 +14,23 @@ window of centres per weight. The expanded tables (one row per value of the top
 20 bits of a float32: 2 x 4 MiB) make the bucket lookup branch- and clip-free.
 
 The variables are derived data: they are not tracked by Keras and never saved;
-the palette and masks they are made from are.
+the palette and masks they are made from are. Each `FixingNetwork` owns one
+table (``network.regularizer_table``), made on first use.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
 from tfmot_wfn.core import regularizer_term
 from tfmot_wfn.keras.compat import tf
 
-_ATTRIBUTE = "_wfn_regularizer_tables"
 
-
-def flat_weights(wrappers) -> tf.Tensor:
-    """Every fixable weight of `wrappers`, flattened and concatenated (float32)."""
-    parts = [tf.reshape(tf.cast(tf.convert_to_tensor(v), tf.float32), [-1])
-             for w in wrappers for v in w.fixable_variables]
+def flat_weights(variables: Sequence) -> tf.Tensor:
+    """`variables`, flattened and concatenated (float32): the network's weight vector."""
+    parts = [tf.reshape(tf.cast(tf.convert_to_tensor(v), tf.float32), [-1]) for v in variables]
     return parts[0] if len(parts) == 1 else tf.concat(parts, 0)
 
 
@@ -66,15 +64,19 @@ def table_terms(w, intercepts, slopes, split_coefficients=None, split: int = -1,
 
 
 class RegularizerTable:
-    """The interpolation table and free mask of one set of wrappers (see the module docstring)."""
+    """The interpolation table and free mask of one network (see the module docstring).
 
-    def __init__(self, wrappers: Sequence):
-        self.wrappers = list(wrappers)
-        self.size = int(sum(int(np.prod(v.shape)) for w in self.wrappers
-                            for v in w.fixable_variables))
+    Args:
+      network: the `FixingNetwork` whose settings (temperature, zero_distance),
+        palette, masks and weights (``network.variables``, in flat order) it reads.
+    """
+
+    def __init__(self, network):
+        self.network = network
+        self.size = int(network.size)
         self.max_error = 0.0
         self._state: Tuple = ()
-        g0 = self.wrappers[0].zero_distance
+        g0 = network.zero_distance
         self._split = regularizer_term.split_row(g0)
         self._g0 = np.float32(g0)
         rows = regularizer_term.EXPANDED_ROWS
@@ -93,10 +95,8 @@ class RegularizerTable:
 
     def _inputs(self):
         """The palette and every fixed mask (flat), which the table is made from."""
-        first = self.wrappers[0]
-        palette = np.asarray(first.palette.numpy())[:int(first.palette_size.numpy())]
-        masks = [m.ravel() for w in self.wrappers for m in w.mask_numpy()]
-        return palette, masks
+        masks = [m.ravel() for w in self.network.wrappers for m in w.mask_numpy()]
+        return self.network.palette(), masks
 
     @staticmethod
     def _state_of(palette, masks) -> Tuple:
@@ -107,9 +107,8 @@ class RegularizerTable:
         """Rebuild the table from the wrappers' palette and masks (eager)."""
         with tf.init_scope():
             palette, masks = self._inputs()
-            first = self.wrappers[0]
-            table = regularizer_term.interpolation_table(palette, first.temperature,
-                                                         first.zero_distance)
+            table = regularizer_term.interpolation_table(palette, self.network.temperature,
+                                                         self.network.zero_distance)
             expanded = regularizer_term.expand(table)
             free = (~np.concatenate(masks) if masks else np.zeros(0, bool)).astype(np.float32)
             self.intercepts.assign(expanded[:, 0])
@@ -140,7 +139,7 @@ class RegularizerTable:
         Its gradient is written out (`tf.custom_gradient`): ``slope * free / count``
         per weight, one multiply, instead of the autodiff of the gathers.
         """
-        w = flat_weights(self.wrappers) if weights is None else weights
+        w = flat_weights(self.network.variables) if weights is None else weights
         free = tf.convert_to_tensor(self.free)
         count = tf.maximum(tf.convert_to_tensor(self.free_count), 1.0)
         a, b = self.terms(tf.stop_gradient(w))
@@ -156,28 +155,3 @@ class RegularizerTable:
             return total / count, grad
 
         return mean_term(w)
-
-
-def _key(wrappers) -> Tuple:
-    return tuple(id(v) for w in wrappers for v in w.fixable_variables)
-
-
-def table_for(wrappers: Sequence) -> RegularizerTable:
-    """The `RegularizerTable` of exactly these (non-empty) wrappers, made on first use."""
-    wrappers = list(wrappers)
-    # A plain attribute of the first wrapper, not tracked: the table is derived data, never saved.
-    tables: Dict[Tuple, RegularizerTable] = getattr(wrappers[0], _ATTRIBUTE, None)
-    if tables is None:
-        tables = {}
-        object.__setattr__(wrappers[0], _ATTRIBUTE, tables)
-    key = _key(wrappers)
-    if key not in tables:
-        tables[key] = RegularizerTable(wrappers)
-    return tables[key]
-
-
-def refresh_tables(wrappers: Sequence) -> None:
-    """Rebuild every existing table kept on any of `wrappers` (after a stage)."""
-    for w in wrappers:
-        for table in (getattr(w, _ATTRIBUTE, None) or {}).values():
-            table.refresh()

@@ -1,8 +1,9 @@
 """Network-wide weight metrics: palette, unique values, entropy, fixed fraction, report.
 
-They accept a model made by `fix_weights` (effective weights of the wrappers)
-or a plain model such as the result of `strip_fixing` (the weights the fixing
-would cover: kernels, biases, normalization gamma/beta).
+They accept a model made by `fix_weights` (effective weights of the wrappers;
+the numbers are its `FixingNetwork.statistics`) or a plain model such as the
+result of `strip_fixing` (the weights the fixing would cover: kernels, biases,
+normalization gamma/beta; the same statistics, `core.weight_statistics.summarize`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from tfmot_wfn.core.powers_of_two import format_signed_digits, signed_digits
-from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
+from tfmot_wfn.core.weight_statistics import WeightSummary, summarize, value_counts
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras.compat import variable_path
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import FixingNetwork, wrappers_of
 
 
 def _leaves(model):
@@ -49,29 +50,37 @@ def layer_weights(model) -> List[Tuple[str, str, np.ndarray, np.ndarray]]:
     return rows
 
 
-def _all(model) -> Tuple[np.ndarray, np.ndarray]:
+def _plain_fixable_layers(model) -> List:
+    """Supported layers with weights that are not wrapped (all of them in a plain model)."""
+    return [layer for layer in _leaves(model) if not isinstance(layer, WeightFixingWrapper)
+            and layer.weights and fixable_layer.is_supported(layer)]
+
+
+def _summary(model) -> WeightSummary:
+    """The network's statistics; for a plain (or partly wrapped) model, of `layer_weights`."""
+    network = FixingNetwork.find(model)
+    if network is not None and network.size and not _plain_fixable_layers(model):
+        return network.statistics()
     rows = layer_weights(model)
-    values = np.concatenate([r[2].astype(np.float32).ravel() for r in rows])
-    masks = np.concatenate([r[3].ravel() for r in rows])
-    return values, masks
+    return summarize(np.concatenate([r[2].astype(np.float32).ravel() for r in rows]),
+                     np.concatenate([r[3].ravel() for r in rows]))
 
 
 def palette(model) -> np.ndarray:
     """Sorted unique values of the fixed weights (for a plain model: of all fixable weights)."""
-    values, masks = _all(model)
-    return value_counts(values[masks])[0]
+    return _summary(model).palette
 
 
 def unique_weights(model, include_zero: bool = True) -> int:
     """Number of distinct values among ALL fixable weights (free ones included)."""
-    values, _ = _all(model)
-    return int(value_counts(values, include_zero)[0].size)
+    summary = _summary(model)
+    return summary.unique_values if include_zero else summary.unique_values_nonzero
 
 
 def weight_entropy(model, include_zero: bool = True) -> float:
     """Shannon entropy (bits) of the distribution of all fixable weight values."""
-    values, _ = _all(model)
-    return entropy_bits(values, include_zero)
+    summary = _summary(model)
+    return summary.entropy_bits if include_zero else summary.entropy_bits_nonzero
 
 
 def fixed_fraction(model) -> float:
@@ -80,8 +89,7 @@ def fixed_fraction(model) -> float:
         raise ValueError(
             "fixed_fraction needs a model made by tfmot_wfn.fix_weights; a plain model carries "
             "no fixing state.")
-    _, masks = _all(model)
-    return float(masks.mean())
+    return _summary(model).fixed_fraction
 
 
 @dataclasses.dataclass
@@ -158,10 +166,8 @@ def not_fixed_weights(model) -> List[Dict]:
 def report(model) -> FixingReport:
     """Network-wide and per-layer statistics, and the palette with each value's
     decomposition into signed powers of two."""
+    summary = _summary(model)
     rows = layer_weights(model)
-    values = np.concatenate([r[2].astype(np.float32).ravel() for r in rows])
-    masks = np.concatenate([r[3].ravel() for r in rows])
-    pal, counts = value_counts(values[masks])
     per_layer: Dict[str, Dict] = {}
     for name, _, v, m in rows:
         entry = per_layer.setdefault(name, {"layer": name, "values": [], "masks": []})
@@ -175,15 +181,16 @@ def report(model) -> FixingReport:
                        "fixed_fraction": float(m.mean()),
                        "unique_values": int(value_counts(v)[0].size)})
     return FixingReport(
-        total_weights=int(values.size),
-        fixed_fraction=float(masks.mean()),
-        unique_values=int(value_counts(values)[0].size),
-        unique_values_nonzero=int(value_counts(values, False)[0].size),
-        entropy_bits=entropy_bits(values),
-        entropy_bits_nonzero=entropy_bits(values, False),
-        zero_fraction=float(np.mean(values == 0)),
+        total_weights=summary.total_weights,
+        fixed_fraction=summary.fixed_fraction,
+        unique_values=summary.unique_values,
+        unique_values_nonzero=summary.unique_values_nonzero,
+        entropy_bits=summary.entropy_bits,
+        entropy_bits_nonzero=summary.entropy_bits_nonzero,
+        zero_fraction=summary.zero_fraction,
         palette=[{"value": float(p), "count": int(c), "powers_of_two": format_signed_digits(p),
-                  "terms": len(signed_digits(p))} for p, c in zip(pal, counts)],
+                  "terms": len(signed_digits(p))}
+                 for p, c in zip(summary.palette, summary.palette_counts)],
         layers=layers,
         not_fixed=not_fixed_weights(model),
     )

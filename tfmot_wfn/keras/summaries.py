@@ -27,9 +27,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from tfmot_wfn.core.weight_statistics import value_counts
 from tfmot_wfn.keras.compat import summary_metadata, tf
-from tfmot_wfn.keras.network_fixing import wrappers_of
+from tfmot_wfn.keras.network import FixingNetwork
 
 HISTOGRAM_PLUGIN = "histograms"
 SCALAR_PLUGIN = "scalars"
@@ -71,12 +70,10 @@ def palette_buckets(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def palette_usage(model) -> tuple:
     """``(palette values, number of fixed weights holding each)`` over all wrappers."""
-    wrappers = wrappers_of(model)
-    if not wrappers:
+    network = FixingNetwork.find(model)
+    if network is None:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    fixed = [v[m] for w in wrappers for v, m in zip(w.effective_numpy(), w.mask_numpy())]
-    fixed = np.concatenate([f.astype(np.float32).ravel() for f in fixed]) if fixed else np.zeros(0)
-    return value_counts(fixed)
+    return network.palette_usage()
 
 
 def write_palette_histogram(model, step: int, tag: str = PALETTE_TAG) -> bool:
@@ -95,12 +92,8 @@ def write_palette_histogram(model, step: int, tag: str = PALETTE_TAG) -> bool:
 
 def layer_fixed_fractions(model) -> Dict[str, float]:
     """Fixed fraction of each wrapped layer's fixable weights, by the wrapped layer's name."""
-    out: Dict[str, float] = {}
-    for w in wrappers_of(model):
-        masks = w.mask_numpy()
-        total = sum(m.size for m in masks)
-        out[w.layer.name] = float(sum(int(m.sum()) for m in masks) / total) if total else 0.0
-    return out
+    network = FixingNetwork.find(model)
+    return {} if network is None else network.layer_fixed_fractions()
 
 
 def write_layer_fixed_fractions(model, step: int, prefix: str = LAYER_FRACTION_PREFIX) -> Dict[str, float]:

@@ -219,7 +219,7 @@ def not_fixed_summary(report) -> Dict[str, Dict[str, object]]:
 
 def matrix_row(run: ArchitectureRun) -> Dict[str, object]:
     """The numbers of one architecture (see `markdown_table`)."""
-    from tfmot_wfn.keras.network_fixing import wrappers_of
+    from tfmot_wfn.keras.network import wrappers_of
 
     with_weights = [layer for layer in leaf_layers(run.float_model) if layer.weights]
     wrappers = wrappers_of(run.fixed)
