@@ -318,31 +318,6 @@ def _progress_callback(keras):
     return BatchProgress
 
 
-def _keep_train_function_callback(keras):
-    class KeepTrainFunction(keras.callbacks.Callback):
-        """Keeps the traced train function for the next stage's `fit`.
-
-        `UpdateFixingStep.on_train_end` drops it (so that a later `fit` WITHOUT the
-        callback retraces and fails loudly); every stage's `fit` here has the
-        callback, so the job hands the same function back instead of retracing
-        the whole network (and its regulariser) once per stage. Must come before
-        `UpdateFixingStep` in the callback list.
-        """
-
-        def __init__(self):
-            super().__init__()
-            self.train_function = None
-
-        def on_train_end(self, logs=None):
-            self.train_function = getattr(self.model, "train_function", None)
-
-        def restore(self, model):
-            if self.train_function is not None and getattr(model, "train_function", None) is None:
-                model.train_function = self.train_function
-
-    return KeepTrainFunction
-
-
 def _summaries_callback(keras):
     class TrainingSummaries(keras.callbacks.Callback):
         """TensorBoard: train/* epoch metrics (FixingSummaries writes the fixing/* summaries)."""
@@ -539,7 +514,6 @@ def _run_stages(config, fixed, data, rows, first_stage, steps_per_epoch, update,
     eval_ds = data.eval_dataset()
     progress_cls = _progress_callback(keras)
     rows = list(rows)
-    keep = _keep_train_function_callback(keras)()
     for k in range(first_stage, stages):
         stage_start = time.time()
         epochs = config.epochs_per_stage if k < stages - 1 else config.final_epochs
@@ -557,10 +531,9 @@ def _run_stages(config, fixed, data, rows, first_stage, steps_per_epoch, update,
                                 first_desc=f"stage {k + 1}/{stages}: fixing {fraction:.4g} of the weights",
                                 epochs=epochs)
         ran_before = len(update.history)
-        keep.restore(fixed)
         fit_history = fixed.fit(train, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
                                 shuffle=False, verbose=0,
-                                callbacks=[progress, keep] + base_callbacks + callbacks)
+                                callbacks=[progress] + base_callbacks + callbacks)
         if len(update.history) != ran_before + 1:
             raise RuntimeError(f"stage {k + 1}: expected one fixing stage in this fit, "
                                f"{len(update.history) - ran_before} ran")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import tensorflow as tf  # noqa: F401  (TensorFlow is the only supported backend)
+from tensorflow.python.ops import control_flow_util  # private: see in_xla_compilation
 
 
 def _legacy_requested() -> bool:
@@ -84,6 +85,15 @@ def steps_per_execution(model) -> int:
     if hasattr(k, "numpy"):
         k = k.numpy()
     return int(k)
+
+
+def in_xla_compilation() -> bool:
+    """Whether the graph being built now will be compiled by XLA (``jit_compile=True``).
+
+    Private API: TensorFlow has no public way to ask; XLA drops Assert ops, so the
+    wrapper checks on the host instead (``control_flow_util``, tested in test_compat).
+    """
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def variable_dtype(variable):
@@ -181,5 +191,5 @@ class SubstitutedWeights:
 
 
 __all__ = ["IS_LEGACY_KERAS", "SubstitutedWeights", "autocasts", "build_from_config",
-           "callback_params", "keras", "numpy_dtype", "short_name", "steps_per_execution", "tf",
-           "variable_dtype", "variable_path"]
+           "callback_params", "in_xla_compilation", "keras", "numpy_dtype", "short_name",
+           "steps_per_execution", "tf", "variable_dtype", "variable_path"]
