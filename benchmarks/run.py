@@ -894,7 +894,7 @@ def profile_section(profile, steps) -> List[str]:
     L = [f"`cProfile` of one warm `fit` of {profile['steps']} steps on the WFN-wrapped {profile['model']} "
          f"({profile['total_s']:.1f} s in all): `TFE_Py_Execute` is the compiled train step (graph, regulariser "
          "included), `_maybe_define_function` is tracing (the `regularizer.py` entries below it run once, "
-         "while tracing: `UpdateFixingStep` parks the train function between `fit` calls and gives it back, so a "
+         "while tracing: nothing drops the train function between `fit` calls, so a "
          "model retraces only after it is compiled again), `on_train_batch_begin`/`_sync_step` are the Python "
          "per-batch hook.", "",
          "| cumulative s | own s | calls | function |", "|---:|---:|---:|---|"]

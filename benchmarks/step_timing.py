@@ -4,9 +4,9 @@ Used by `benchmarks/run.py` (Keras 3: plain vs `fix_weights`) and by
 `benchmarks/peers_tf_keras.py` (tf_keras: plain vs tfmot `prune_low_magnitude`), so
 that both ratios are measured the same way:
 
-* each model is built and compiled; no separate warm-up `fit` (a model made by
-  `fix_weights` retraces at every `fit` call anyway, and the first intervals of every
-  `fit` are dropped), unless ``warmup_steps`` asks for one;
+* each model is built and compiled; no separate warm-up `fit` (the first `fit` of a
+  model traces its train function, later ones reuse it, and the first intervals of
+  every `fit` are dropped), unless ``warmup_steps`` asks for one;
 * ``rounds`` rounds, each running one `fit` epoch of ``steps`` batches per model,
   the order of the models rotating from round to round, so background load on a
   shared machine hits all of them alike;

@@ -42,6 +42,11 @@ def classification_data(n=64, features=8, classes=3, seed=0):
 
 
 # --------------------------------------------------------------------- models
+#: compile() arguments of the three ways Keras runs a train step. XLA drops Assert
+#: ops (and Keras turns jit_compile on by itself on a GPU).
+RUN_MODES = {"graph": {}, "eager": {"run_eagerly": True}, "xla": {"jit_compile": True}}
+
+
 def dense_model(features=8, hidden=16, classes=3, batchnorm=False, seed=0, name=None):
     """A tiny Sequential MLP with deterministic weights (logits output)."""
     keras.utils.set_random_seed(seed)

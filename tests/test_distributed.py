@@ -120,6 +120,13 @@ arrays["replicas"] = np.array(strategy.num_replicas_in_sync)
 with strategy.scope():
     mirrored = build(synchronized_bn=True)
 arrays["variable_kind"] = np.array(type(wrappers_of(mirrored)[0].masks[0].value).__name__)
+with strategy.scope():
+    unattended = build(synchronized_bn=True)
+try:  # no UpdateFixingStep: the wrappers' Assert fails in the replicas
+    unattended.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    arrays["missing_callback_error"] = np.array("")
+except tf.errors.InvalidArgumentError as e:
+    arrays["missing_callback_error"] = np.array(str(e))
 loss = mirrored.fit(x, y, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)], **fit_args)
 arrays["mirrored_loss"] = np.array(loss.history["loss"])
 record_calls("mirrored_", arrays)
@@ -211,6 +218,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     a = dict(np.load(out))
     assert int(a["replicas"]) == 2
     assert str(a["variable_kind"]) == "MirroredVariable"
+    assert "without the tfmot_wfn.UpdateFixingStep() callback" in str(a["missing_callback_error"])
     # The stage runs once per stage, eagerly in the Python process (not once per replica).
     assert int(a["mirrored_calls"]) == int(a["single_calls"]) == len(FRACTIONS)
     assert bool(a["mirrored_calls_eager_outside_replicas"])

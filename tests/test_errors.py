@@ -18,6 +18,7 @@ import pytest
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, tf
 import keras_helpers as kh
 import tfmot_wfn
+from tfmot_wfn.core.greedy_fixing import quota_for
 from tfmot_wfn.keras.network import run_fixing_stage, wrappers_of
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
@@ -476,15 +477,38 @@ def test_epoch_schedule_with_unknown_epoch_length_is_refused():
 
 
 # ----------------------------------------------------------------- training use
-def test_missing_update_fixing_step_is_refused():
-    fixed = _fixed_dense()
-    state = kh.network_state(fixed)
-    with pytest.raises(RuntimeError, match=r"without the tfmot_wfn.UpdateFixingStep\(\) callback"):
-        fixed.fit(epochs=1, **_fit_args())
-    x = kh.classification_data(n=4)[0]
-    with pytest.raises(RuntimeError, match="on_train_batch_begin"):  # custom training loop
-        fixed(x, training=True)
+@pytest.mark.parametrize("mode", sorted(kh.RUN_MODES))
+def test_missing_update_fixing_step_is_refused(mode):
+    """Graph and eager: the wrapper's Assert op on its step fails. XLA drops Assert ops:
+    the same check runs on the host while fit traces its train step."""
+    fixed = tfmot_wfn.fix_weights(kh.dense_model(batchnorm=True))
+    fixed.compile(optimizer="adam", **kh.RUN_MODES[mode],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = kh.classification_data(n=16)
+    state, weights = kh.network_state(fixed), fixed.get_weights()
+    missing = r"without the tfmot_wfn.UpdateFixingStep\(\) callback"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=missing):
+        fixed.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="on_train_batch_begin"):
+        fixed(x, training=True)  # a custom training loop without the callback
+    # Nothing trained: wrapper state, weights and BatchNorm statistics as before.
     kh.assert_states_equal(kh.network_state(fixed), state)
+    for before, after in zip(weights, fixed.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    fixed.predict(x, verbose=0)  # inference needs no callback
+    fixed.evaluate(x, y, verbose=0)
+    if mode == "xla":  # fit's first trace failed: the message says to compile again
+        with pytest.raises(tf.errors.InvalidArgumentError, match="compile the model again"):
+            fixed.fit(x, y, epochs=1, verbose=0)
+        fixed.compile(optimizer="adam", jit_compile=True,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # With the callback the model trains and runs the first stage.
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(x, y, epochs=1, verbose=0, callbacks=[update])
+    n = kh.flat_masks(fixed).size
+    assert [h.fraction for h in update.history] == [0.3]
+    assert int(kh.flat_masks(fixed).sum()) == update.history[0].fixed == quota_for(n, 0.3)
+    assert all(int(w.fixing_step.numpy()) == 1 for w in wrappers_of(fixed))
 
 
 def test_plain_model_trained_with_update_fixing_step_is_refused():

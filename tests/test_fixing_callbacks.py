@@ -258,27 +258,72 @@ def test_steps_per_execution_counts_steps_not_calls():
     assert len(update.history) == 2 and update.step == 8
 
 
-@pytest.mark.skipif(tfmot_wfn.IS_LEGACY_KERAS, reason="tf_keras retraces its own way")
-def test_later_fits_reuse_the_train_function_and_a_fit_without_the_callback_still_raises():
+class TraceCounter(keras.layers.Layer):
+    """Identity counting its training calls in Python: one per trace of a train step."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = 0
+
+    def call(self, inputs, training=None):
+        if training:
+            self.traces += 1
+        return inputs
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_later_fits_reuse_the_traced_train_function(jit_compile):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), TraceCounter(), keras.layers.Dense(16),
+                              keras.layers.ReLU(), keras.layers.Dense(3)])
+    fixed = tfmot_wfn.fix_weights(model, fixing_schedule=tfmot_wfn.StagedFixing(
+        (0.5, 0.8, 1.0), steps_per_stage=4))
+
+    def compile_():
+        fixed.compile(optimizer="adam", jit_compile=jit_compile,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def fit():  # a new callback per fit, as the fix job's stages
+        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                  callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+
+    compile_()
+    counter = next(layer for layer in fixed.layers if isinstance(layer, TraceCounter))
     x, y = kh.classification_data(n=32)
-    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 1.0), steps_per_stage=4))
-    update = tfmot_wfn.UpdateFixingStep(verbose=0)
-    traced = []
+    fit()
+    traces, train_function = counter.traces, fixed.train_function
+    assert traces >= 1
+    fit()
+    fit()
+    assert counter.traces == traces  # no retrace...
+    assert fixed.train_function is train_function  # ...of the same function
+    assert kh.flat_masks(fixed).all()  # and all three stages ran
+    assert all(int(w.fixing_step.numpy()) == 12 for w in wrappers_of(fixed))
+    compile_()  # a new compile: a new train function, traced once
+    fit()
+    fit()
+    assert counter.traces == 2 * traces
 
-    class Recorder(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            traced.append(self.model.train_function)
 
-    for _ in range(2):
-        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update, Recorder()])
-    # The second fit ran the first fit's (already traced) train function: no retrace.
-    assert traced[0] is traced[-1]
-    assert fixed.train_function is None  # dropped at the end of each fit...
-    with pytest.raises(RuntimeError, match="without the tfmot_wfn.UpdateFixingStep"):
-        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0)  # ...so this one traces and refuses
-    # After compile, the parked function is stale and not reused.
-    fixed.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    traced.clear()
-    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update, Recorder()])
-    assert traced[0] is not None and all(t is traced[0] for t in traced)
-    assert int(wrappers_of(fixed)[0].fixing_step.numpy()) == 12
+def test_stage_numbers_count_the_schedule_across_fits(capsys):
+    x, y = kh.classification_data(n=32)
+
+    def stage_numbers(schedule):
+        fixed = _fixed_dense(schedule)
+        for _ in range(3):  # a new callback per fit
+            fixed.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                      callbacks=[tfmot_wfn.UpdateFixingStep()])
+        out = capsys.readouterr().out
+        return out, [line.split(": fixing stage ")[1].split(" ")[0]
+                     for line in out.splitlines() if ": fixing stage " in line]
+
+    out, numbers = stage_numbers(tfmot_wfn.StagedFixing((0.3, 0.6, 1.0), steps_per_stage=4))
+    assert numbers == ["1", "2", "3"]  # one stage per fit
+    assert "step 0: fixing stage 1 (30.00% of the weights" in out
+    assert "step 4: fixing stage 2 (60.00% of the weights" in out
+    assert "step 8: fixing stage 3 (100.00% of the weights" in out
+    # A polynomial schedule: every 3 steps from step 2, and at its end step 9.
+    out, numbers = stage_numbers(tfmot_wfn.PolynomialFixing(
+        0.3, 1.0, begin_step=2, end_step=9, frequency=3))
+    assert numbers == ["1", "2", "3", "4"]
+    assert "step 5: fixing stage 2" in out and "step 9: fixing stage 4 (100.00%" in out

@@ -39,6 +39,21 @@ def test_staged_values_at_given_steps():
     assert [s.stage_at(t) for t in (0, 100, 500, 900, 1000, 50)] == [0, 1, 5, 9, None, None]
 
 
+
+@pytest.mark.parametrize("schedule", [
+    tfmot_wfn.StagedFixing(steps_per_stage=7, begin_step=3),
+    tfmot_wfn.PolynomialFixing(0.3, 1.0, begin_step=5, end_step=303, frequency=100),
+    tfmot_wfn.PolynomialFixing(0.3, 1.0, begin_step=0, end_step=300, frequency=100),
+])
+def test_stage_at_numbers_the_stages_in_order(schedule):
+    """stage_at(step) is the stage's index in the schedule (the base class counts them)."""
+    steps = [t for t in range(400) if schedule(t)[0]]
+    assert [schedule.stage_at(t) for t in steps] == list(range(len(steps)))
+    assert [schedule.stage_at(t) for t in range(400)] == [
+        schedules.FixingSchedule.stage_at(schedule, t) for t in range(400)]
+    assert schedule.stage_at(steps[0] + 1) is None
+
+
 def test_staged_stage_steps_and_fractions_match_the_staircase():
     s = tfmot_wfn.StagedFixing(steps_per_stage=7, begin_step=3)
     stages = [(t, f) for t in range(0, 200) for should, f in [s(t)] if should]

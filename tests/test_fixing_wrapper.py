@@ -159,35 +159,37 @@ def test_polynomial_schedule_in_fit_fixes_the_scheduled_fraction():
 
 
 # --------------------------------------------------- missing UpdateFixingStep
-def test_fit_without_update_fixing_step_is_a_clear_error():
-    fixed = tfmot_wfn.fix_weights(kh.dense_model())
-    fixed.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x, y = kh.classification_data(n=16)
-    state = kh.network_state(fixed)
-    with pytest.raises(RuntimeError, match=r"UpdateFixingStep\(\)"):
-        fixed.fit(x, y, epochs=1, verbose=0)
-    with pytest.raises(RuntimeError, match="UpdateFixingStep"):
-        fixed(x, training=True)
-    kh.assert_states_equal(kh.network_state(fixed), state)
-    # Inference needs no callback.
-    fixed.predict(x, verbose=0)
-    fixed.evaluate(x, y, verbose=0)
+# The refusal itself, in each run mode, is in test_errors.py.
+MISSING_CALLBACK = r"without the tfmot_wfn.UpdateFixingStep\(\) callback"
 
 
-def test_fit_without_callback_after_a_fit_with_it_is_still_an_error():
+@pytest.mark.parametrize("mode", sorted(kh.RUN_MODES))
+def test_the_check_follows_the_step_variable_not_the_fit(mode):
+    """tfmot's check: the step starts at -1 and the callback advances it. The step is
+    saved with the model, so once it advanced a later fit without the callback trains
+    (and runs no stage, as tfmot prunes nothing without its callback); a fit with the
+    callback again continues the schedule where the step stands."""
     fixed = tfmot_wfn.fix_weights(kh.dense_model(), fixing_schedule=tfmot_wfn.StagedFixing(
-        (0.5, 1.0), steps_per_stage=100))
-    fixed.compile(optimizer="adam",
+        (0.5, 1.0), steps_per_stage=3))
+    fixed.compile(optimizer="adam", **kh.RUN_MODES[mode],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = kh.classification_data(n=16)
-    fixed.fit(x, y, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
-    with pytest.raises(RuntimeError, match="UpdateFixingStep"):
-        fixed.fit(x, y, epochs=1, verbose=0)
-    # And with the callback again it continues.
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])  # steps 0, 1
+    masks = kh.flat_masks(fixed)
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    np.testing.assert_array_equal(kh.flat_masks(fixed), masks)
+    assert all(int(w.fixing_step.numpy()) == 2 for w in wrappers_of(fixed))
     update = tfmot_wfn.UpdateFixingStep(verbose=0)
-    fixed.fit(x, y, epochs=1, verbose=0, callbacks=[update])
-    assert update.step == 2 * 1  # one batch of 16 per fit (batch_size 32), two fits
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update])  # steps 2, 3
+    assert [h.fraction for h in update.history] == [1.0] and kh.flat_masks(fixed).all()
+    assert update.step == 4
+    # A step set back to -1 (say, weights of a never-trained model loaded) is refused again.
+    for w in wrappers_of(fixed):
+        w.fixing_step.assign(-1)
+    if mode != "xla":  # XLA checks while tracing: this fit reuses the traced function
+        with pytest.raises(tf.errors.InvalidArgumentError, match=MISSING_CALLBACK):
+            fixed.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
 
 # ---------------------------------------------------------- stage failures

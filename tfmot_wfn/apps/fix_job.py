@@ -266,29 +266,6 @@ def _compile(model, learning_rate: float, from_logits: bool) -> None:
 
 
 # ------------------------------------------------------------------ callbacks
-def _keep_train_function_callback(keras):
-    class KeepTrainFunction(keras.callbacks.Callback):
-        """Keeps the traced train function for the next stage's `fit`.
-
-        `UpdateFixingStep.on_train_end` drops it (so that a later `fit` WITHOUT the
-        callback retraces and fails loudly); every stage's `fit` here has the
-        callback, so the job hands the same function back instead of retracing
-        the whole network (and its regulariser) once per stage. Must come before
-        `UpdateFixingStep` in the callback list.
-        """
-
-        def __init__(self):
-            super().__init__()
-            self.train_function = None
-
-        def on_train_end(self, logs=None):
-            self.train_function = getattr(self.model, "train_function", None)
-
-        def restore(self, model):
-            if self.train_function is not None and getattr(model, "train_function", None) is None:
-                model.train_function = self.train_function
-
-    return KeepTrainFunction
 
 
 def _evaluate(model, dataset, enabled: bool, desc: str) -> Dict[str, float]:
@@ -350,13 +327,12 @@ class _JobRun:
 class _StageCallbacks:
     """The callbacks of every stage's `fit`, and the job's own TensorBoard writer."""
 
-    keep: Any  # KeepTrainFunction
     update: Any  # UpdateFixingStep: runs the stage at the first batch of its fit
     others: List  # FixingSummaries and train/* summaries (with logs), then the caller's
     writer: Any = None  # the eval/* summaries' writer (None without logs)
 
     def for_fit(self) -> List:
-        return [self.keep, self.update] + self.others
+        return [self.update] + self.others
 
 
 def _prepare_output(config: FixJobConfig, overwrite: bool) -> None:
@@ -557,10 +533,9 @@ def _stage_callbacks(run: _JobRun, extra: Sequence) -> Iterator[_StageCallbacks]
     """The stages' callbacks; the job's summary writer is open while they run."""
     import tfmot_wfn
     from tfmot_wfn.apps.fit_callbacks import TrainingSummaries
-    from tfmot_wfn.keras.compat import keras, tf
+    from tfmot_wfn.keras.compat import tf
 
-    callbacks = _StageCallbacks(keep=_keep_train_function_callback(keras)(),
-                                update=tfmot_wfn.UpdateFixingStep(verbose=0), others=[])
+    callbacks = _StageCallbacks(update=tfmot_wfn.UpdateFixingStep(verbose=0), others=[])
     if run.log_dir:
         callbacks.writer = tf.summary.create_file_writer(os.path.join(run.log_dir, "fixing"))
         callbacks.others += [tfmot_wfn.FixingSummaries(run.log_dir),
@@ -623,7 +598,6 @@ def _fit_stage(run: _JobRun, k: int, callbacks: _StageCallbacks) -> Tuple[Dict, 
         epochs=epochs)
     update = callbacks.update
     ran_before = len(update.history)
-    callbacks.keep.restore(run.model)
     fit_history = run.model.fit(train, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
                                 shuffle=False, verbose=0,
                                 callbacks=[progress] + callbacks.for_fit())

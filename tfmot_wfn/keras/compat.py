@@ -17,6 +17,7 @@ import os
 
 import tensorflow as tf  # noqa: F401  (TensorFlow is the only supported backend)
 from tensorflow.python.ops import resource_variable_ops
+from tensorflow.python.ops import control_flow_util  # private: see in_xla_compilation
 
 
 def _legacy_requested() -> bool:
@@ -97,6 +98,15 @@ def steps_per_execution(model) -> int:
     if hasattr(k, "numpy"):
         k = k.numpy()
     return int(k)
+
+
+def in_xla_compilation() -> bool:
+    """Whether the graph being built now will be compiled by XLA (``jit_compile=True``).
+
+    Private API: TensorFlow has no public way to ask; XLA drops Assert ops, so the
+    wrapper checks on the host instead (``control_flow_util``, tested in test_compat).
+    """
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def variable_dtype(variable):
@@ -258,9 +268,6 @@ class RecordedCalls:
         return False
 
 
-__all__ = ["IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights", "autocasts", "build_from_config",
-           "callback_params", "keras", "numpy_dtype", "short_name", "steps_per_execution", "sublayers", "tf",
-           "variable_dtype", "variable_path"]
 
 # ----------------------------------------------------------------------------
 # Models: which kind, and the graph of a Functional model.
@@ -336,14 +343,6 @@ def input_layer_spec(input_layer) -> tuple:
     return batch_shape, getattr(input_layer, "_dtype", None) or input_layer.dtype
 
 
-def compile_config(model):
-    """The object ``model.compile`` stored its arguments in (a new one at every compile), or None.
-
-    Private: ``Model._compile_config``; the only sign that a model was compiled again.
-    """
-    return getattr(model, "_compile_config", None)
-
-
 def legacy_loss_tracker(model):
     """tf_keras: the ``Mean`` metric behind the logged ``loss`` of a compiled model; else None.
 
@@ -402,9 +401,9 @@ def summary_metadata(plugin: str, description: str = ""):
     return metadata
 
 
-__all__ = ["IS_LEGACY_KERAS", "SubstitutedWeights", "assign_scalar", "autocasts",
-           "build_from_config", "callback_params", "compile_config", "inbound_nodes",
-           "input_layer_spec", "is_functional", "keras", "legacy_loss_tracker",
+__all__ = ["IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights", "assign_scalar", "autocasts",
+           "build_from_config", "callback_params", "inbound_nodes",
+           "in_xla_compilation", "input_layer_spec", "is_functional", "keras", "legacy_loss_tracker",
            "node_input_tensors", "numpy_dtype", "outbound_nodes", "producing_layer",
-           "sequential_input_layer", "short_name", "steps_per_execution", "summary_metadata",
+           "sequential_input_layer", "short_name", "steps_per_execution", "sublayers", "summary_metadata",
            "tf", "variable_dtype", "variable_path"]

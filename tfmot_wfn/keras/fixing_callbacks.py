@@ -14,7 +14,6 @@ from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.compat import (
     assign_scalar,
     callback_params,
-    compile_config,
     keras,
     steps_per_execution,
     tf,
@@ -32,7 +31,9 @@ class UpdateFixingStep(keras.callbacks.Callback):
     `UpdatePruningStep`. At every step where the wrappers' schedule says so it
     fixes the scheduled fraction of ALL fixable weights of the network at once
     (one greedy stage, one shared palette), in the Python process that drives
-    training: once per stage, not once per replica.
+    training: once per stage, not once per replica. A model that never trained
+    with it refuses to train (`tf.errors.InvalidArgumentError`): the wrappers'
+    `fixing_step` starts at -1 and only this callback advances it.
 
     ```python
     model.fit(x, y, epochs=10, callbacks=[tfmot_wfn.UpdateFixingStep()])
@@ -92,15 +93,12 @@ class UpdateFixingStep(keras.callbacks.Callback):
         self._network = self._collect()  # refuses wrappers with different settings
         self._wrappers = list(self._network.wrappers)
         self._network.resolve_schedules(callback_params(self).get("steps"))
-        for w in self._wrappers:
-            w._fixing_callback_attached = True
         if regularizer.install(self.model) and getattr(self.model, "train_function", None):
+            # A model that fix_weights did not make (loaded, or wrapped layer by layer):
             # fit() made its train function before calling on_train_begin and calls
             # it right after: rebuild it (setting it to None would break fit) so it
-            # traces the regularised loss.
+            # traces the regularised loss. Later fits reuse it.
             self.model.make_train_function(force=True)
-        else:
-            _resume_train_function(self.model)
         self._step = max(0, self._network.stored_step())
         # BackupAndRestore may restore the variables after this (its on_train_begin
         # can run after ours): read the step again at the first batch.
@@ -153,7 +151,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
         if should_fix:
             distance = self._network.distance * schedule.distance_multiplier(self._step)
             if self.verbose:  # a stage on a big model takes seconds: say so before it runs
-                print(f"\n[tfmot_wfn] step {self._step}: fixing stage {len(self.history) + 1} "
+                print(f"\n[tfmot_wfn] step {self._step}: fixing stage "
+                      f"{schedule.stage_at(self._step) + 1} "
                       f"({fraction:.2%} of the weights, distance {distance:.4g}) ...", flush=True)
             start = time.perf_counter()
             summary = self._network.run_fixing_stage(fraction, distance)
@@ -168,41 +167,6 @@ class UpdateFixingStep(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.check_finite and self._wrappers:
             check_finite_weights(self._wrappers, f"at the end of epoch {epoch}")
-
-    def on_train_end(self, logs=None):
-        for w in self._wrappers:
-            w._fixing_callback_attached = False
-        if self.model is not None and getattr(self.model, "train_function", None) is not None:
-            # The "missing UpdateFixingStep" check runs when fit traces its train
-            # function; drop the cached one so a later fit without this callback
-            # retraces and raises instead of silently training without fixing. It is
-            # parked, and the next fit with this callback takes it back (no retrace).
-            _park_train_function(self.model)
-
-
-_PARKED = "_wfn_parked_train_function"
-
-
-def _park_train_function(model) -> None:
-    config = compile_config(model)
-    if config is not None:
-        object.__setattr__(model, _PARKED, (model.train_function, config))
-    model.train_function = None
-
-
-def _resume_train_function(model) -> None:
-    """Give `fit` back the train function of the previous fit with this callback.
-
-    Only if the model was not compiled again since (compile makes a new config
-    object) and fit made a fresh one meanwhile; else nothing happens.
-    """
-    parked = getattr(model, _PARKED, None)
-    if parked is None:
-        return
-    object.__setattr__(model, _PARKED, None)
-    function, config = parked
-    if config is compile_config(model) and function is not None:
-        model.train_function = function
 
 
 

@@ -61,6 +61,17 @@ class FixingSchedule(metaclass=abc.ABCMeta):
     def resolve(self, steps_per_epoch: Optional[int]) -> None:
         """Hook for schedules that count in epochs; called by `UpdateFixingStep`."""
 
+    def stage_at(self, step: int) -> Optional[int]:
+        """Index (from 0) of the stage that runs at `step`, or None.
+
+        This default counts the stages of steps ``0..step`` (O(step) calls);
+        the built-in schedules compute it directly.
+        """
+        step = int(step)
+        if not self(step)[0]:
+            return None
+        return sum(1 for s in range(step) if self(s)[0])
+
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
 
@@ -238,6 +249,13 @@ class PolynomialFixing(FixingSchedule):
         should = step <= self._end_step and (
             (step - self.begin_step) % self.frequency == 0 or step == self._end_step)
         return should, self.fraction_at(step)
+
+    def stage_at(self, step: int) -> Optional[int]:
+        if not self(step)[0]:
+            return None
+        # A stage every `frequency` steps from begin_step, and one more at an
+        # end_step off that grid.
+        return -(-(int(step) - self.begin_step) // self.frequency)
 
     def distance_multiplier(self, step: int) -> float:
         return 1.0 + (self.max_multiplier - 1.0) * (1.0 - self._progress(step))

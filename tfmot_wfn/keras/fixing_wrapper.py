@@ -21,6 +21,7 @@ from tfmot_wfn.keras.compat import (
     SubstitutedWeights,
     autocasts,
     build_from_config,
+    in_xla_compilation,
     keras,
     tf,
     variable_dtype,
@@ -123,7 +124,6 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.fixing_config = config
         self.preserved_zeros = None
-        self._fixing_callback_attached = False
         self._fixable: List = []
         self.masks: List = []
         self.fixed_values: List = []
@@ -149,6 +149,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             initializer="zeros", trainable=False)
         self.palette_size = self.add_weight(
             name="palette_size", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        # -1 until UpdateFixingStep writes the step: see _require_fixing_step.
         self.fixing_step = self.add_weight(
             name="fixing_step", shape=(), dtype="int64",
             initializer=keras.initializers.Constant(-1), trainable=False)
@@ -212,27 +213,75 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         return [np.asarray(m.numpy(), dtype=bool) for m in self.masks]
 
     # ------------------------------------------------------------------- call
+    def _require_fixing_step(self) -> list:
+        """Refuse to train when `UpdateFixingStep` never advanced the step (tfmot's check).
+
+        ``fixing_step`` starts at -1, below any step the callback writes: it writes
+        the step (>= 1) before every training batch, and the variable is saved with
+        the model. So a step still at -1 in a training call means that no
+        `UpdateFixingStep` ever drove this model: no stage would ever run.
+
+        * Eager and graph (`tf.function`) calls: an Assert op on the variable, which
+          the whole call depends on, so a failing step changes nothing. It
+          reads the variable when it runs, so a train function traced once stays
+          right for every later `fit` (no retrace, nothing to drop between fits).
+        * XLA (`jit_compile=True`, which Keras turns on by itself on a GPU) drops
+          Assert ops. There the same check runs on the host while the training
+          graph is traced: `fit` traces its train function at the first batch,
+          after the callback's `on_train_batch_begin` has written the step, so a
+          step still at -1 then means no callback. This fires before the first
+          step runs and needs no hook in `fit` (a check at the end of the first
+          epoch would need a callback, the very thing that is missing, and would
+          let an epoch train first). The compiled step itself carries no check.
+          A train function whose first trace failed cannot be traced again, so
+          this message also says to compile the model again.
+
+        Like tfmot's, the check guards the mistake that leaves the variable at -1:
+        once the step has advanced it is saved with the model, and a later `fit`
+        without the callback is not detected.
+
+        Both raise `tf.errors.InvalidArgumentError` with the same message. Returns
+        the ops the call depends on (none in eager mode or under XLA).
+        """
+        message = (
+            f"{self.name}: a WeightFixingWrapper is being trained without the "
+            "tfmot_wfn.UpdateFixingStep() callback. Add it to model.fit(..., "
+            "callbacks=[tfmot_wfn.UpdateFixingStep()]); in a custom training loop call "
+            "its set_model(model) and on_train_begin() first and "
+            "on_train_batch_begin(step) every step.")
+        if not tf.executing_eagerly() and in_xla_compilation():
+            with tf.init_scope():
+                never_advanced = int(self.fixing_step.numpy()) < 0
+            if never_advanced:  # a first trace that failed leaves fit's function unusable
+                raise tf.errors.InvalidArgumentError(None, None, message + (
+                    " Under XLA (jit_compile) this is found while the train step is "
+                    "traced: compile the model again before the next fit."))
+            return []
+        # The bare op: tf.debugging.assert_* wrap it in a tf.cond (a function call
+        # per wrapper and step, measurable on a small model).
+        check = tf.raw_ops.Assert(
+            condition=tf.convert_to_tensor(self.fixing_step) >= 0, data=[message])
+        return [] if tf.executing_eagerly() else [check]
+
     def call(self, inputs, *args, training=None, **kwargs):
-        if training and not self._fixing_callback_attached:
-            raise RuntimeError(
-                f"{self.name}: a WeightFixingWrapper is being trained without the "
-                "tfmot_wfn.UpdateFixingStep() callback. Add it to model.fit(..., "
-                "callbacks=[tfmot_wfn.UpdateFixingStep()]); in a custom training loop call "
-                "its set_model(model) and on_train_begin() first and "
-                "on_train_batch_begin(step) every step.")
-        if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
-            # tf_keras has no StatelessScope: the layer's weight attributes hold the
-            # effective tensors during the call and the variables again after it.
-            replacements = {id(v): (v, self.effective_weight(i))
-                            for i, v in enumerate(self._fixable)}
-            with SubstitutedWeights(self.layer, replacements):
-                return self.layer(inputs, *args, training=training, **kwargs)
-        effective = {id(v): self.effective_weight(i) for i, v in enumerate(self._fixable)}
+        checks = self._require_fixing_step() if training else []
+        with tf.control_dependencies(checks):  # nothing of the call runs before the check
+            effective = {id(v): self.effective_weight(i) for i, v in enumerate(self._fixable)}
+            if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+                # tf_keras has no StatelessScope: the layer's weight attributes hold the
+                # effective tensors during the call and the variables again after it.
+                replacements = {id(v): (v, effective[id(v)]) for v in self._fixable}
+                with SubstitutedWeights(self.layer, replacements):
+                    return self.layer(inputs, *args, training=training, **kwargs)
+            return self._call_stateless(effective, inputs, *args, training=training, **kwargs)
+
+    def _call_stateless(self, effective, inputs, *args, **kwargs):
+        """Keras 3: the layer's call with its variables read as `effective` ({id: tensor})."""
         inner = list(self.layer.variables)
         mapping = [(v, effective.get(id(v), v.value)) for v in inner]
         original = {id(v): value for v, value in mapping}
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, *args, training=training, **kwargs)
+            outputs = self.layer(inputs, *args, **kwargs)
         # State updates made inside the scope (BatchNorm statistics, RNG seeds)
         # are recorded by it, not applied: apply them now.
         for v in inner:
