@@ -44,3 +44,71 @@ def test_paper_rule_drags_far_weights_where_the_other_rules_do_not():
         result = fixing_stage(w, None, 1.0, 0.05, **fixing_rules.stage_options(name))
         dragged[name] = int(np.count_nonzero(result.values[300:] == 1.0))
     assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0}
+
+
+# ------------------------------------------------------------------ fix_weights(rule=...)
+def _dragging_dense(rule):
+    """A Dense whose kernel holds the gamma-dragging pool above, wrapped with `rule`."""
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+
+    rng = np.random.default_rng(0)
+    kernel = np.concatenate([(1.0 + rng.uniform(-0.01, 0.01, 300)), np.full(10, 0.7)])
+    model = keras.Sequential([keras.Input((310,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([kernel.astype(np.float32).reshape(310, 1)])
+    return tfmot_wfn.fix_weights(model, distance=0.05, rule=rule)
+
+
+@pytest.mark.parametrize("rule, dragged", [("paper", 10), ("nearest", 0), ("capped", 0),
+                                           ("nearest_capped", 0)])
+def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
+    import tfmot_wfn
+    from tfmot_wfn.keras.network import FixingNetwork
+
+    fixed = _dragging_dense(rule)
+    tfmot_wfn.run_fixing_stage(fixed, 1.0, 0.05)
+    values, _ = FixingNetwork.of(fixed).flat_weights()
+    assert int(np.count_nonzero(values[300:] == 1.0)) == dragged
+    assert tfmot_wfn.report(fixed).rule == rule
+    assert f"fixing rule: {rule}" in str(tfmot_wfn.report(fixed))
+
+
+def test_the_rule_round_trips_through_the_config_and_old_configs_load():
+    from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
+
+    paper = _dragging_dense("paper").layers[0]
+    config = paper.get_config()
+    assert config["rule"] == "paper"
+    assert WeightFixingWrapper.from_config(config).fixing_config.rule == "paper"
+    default = _dragging_dense(fixing_rules.DEFAULT_RULE).layers[0].get_config()
+    assert "rule" not in default  # configs stay those of earlier versions
+    assert WeightFixingWrapper.from_config(default).fixing_config.rule == fixing_rules.DEFAULT_RULE
+
+
+def test_a_bad_rule_is_refused_before_anything_is_built():
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"unknown fixing rule 'greedy'.*'nearest_capped'"):
+        tfmot_wfn.fix_weights(model, rule="greedy")
+    with pytest.raises(TypeError, match="rule must be a rule name"):
+        tfmot_wfn.fix_weights(model, rule=3)
+
+
+def test_the_plain_model_report_has_no_rule_and_summaries_record_it(tmp_path):
+    import tfmot_wfn
+    from tfmot_wfn.keras import summaries
+    from tfmot_wfn.keras.compat import tf
+
+    fixed = _dragging_dense("capped")
+    assert tfmot_wfn.report(tfmot_wfn.strip_fixing(fixed)).rule is None
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        assert summaries.write_fixing_rule(fixed, step=0)
+    writer.close()
+    texts = [tf.make_ndarray(v.tensor).item().decode()
+             for path in tmp_path.iterdir()
+             for event in tf.compat.v1.train.summary_iterator(str(path))
+             for v in event.summary.value if v.tag == summaries.RULE_TAG]
+    assert texts == ["rule capped, distance 0.05"]

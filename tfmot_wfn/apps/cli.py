@@ -18,6 +18,8 @@ import re
 import sys
 from typing import Any, Callable, List, Optional
 
+from tfmot_wfn.core.fixing_rules import RULES
+
 
 def _checked(convert: Callable[[str], Any], accepts: Callable[[Any], bool], requirement: str):
     """An argparse ``type``: `convert` the text, refusing values `accepts` rejects.
@@ -187,6 +189,9 @@ def _add_fix_parser(sub) -> None:
                           "(default: tfmot_wfn.DEFAULT_DISTANCE), or 'auto': the largest delta "
                           "whose fixed model stays within --tolerance of the float model "
                           "(tfmot_wfn.search_distance; about 3x the time of one run)")
+    fix.add_argument("--rule", choices=sorted(RULES), default=None,
+                     help="the fixing rule: which weights a greedy step may fix to its centre "
+                          "(default: nearest_capped; 'paper' is the paper's text)")
     fix.add_argument("--tolerance", type=_unit_fraction_or_zero, default=None,
                      help="with --distance auto: the accuracy drop allowed, absolute "
                           "(default 0.005 = half a point)")
@@ -255,7 +260,7 @@ def _fix(args) -> int:
     output = args.output or "wfn_" + os.path.splitext(os.path.basename(args.model))[0]
     given = {
         "dataset": args.dataset, "data_dir": args.data_dir, "distance": args.distance,
-        "tolerance": args.tolerance,
+        "tolerance": args.tolerance, "rule": args.rule,
         "fractions": args.fractions, "epochs_per_stage": args.epochs_per_stage,
         "final_epochs": args.final_epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,

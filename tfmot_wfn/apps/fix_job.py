@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from tfmot_wfn.apps.data import NORMALIZATIONS
+from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
 from tfmot_wfn.utils.atomic_files import atomic_path, write_json_atomically
 
 STATE_FILE = "state.json"
@@ -65,7 +66,7 @@ NEAR_CHANCE = 1.5
 #: Settings a resumed run must share with the run it continues (they define the schedule).
 SCHEDULE_SETTINGS = ("dataset", "data_dir", "distance", "epochs_per_stage",
                      "final_epochs", "batch_size", "fractions", "image_size", "normalization",
-                     "steps_per_epoch", "seed", "regularization", "validation_split",
+                     "steps_per_epoch", "seed", "regularization", "rule", "validation_split",
                      "eval_split", "augment")
 
 
@@ -101,6 +102,7 @@ class FixJobConfig:
       steps_per_epoch: train at most this many batches per epoch (None: whole split).
       seed: seeds the data order, augmentation and Keras' random state.
       regularization: gamma of the WFN regulariser.
+      rule: the fixing rule (`tfmot_wfn.fix_weights(..., rule=)`).
       log_dir: TensorBoard folder (default: ``output/logs``; "" for none).
       keep_checkpoints: keep every stage's checkpoint, not only the last.
       verbose: 1: progress bars and one line per stage; 0: silent.
@@ -125,6 +127,7 @@ class FixJobConfig:
     steps_per_epoch: Optional[int] = None
     seed: int = 0
     regularization: float = 0.4
+    rule: str = DEFAULT_RULE
     log_dir: Optional[str] = None
     keep_checkpoints: bool = False
     verbose: int = 1
@@ -463,7 +466,7 @@ def _start_from_float_model(run: _JobRun, model) -> None:
     schedule = tfmot_wfn.StagedFixing(fractions=config.fractions,
                                       steps_per_stage=config.epochs_per_stage * run.steps_per_epoch)
     run.model = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
-                                      regularization=config.regularization)
+                                      regularization=config.regularization, rule=config.rule)
     _compile(run.model, config.learning_rate, run.from_logits)
     _write_state(run)
 
@@ -493,7 +496,7 @@ def _search_distance(run: _JobRun, model) -> float:
     search = search_distance(
         model, train, run.eval_ds, tolerance=config.tolerance,
         epochs_per_stage=config.epochs_per_stage, budget=AUTO_BUDGET, seed=config.seed,
-        verbose=config.verbose, regularization=config.regularization)
+        verbose=config.verbose, regularization=config.regularization, rule=config.rule)
     write_json_atomically(run.path("distance_search.json"), search.to_dict())
     search.plot(run.path("distance_search.png"))
     run.say(str(search))
@@ -693,6 +696,7 @@ def _results(run: _JobRun, fixed_metrics: Dict[str, float], rep, plots: Dict[str
         "log_dir": run.log_dir or None,
         "seconds_this_process": time.time() - run.start_time,
         **rep.to_dict(),
+        "rule": run.config.rule,  # the stripped model's report cannot know it
     }
 
 

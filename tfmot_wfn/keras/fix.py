@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer, regularizer
 from tfmot_wfn.keras import fixing_schedule as schedules
@@ -151,6 +152,7 @@ def fix_weights(
     fix_biases: bool = True,
     fix_batchnorm: bool = True,
     preserve_sparsity: bool = False,
+    rule: str = DEFAULT_RULE,
     **kwargs,
 ):
     """Prepare a layer, list of layers or model for Weight Fixing Networks training.
@@ -189,6 +191,13 @@ def fix_weights(
         exactly 0 is fixed to 0 right away and counts as fixed, and the schedule's
         fractions apply to the remaining weights (a stage at fraction f fixes
         ``s + (1 - s) * f`` of all weights, s the share of zeros). Needs built layers.
+      rule: which free weights a greedy step may fix to the centre it chose
+        (`tfmot_wfn.core.fixing_rules`): ``"nearest_capped"`` (default: only weights
+        whose nearest candidate is that centre, and none farther than 3x the stage's
+        distance), ``"nearest"``, ``"capped"``, or ``"paper"`` (any free weight, as
+        the paper's text reads: fewest unique values; a centre with many close weights,
+        such as BatchNorm gammas at 1.0, can drag far weights onto it). Recorded in
+        `report` and the TensorBoard summaries.
       **kwargs: `palette_capacity` (int, default 4096).
 
     Returns:
@@ -208,7 +217,7 @@ def fix_weights(
     config = FixingConfig(
         fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
         temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
-        fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity,
+        fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity, rule=rule,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
     params = config.to_kwargs()
     fix_biases, fix_batchnorm = config.fix_biases, config.fix_batchnorm

@@ -254,7 +254,8 @@ class FixingSummaries(keras.callbacks.Callback):
     ``fixing/palette_size``, ``fixing/entropy_bits``, ``fixing/regularizer``, and
     ``fixing/layer_fixed_fraction/<layer>`` (the fixed fraction of each wrapped
     layer). Histogram: ``fixing/palette_usage``, how many fixed weights hold each
-    palette value (one bucket per value; from the first stage on). See
+    palette value (one bucket per value; from the first stage on). Text:
+    ``fixing/rule``, the fixing rule and distance. See
     `tfmot_wfn.keras.summaries` to write the same from a custom training loop.
 
     Args:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
+from tfmot_wfn.core.fixing_rules import DEFAULT_RULE, get_rule
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixing_schedule as schedules
 from tfmot_wfn.utils.validation import check_bool, check_positive_int, check_real
@@ -33,7 +34,13 @@ DEFAULT_PALETTE_CAPACITY = 4096
 #: The settings every wrapper of a network must share: the network is fixed as a
 #: whole, with one schedule, one palette and one regulariser.
 NETWORK_SETTINGS = ("fixing_schedule", "distance", "zero_distance", "palette_capacity",
-                    "regularization", "temperature")
+                    "regularization", "temperature", "rule")
+
+
+def _rule(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"rule must be a rule name (str), got {type(value).__name__}")
+    return get_rule(value).name
 
 
 def _schedule(value) -> schedules.FixingSchedule:
@@ -64,6 +71,9 @@ class FixingConfig:
       palette_capacity: room for the shared palette inside each wrapper, >= 1.
       preserve_sparsity: fix the weights that are exactly 0 to 0 when the wrapper
         is built (see `fix_weights`).
+      rule: which weights a greedy step may fix to its centre, one of
+        `tfmot_wfn.core.fixing_rules.RULES` (``"paper"``, ``"nearest"``, ``"capped"``,
+        ``"nearest_capped"``, the default).
 
     Raises:
       TypeError / ValueError: an argument of the wrong type or out of its range
@@ -79,6 +89,7 @@ class FixingConfig:
     fix_batchnorm: bool = True
     palette_capacity: int = DEFAULT_PALETTE_CAPACITY
     preserve_sparsity: bool = False
+    rule: str = DEFAULT_RULE
 
     def __post_init__(self):
         checked = {
@@ -92,6 +103,7 @@ class FixingConfig:
             "fix_biases": check_bool("fix_biases", self.fix_biases),
             "fix_batchnorm": check_bool("fix_batchnorm", self.fix_batchnorm),
             "preserve_sparsity": check_bool("preserve_sparsity", self.preserve_sparsity),
+            "rule": _rule(self.rule),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # normalise (frozen dataclass)

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras import fixing_schedule as schedules
@@ -82,6 +83,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
       preserve_sparsity: when the wrapper is built, fix the weights that are exactly 0
         to 0 (a pruned model keeps its zeros); they count as fixed, and the stage
         fractions apply to the other weights (see `run_fixing_stage`).
+      rule: the fixing rule of the greedy stages (see `tfmot_wfn.fix_weights`).
 
     The arguments are validated into ``wrapper.fixing_config``, a frozen
     `FixingConfig`; ``wrapper.distance`` etc. read it.
@@ -99,6 +101,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         fix_batchnorm: bool = True,
         palette_capacity: int = DEFAULT_PALETTE_CAPACITY,
         preserve_sparsity: bool = False,
+        rule: str = DEFAULT_RULE,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -120,7 +123,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
             temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
             fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
-            preserve_sparsity=preserve_sparsity)
+            preserve_sparsity=preserve_sparsity, rule=rule)
         super().__init__(layer, **kwargs)
         self.fixing_config = config
         self.preserved_zeros = None
@@ -324,6 +327,8 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         })
         if self.preserve_sparsity:  # absent otherwise: configs of earlier versions load
             config["preserve_sparsity"] = True
+        if self.fixing_config.rule != DEFAULT_RULE:  # likewise
+            config["rule"] = self.fixing_config.rule
         return config
 
     @classmethod

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfmot_wfn.core.fixing_rules import stage_options
 from tfmot_wfn.core.greedy_fixing import fixing_stage
 from tfmot_wfn.core.weight_statistics import WeightSummary, summarize, value_counts
 from tfmot_wfn.keras import regularizer_table
@@ -125,8 +126,8 @@ def _check_consistent(wrappers: Sequence[WeightFixingWrapper]) -> FixingConfig:
         if w.fixing_config.network_settings() != first.fixing_config.network_settings():
             raise ValueError(
                 f"The WeightFixingWrappers {first.name!r} and {w.name!r} have different fixing "
-                "settings (schedule, distance, zero_distance, palette_capacity, regularization "
-                "or temperature), but the network is fixed as a whole with one palette. Give "
+                "settings (schedule, distance, zero_distance, palette_capacity, regularization, "
+                "temperature or rule), but the network is fixed as a whole with one palette. Give "
                 "every wrapper the same settings (fix_weights(model) does; when wrapping layers "
                 "one by one, pass the same fixing_schedule and distance to each).")
     return first.fixing_config
@@ -239,6 +240,11 @@ class FixingNetwork:
     @property
     def zero_distance(self) -> float:
         return self.config.zero_distance
+
+    @property
+    def rule(self) -> str:
+        """The fixing rule's name (`tfmot_wfn.core.fixing_rules`)."""
+        return self.config.rule
 
     @property
     def palette_capacity(self) -> int:
@@ -360,7 +366,7 @@ class FixingNetwork:
             share = min(1.0, preserved / flat_w.size)
             fraction = min(1.0, share + (1.0 - share) * fraction)
         result = fixing_stage(flat_w, flat_m, fraction, distance, self.zero_distance,
-                              palette=self.palette())
+                              palette=self.palette(), **stage_options(self.rule))
         rounded = round_for_compute_dtypes(self.slots, result.values, result.fixed,
                                             result.fixed & ~flat_m)
         if rounded is not result.values:

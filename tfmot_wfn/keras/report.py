@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -108,6 +108,9 @@ class FixingReport:
     #: Weights left float, grouped by layer and reason: ``{"layer", "class", "weights"
     #: (short names), "size" (values), "reason"}`` (running statistics, layers kept float).
     not_fixed: List[Dict] = dataclasses.field(default_factory=list)
+    #: The fixing rule of a wrapped model (`fix_weights(..., rule=)`); None for a plain model,
+    #: which does not record how it was fixed.
+    rule: Optional[str] = None
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -125,6 +128,8 @@ class FixingReport:
             "(without 0)",
             f"palette ({len(self.palette)} values, count, sum of signed powers of two):",
         ]
+        if self.rule is not None:
+            lines.insert(1, f"fixing rule: {self.rule}")
         for p in self.palette:
             lines.append(f"  {p['value']:>+14.8g}  {p['count']:>9d}  {p['powers_of_two']}")
         lines.append("layers:")
@@ -163,6 +168,11 @@ def not_fixed_weights(model) -> List[Dict]:
     return out
 
 
+def _rule_of(model) -> Optional[str]:
+    network = FixingNetwork.find(model)
+    return None if network is None else network.rule
+
+
 def report(model) -> FixingReport:
     """Network-wide and per-layer statistics, and the palette with each value's
     decomposition into signed powers of two."""
@@ -193,4 +203,5 @@ def report(model) -> FixingReport:
                  for p, c in zip(summary.palette, summary.palette_counts)],
         layers=layers,
         not_fixed=not_fixed_weights(model),
+        rule=_rule_of(model),
     )

@@ -32,6 +32,8 @@ from tfmot_wfn.keras.network import FixingNetwork
 
 HISTOGRAM_PLUGIN = "histograms"
 SCALAR_PLUGIN = "scalars"
+TEXT_PLUGIN = "text"
+RULE_TAG = "fixing/rule"
 PALETTE_TAG = "fixing/palette_usage"
 LAYER_FRACTION_PREFIX = "fixing/layer_fixed_fraction"
 
@@ -40,6 +42,21 @@ def write_scalar(tag: str, value: float, step: int, description: str = "") -> bo
     """A TensorBoard scalar (like ``tf.summary.scalar``) without the tensorboard package."""
     return bool(tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step),
                                  metadata=summary_metadata(SCALAR_PLUGIN, description)))
+
+
+def write_text(tag: str, text: str, step: int, description: str = "") -> bool:
+    """A TensorBoard text summary (like ``tf.summary.text``) without the tensorboard package."""
+    return bool(tf.summary.write(tag, tf.constant(str(text)), step=int(step),
+                                 metadata=summary_metadata(TEXT_PLUGIN, description)))
+
+
+def write_fixing_rule(model, step: int) -> bool:
+    """The fixing rule and distance of a wrapped model, as text (``fixing/rule``)."""
+    network = FixingNetwork.find(model)
+    if network is None:
+        return False
+    return write_text(RULE_TAG, f"rule {network.rule}, distance {network.distance:g}", step,
+                      "tfmot_wfn fixing rule (fix_weights(..., rule=)) and final distance")
 
 
 def write_histogram_buckets(tag: str, buckets: np.ndarray, step: int, description: str = "") -> bool:
@@ -115,6 +132,7 @@ def write_scalars(values: Dict[str, float], step: int, prefix: Optional[str] = N
 
 
 def write_fixing_summaries(model, step: int) -> None:
-    """The palette histogram and the per-layer fixed fractions, at `step`."""
+    """The palette histogram, the per-layer fixed fractions and the fixing rule, at `step`."""
     write_palette_histogram(model, step)
     write_layer_fixed_fractions(model, step)
+    write_fixing_rule(model, step)
