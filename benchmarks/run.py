@@ -320,6 +320,27 @@ def measure_int8_row(path, data) -> Dict:
     return row
 
 
+def measure_int8_exact(model, data, folder, tag) -> Dict:
+    """The fixed model as exact int8 (`mode="int8"`) and as TFLite's own int8 PTQ of it."""
+    from tfmot_wfn import lite
+
+    x_train, x_test, _, y_test = data
+    path = os.path.join(folder, f"{tag}_int8_exact.tflite")
+    result = lite.export_tflite(model, path, mode="int8", representative_data=x_train[:256])
+    interpreter = lite.load_interpreter(path, decode=False, num_threads=1)
+    got = lite.run_interpreter(interpreter, x_test)
+    ptq_path = os.path.join(folder, f"{tag}_int8_ptq_fixed.tflite")
+    int8_ptq(model, x_train, ptq_path)
+    ptq = lite.run_interpreter(lite.load_interpreter(ptq_path, decode=False, num_threads=1), x_test)
+    return {"int8_exact_path": path, "int8_exact_bytes": result.bytes,
+            "int8_exact_gzip": gzip_bytes(path),
+            "int8_exact_accuracy": float(np.mean(np.argmax(got, -1) == y_test)),
+            "int8_exact_channels": [result.exact_channels, result.total_channels],
+            "int8_exact_max_error": max([i.max_error for i in result.inexact], default=0.0),
+            "int8_ptq_fixed_accuracy": float(np.mean(np.argmax(ptq, -1) == y_test)),
+            "int8_ptq_fixed_bytes": os.path.getsize(ptq_path)}
+
+
 def compression_benchmark(name, cfg, seed, work) -> Dict:
     import keras
 
@@ -394,6 +415,8 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
                                             fix_batchnorm=kind != "float_bn")
         row = measure_keras_row(final, data, folder, f"wfn{delta:g}{kind}")
         row.update(hardware_cost_rows.row_columns(final, "wfn"))
+        if not kind:  # the default variant: also as exact int8 (tfmot_wfn.lite, mode="int8")
+            row.update(measure_int8_exact(final, data, folder, f"wfn{delta:g}"))
         fixed_what = ("kernels+biases fixed, BN gamma/beta left float" if kind == "float_bn"
                       else "kernels+biases+BN gamma/beta fixed")
         settings = (f"10 stages x {eps} epochs (+1), {ft_epochs} epochs Adam({use_lr:g}, clipnorm "
@@ -422,6 +445,9 @@ def latency_benchmark(result, runs) -> Optional[Dict]:
                "palette decoded at load": (pick["palette_path"], True),
                "palette as stored": (pick["palette_path"], False),
                "int8": (result["int8_path"], False)}
+    exact = pick if "int8_exact_path" in pick else next((r for r in wfn if "int8_exact_path" in r), None)
+    if exact is not None:
+        sources["WFN int8-exact"] = (exact["int8_exact_path"], False)
     lat = compare_latency(sources, num_threads=1, runs=runs, warmup=max(20, runs // 20))
     return {"model": result["model"], "wfn_row": pick["method"], "runs": runs, "runtime": lat.runtime,
             "median_us": lat.median_us, "p25_us": lat.p25_us, "p75_us": lat.p75_us,
@@ -810,9 +836,39 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
         L.append(f"| {lat['model']} | {lat['wfn_row']} | {lat['runs']} | {m['float']:.1f} "
                  f"| {m['palette decoded at load']:.1f} | {m['palette as stored']:.1f} | {m['int8']:.1f} "
                  f"| **{r['palette decoded at load']:.2f}x** | {r['palette as stored']:.2f}x | {r['int8']:.2f}x |")
-    L += ["", "![latency](latency.png)", "",
-          "Raw numbers: [results.json](results.json)."]
+    L += ["", "![latency](latency.png)", ""]
+    L += int8_exact_section(results, latencies)
+    L += ["Raw numbers: [results.json](results.json)."]
     return "\n".join(L).rstrip() + "\n"
+
+
+def int8_exact_section(results, latencies) -> List[str]:
+    """Section 5: the WFN rows exported as exact int8, next to int8 PTQ and the palette file."""
+    L = ["## 5. WFN int8-exact (`lite.export_tflite(model, mode=\"int8\")`)", "",
+         "The fixed model as a fully integer TFLite file whose int8 weight codes times a power-of-two "
+         "scale per output channel ARE the Keras weights (no rounding), calibrated on 256 training "
+         "images, float I/O; beside it TFLite's own int8 PTQ of the same fixed model and of the float "
+         "model. Accuracy of the TFLite files on the test split; latency from section 4's run.", "",
+         "| model | WFN row | Keras fixed acc | int8-exact acc | int8 PTQ (fixed) acc | int8 PTQ (float) acc "
+         "| exact channels | max weight error | int8-exact bytes (gzip) | PTQ bytes | palette bytes "
+         "| int8-exact / int8 PTQ latency |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ratio = {lat["model"]: lat["ratio"] for lat in latencies}
+    for res in results:
+        ptq_float = next((r for r in res["rows"] if r["method"].startswith("int8 post")), {})
+        for r in res["rows"]:
+            if "int8_exact_accuracy" not in r:
+                continue
+            rr = ratio.get(res["model"], {})
+            lat = (f"{rr['WFN int8-exact'] / rr['int8']:.2f}x"
+                   if "WFN int8-exact" in rr and rr.get("int8") else "-")
+            exact, total = r["int8_exact_channels"]
+            L.append(f"| {res['model']} | {r['method']} | {r['accuracy']:.4f} | {r['int8_exact_accuracy']:.4f} "
+                     f"| {r['int8_ptq_fixed_accuracy']:.4f} | {ptq_float.get('accuracy', float('nan')):.4f} "
+                     f"| {exact}/{total} | {r['int8_exact_max_error']:.3g} "
+                     f"| {r['int8_exact_bytes']:,} ({r['int8_exact_gzip']:,}) | {r['int8_ptq_fixed_bytes']:,} "
+                     f"| {r.get('palette_bytes', 0):,} | {lat} |")
+    return L + [""]
 
 
 def _row_notes(result) -> List[str]:
