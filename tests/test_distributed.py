@@ -28,12 +28,11 @@ import tensorflow as tf
 {device_setup}
 import keras
 import tfmot_wfn
-from tfmot_wfn.keras import fixing_callbacks
-from tfmot_wfn.keras.network import wrappers_of
+from tfmot_wfn.keras.network import FixingNetwork, wrappers_of
 
 FRACTIONS = {fractions!r}
 calls = []  # per call of the fixing stage: (eager and outside replicas?, hash in, hash out)
-_stage = fixing_callbacks.run_fixing_stage
+_stage = FixingNetwork.run_fixing_stage
 
 
 def _digest(arrays):
@@ -43,9 +42,10 @@ def _digest(arrays):
     return h.hexdigest()
 
 
-def counting_stage(wrappers, fraction, distance):
+def counting_stage(network, fraction, distance):
+    wrappers = network.wrappers
     before = _digest([a for w in wrappers for a in w.effective_numpy()])
-    summary = _stage(wrappers, fraction, distance)
+    summary = _stage(network, fraction, distance)
     after = _digest([a for w in wrappers for a in w.effective_numpy() + w.mask_numpy()]
                     + [w.palette.numpy() for w in wrappers])
     in_replica_fn = tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
@@ -53,7 +53,7 @@ def counting_stage(wrappers, fraction, distance):
     return summary
 
 
-fixing_callbacks.run_fixing_stage = counting_stage
+FixingNetwork.run_fixing_stage = counting_stage  # every network-wide stage, counted
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(256, 8)).astype("float32")
