@@ -53,7 +53,7 @@ import hardware_cost_rows  # noqa: E402
 import models  # noqa: E402
 
 # ------------------------------------------------------------------------------------ settings
-FULL = dict(models=["cnn", "mlp", "mobilenetv2"], deltas=[0.0075, 0.015, 0.03], clusters=[16, 8],
+FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.015, 0.03], clusters=[16, 8],
             folded_deltas=[0.015, 0.03], float_bn_deltas=[], epochs_per_stage=2, float_epochs=None,
             latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=60,
             step_rounds=4, profile=True,
@@ -61,6 +61,8 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2"], deltas=[0.0075, 0.015, 0.03], 
             # 30 minutes. Its 52 BatchNorms' moving statistics (28k float values) dominate every
             # method's count of stored values: the "BN frozen first" rows fix them as scale/shift.
             per_model={"cnn": dict(folded_deltas=[0.03, 0.04, 0.05], frozen_deltas=[0.015]),
+                       # Real CIFAR-10 photos (4,000 train / 1,085 test): one seed, one epoch a stage.
+                       "resnet20": dict(folded_deltas=[0.03], epochs_per_stage=1, latency_runs=1000),
                        "mobilenetv2": dict(deltas=[0.0075, 0.015], folded_deltas=[],
                                            frozen_deltas=[0.0075], epochs_per_stage=1,
                                            latency_runs=600, step_steps=25, step_rounds=2)})

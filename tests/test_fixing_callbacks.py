@@ -110,6 +110,7 @@ def test_epoch_schedule_with_unknown_epoch_length_is_a_clear_error():
 # ------------------------------------------------------------ FixingSummaries
 PALETTE_TAG = "fixing/palette_usage"
 LAYER_PREFIX = "fixing/layer_fixed_fraction/"
+RULE_TAG = "fixing/rule"
 
 
 def _read_events(log_dir):
@@ -131,7 +132,7 @@ def _read_scalars(log_dir):
     """{tag: {step: value}} of the scalars; checks each (tag, step) is written once."""
     scalars, plugins = {}, {}
     for tag, step, plugin, array in _read_events(log_dir):
-        if tag == PALETTE_TAG:
+        if tag in (PALETTE_TAG, RULE_TAG):
             continue
         plugins[tag] = plugin
         assert step not in scalars.get(tag, {}), f"{tag} written twice at step {step}"
@@ -172,6 +173,9 @@ def test_fixing_summaries_writes_the_scalars_to_tensorboard(tmp_path):
     assert scalars["fixing/regularizer"][0] > 0
     assert scalars["fixing/regularizer"][1] == 0.0  # nothing free any more
     assert scalars["fixing/palette_size"][2] == kh.wrapper_palette(wrappers_of(fixed)[0]).size
+    rules = {(step, plugin, array.item().decode()) for tag, step, plugin, array
+             in _read_events(log_dir) if tag == RULE_TAG}
+    assert rules == {(epoch, "text", "rule nearest_capped, distance 0.015") for epoch in range(3)}
 
 
 def test_fixing_summaries_write_the_palette_histogram_and_layer_fractions_once_per_epoch(tmp_path):
