@@ -290,6 +290,51 @@ def _smallest(positions: np.ndarray, d: np.ndarray, d_sorted: np.ndarray, n: int
     return np.concatenate([below, ties])
 
 
+def _checked_inputs(weights, fixed, fraction, distance, distance_cap) -> Tuple[np.ndarray, np.ndarray]:
+    """``(weights as flat float32, fixed mask as flat bool)``; ValueError on a bad argument."""
+    w = np.asarray(weights, dtype=np.float32).ravel()
+    if fixed is None:
+        fixed_in = np.zeros(w.size, dtype=bool)
+    else:
+        fixed_in = np.asarray(fixed, dtype=bool).ravel()
+        if fixed_in.size != w.size:
+            raise ValueError(f"fixed mask has {fixed_in.size} entries, weights have {w.size}")
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if not float(distance) > 0:
+        raise ValueError(f"distance must be > 0, got {distance!r}")
+    if distance_cap is not None and not float(distance_cap) > 0:
+        raise ValueError(f"distance_cap must be > 0 or None, got {distance_cap!r}")
+    bad = count_nonfinite(w)
+    if bad:
+        raise ValueError(f"{bad} weights are NaN or Inf; fixing needs finite weights")
+    return w, fixed_in
+
+
+def _known_centres(w: np.ndarray, fixed_in: np.ndarray, palette, zero_distance: float):
+    """``(pending, used)``: each earlier-fixed value with its count (re-captured first, at
+    distance 0), and every centre to offer besides the grid (those and the palette)."""
+    locked_values, locked_counts = np.unique(w[fixed_in], return_counts=True)
+    pending: Dict[float, int] = {float(v): int(c) for v, c in zip(locked_values, locked_counts)}
+    used = set(pending)
+    if palette is not None:
+        # A nonzero centre below g0 is never offered: such magnitudes are pruned to 0.
+        used.update(float(v) for v in np.asarray(palette, dtype=np.float32).ravel()
+                    if v == 0 or abs(v) >= zero_distance)
+    return pending, used
+
+
+def _free_pool(w: np.ndarray, fixed_in: np.ndarray) -> "_SortedPool":
+    """The free weights, sorted by value (one sort), as a `_SortedPool`."""
+    index_type = np.int32 if w.size < 2**31 else np.int64
+    if not fixed_in.any():
+        sorted_idx = np.argsort(w).astype(index_type)
+    else:
+        free = np.flatnonzero(~fixed_in).astype(index_type)
+        sorted_idx = free[np.argsort(w[free])]
+    return _SortedPool(w[sorted_idx], sorted_idx)
+
+
 def fixing_stage(
     weights: np.ndarray,
     fixed: Optional[np.ndarray],
@@ -325,45 +370,15 @@ def fixing_stage(
     Returns:
       A `StageResult`. Inputs are not modified.
     """
-    w = np.asarray(weights, dtype=np.float32).ravel()
+    w, fixed_in = _checked_inputs(weights, fixed, fraction, distance, distance_cap)
     n = w.size
-    if fixed is None:
-        fixed_in = np.zeros(n, dtype=bool)
-    else:
-        fixed_in = np.asarray(fixed, dtype=bool).ravel()
-        if fixed_in.size != n:
-            raise ValueError(f"fixed mask has {fixed_in.size} entries, weights have {n}")
-    if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    if not float(distance) > 0:
-        raise ValueError(f"distance must be > 0, got {distance!r}")
-    if distance_cap is not None and not float(distance_cap) > 0:
-        raise ValueError(f"distance_cap must be > 0 or None, got {distance_cap!r}")
-    bad = count_nonfinite(w)
-    if bad:
-        raise ValueError(f"{bad} weights are NaN or Inf; fixing needs finite weights")
-
     values = w.copy()
     out_fixed = fixed_in.copy()
     quota = quota_for(n, fraction)
-    locked_values, locked_counts = np.unique(w[fixed_in], return_counts=True)
-    pending: Dict[float, int] = {float(v): int(c) for v, c in zip(locked_values, locked_counts)}
-    used = set(pending)
-    if palette is not None:
-        # A nonzero centre below g0 is never offered: such magnitudes are pruned to 0.
-        used.update(float(v) for v in np.asarray(palette, dtype=np.float32).ravel()
-                    if v == 0 or abs(v) >= zero_distance)
+    pending, used = _known_centres(w, fixed_in, palette, zero_distance)
     taken = int(np.count_nonzero(fixed_in))
     newly = 0
-
-    index_type = np.int32 if n < 2**31 else np.int64
-    if taken == 0:
-        sorted_idx = np.argsort(w).astype(index_type)
-    else:
-        free = np.flatnonzero(~fixed_in).astype(index_type)
-        sorted_idx = free[np.argsort(w[free])]
-        del free
-    pool = _SortedPool(w[sorted_idx], sorted_idx)
+    pool = _free_pool(w, fixed_in)
 
     order, allowed, steps, max_order = 0, float(distance), 0, 0
     while taken < quota and (pool.n_alive or pending):
