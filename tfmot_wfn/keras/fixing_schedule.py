@@ -11,27 +11,13 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.utils.validation import check_int, check_number
 
 #: The paper's cumulative fractions (reference default).
 PAPER_FRACTIONS = (0.3, 0.6, 0.8, 0.9, 0.95, 0.975, 0.99, 0.9975, 0.999, 1.0)
-
-
-def _check_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)  # NaN is refused by each caller's range check
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 class FixingSchedule(metaclass=abc.ABCMeta):
@@ -115,7 +101,7 @@ class StagedFixing(FixingSchedule):
             raise TypeError(
                 "fractions must be a sequence of numbers such as (0.3, 0.6, 0.9, 1.0), got "
                 f"{type(fractions).__name__} {fractions!r}")
-        fractions = tuple(_check_number("every fraction", f) for f in fractions)
+        fractions = tuple(check_number("every fraction", f) for f in fractions)
         if not fractions:
             raise ValueError("fractions must not be empty; e.g. (0.3, 0.6, 0.9, 1.0)")
         for f in fractions:
@@ -124,10 +110,10 @@ class StagedFixing(FixingSchedule):
         if any(b <= a for a, b in zip(fractions, fractions[1:])):
             raise ValueError(f"fractions must be strictly increasing, got {fractions}")
         self.fractions = fractions
-        self.steps_per_stage = None if steps_per_stage is None else _check_int(
+        self.steps_per_stage = None if steps_per_stage is None else check_int(
             "steps_per_stage", steps_per_stage, 1)
-        self.begin_step = _check_int("begin_step", begin_step, 0)
-        self.epochs_per_stage = _check_int("epochs_per_stage", epochs_per_stage, 1)
+        self.begin_step = check_int("begin_step", begin_step, 0)
+        self.epochs_per_stage = check_int("epochs_per_stage", epochs_per_stage, 1)
 
     def resolve(self, steps_per_epoch: Optional[int]) -> None:
         if self.steps_per_stage is None:
@@ -208,8 +194,8 @@ class PolynomialFixing(FixingSchedule):
         frequency: int = 100,
         max_multiplier: float = 10.0,
     ):
-        initial_fraction = _check_number("initial_fraction", initial_fraction)
-        final_fraction = _check_number("final_fraction", final_fraction)
+        initial_fraction = check_number("initial_fraction", initial_fraction)
+        final_fraction = check_number("final_fraction", final_fraction)
         if not 0.0 < initial_fraction <= 1.0:
             raise ValueError(f"initial_fraction must be in (0, 1], got {initial_fraction}")
         if not initial_fraction <= final_fraction <= 1.0:
@@ -218,15 +204,15 @@ class PolynomialFixing(FixingSchedule):
                 f"(initial_fraction={initial_fraction})")
         self.initial_fraction = initial_fraction
         self.final_fraction = final_fraction
-        self.begin_step = _check_int("begin_step", begin_step, 0)
-        self._end_step = _check_int("end_step", end_step, 0)
+        self.begin_step = check_int("begin_step", begin_step, 0)
+        self._end_step = check_int("end_step", end_step, 0)
         if self._end_step <= self.begin_step:
             raise ValueError(f"end_step ({end_step}) must be greater than begin_step ({begin_step})")
-        self.power = _check_number("power", power)
+        self.power = check_number("power", power)
         if not self.power > 0:
             raise ValueError(f"power must be > 0, got {power}")
-        self.frequency = _check_int("frequency", frequency, 1)
-        self.max_multiplier = _check_number("max_multiplier", max_multiplier)
+        self.frequency = check_int("frequency", frequency, 1)
+        self.max_multiplier = check_number("max_multiplier", max_multiplier)
         if not self.max_multiplier >= 1.0:
             raise ValueError(f"max_multiplier must be >= 1, got {max_multiplier}")
 

@@ -20,6 +20,23 @@ from typing import Optional
 import numpy as np
 
 
+def check_number(name: str, value) -> float:
+    """`value` as a float if it is a real number (booleans refused), else TypeError; no range
+    check (NaN passes: the caller's range check refuses it)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """`value` as an int >= `minimum`: TypeError for a non-integer (booleans too), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def check_real(name: str, value, low: float, high: Optional[float] = None, *,
                low_open: bool = True, high_open: bool = True) -> float:
     """`value` as a finite float within the bounds, else TypeError / ValueError.
@@ -27,9 +44,7 @@ def check_real(name: str, value, low: float, high: Optional[float] = None, *,
     Without `high` the bound reads ``> low`` (``>= low`` when `low_open` is False);
     with it, an interval such as ``(low, high]``. Booleans are not numbers here.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = check_number(name, value)
     above = value > low if low_open else value >= low
     below = high is None or (value < high if high_open else value <= high)
     if not (math.isfinite(value) and above and below):
