@@ -69,7 +69,8 @@ def test_proxies_bisect_the_candidates_and_full_runs_start_at_the_last_passing_o
 def test_table_json_and_plot(search, tmp_path):
     text = str(search)
     assert f"chose delta {search.distance:g}" in text and "proxy" in text and "full" in text
-    data = json.loads(search.to_json())
+    search.to_json(str(tmp_path / "search.json"))
+    data = json.loads((tmp_path / "search.json").read_text())
     assert data["distance"] == search.distance and len(data["frontier"]) == len(search.frontier)
     search.plot(str(tmp_path / "frontier.png"))
     assert (tmp_path / "frontier.png").stat().st_size > 1000

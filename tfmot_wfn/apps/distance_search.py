@@ -32,7 +32,6 @@ sigmoid output is thresholded at 0.5).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -44,6 +43,7 @@ from tfmot_wfn.keras.fix import fix_weights, strip_fixing
 from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
 from tfmot_wfn.keras.fixing_schedule import PAPER_FRACTIONS, StagedFixing
 from tfmot_wfn.keras.report import unique_weights, weight_entropy
+from tfmot_wfn.utils.json_report import JsonReport
 
 #: Candidate deltas, from the paper's smallest (0.0075) to where accuracy usually collapses.
 DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08)
@@ -63,7 +63,7 @@ class FrontierRow:
 
 
 @dataclasses.dataclass
-class DistanceSearch:
+class DistanceSearch(JsonReport):
     """The result of `search_distance`.
 
     Attributes:
@@ -90,12 +90,10 @@ class DistanceSearch:
     seconds: float
 
     def to_dict(self) -> Dict:
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
-        out["frontier"] = [dataclasses.asdict(r) for r in self.frontier]
-        return out
-
-    def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        """Everything but the model (``frontier`` as a list of dicts)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        fields["frontier"] = [dataclasses.asdict(r) for r in self.frontier]
+        return fields
 
     def __str__(self) -> str:
         lines = [f"distance search: float accuracy {self.float_accuracy:.4f}, tolerance "

@@ -497,7 +497,7 @@ def _search_distance(run: _JobRun, model) -> float:
         model, train, run.eval_ds, tolerance=config.tolerance,
         epochs_per_stage=config.epochs_per_stage, budget=AUTO_BUDGET, seed=config.seed,
         verbose=config.verbose, regularization=config.regularization, rule=config.rule)
-    write_json_atomically(run.path("distance_search.json"), search.to_dict())
+    search.to_json(run.path("distance_search.json"))
     search.plot(run.path("distance_search.png"))
     run.say(str(search))
     run.say(f"--distance auto: delta {search.distance:g}")

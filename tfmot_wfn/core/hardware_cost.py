@@ -23,7 +23,6 @@ The Keras side (`tfmot_wfn.keras.hardware_cost`) turns a model into `LayerWork`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Dict, List, Optional, Sequence
 
@@ -32,6 +31,7 @@ import numpy as np
 from tfmot_wfn.core.energy_table import EnergyTable, check_memory
 from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
 from tfmot_wfn.core.weight_terms import DEFAULT_MAX_TERMS, term_counts, terms_histogram
+from tfmot_wfn.utils.json_report import JsonReport
 
 ROLES = ("multiply", "bias", "lookup")
 FORMS = ("float32", "int8", "shift_add")
@@ -263,7 +263,7 @@ def _fmt_pj(pj) -> str:
 
 
 @dataclasses.dataclass
-class HardwareCost:
+class HardwareCost(JsonReport):
     """Estimated cost of one inference (batch 1) in the float32, int8 and shift-add forms.
 
     `str(cost)` is a readable table; `to_dict()` / `to_json(path)` the numbers.
@@ -292,13 +292,6 @@ class HardwareCost:
     #: layers whose work is not counted: ``{"layer", "class", "reason"}``
     not_counted: List[Dict] = dataclasses.field(default_factory=list)
     note: str = ESTIMATE_NOTE
-
-    def to_dict(self) -> Dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
 
     def __str__(self) -> str:
         return "\n".join(_text_lines(self))

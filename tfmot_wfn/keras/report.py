@@ -9,7 +9,6 @@ normalization gamma/beta; the same statistics, `core.weight_statistics.summarize
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -20,6 +19,7 @@ from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras.compat import variable_path
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 from tfmot_wfn.keras.network import FixingNetwork, wrappers_of
+from tfmot_wfn.utils.json_report import JsonReport
 
 
 def _leaves(model):
@@ -93,7 +93,7 @@ def fixed_fraction(model) -> float:
 
 
 @dataclasses.dataclass
-class FixingReport:
+class FixingReport(JsonReport):
     """Summary of a (partly) fixed network. `str(report)` is a readable text."""
 
     total_weights: int
@@ -111,13 +111,6 @@ class FixingReport:
     #: The fixing rule of a wrapped model (`fix_weights(..., rule=)`); None for a plain model,
     #: which does not record how it was fixed.
     rule: Optional[str] = None
-
-    def to_dict(self) -> Dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
 
     def __str__(self) -> str:
         lines = [
