@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -343,6 +344,51 @@ def measure_int8_exact(model, data, folder, tag) -> Dict:
             "int8_ptq_fixed_bytes": os.path.getsize(ptq_path)}
 
 
+def dequantized_kernels(model) -> Dict[str, np.ndarray]:
+    """{Dense layer name: its effective kernel} of a `model.quantize(...)`d Keras 3 model.
+
+    Read by calling each Dense on the identity (one-hot rows quantize exactly) without its
+    activation and subtracting the bias: what the layer multiplies by, whatever the mode.
+    """
+    import keras
+
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense) and getattr(layer, "quantization_mode", None):
+            activation, layer.activation = layer.activation, keras.activations.linear
+            try:
+                eye = np.eye(int(layer.input.shape[-1]), dtype=np.float32)
+                out[layer.name] = np.asarray(layer(eye)) - np.asarray(layer(np.zeros_like(eye[:1])))
+            finally:
+                layer.activation = activation
+    return out
+
+
+def keras_quantize_row(base, data, mode: str) -> Dict:
+    """Keras 3's own `model.quantize(mode)` of a copy of the float model (Dense layers only)."""
+    import keras
+
+    model = keras.models.clone_model(base)
+    model.set_weights(base.get_weights())
+    with warnings.catch_warnings():  # "Layer Conv2D does not have a `quantize` method": by design
+        warnings.simplefilter("ignore", UserWarning)
+        model.quantize(mode)
+    _, x_test, _, y_test = data
+    row = {"accuracy": accuracy(model, x_test, y_test)}
+    kernels = dequantized_kernels(model)
+    float_kernels = [np.asarray(v.numpy()) for layer in model.layers if layer.name not in kernels
+                     for v in layer.weights if np.issubdtype(np.dtype(v.dtype), np.floating)]
+    dense_kernels = list(kernels.values())
+    float_kernels += [np.asarray(model.get_layer(n).bias) for n in kernels
+                      if model.get_layer(n).bias is not None]
+    conv_kernels = [np.asarray(getattr(layer, "depthwise_kernel", None) or layer.kernel)
+                    for layer in model.layers
+                    if layer.name not in kernels and models.is_kernel_layer(layer, keras)]
+    row.update(value_stats(float_kernels + dense_kernels, dense_kernels + conv_kernels))
+    row["quantized_layers"] = sorted(kernels)
+    return row
+
+
 def compression_benchmark(name, cfg, seed, work) -> Dict:
     import keras
 
@@ -395,6 +441,15 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
         "TFLITE_BUILTINS_INT8, 256 calibration images, float I/O; values = dequantized constants",
         {**measure_int8_row(int8_path, data), **hardware_cost_rows.row_columns(base, "int8")},
         seconds, "conversion")
+
+    for mode in ("int8", "int4"):
+        say(f"[{name}] Keras 3 model.quantize({mode!r}) ...")
+        start = time.perf_counter()
+        row = keras_quantize_row(base, data, mode)
+        add(f"Keras 3 quantize({mode!r})",
+            f"model.quantize({mode!r}) on the float model, no fine-tuning: Dense layers only "
+            f"({', '.join(row['quantized_layers']) or 'none'}); Conv/BatchNorm stay float; values = "
+            "dequantized kernels", row, time.perf_counter() - start, "quantization")
 
     has_bn = any(isinstance(l, keras.layers.BatchNormalization) for l in base.layers)
     variants = [(d, "") for d in cfg["deltas"]]
