@@ -161,21 +161,29 @@ def _small_model():
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 1))
     h = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
-    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu",
+    h = L.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="same", activation="relu",
                           name="depthwise")(h)
-    h = L.GlobalAveragePooling2D()(h)
+    h = L.Flatten()(h)
     out = L.Dense(10, activation="softmax", name="dense")(h)
     return keras.Model(inp, out)
 
 
 @pytest.fixture(scope="module")
-def exact_run(digits):
+def trained_small(digits):
     import keras_helpers
     from tfmot_wfn.keras.compat import keras
 
     model = keras_helpers.compile_classifier(_small_model(), keras.optimizers.Adam(3e-3))
-    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=32, verbose=0)
-    return keras_helpers.run_full_schedule(model, digits, steps_per_stage=10, int8_exact=True)
+    model.fit(digits.x_train, digits.y_train, epochs=5, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exact_run(trained_small, digits):
+    import keras_helpers
+
+    return keras_helpers.run_full_schedule(trained_small, digits, steps_per_stage=10,
+                                           int8_exact=True)
 
 
 def _kernels(model):
@@ -194,7 +202,7 @@ def _kernels(model):
     return out
 
 
-def test_every_kernel_channel_is_exact_after_the_schedule(exact_run):
+def test_every_kernel_channel_is_exact_after_the_schedule(exact_run, trained_small, digits):
     import tfmot_wfn
     from tfmot_wfn.keras.network import FixingNetwork
 
@@ -206,9 +214,15 @@ def test_every_kernel_channel_is_exact_after_the_schedule(exact_run):
     assert len(channels) == 8 + 16 + 10 and all(channels)
     assert [b.channels for b in network.channel_blocks] == [8, 16, 10]
     assert sum(s.int8_snapped for s in exact_run.callback.history) > 0
+    # Without the constraint the same run leaves some channels inexact (27 of 34).
+    import keras_helpers
+
+    free = keras_helpers.run_full_schedule(trained_small, digits, steps_per_stage=10)
+    assert not all(fit_power_of_two(row).exact for _, rows in _kernels(free.model) for row in rows)
+    assert all(s.int8_snapped == 0 for s in free.callback.history)
     report = tfmot_wfn.report(exact_run.model)
     assert report.int8_exact is True and "int8-exact kernel channels" in str(report)
-    assert exact_run.accuracy > 0.7
+    assert exact_run.accuracy > 0.8
 
 
 def test_fixed_weights_never_move_between_stages(exact_run):
@@ -246,7 +260,7 @@ def test_int8_export_stores_every_channel_exactly(exact_run, digits, tmp_path):
         rows = channel_rows(weight, WEIGHT_OPS[fb.op_name(model, op)])
         worst = max(worst, float(np.abs(rows - kernels[layer]).max()))
         seen.append(layer)
-    assert sorted(seen) == ["conv", "depthwise", "dense"]
+    assert sorted(seen) == ["conv", "dense", "depthwise"]
     assert worst == 0.0
     assert tfmot_wfn.report(tfmot_wfn.strip_fixing(exact_run.model)).int8_exact is None
 
