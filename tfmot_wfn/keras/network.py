@@ -458,6 +458,10 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
     relative change of at most 2**-11 for float16, 2**-8 for bfloat16 otherwise),
     so that the layers compute with exactly the palette values.
 
+    With ``fix_weights(..., int8_exact=True)`` the newly fixed values of every kernel's
+    output channels are snapped onto the channel's power-of-two grid first
+    (`tfmot_wfn.core.int8_channels.snap_stage`; ``StageSummary.int8_snapped`` counts them).
+
     Raises:
       TypeError / ValueError: bad `fraction` or `distance`, no wrapper, wrappers
         with different settings, or no fixable weight.
