@@ -265,6 +265,36 @@ def test_int8_export_stores_every_channel_exactly(exact_run, digits, tmp_path):
     assert tfmot_wfn.report(tfmot_wfn.strip_fixing(exact_run.model)).int8_exact is None
 
 
+def test_kernel_layouts_name_each_layers_output_channels():
+    from tfmot_wfn.keras.compat import keras, short_name
+    from tfmot_wfn.keras.kernel_channels import output_channel_layout
+
+    L = keras.layers
+    cases = {
+        L.Dense(5): (4,), L.Conv2D(6, 3): (5, 5, 4), L.DepthwiseConv2D(3, depth_multiplier=2):
+        (5, 5, 4), L.SeparableConv2D(6, 3, depth_multiplier=3): (5, 5, 4),
+        L.Conv2DTranspose(6, 3): (5, 5, 4), L.Embedding(10, 3): (4,),
+        L.BatchNormalization(): (2, 2, 4),
+    }
+    found = {}
+    for layer, shape in cases.items():
+        layer.build((None,) + shape)
+        for v in layer.weights:
+            found[(type(layer).__name__, short_name(v))] = output_channel_layout(layer, v)
+    assert found[("Dense", "kernel")] == (5, 1)
+    assert found[("Conv2D", "kernel")] == (6, 1)
+    assert found[("DepthwiseConv2D", "kernel")] == (8, 1)          # in * multiplier
+    assert found[("SeparableConv2D", "depthwise_kernel")] == (12, 1)
+    assert found[("SeparableConv2D", "pointwise_kernel")] == (6, 1)
+    assert found[("Conv2DTranspose", "kernel")] == (6, 4)          # (kh, kw, out, in)
+    unconstrained = [k for k, v in found.items() if v is None]
+    assert sorted(unconstrained) == sorted(
+        [("Dense", "bias"), ("Conv2D", "bias"), ("DepthwiseConv2D", "bias"),
+         ("SeparableConv2D", "bias"), ("Conv2DTranspose", "bias"), ("Embedding", "embeddings")]
+        + [("BatchNormalization", n) for n in ("gamma", "beta", "moving_mean",
+                                               "moving_variance")])
+
+
 # ---------------------------------------------------------------- settings
 def test_int8_exact_is_validated_and_round_trips_through_the_config():
     import tfmot_wfn

@@ -19,7 +19,9 @@ Per output channel of each kernel (`ChannelBlock`) and per stage:
   stored: it may get finer while the earlier-fixed values' codes stay within 127 (that
   bound is part of "holds the largest weight"), and coarser only as far as the
   earlier-fixed values allow. By induction every channel's fixed values are exact at the
-  chosen step after every stage.
+  chosen step after every stage. (A model partly fixed WITHOUT the constraint may hold
+  earlier-fixed values that are not exact; such a channel cannot become exact, and its
+  new values are snapped at the step of its finest earlier-fixed value, codes clipped.)
 * **Snapping**: a newly fixed value ``c`` (the stage's centre) that is not a multiple of
   ``2^e`` with code within 127 is moved to a representable value. Preferred: the
   palette value (or 0) representable at ``2^e`` nearest to ``c``, when it is within the
