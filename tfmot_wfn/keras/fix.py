@@ -153,6 +153,7 @@ def fix_weights(
     fix_batchnorm: bool = True,
     preserve_sparsity: bool = False,
     rule: str = DEFAULT_RULE,
+    int8_exact: bool = False,
     **kwargs,
 ):
     """Prepare a layer, list of layers or model for Weight Fixing Networks training.
@@ -198,6 +199,13 @@ def fix_weights(
         the paper's text reads: fewest unique values; a centre with many close weights,
         such as BatchNorm gammas at 1.0, can drag far weights onto it). Recorded in
         `report` and the TensorBoard summaries.
+      int8_exact: keep every output channel of every kernel (Dense, Conv, depthwise,
+        separable) exactly int8 codes times ONE power-of-two scale, so that
+        ``lite.export_tflite(..., mode="int8")`` stores every kernel exactly. Each stage
+        snaps the values it fixes in a channel onto multiples of the channel's step
+        ``2^e`` (codes within 127), preferring palette values (see
+        `tfmot_wfn.core.int8_channels`); biases and BatchNorm parameters stay
+        unconstrained. Costs some unique values; recorded in `report`.
       **kwargs: `palette_capacity` (int, default 4096).
 
     Returns:
@@ -218,6 +226,7 @@ def fix_weights(
         fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
         temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
         fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity, rule=rule,
+        int8_exact=int8_exact,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
     params = config.to_kwargs()
     fix_biases, fix_batchnorm = config.fix_biases, config.fix_batchnorm

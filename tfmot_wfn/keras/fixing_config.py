@@ -34,7 +34,7 @@ DEFAULT_PALETTE_CAPACITY = 4096
 #: The settings every wrapper of a network must share: the network is fixed as a
 #: whole, with one schedule, one palette and one regulariser.
 NETWORK_SETTINGS = ("fixing_schedule", "distance", "zero_distance", "palette_capacity",
-                    "regularization", "temperature", "rule")
+                    "regularization", "temperature", "rule", "int8_exact")
 
 
 def _rule(value) -> str:
@@ -74,6 +74,9 @@ class FixingConfig:
       rule: which weights a greedy step may fix to its centre, one of
         `tfmot_wfn.core.fixing_rules.RULES` (``"paper"``, ``"nearest"``, ``"capped"``,
         ``"nearest_capped"``, the default).
+      int8_exact: keep every output channel of every kernel exactly int8 codes times one
+        power-of-two scale (`tfmot_wfn.core.int8_channels`), so that
+        ``export_tflite(mode="int8")`` stores every kernel channel exactly. Off by default.
 
     Raises:
       TypeError / ValueError: an argument of the wrong type or out of its range
@@ -90,6 +93,7 @@ class FixingConfig:
     palette_capacity: int = DEFAULT_PALETTE_CAPACITY
     preserve_sparsity: bool = False
     rule: str = DEFAULT_RULE
+    int8_exact: bool = False
 
     def __post_init__(self):
         checked = {
@@ -104,6 +108,7 @@ class FixingConfig:
             "fix_batchnorm": check_bool("fix_batchnorm", self.fix_batchnorm),
             "preserve_sparsity": check_bool("preserve_sparsity", self.preserve_sparsity),
             "rule": _rule(self.rule),
+            "int8_exact": check_bool("int8_exact", self.int8_exact),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # normalise (frozen dataclass)

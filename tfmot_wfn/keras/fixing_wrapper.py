@@ -84,6 +84,8 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         to 0 (a pruned model keeps its zeros); they count as fixed, and the stage
         fractions apply to the other weights (see `run_fixing_stage`).
       rule: the fixing rule of the greedy stages (see `tfmot_wfn.fix_weights`).
+      int8_exact: keep every kernel output channel exactly int8 codes times one
+        power-of-two scale (see `tfmot_wfn.fix_weights`).
 
     The arguments are validated into ``wrapper.fixing_config``, a frozen
     `FixingConfig`; ``wrapper.distance`` etc. read it.
@@ -102,6 +104,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         palette_capacity: int = DEFAULT_PALETTE_CAPACITY,
         preserve_sparsity: bool = False,
         rule: str = DEFAULT_RULE,
+        int8_exact: bool = False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -123,7 +126,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
             temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
             fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
-            preserve_sparsity=preserve_sparsity, rule=rule)
+            preserve_sparsity=preserve_sparsity, rule=rule, int8_exact=int8_exact)
         super().__init__(layer, **kwargs)
         self.fixing_config = config
         self.preserved_zeros = None
@@ -186,6 +189,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
     fix_batchnorm = _setting("fix_batchnorm")
     palette_capacity = _setting("palette_capacity")
     preserve_sparsity = _setting("preserve_sparsity")
+    int8_exact = _setting("int8_exact")
 
     # --------------------------------------------------------------- accessors
     @property
@@ -329,6 +333,8 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             config["preserve_sparsity"] = True
         if self.fixing_config.rule != DEFAULT_RULE:  # likewise
             config["rule"] = self.fixing_config.rule
+        if self.int8_exact:  # likewise
+            config["int8_exact"] = True
         return config
 
     @classmethod

@@ -37,12 +37,14 @@ import numpy as np
 
 from tfmot_wfn.core.fixing_rules import stage_options
 from tfmot_wfn.core.greedy_fixing import fixing_stage
+from tfmot_wfn.core.int8_channels import ChannelBlock, snap_stage
 from tfmot_wfn.core.weight_statistics import WeightSummary, summarize, value_counts
 from tfmot_wfn.keras import regularizer_table
 from tfmot_wfn.keras.compat import keras, numpy_dtype, variable_path
 from tfmot_wfn.keras.compute_dtypes import round_for_compute_dtypes
 from tfmot_wfn.keras.fixing_config import FixingConfig
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
+from tfmot_wfn.keras.kernel_channels import channel_blocks
 from tfmot_wfn.utils.finite import count_nonfinite
 from tfmot_wfn.utils.validation import check_real
 
@@ -90,6 +92,8 @@ class StageSummary:
     palette_size: int
     steps: int
     max_order: int
+    #: ``int8_exact``: newly fixed weights moved onto their channel's power-of-two grid.
+    int8_snapped: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +131,7 @@ def _check_consistent(wrappers: Sequence[WeightFixingWrapper]) -> FixingConfig:
             raise ValueError(
                 f"The WeightFixingWrappers {first.name!r} and {w.name!r} have different fixing "
                 "settings (schedule, distance, zero_distance, palette_capacity, regularization, "
-                "temperature or rule), but the network is fixed as a whole with one palette. Give "
+                "temperature, rule or int8_exact), but the network is fixed as a whole with one palette. Give "
                 "every wrapper the same settings (fix_weights(model) does; when wrapping layers "
                 "one by one, pass the same fixing_schedule and distance to each).")
     return first.fixing_config
@@ -179,6 +183,7 @@ class FixingNetwork:
         # Every wrapper holds a copy of the shared palette (its layer computes with it).
         self._palette_copies = [(w.palette, w.palette_size) for w in wrappers if w.built]
         self._table: Optional[regularizer_table.RegularizerTable] = None
+        self._blocks: Optional[Tuple[ChannelBlock, ...]] = None
         _LIVE.add(self)
 
     @classmethod
@@ -249,6 +254,18 @@ class FixingNetwork:
     @property
     def palette_capacity(self) -> int:
         return self.config.palette_capacity
+
+    @property
+    def int8_exact(self) -> bool:
+        """Whether every kernel channel is kept int8-exact (`tfmot_wfn.core.int8_channels`)."""
+        return self.config.int8_exact
+
+    @property
+    def channel_blocks(self) -> Tuple[ChannelBlock, ...]:
+        """The kernels' output channels in the flat layout (`kernel_channels.channel_blocks`)."""
+        if self._blocks is None:
+            self._blocks = channel_blocks(self.slots)
+        return self._blocks
 
     def resolve_schedules(self, steps_per_epoch: Optional[int]) -> None:
         """`FixingSchedule.resolve` on every distinct schedule object of the wrappers."""
@@ -367,6 +384,14 @@ class FixingNetwork:
             fraction = min(1.0, share + (1.0 - share) * fraction)
         result = fixing_stage(flat_w, flat_m, fraction, distance, self.zero_distance,
                               palette=self.palette(), **stage_options(self.rule))
+        snapped = 0
+        if self.int8_exact:
+            # Before the compute-dtype rounding: codes within 127 times 2^e are exact in
+            # float16/bfloat16 (for e >= -24 in float16), so that rounding keeps them.
+            values, snapped = snap_stage(flat_w, flat_m, result.values, result.fixed,
+                                         self.channel_blocks, distance)
+            result = dataclasses.replace(result, values=values,
+                                         palette=np.unique(values[result.fixed]))
         rounded = round_for_compute_dtypes(self.slots, result.values, result.fixed,
                                             result.fixed & ~flat_m)
         if rounded is not result.values:
@@ -384,7 +409,7 @@ class FixingNetwork:
             fraction=float(fraction), distance=float(distance), total=int(flat_w.size),
             fixed=int(result.fixed.sum()), newly_fixed=result.newly_fixed,
             palette_size=int(result.palette.size), steps=result.steps,
-            max_order=result.max_order)
+            max_order=result.max_order, int8_snapped=snapped)
 
     def _check_finite(self, values: Sequence[np.ndarray]) -> None:
         for slot, array in zip(self.slots, values):
@@ -432,6 +457,10 @@ def run_fixing_stage(model_or_wrappers, fraction: float, distance: float) -> Sta
     narrowest compute dtype of the network (a no-op for almost every value, and a
     relative change of at most 2**-11 for float16, 2**-8 for bfloat16 otherwise),
     so that the layers compute with exactly the palette values.
+
+    With ``fix_weights(..., int8_exact=True)`` the newly fixed values of every kernel's
+    output channels are snapped onto the channel's power-of-two grid first
+    (`tfmot_wfn.core.int8_channels.snap_stage`; ``StageSummary.int8_snapped`` counts them).
 
     Raises:
       TypeError / ValueError: bad `fraction` or `distance`, no wrapper, wrappers

@@ -111,6 +111,9 @@ class FixingReport(JsonReport):
     #: The fixing rule of a wrapped model (`fix_weights(..., rule=)`); None for a plain model,
     #: which does not record how it was fixed.
     rule: Optional[str] = None
+    #: Whether the kernels were kept int8-exact (`fix_weights(..., int8_exact=)`); None for a
+    #: plain model, like `rule`.
+    int8_exact: Optional[bool] = None
 
     def __str__(self) -> str:
         lines = [
@@ -122,7 +125,8 @@ class FixingReport(JsonReport):
             f"palette ({len(self.palette)} values, count, sum of signed powers of two):",
         ]
         if self.rule is not None:
-            lines.insert(1, f"fixing rule: {self.rule}")
+            exact = ", int8-exact kernel channels" if self.int8_exact else ""
+            lines.insert(1, f"fixing rule: {self.rule}{exact}")
         for p in self.palette:
             lines.append(f"  {p['value']:>+14.8g}  {p['count']:>9d}  {p['powers_of_two']}")
         lines.append("layers:")
@@ -161,9 +165,12 @@ def not_fixed_weights(model) -> List[Dict]:
     return out
 
 
-def _rule_of(model) -> Optional[str]:
+def _settings_of(model) -> Dict:
+    """``rule`` and ``int8_exact`` of a wrapped model; None for a plain one."""
     network = FixingNetwork.find(model)
-    return None if network is None else network.rule
+    if network is None:
+        return {"rule": None, "int8_exact": None}
+    return {"rule": network.rule, "int8_exact": network.int8_exact}
 
 
 def report(model) -> FixingReport:
@@ -196,5 +203,5 @@ def report(model) -> FixingReport:
                  for p, c in zip(summary.palette, summary.palette_counts)],
         layers=layers,
         not_fixed=not_fixed_weights(model),
-        rule=_rule_of(model),
+        **_settings_of(model),
     )

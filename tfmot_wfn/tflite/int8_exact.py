@@ -32,8 +32,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfmot_wfn.tflite import flatbuffer as fb
+# The exactness test itself is shared with the int8_exact fixing constraint (core).
+from tfmot_wfn.utils.power_of_two_codes import (  # noqa: F401 (re-exported)
+    MAX_CODE, PowerOfTwoFit, finest_exponent, fit_power_of_two,
+)
 
-MAX_CODE = 127            # symmetric int8 weights: codes in [-127, 127], zero point 0
 INT8_METADATA_NAME = "tfmot_wfn_int8"
 INT8_FORMAT_VERSION = 1
 #: Ops whose input 1 is an int8 weight with output channels on this axis, and input 2 the bias.
@@ -42,68 +45,6 @@ _INT32_MAX = 2 ** 31 - 1
 
 
 # ------------------------------------------------------------------ numpy helpers
-@dataclasses.dataclass(frozen=True)
-class PowerOfTwoFit:
-    """Codes of a set of float values at one power-of-two scale ``2^exponent``.
-
-    ``exact``: ``codes * 2^exponent == values`` bit for bit, every code in
-    [-127, 127]. ``exponent`` is None for all-zero values (any scale is exact).
-    When not exact, ``codes`` is empty and ``reason`` says why.
-    """
-
-    exact: bool
-    exponent: Optional[int]
-    codes: np.ndarray
-    reason: str = ""
-
-
-def finest_exponent(values: np.ndarray) -> Optional[int]:
-    """The exponent of the finest power of two the non-zero ``values`` use, None if all zero.
-
-    Every value is then an integer multiple of ``2^e``: ``finest_exponent([0.75, 2]) == -2``.
-    Raises ValueError for non-finite values.
-    """
-    v = np.asarray(values, np.float64).ravel()
-    if not np.all(np.isfinite(v)):
-        raise ValueError("non-finite values have no power-of-two exponent")
-    v = v[v != 0]
-    if v.size == 0:
-        return None
-    mantissa, exponent = np.frexp(np.abs(v))           # |v| = m * 2^x, m in [0.5, 1)
-    integer = np.ldexp(mantissa, 53).astype(np.int64)  # exact: 53-bit mantissa
-    lowest = integer & -integer                         # lowest set bit
-    trailing = np.log2(lowest.astype(np.float64)).astype(np.int64)
-    return int(np.min(exponent.astype(np.int64) - 53 + trailing))
-
-
-def fit_power_of_two(values: np.ndarray, max_code: int = MAX_CODE) -> PowerOfTwoFit:
-    """``values`` as exact int8 codes at the coarsest power-of-two scale that holds them.
-
-    The scale is ``2^e`` with ``e`` = `finest_exponent` (a coarser one would make the
-    finest value a fraction); the values fit when ``max|v| / 2^e <= max_code``.
-
-    ```python
-    fit_power_of_two(np.array([0.75, -0.5]))     # exact, exponent -2, codes [3, -2]
-    fit_power_of_two(np.array([1.0, 2 ** -8]))   # not exact: codes up to 256
-    ```
-    """
-    v = np.asarray(values, np.float64)
-    if not np.all(np.isfinite(v)):
-        return PowerOfTwoFit(False, None, np.zeros(0, np.int8), "non-finite values")
-    e = finest_exponent(v)
-    if e is None:
-        return PowerOfTwoFit(True, None, np.zeros(v.shape, np.int8))
-    codes = np.ldexp(v, -e)  # exact: a power-of-two division
-    largest = float(np.max(np.abs(codes)))
-    if largest > max_code:
-        bits = int(np.ceil(np.log2(largest + 1))) + 1
-        return PowerOfTwoFit(False, e, np.zeros(0, np.int8), (
-            f"values need codes up to {largest:.0f} at their finest power of two 2^{e} "
-            f"(max |v| = {float(np.max(np.abs(v))):.6g}): {bits} signed bits, more than int8's "
-            f"{max_code}"))
-    return PowerOfTwoFit(True, e, codes.astype(np.int8))
-
-
 def channel_rows(array: np.ndarray, axis: int) -> np.ndarray:
     """``array`` as rows, one per output channel on ``axis``."""
     return np.moveaxis(np.asarray(array), axis, 0).reshape(array.shape[axis], -1)
