@@ -385,13 +385,14 @@ def test_a_float_model_near_chance_on_the_data_gets_a_normalize_warning(digits_r
     assert not [w for w in caught if "near chance" in str(w.message)]
 
 
-def test_rule_flag_reaches_the_job_settings(digits_run, tmp_path, capsys):
+def test_rule_and_int8_exact_flags_reach_the_job_settings(digits_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["fix", "m.keras", "--data-dir", "d", "--rule", "greedy"])
     assert "invalid choice: 'greedy'" in capsys.readouterr().err
     out = str(tmp_path / "paper_rule")
     assert cli.main(["fix", digits_run["model"], "--data-dir", digits_run["data"], "--output", out,
-                     "--rule", "paper", "--fractions", "1", "--steps-per-epoch", "1",
+                     "--rule", "paper", "--int8-exact", "--fractions", "1", "--steps-per-epoch", "1",
                      "--quiet", "--no-augment"]) == 0
     report = json.loads(open(os.path.join(out, "report.json")).read())
     assert report["settings"]["rule"] == report["rule"] == "paper"
+    assert report["settings"]["int8_exact"] is report["int8_exact"] is True

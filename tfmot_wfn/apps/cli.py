@@ -192,6 +192,9 @@ def _add_fix_parser(sub) -> None:
     fix.add_argument("--rule", choices=sorted(RULES), default=None,
                      help="the fixing rule: which weights a greedy step may fix to its centre "
                           "(default: nearest_capped; 'paper' is the paper's text)")
+    fix.add_argument("--int8-exact", action="store_true", default=None,
+                     help="constrain every kernel channel to exact int8 codes times one power of "
+                          "two (for export --format int8 without rounding)")
     fix.add_argument("--tolerance", type=_unit_fraction_or_zero, default=None,
                      help="with --distance auto: the accuracy drop allowed, absolute "
                           "(default 0.005 = half a point)")
@@ -260,7 +263,7 @@ def _fix(args) -> int:
     output = args.output or "wfn_" + os.path.splitext(os.path.basename(args.model))[0]
     given = {
         "dataset": args.dataset, "data_dir": args.data_dir, "distance": args.distance,
-        "tolerance": args.tolerance, "rule": args.rule,
+        "tolerance": args.tolerance, "rule": args.rule, "int8_exact": args.int8_exact,
         "fractions": args.fractions, "epochs_per_stage": args.epochs_per_stage,
         "final_epochs": args.final_epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,

@@ -66,7 +66,8 @@ NEAR_CHANCE = 1.5
 #: Settings a resumed run must share with the run it continues (they define the schedule).
 SCHEDULE_SETTINGS = ("dataset", "data_dir", "distance", "epochs_per_stage",
                      "final_epochs", "batch_size", "fractions", "image_size", "normalization",
-                     "steps_per_epoch", "seed", "regularization", "rule", "validation_split",
+                     "steps_per_epoch", "seed", "regularization", "rule", "int8_exact",
+                     "validation_split",
                      "eval_split", "augment")
 
 
@@ -103,6 +104,8 @@ class FixJobConfig:
       seed: seeds the data order, augmentation and Keras' random state.
       regularization: gamma of the WFN regulariser.
       rule: the fixing rule (`tfmot_wfn.fix_weights(..., rule=)`).
+      int8_exact: every kernel channel exact int8 codes times a power of two
+        (`tfmot_wfn.fix_weights(..., int8_exact=True)`).
       log_dir: TensorBoard folder (default: ``output/logs``; "" for none).
       keep_checkpoints: keep every stage's checkpoint, not only the last.
       verbose: 1: progress bars and one line per stage; 0: silent.
@@ -128,6 +131,7 @@ class FixJobConfig:
     seed: int = 0
     regularization: float = 0.4
     rule: str = DEFAULT_RULE
+    int8_exact: bool = False
     log_dir: Optional[str] = None
     keep_checkpoints: bool = False
     verbose: int = 1
@@ -466,7 +470,8 @@ def _start_from_float_model(run: _JobRun, model) -> None:
     schedule = tfmot_wfn.StagedFixing(fractions=config.fractions,
                                       steps_per_stage=config.epochs_per_stage * run.steps_per_epoch)
     run.model = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
-                                      regularization=config.regularization, rule=config.rule)
+                                      regularization=config.regularization, rule=config.rule,
+                                      int8_exact=config.int8_exact)
     _compile(run.model, config.learning_rate, run.from_logits)
     _write_state(run)
 
@@ -496,7 +501,8 @@ def _search_distance(run: _JobRun, model) -> float:
     search = search_distance(
         model, train, run.eval_ds, tolerance=config.tolerance,
         epochs_per_stage=config.epochs_per_stage, budget=AUTO_BUDGET, seed=config.seed,
-        verbose=config.verbose, regularization=config.regularization, rule=config.rule)
+        verbose=config.verbose, regularization=config.regularization, rule=config.rule,
+        int8_exact=config.int8_exact)
     search.to_json(run.path("distance_search.json"))
     search.plot(run.path("distance_search.png"))
     run.say(str(search))
@@ -696,7 +702,8 @@ def _results(run: _JobRun, fixed_metrics: Dict[str, float], rep, plots: Dict[str
         "log_dir": run.log_dir or None,
         "seconds_this_process": time.time() - run.start_time,
         **rep.to_dict(),
-        "rule": run.config.rule,  # the stripped model's report cannot know it
+        "rule": run.config.rule,  # the stripped model's report cannot know these two
+        "int8_exact": run.config.int8_exact,
     }
 
 
