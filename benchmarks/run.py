@@ -1036,12 +1036,14 @@ def plots(results, steps, latencies, speed, output) -> List[str]:
         plt.close(fig)
         written.append(path)
 
-    colours = {"float": "black", "tfmot": "tab:orange", "int8": "tab:green", "WFN": "tab:blue"}
+    colours = {"float": "black", "tfmot": "tab:orange", "int8": "tab:green", "Keras 3": "tab:purple",
+               "WFN": "tab:blue"}
 
     def colour(method):
-        return next(c for k, c in colours.items() if method.startswith(k))
+        return next((c for k, c in colours.items() if method.startswith(k)), "tab:gray")
 
-    markers = {"float": "o", "tfmot cluster_weights, 16": "s", "tfmot cluster_weights, 8": "D", "int8": "^"}
+    markers = {"float": "o", "tfmot cluster_weights, 16": "s", "tfmot cluster_weights, 8": "D", "int8": "^",
+               "Keras 3 quantize('int8')": "1", "Keras 3 quantize('int4')": "2"}
     wfn_markers = ["v", "<", ">", "P", "X", "*", "h", "p"]
     fig, axes = plt.subplots(2, len(results), figsize=(5 * len(results), 8.5), squeeze=False)
     for j, res in enumerate(results):
