@@ -55,6 +55,7 @@ import models  # noqa: E402
 
 # ------------------------------------------------------------------------------------ settings
 FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.015, 0.03], clusters=[16, 8],
+            int8_exact_deltas=[0.015],
             folded_deltas=[0.015, 0.03], float_bn_deltas=[], epochs_per_stage=2, float_epochs=None,
             latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=60,
             step_rounds=4, profile=True,
@@ -68,6 +69,7 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.
                                            frozen_deltas=[0.0075], epochs_per_stage=1,
                                            latency_runs=600, step_steps=25, step_rounds=2)})
 QUICK = dict(models=["cnn"], deltas=[0.015], clusters=[16], folded_deltas=[], float_bn_deltas=[],
+             int8_exact_deltas=[0.015],
              epochs_per_stage=1,
              float_epochs=8, latency_runs=300, step_models=["cnn"], step_steps=25, step_rounds=2,
              profile=False, per_model={})
@@ -225,7 +227,7 @@ def train_float(name, data, epochs, seed):
     return model, time.perf_counter() - start
 
 
-def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, fix_batchnorm=True):
+def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, **fix_kwargs):
     """fix_weights + the paper's 10-stage schedule, fine-tuned; returns (stripped, seconds, info)."""
     import keras
 
@@ -237,8 +239,7 @@ def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, fix_batchn
     steps_per_epoch = int(np.ceil(len(x_train) / spec["batch"]))
     schedule = tfmot_wfn.StagedFixing(steps_per_stage=epochs_per_stage * steps_per_epoch)
     epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
-    fixed = tfmot_wfn.fix_weights(base, fixing_schedule=schedule, distance=delta,
-                                  fix_batchnorm=fix_batchnorm)
+    fixed = tfmot_wfn.fix_weights(base, fixing_schedule=schedule, distance=delta, **fix_kwargs)
     compile_model(fixed, lr)
     update = tfmot_wfn.UpdateFixingStep(verbose=0)
     start = time.perf_counter()
@@ -453,6 +454,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
 
     has_bn = any(isinstance(l, keras.layers.BatchNormalization) for l in base.layers)
     variants = [(d, "") for d in cfg["deltas"]]
+    variants += [(d, "int8_exact") for d in cfg.get("int8_exact_deltas", [])]
     if has_bn:
         variants += [(d, "folded") for d in cfg["folded_deltas"]]
         variants += [(d, "float_bn") for d in cfg["float_bn_deltas"]]
@@ -463,16 +465,18 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
 
         what = f"WFN delta={delta:g}" + {"": "", "folded": ", BN folded first",
                                          "float_bn": ", fix_batchnorm=False",
-                                         "frozen": ", BN frozen first"}[kind]
+                                         "frozen": ", BN frozen first",
+                                         "int8_exact": ", int8_exact=True"}[kind]
         say(f"[{name}] {what}: {ft_epochs} epochs ...")
         start_model = (lite.fold_batchnorm(base) if kind == "folded"
                        else tfmot_wfn.freeze_batchnorm(base) if kind == "frozen" else base)
         use_lr = FOLDED_LR[name] if kind == "folded" else FROZEN_LR if kind == "frozen" else lr
         final, seconds, info = fix_with_wfn(name, start_model, data, delta, eps, seed, use_lr,
-                                            fix_batchnorm=kind != "float_bn")
+                                            fix_batchnorm=kind != "float_bn",
+                                            int8_exact=kind == "int8_exact")
         row = measure_keras_row(final, data, folder, f"wfn{delta:g}{kind}")
         row.update(hardware_cost_rows.row_columns(final, "wfn"))
-        if not kind:  # the default variant: also as exact int8 (tfmot_wfn.lite, mode="int8")
+        if kind in ("", "int8_exact"):  # also as exact int8 (tfmot_wfn.lite, mode="int8")
             row.update(measure_int8_exact(final, data, folder, f"wfn{delta:g}"))
         fixed_what = ("kernels+biases fixed, BN gamma/beta left float" if kind == "float_bn"
                       else "kernels+biases+BN gamma/beta fixed")
@@ -480,6 +484,8 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
                     f"{CLIPNORM}), gamma 0.4, {fixed_what}, {common}")
         if kind == "folded":
             settings = "lite.fold_batchnorm before fix_weights; " + settings
+        if kind == "int8_exact":
+            settings = "fix_weights(..., int8_exact=True); " + settings
         if kind == "frozen":
             settings = ("tfmot_wfn.freeze_batchnorm before fix_weights (BN as fixed scale/shift, "
                         "statistics 0 and 1); " + settings)
