@@ -9,6 +9,7 @@ are session-scoped and shared:
 * `fixed_cnn`: `fix_weights(float_cnn)` taken through the paper's whole ten-stage
   schedule (10 steps per stage), with a snapshot of the network after each stage.
 * `stripped_cnn`: `strip_fixing(fixed_cnn.model)`.
+* `trained_cnn`: the demo CNN trained briefly (3 epochs), for the export tests.
 
 Tests must treat the shared models as read-only (the tests that train make
 their own models with `keras_helpers`). TensorFlow is imported lazily so that
@@ -59,3 +60,17 @@ def stripped_cnn(fixed_cnn):
     import tfmot_wfn
 
     return tfmot_wfn.strip_fixing(fixed_cnn.model)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits):
+    """The demo CNN (Conv-BN-ReLU x2, Flatten, Dense), trained briefly (3 epochs); read-only."""
+    from keras_helpers import keras
+
+    from tfmot_wfn.apps.demo import build_cnn
+
+    keras.utils.set_random_seed(3)
+    model = build_cnn(keras)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+    return model

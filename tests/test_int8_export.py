@@ -17,7 +17,6 @@ import pytest
 from tfmot_wfn.keras.compat import keras, short_name
 import tfmot_wfn
 from tfmot_wfn import lite
-from tfmot_wfn.apps.demo import build_cnn
 from tfmot_wfn.export.int8_export import (
     DEFAULT_CALIBRATION_SAMPLES, MISSING_DATA, calibration_samples, convert_int8, rewrite_exact,
 )
@@ -96,15 +95,6 @@ def predict(data, x):
 
 
 # ----------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def trained_cnn(digits):
-    keras.utils.set_random_seed(3)
-    model = build_cnn(keras)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
-    return model
-
-
 @pytest.fixture(scope="module")
 def exact_cnns(trained_cnn):
     """``{"batchnorm": model with BN after each conv, "folded": BN folded first}``."""

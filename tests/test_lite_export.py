@@ -15,7 +15,6 @@ import pytest
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras, short_name
 import tfmot_wfn
 from tfmot_wfn import lite
-from tfmot_wfn.apps.demo import build_cnn
 from tfmot_wfn.keras.batchnorm_folding import foldable_layer_pairs
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.palette_format import (
@@ -87,16 +86,6 @@ def read(path):
 
 
 # ----------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def trained_cnn(digits):
-    """The demo CNN (Conv-BN-ReLU x2, Flatten, Dense), trained briefly (a few seconds)."""
-    keras.utils.set_random_seed(3)
-    model = build_cnn(keras)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
-    return model
-
-
 @pytest.fixture(scope="module")
 def folded_fixed_cnn(trained_cnn):
     """fold_batchnorm BEFORE fix_weights: every deployed weight is a palette value."""
