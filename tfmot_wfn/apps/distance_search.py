@@ -168,7 +168,6 @@ class _Training:
     """How every run of the search trains (shared settings, fixed for the search)."""
 
     train: Any  # batched dataset, repeated
-    steps_per_epoch: int
     loss: Any
     optimizer_config: Dict
     fix_kwargs: Dict
@@ -186,14 +185,13 @@ def _compiled_settings(model, loss, optimizer) -> Tuple[Any, Dict]:
     return loss, keras.optimizers.serialize(optimizer)
 
 
-def _fixed_run(model, training: _Training, distance: float, steps_per_stage: int,
-               stages: int) -> Tuple[Any, int]:
+def _fixed_run(model, training: _Training, distance: float, steps_per_stage: int) -> Tuple[Any, int]:
     """Fix ``model`` at ``distance`` with ``steps_per_stage`` batches a stage; (stripped, steps)."""
     schedule = StagedFixing(steps_per_stage=steps_per_stage)
     fixed = fix_weights(model, fixing_schedule=schedule, distance=distance, **training.fix_kwargs)
     fixed.compile(optimizer=keras.optimizers.deserialize(training.optimizer_config),
                   loss=training.loss)
-    epochs = stages  # the last stage fires at the first batch of the last epoch
+    epochs = len(PAPER_FRACTIONS)  # one epoch a stage; the last fires at its first batch
     fixed.fit(training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0, shuffle=False,
               callbacks=[UpdateFixingStep(verbose=0)])
     return strip_fixing(fixed), epochs * steps_per_stage
@@ -216,8 +214,7 @@ class _Runs:
     def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
         keras.utils.set_random_seed(self.training.seed)
         t0 = time.time()
-        fixed, steps = _fixed_run(self.model, self.training, distance, steps_per_stage,
-                                  self.stages)
+        fixed, steps = _fixed_run(self.model, self.training, distance, steps_per_stage)
         self.used += steps
         row = _measure(fixed, self.validation, distance, source, t0, steps)
         self.frontier.append(row)
@@ -347,7 +344,7 @@ def search_distance(
     if steps_per_epoch is None:
         raise ValueError("the training dataset's length is unknown: pass a finite dataset "
                          "(dataset.apply(tf.data.experimental.assert_cardinality(n))) or arrays")
-    training = _Training(train=train.repeat(), steps_per_epoch=steps_per_epoch, loss=loss,
+    training = _Training(train=train.repeat(), loss=loss,
                          optimizer_config=optimizer_config, fix_kwargs=dict(fix_kwargs),
                          seed=seed)
     stages = len(PAPER_FRACTIONS)
