@@ -1,0 +1,328 @@
+"""The compression frontier over seeds: accuracy against unique values per fixing rule, with paired errors.
+
+    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~1.5 h on 2 cores
+    python benchmarks/frontier.py --models cnn --seeds 1 --quick --output /tmp/f.md   # smoke, ~1 min
+    python benchmarks/frontier.py --report-only          # rewrite FRONTIER.md from FRONTIER.json
+
+For every model and seed: train the float model (`run.train_float`, the seed sets the
+initialisation and the batches), then from the same float weights: int8 post-training
+quantization, tfmot `cluster_weights` 16/layer (tf_keras subprocess, `run.run_tf_keras`) and WFN
+under each fixing rule and delta (`run.fix_with_wfn`, ``fix_weights(rule=...)``). Every row keeps
+which test images it got right, so each drop is PAIRED: the float model and the compressed model
+are scored on the same images of the same seed. Per seed the standard error of the drop is
+``std(c_float - c_row) / sqrt(n)`` over the n test images (c = 1 if right); over S seeds the
+mean drop has the error ``sqrt(sum of the seeds' SE^2) / S``, and the spread is the seeds' range.
+A row is lossless when its mean drop over the seeds is at most 0.5 points.
+
+Results are saved after every row (``--json``), so an interrupted run keeps what it measured and
+a rerun skips the rows already there (same model, seed and row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import models  # noqa: E402
+import run  # noqa: E402  (the shared training / measuring helpers; sets up sys.path)
+
+LOSSLESS_POINTS = 0.5
+RULES = ("nearest_capped", "capped", "paper", "nearest")
+#: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
+PLAN = {
+    "resnet20": ((0.015, 0.03), ("nearest_capped", "capped", "paper"), ("nearest",), 1),
+    "mobilenetv2_cifar": ((0.015, 0.03), ("nearest_capped", "capped", "paper"), ("nearest",), 1),
+    "cnn": ((0.015, 0.03, 0.05), RULES, (), 2),
+    "mlp": ((0.015, 0.03, 0.05), RULES, (), 2),
+    "mobilenetv2": ((0.0075, 0.015), ("nearest_capped", "capped"), ("paper", "nearest"), 1),
+}
+DEFAULT_MODELS = ("resnet20", "cnn", "mlp", "mobilenetv2_cifar", "mobilenetv2")
+
+
+# ------------------------------------------------------------------------------------ statistics
+def paired_drop(correct_float: np.ndarray, correct_row: np.ndarray):
+    """(drop in points, its paired standard error in points) on the same test images."""
+    d = correct_float.astype(np.float64) - correct_row.astype(np.float64)
+    n = d.size
+    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return 100.0 * float(d.mean()), 100.0 * se
+
+
+def combine_seeds(drops: List[float], errors: List[float]) -> Dict:
+    """Mean drop over seeds, its standard error (independent seeds), the seeds' min and max."""
+    s = len(drops)
+    return {"seeds": s, "drop": float(np.mean(drops)),
+            "se": float(np.sqrt(np.sum(np.square(errors))) / s),
+            "min": float(np.min(drops)), "max": float(np.max(drops))}
+
+
+def _pack(correct: np.ndarray) -> str:
+    return np.packbits(correct.astype(np.uint8)).tobytes().hex()
+
+
+def _unpack(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:n].astype(bool)
+
+
+# ------------------------------------------------------------------------------------ measuring
+def _keras_row(model, data) -> Dict:
+    _, x_test, _, y_test = data
+    correct = np.argmax(np.asarray(model.predict(x_test, batch_size=256, verbose=0)), -1) == y_test
+    row = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
+    row.update(run.keras_value_stats(model))
+    return row
+
+
+def _int8_row(base, data, folder) -> Dict:
+    from tfmot_wfn import lite
+
+    _, x_test, _, y_test = data
+    path = os.path.join(folder, "int8.tflite")
+    run.int8_ptq(base, data[0], path)
+    got = lite.run_interpreter(lite.load_interpreter(path, decode=False, num_threads=1), x_test)
+    correct = np.argmax(got, -1) == y_test
+    row = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
+    row.update(run.tflite_value_stats(path))
+    return row
+
+
+def _planned_rows(name: str, seed_index: int, quick: bool):
+    deltas, rules, first_only, eps = PLAN[name]
+    rows = [("float", None, None), ("int8 PTQ", None, None)]
+    if not quick:
+        rows.append(("tfmot-16", None, None))
+    use = list(rules) + (list(first_only) if seed_index == 0 else [])
+    for delta in deltas:
+        rows += [(f"WFN {rule} delta={delta:g}", rule, delta) for rule in use]
+    return rows, eps
+
+
+def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool) -> None:
+    import keras
+
+    data = models.dataset(name, 0)
+    spec = models.MODELS[name]
+    per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),
+                                          "train_images": int(len(data[0])), "seeds": {}})
+    for index, seed in enumerate(seeds):
+        done = per_model["seeds"].setdefault(str(seed), {})
+        planned, eps = _planned_rows(name, index, quick)
+        if all(label in done for label, _, _ in planned):
+            continue
+        epochs = 2 if quick else spec["float_epochs"]
+        eps = 1 if quick else eps
+        run.say(f"[{name} seed {seed}] float training: {epochs} epochs")
+        base, seconds = run.train_float(name, data, epochs, seed)
+        done["float"] = {**_keras_row(base, data), "seconds": seconds}
+        save()
+        with tempfile.TemporaryDirectory(prefix="wfn_frontier_") as folder:
+            weights = os.path.join(folder, "float.npz")
+            models.save_layer_weights(base, weights)
+            for label, rule, delta in planned:
+                if label in done and label != "float":
+                    continue
+                start = time.perf_counter()
+                if label == "int8 PTQ":
+                    row = _int8_row(base, data, folder)
+                elif label == "tfmot-16":
+                    out = os.path.join(folder, "tfmot16.npz")
+                    run.run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
+                                      "weights_out": out, "clusters": 16,
+                                      "epochs": run.fine_tune_epochs(eps), "lr": run.FINE_TUNE_LR[name],
+                                      "clipnorm": run.CLIPNORM, "seed": seed})
+                    clustered = models.build(name, keras)
+                    models.load_layer_weights(clustered, out)
+                    row = _keras_row(clustered, data)
+                elif rule is not None:
+                    final, _, info = run.fix_with_wfn(name, base, data, delta, eps, seed,
+                                                      run.FINE_TUNE_LR[name], rule=rule)
+                    row = {**_keras_row(final, data), "rule": rule, "delta": delta, "wfn": info}
+                else:
+                    continue
+                row["seconds"] = time.perf_counter() - start
+                done[label] = row
+                run.say(f"[{name} seed {seed}] {label:<32s} acc {row['accuracy']:.4f} "
+                        f"unique {row['unique_all']} H {row['entropy_all']:.2f} {row['seconds']:.0f}s")
+                save()
+
+
+# ------------------------------------------------------------------------------------ report
+def summarise(per_model: Dict) -> List[Dict]:
+    """One dict per row label: accuracy mean/std, paired drop over seeds, unique/entropy means."""
+    n = per_model["test_images"]
+    labels: List[str] = []
+    for rows in per_model["seeds"].values():
+        labels += [k for k in rows if k not in labels]
+    out = []
+    for label in labels:
+        accs, drops, errors, uniq, uniq_k, ent, fixable = [], [], [], [], [], [], []
+        for rows in per_model["seeds"].values():
+            if label not in rows or "float" not in rows:
+                continue
+            row = rows[label]
+            accs.append(row["accuracy"])
+            drop, se = paired_drop(_unpack(rows["float"]["correct"], n), _unpack(row["correct"], n))
+            drops.append(drop)
+            errors.append(se)
+            uniq.append(row["unique_all"])
+            uniq_k.append(row["unique_kernels"])
+            ent.append(row["entropy_all"])
+            if "wfn" in row:
+                fixable.append((row["wfn"]["fixable_unique"], row["wfn"]["fixable_entropy"]))
+        if not accs:
+            continue
+        first = next(r[label] for r in per_model["seeds"].values() if label in r)
+        out.append({"label": label, "rule": first.get("rule"), "delta": first.get("delta"),
+                    "accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+                    **combine_seeds(drops, errors), "unique": float(np.mean(uniq)),
+                    "unique_min": int(np.min(uniq)), "unique_max": int(np.max(uniq)),
+                    "unique_kernels": float(np.mean(uniq_k)), "entropy": float(np.mean(ent)),
+                    "fixed_unique": float(np.mean([f[0] for f in fixable])) if fixable else None,
+                    "fixed_entropy": float(np.mean([f[1] for f in fixable])) if fixable else None})
+    return out
+
+
+def model_table(name: str, per_model: Dict) -> List[str]:
+    rows = summarise(per_model)
+    lines = [f"### {name}: {per_model['title']}", "",
+             f"{per_model['train_images']:,} training / {per_model['test_images']:,} test images "
+             f"(one test image = {100 / per_model['test_images']:.2f} points).", "",
+             "| row | seeds | accuracy % (mean ± std) | drop, points (mean ± paired SE) [seed range] | "
+             "lossless | unique values, all stored (mean [range]) | kernels only | entropy bits |",
+             "|---|---:|---|---|---|---|---:|---:|"]
+    for r in rows:
+        lossless = "-" if r["label"] == "float" else ("yes" if r["drop"] <= LOSSLESS_POINTS else "no")
+        drop = "-" if r["label"] == "float" else (
+            f"{r['drop']:+.2f} ± {r['se']:.2f} [{r['min']:+.2f}, {r['max']:+.2f}]")
+        lines.append(f"| {r['label']} | {r['seeds']} | {100 * r['accuracy']:.2f} ± "
+                     f"{100 * r['accuracy_std']:.2f} | {drop} | {lossless} | {r['unique']:,.1f} "
+                     f"[{r['unique_min']:,}, {r['unique_max']:,}] | {r['unique_kernels']:,.1f} | "
+                     f"{r['entropy']:.2f} |")
+    return lines + [""]
+
+
+def ablation_table(results: Dict) -> List[str]:
+    """Rule / paper ratios of unique values and entropy, and each rule's drop, per model and delta."""
+    lines = ["## Fixing-rule ablation", "",
+             "Same seeds, same float weights, same fine-tuning; only `fix_weights(rule=...)` differs. "
+             "Unique values and entropy over the FIXED parameters (kernels, biases, BatchNorm "
+             "gamma/beta: `tfmot_wfn.report`), so BatchNorm moving statistics do not hide the "
+             "difference; unique / paper and entropy / paper: the rule's mean over the seeds it ran "
+             "on against the paper rule's mean (the paper rule usually fixes the fewest values).", "",
+             "| model | delta | rule | seeds | drop, points (± paired SE) | fixed unique values | "
+             "unique / paper | entropy bits | entropy / paper |",
+             "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+    for name, per_model in results.items():
+        rows = [r for r in summarise(per_model) if r["rule"]]
+        for delta in sorted({r["delta"] for r in rows}):
+            at = {r["rule"]: r for r in rows if r["delta"] == delta}
+            paper = at.get("paper")
+            for rule in RULES:
+                r = at.get(rule)
+                if r is None:
+                    continue
+                ratio_u = f"{r['fixed_unique'] / paper['fixed_unique']:.2f}x" if paper else "-"
+                ratio_h = f"{r['fixed_entropy'] / paper['fixed_entropy']:.3f}x" if paper else "-"
+                lines.append(f"| {name} | {delta:g} | {rule} | {r['seeds']} | {r['drop']:+.2f} ± "
+                             f"{r['se']:.2f} | {r['fixed_unique']:,.1f} | {ratio_u} | "
+                             f"{r['fixed_entropy']:.2f} | {ratio_h} |")
+    return lines + [""]
+
+
+def plot(results: Dict, path: str) -> Optional[str]:
+    """Accuracy drop against unique values (log), one panel per model, one line per rule."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = summarise(results[name])
+        for rule in RULES:
+            pts = sorted((r["unique"], r["drop"], r["se"]) for r in rows if r["rule"] == rule)
+            if pts:
+                u, d, e = zip(*pts)
+                ax.errorbar(u, d, yerr=e, marker="o", capsize=3, label=rule)
+        for r in rows:
+            if r["label"] == "tfmot-16":
+                ax.errorbar([r["unique"]], [r["drop"]], yerr=[r["se"]], marker="s", color="black",
+                            linestyle="none", label="tfmot 16/layer")
+        ax.axhline(LOSSLESS_POINTS, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("unique values, all stored params")
+        ax.set_ylabel("accuracy drop, points (lower is better)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
+    png = os.path.splitext(output)[0] + ".png"
+    picture = plot(results, png) if results else None
+    lines = ["# The compression frontier over seeds", "",
+             "Generated by `python benchmarks/frontier.py`"
+             + (f" in {seconds / 60:.0f} min" if seconds else "")
+             + f" on {os.cpu_count()} CPUs. Drops are paired (float and compressed model on the same "
+             "test images, per seed); a row is lossless when its mean drop is at most "
+             f"{LOSSLESS_POINTS} points. Method: the script's docstring.", ""]
+    if picture:
+        lines += [f"![accuracy drop against unique values per rule]({os.path.basename(png)})", ""]
+    for name, per_model in results.items():
+        lines += model_table(name, per_model)
+    lines += ablation_table(results)
+    text = "\n".join(lines)
+    with open(output, "w") as f:
+        f.write(text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=sorted(PLAN))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--quick", action="store_true", help="2 float epochs, 1 epoch a stage, no tfmot")
+    parser.add_argument("--output", default=os.path.join(HERE, "FRONTIER.md"))
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    json_path = os.path.splitext(args.output)[0] + ".json"
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    results: Dict = {}
+    if os.path.isfile(json_path):
+        with open(json_path) as f:
+            results = json.load(f)
+    if args.report_only:
+        print(write_report(results, args.output, None))
+        return 0
+
+    def save():
+        tmp = json_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f)
+        os.replace(tmp, json_path)
+
+    start = time.time()
+    for name in args.models:
+        measure_model(name, list(range(args.seeds)), results, save, args.quick)
+        write_report(results, args.output, None)
+    print(write_report(results, args.output, time.time() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
