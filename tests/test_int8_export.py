@@ -23,7 +23,7 @@ from tfmot_wfn.export.int8_export import (
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.int8_exact import (
     WEIGHT_OPS, dequantized_weight, finest_exponent, fit_power_of_two, int8_weight_ops,
-    read_int8_metadata,
+    read_int8_metadata, widest_codes,
 )
 
 L = keras.layers
@@ -132,7 +132,61 @@ def test_fit_power_of_two_says_why_values_do_not_fit():
     assert zeros.exact and zeros.exponent is None and not np.any(zeros.codes)
 
 
+def _widest_reference(values):
+    """Slow and obvious: try every exponent from fine to coarse, take the first exact one."""
+    for e in range(-80, 40):
+        codes = np.asarray(values, np.float64) / 2.0 ** e
+        if np.all(codes == np.round(codes)) and np.abs(codes).max() <= 127:
+            return e, codes
+    return None, None
+
+
+def test_widest_codes_spread_exact_codes_over_the_int8_range_like_the_reference():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        step = 2.0 ** int(rng.integers(-20, 5))
+        codes = rng.integers(-int(rng.integers(1, 128)), 128, size=int(rng.integers(1, 30)))
+        codes[0] = codes[0] or 1
+        values = codes * step
+        fit = widest_codes(fit_power_of_two(values))
+        e, expected = _widest_reference(values)
+        assert fit.exact and fit.exponent == e
+        np.testing.assert_array_equal(fit.codes, expected)
+        assert 64 <= np.abs(fit.codes.astype(int)).max() <= 127  # doubling once more overflows
+    assert widest_codes(fit_power_of_two(np.array([0.5, -0.25]))).codes.tolist() == [64, -32]
+    not_exact = fit_power_of_two(np.array([1.0, 2.0 ** -8]))
+    assert widest_codes(not_exact) is not_exact
+    zeros = fit_power_of_two(np.zeros(3))
+    assert widest_codes(zeros) is zeros
+
+
 # --------------------------------------------------------------- exactness
+def test_coarse_channels_get_wide_codes_so_biases_round_as_finely_as_ptq():
+    # Channels holding only +-2^-2 and +-2^-1 (codes +-1, +-2 at the coarsest exact scale):
+    # their int32 biases would round at input_scale * 2^-2, ~64x coarser than a max-abs scale.
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="dense")])
+    rng = np.random.default_rng(3)
+    kernel = rng.choice([-0.5, -0.25, 0.25, 0.5], size=(6, 4)).astype(np.float32)
+    bias = rng.normal(0, 0.3, 4).astype(np.float32)
+    model.get_layer("dense").set_weights([kernel, bias])
+    x = rng.normal(0, 1, (64, 6)).astype(np.float32)
+    data, result = lite.export_tflite_bytes(model, mode="int8", representative_data=x)
+    assert result.exact_channels == result.total_channels == 4
+    [(_, _, codes, scales, axis)] = weight_ops(data)
+    assert np.abs(codes).max(axis=1 - axis).min() >= 64 and np.abs(codes).max() <= 127
+    assert np.array_equal(codes * per_channel(scales, codes.ndim, axis), kernel.T)
+    tflite_model = fb.read_model(data)
+    [(s, op)] = list(int8_weight_ops(tflite_model))
+    tensors = tflite_model.subgraphs[s].tensors
+    input_scale = float(tensors[int(op.inputs[0])].quantization.scale[0])
+    # The bias step is input_scale * weight scale, at most 2x a max-abs scale's.
+    max_abs_scale = np.abs(kernel).max(axis=0) / 127.0
+    assert np.all(scales <= 2 * max_abs_scale)
+    q = fb.constant_array(tflite_model, tensors[int(op.inputs[2])]).astype(np.float64)
+    assert np.abs(q * input_scale * scales - bias).max() <= input_scale * max_abs_scale.max()
+
+
 def test_every_kernel_is_exact_without_batchnorm(exact_cnns, int8_exports):
     model = exact_cnns["folded"]
     data, result = int8_exports["folded"]

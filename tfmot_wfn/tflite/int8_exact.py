@@ -10,7 +10,9 @@ module sets the codes and scales of a fully integer TFLite model itself:
   exponent, or why they do not fit 8 bits;
 * `rewrite_weight`: on the flatbuffer, give one op's int8 weight exact codes and
   per-channel scales ``2^e * multiplier`` (the multiplier: a BatchNorm scale the
-  converter folded in, else 1) and re-quantize its int32 bias at
+  converter folded in, else 1), ``e`` the finest exponent at which the channel's codes
+  still fit int8 (`widest_codes`: the codes span the int8 range as max-abs codes do, so
+  the bias step below is as fine as the converter's), and re-quantize its int32 bias at
   ``input_scale * weight_scale``; channels that cannot be exact keep the converter's
   codes and are reported with the reason and their worst-case error;
 * the ``tfmot_wfn_int8`` metadata entry that records which channels are exact
@@ -34,7 +36,7 @@ import numpy as np
 from tfmot_wfn.tflite import flatbuffer as fb
 # The exactness test itself is shared with the int8_exact fixing constraint (core).
 from tfmot_wfn.utils.power_of_two_codes import (  # noqa: F401 (re-exported)
-    MAX_CODE, PowerOfTwoFit, finest_exponent, fit_power_of_two,
+    MAX_CODE, PowerOfTwoFit, finest_exponent, fit_power_of_two, widest_codes,
 )
 
 INT8_METADATA_NAME = "tfmot_wfn_int8"
@@ -141,7 +143,7 @@ def _weight_channels(codes: np.ndarray, scales: np.ndarray, axis: int,
     weight_rows = channel_rows(target.weight, axis)
     inexact = []
     for c in range(rows.shape[0]):
-        fit = fit_power_of_two(weight_rows[c])
+        fit = widest_codes(fit_power_of_two(weight_rows[c]))
         if fit.exact and fit.exponent is not None:
             # Scales are positive: a negative multiplier (gamma < 0) flips the codes' signs.
             sign = np.int8(-1 if mult[c] < 0 else 1)
@@ -251,7 +253,7 @@ def _per_tensor(codes, scales, target: Int8Target):
     if target.multiplier is not None and np.ptp(np.asarray(target.multiplier)) > 0:
         return codes, scales, ("a per-tensor scale cannot carry the per-channel scale of "
                                f"the {target.folded} folded into it")
-    fit = fit_power_of_two(target.weight)
+    fit = widest_codes(fit_power_of_two(target.weight))
     if not fit.exact:
         return codes, scales, fit.reason
     if fit.exponent is None:
@@ -339,5 +341,6 @@ def int8_tensor_reasons(model, entry: Optional[Dict]) -> Dict[Tuple[int, int], s
 __all__ = ["INT8_METADATA_NAME", "InexactChannel", "Int8Target", "Int8Weight", "MAX_CODE",
            "PowerOfTwoFit", "WEIGHT_OPS", "channel_rows", "dequantized_weight",
            "finest_exponent", "fit_power_of_two", "from_channel_rows", "int8_tensor_reasons",
+           "widest_codes",
            "int8_weight_ops",
            "read_int8_metadata", "rewrite_weight", "write_int8_metadata"]

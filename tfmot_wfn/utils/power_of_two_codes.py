@@ -101,5 +101,32 @@ def fit_power_of_two(values: np.ndarray, max_code: int = MAX_CODE) -> PowerOfTwo
     return PowerOfTwoFit(True, e, codes.astype(np.int8))
 
 
+def widest_codes(fit: PowerOfTwoFit, max_code: int = MAX_CODE) -> PowerOfTwoFit:
+    """An exact `fit` moved to the finest power-of-two scale at which its codes still fit.
+
+    Codes ``k`` at ``2^e`` are also exact as ``k * 2^s`` at ``2^(e - s)``; the largest
+    shift ``s`` with ``max|k| * 2^s <= max_code`` spreads the codes over the int8 range,
+    as a max-abs scale would, while every value stays exact. An int8 kernel's scale also
+    sets its int32 bias's step (``input_scale * weight_scale``): at the coarsest exact
+    scale (a channel of values +-2^e has codes +-1) the bias rounds up to 127x coarser
+    than at a max-abs scale; at the widest codes it rounds no coarser than a max-abs scale's
+    (within 2x). Inexact or all-zero fits come back unchanged.
+
+    ```python
+    widest_codes(fit_power_of_two(np.array([0.5, -0.25])))   # exponent -8, codes [64, -32]
+    ```
+    """
+    if not fit.exact or fit.exponent is None or fit.codes.size == 0:
+        return fit
+    largest = int(np.max(np.abs(fit.codes.astype(np.int64))))
+    if largest == 0:
+        return fit
+    shift = 0
+    while largest << (shift + 1) <= max_code:
+        shift += 1
+    codes = (fit.codes.astype(np.int64) << shift).astype(np.int8)
+    return PowerOfTwoFit(True, fit.exponent - shift, codes, fit.reason)
+
+
 __all__ = ["MAX_CODE", "PowerOfTwoFit", "finest_exponent", "fit_power_of_two",
-           "value_exponents"]
+           "value_exponents", "widest_codes"]
