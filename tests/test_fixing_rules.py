@@ -5,16 +5,19 @@ import numpy as np
 import pytest
 
 from tfmot_wfn.core import fixing_rules, fixing_stage
-from tfmot_wfn.core.greedy_fixing import DISTANCE_CAP
+from tfmot_wfn.core.greedy_fixing import DISTANCE_CAP, MAX_MOVE
 
 
 def test_rules_map_to_their_stage_options():
-    assert fixing_rules.stage_options("paper") == {"nearest_only": False, "distance_cap": None}
-    assert fixing_rules.stage_options("nearest") == {"nearest_only": True, "distance_cap": None}
-    assert fixing_rules.stage_options("capped") == {"nearest_only": False,
-                                                    "distance_cap": DISTANCE_CAP}
-    assert fixing_rules.stage_options("nearest_capped") == {"nearest_only": True,
-                                                            "distance_cap": DISTANCE_CAP}
+    def options(nearest_only, cap, max_move=None):
+        return {"nearest_only": nearest_only, "distance_cap": cap, "max_move": max_move}
+
+    assert fixing_rules.stage_options("paper") == options(False, None)
+    assert fixing_rules.stage_options("nearest") == options(True, None)
+    assert fixing_rules.stage_options("capped") == options(False, DISTANCE_CAP)
+    assert fixing_rules.stage_options("nearest_capped") == options(True, DISTANCE_CAP)
+    assert fixing_rules.stage_options("bounded") == options(False, DISTANCE_CAP, MAX_MOVE)
+    assert MAX_MOVE == 1 / 3
     assert fixing_rules.DEFAULT_RULE in fixing_rules.RULES
 
 
@@ -43,7 +46,30 @@ def test_paper_rule_drags_far_weights_where_the_other_rules_do_not():
     for name in fixing_rules.RULES:
         result = fixing_stage(w, None, 1.0, 0.05, **fixing_rules.stage_options(name))
         dragged[name] = int(np.count_nonzero(result.values[300:] == 1.0))
-    assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0}
+    assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0, "bounded": 0}
+
+
+def test_bounded_rule_caps_moves_at_a_third_when_the_distance_is_large():
+    # a = 0.3: "capped" lets a weight move up to 3a = 0.9 of its value; "bounded" up to 1/3
+    # (never below a). 0.6 -> 1.0 is a move of 0.67; 0.8 -> 1.0 one of 0.25.
+    rng = np.random.default_rng(1)
+    gammas = (1.0 + rng.uniform(-0.01, 0.01, 300)).astype(np.float32)
+    w = np.concatenate([gammas, np.full(10, 0.6, np.float32), np.full(10, 0.8, np.float32)])
+    moved = {}
+    for name in ("capped", "bounded"):
+        result = fixing_stage(w, None, 1.0, 0.3, **fixing_rules.stage_options(name))
+        v = result.values
+        moved[name] = (int(np.count_nonzero(v[300:310] == 1.0)), int(np.count_nonzero(v[310:] == 1.0)))
+        rel = np.abs(v - w) / np.abs(w)
+        fixed_nonzero = result.fixed & (v != 0)
+        bound = 3 * 0.3 if name == "capped" else max(0.3, 1 / 3)
+        assert np.all(rel[fixed_nonzero] <= bound + 1e-6)
+    assert moved == {"capped": (10, 10), "bounded": (0, 10)}
+    # Below a the bound is a: max_move smaller than a does not stop the step.
+    tiny = fixing_stage(w, None, 0.5, 0.3, nearest_only=False, distance_cap=3.0, max_move=0.01)
+    assert tiny.fixed.sum() == int(w.size * 0.5)
+    with pytest.raises(ValueError, match="max_move"):
+        fixing_stage(w, None, 0.5, 0.3, max_move=0.0)
 
 
 # ------------------------------------------------------------------ fix_weights(rule=...)
@@ -60,7 +86,7 @@ def _dragging_dense(rule):
 
 
 @pytest.mark.parametrize("rule, dragged", [("paper", 10), ("nearest", 0), ("capped", 0),
-                                           ("nearest_capped", 0)])
+                                           ("nearest_capped", 0), ("bounded", 0)])
 def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
     import tfmot_wfn
     from tfmot_wfn.keras.network import FixingNetwork

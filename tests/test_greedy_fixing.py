@@ -151,10 +151,11 @@ def assert_same(fast, ref_values, ref_fixed):
     palette=palettes(),
     seed=st.integers(0, 2**16),
     prefixed=st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]),
-    rule=st.sampled_from([(3.0, True), (3.0, True), (3.0, False), (None, False), (1.5, False), (None, True)]),
+    rule=st.sampled_from([(3.0, True), (3.0, True), (3.0, False), (None, False), (1.5, False),
+                          (None, True), (3.0, False, 1 / 3), (None, True, 0.05)]),
 )
 def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, rule):
-    cap, nearest_only = rule
+    cap, nearest_only, max_move = (rule + (None,))[:3]
     rng = np.random.default_rng(seed)
     # Optionally some weights arrive already fixed at a few arbitrary (non-candidate) values.
     values, fixed = w.copy(), rng.random(w.size) < prefixed
@@ -164,11 +165,12 @@ def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed,
             values = perturb(values, fixed, rng)
         before_values, before_fixed = values.copy(), fixed.copy()
         fast = fixing_stage(values, fixed, fraction, distance, palette=palette, distance_cap=cap,
-                            nearest_only=nearest_only)
+                            nearest_only=nearest_only, max_move=max_move)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette,
-                                                distance_cap=cap, nearest_only=nearest_only)
+                                                distance_cap=cap, nearest_only=nearest_only,
+                                                max_move=max_move)
         assert_same(fast, ref_values, ref_fixed)
-        event(f"cap {cap} nearest {nearest_only}")
+        event(f"cap {cap} nearest {nearest_only} max_move {max_move}")
         event("steps " + bucket(fast.steps, [0, 1, 9, 99]))
         event("max_order " + bucket(fast.max_order, [0, 20]))
         # Inputs untouched (bitwise).
@@ -258,10 +260,11 @@ def test_equals_reference_on_paper_schedule_larger_n():
         [(0.5, 0.01), (0.9, 0.1)],
         [(0.2, 0.5), (0.7, 1.0)],
     ]),
-    rule=st.sampled_from([(3.0, True), (3.0, False), (None, False), (None, True)]),
+    rule=st.sampled_from([(3.0, True), (3.0, False), (None, False), (None, True),
+                          (3.0, False, 1 / 3)]),
 )
 def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule):
-    cap, nearest_only = rule
+    cap, nearest_only, max_move = (rule + (None,))[:3]
     """Sizes over the pool's 4096-entry blocks: exercises the block counts and window widening."""
     rng = np.random.default_rng(seed)
     w = (rng.normal(0, scale, n) * rng.choice([0.1, 1.0, 3.0], n)).astype(np.float32)
@@ -272,9 +275,10 @@ def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule):
         if i:
             values = perturb(values, fixed, rng)
         fast = fixing_stage(values, fixed, fraction, distance, palette=palette, distance_cap=cap,
-                            nearest_only=nearest_only)
+                            nearest_only=nearest_only, max_move=max_move)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette,
-                                                distance_cap=cap, nearest_only=nearest_only)
+                                                distance_cap=cap, nearest_only=nearest_only,
+                                                max_move=max_move)
         assert_same(fast, ref_values, ref_fixed)
         values, fixed, palette = fast.values, fast.fixed, fast.palette
 

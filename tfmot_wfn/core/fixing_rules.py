@@ -10,10 +10,14 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
 * ``"nearest"``: only the centre's own voters (weights whose nearest candidate it is).
 * ``"capped"``: any free weight no farther than ``DISTANCE_CAP * a``.
 * ``"nearest_capped"``: both restrictions (the default of tfmot_wfn 0.1).
+* ``"bounded"``: any free weight no farther than ``max(a, min(DISTANCE_CAP * a, MAX_MOVE))``:
+  as ``"capped"`` at small distances, and no weight moves more than 1/3 of its value (as
+  far as rounding to a power of two may move it) when ``a`` is large.
 
 ```python
 from tfmot_wfn.core import fixing_rules
-fixing_rules.stage_options("paper")   # {'nearest_only': False, 'distance_cap': None}
+fixing_rules.stage_options("paper")
+# {'nearest_only': False, 'distance_cap': None, 'max_move': None}
 ```
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional
 
-from tfmot_wfn.core.greedy_fixing import DISTANCE_CAP
+from tfmot_wfn.core.greedy_fixing import DISTANCE_CAP, MAX_MOVE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +37,11 @@ class FixingRule:
     nearest_only: bool
     distance_cap: Optional[float]
     summary: str
+    max_move: Optional[float] = None
 
     def stage_options(self) -> Dict:
-        return {"nearest_only": self.nearest_only, "distance_cap": self.distance_cap}
+        return {"nearest_only": self.nearest_only, "distance_cap": self.distance_cap,
+                "max_move": self.max_move}
 
 
 RULES: Dict[str, FixingRule] = {r.name: r for r in (
@@ -44,6 +50,8 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
     FixingRule("capped", False, DISTANCE_CAP, f"any free weight within {DISTANCE_CAP:g}a"),
     FixingRule("nearest_capped", True, DISTANCE_CAP,
                f"the centre's own voters within {DISTANCE_CAP:g}a"),
+    FixingRule("bounded", False, DISTANCE_CAP,
+               f"any free weight within max(a, min({DISTANCE_CAP:g}a, 1/3))", MAX_MOVE),
 )}
 DEFAULT_RULE = "nearest_capped"
 
@@ -58,7 +66,7 @@ def get_rule(name: str) -> FixingRule:
 
 
 def stage_options(name: str) -> Dict:
-    """``{"nearest_only": ..., "distance_cap": ...}`` for `fixing_stage` under rule ``name``."""
+    """``{"nearest_only": ..., "distance_cap": ..., "max_move": ...}`` for `fixing_stage`."""
     return get_rule(name).stage_options()
 
 

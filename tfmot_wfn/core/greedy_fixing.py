@@ -17,7 +17,8 @@ Semantics of a stage (see ``docs/algorithm.md`` and the paper):
 * Relative distance to the chosen centre ``c``: ``D = |w - c| / |w|``; weights
   with ``|w| < zero_distance`` are at distance 0 from the centre 0. The
   unassigned weights that voted for ``c`` (or are at distance 0 from it) with
-  ``D <= distance_cap * a``, sorted by ``(D, index)``; the longest prefix whose
+  ``D <= distance_cap * a`` (and, with `max_move`, ``D <= max(a, min(distance_cap * a,
+  max_move))``), sorted by ``(D, index)``; the longest prefix whose
   running mean of non-zero distances is ``<= a`` is fixed to ``c``, capped at
   the quota.
 * Nothing fixed: ``order += 1``; past order 20 ``a`` doubles on every further
@@ -37,6 +38,10 @@ from tfmot_wfn.utils.finite import count_nonfinite
 
 #: Default `distance_cap`: no weight is fixed farther than 3x the stage's allowed distance.
 DISTANCE_CAP = 3.0
+#: `max_move` of the "bounded" rule: every weight is within 1/3 (relative) of its nearest
+#: power of two (at 1.5 * 2^k), so a move of at most 1/3 is one that rounding to a power of
+#: two could make anyway.
+MAX_MOVE = 1.0 / 3.0
 #: After this many orders without success the allowed distance starts doubling.
 ORDER_BEFORE_DOUBLING = 20
 
@@ -290,7 +295,8 @@ def _smallest(positions: np.ndarray, d: np.ndarray, d_sorted: np.ndarray, n: int
     return np.concatenate([below, ties])
 
 
-def _checked_inputs(weights, fixed, fraction, distance, distance_cap) -> Tuple[np.ndarray, np.ndarray]:
+def _checked_inputs(weights, fixed, fraction, distance, distance_cap,
+                    max_move=None) -> Tuple[np.ndarray, np.ndarray]:
     """``(weights as flat float32, fixed mask as flat bool)``; ValueError on a bad argument."""
     w = np.asarray(weights, dtype=np.float32).ravel()
     if fixed is None:
@@ -305,6 +311,8 @@ def _checked_inputs(weights, fixed, fraction, distance, distance_cap) -> Tuple[n
         raise ValueError(f"distance must be > 0, got {distance!r}")
     if distance_cap is not None and not float(distance_cap) > 0:
         raise ValueError(f"distance_cap must be > 0 or None, got {distance_cap!r}")
+    if max_move is not None and not float(max_move) > 0:
+        raise ValueError(f"max_move must be > 0 or None, got {max_move!r}")
     bad = count_nonfinite(w)
     if bad:
         raise ValueError(f"{bad} weights are NaN or Inf; fixing needs finite weights")
@@ -344,6 +352,7 @@ def fixing_stage(
     palette: Optional[np.ndarray] = None,
     distance_cap: Optional[float] = DISTANCE_CAP,
     nearest_only: bool = True,
+    max_move: Optional[float] = None,
 ) -> StageResult:
     """Fix the weights of one stage, network-wide.
 
@@ -366,11 +375,15 @@ def fixing_stage(
         at 1.0) drags far ones onto it (measured on MobileNetV2: weights of 0.31
         fixed to 1.0), and popular centres pull whole ranges of weights one way.
         ``nearest_only=False, distance_cap=None`` is the text's rule exactly.
+      max_move: a relative move no per-weight bound may exceed, whatever ``a``: the
+        bound becomes ``max(a, min(distance_cap * a, max_move))`` (never below ``a``, so
+        it cannot stop a step that the mean alone would let through: the first weight
+        of an accepted prefix is within ``a``). None: ``distance_cap * a`` alone.
 
     Returns:
       A `StageResult`. Inputs are not modified.
     """
-    w, fixed_in = _checked_inputs(weights, fixed, fraction, distance, distance_cap)
+    w, fixed_in = _checked_inputs(weights, fixed, fraction, distance, distance_cap, max_move)
     n = w.size
     values = w.copy()
     out_fixed = fixed_in.copy()
@@ -395,6 +408,8 @@ def fixing_stage(
         recaptured = pending.pop(centre, 0) > 0
         cell = (int(bounds[j]), int(bounds[j + 1])) if nearest_only else None
         cap = distance_cap * allowed if distance_cap is not None else np.inf
+        if max_move is not None:
+            cap = max(allowed, min(cap, float(max_move)))
         positions = _take(pool, centre, allowed, quota - taken, zero_distance, cell, cap)
         if positions.size:
             idx = pool.idx[positions]

@@ -195,7 +195,8 @@ def fix_weights(
       rule: which free weights a greedy step may fix to the centre it chose
         (`tfmot_wfn.core.fixing_rules`): ``"nearest_capped"`` (default: only weights
         whose nearest candidate is that centre, and none farther than 3x the stage's
-        distance), ``"nearest"``, ``"capped"``, or ``"paper"`` (any free weight, as
+        distance), ``"nearest"``, ``"capped"``, ``"bounded"`` (any free weight
+        within ``max(a, min(3a, 1/3))``), or ``"paper"`` (any free weight, as
         the paper's text reads: fewest unique values; a centre with many close weights,
         such as BatchNorm gammas at 1.0, can drag far weights onto it). Recorded in
         `report` and the TensorBoard summaries.

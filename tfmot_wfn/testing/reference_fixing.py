@@ -32,12 +32,13 @@ def additive_powers_of_two_scalar(v: float, distance: float, order: int, g0: flo
 
 
 def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palette=None,
-                    distance_cap=3.0, nearest_only=True):
+                    distance_cap=3.0, nearest_only=True, max_move=None):
     """The fixing stage by dense matrices; returns (values, fixed_mask).
 
     `distance_cap`: no weight farther than ``distance_cap * a`` from the centre is
     fixed to it (None: no bound). `nearest_only`: only weights whose nearest
-    candidate is the chosen centre (or at distance 0 from it) may be fixed to it."""
+    candidate is the chosen centre (or at distance 0 from it) may be fixed to it.
+    `max_move`: the per-weight bound is ``max(a, min(distance_cap * a, max_move))``."""
     w = np.asarray(weights, np.float32).ravel()
     n = w.size
     fixed = np.zeros(n, bool) if fixed is None else np.asarray(fixed, bool).ravel().copy()
@@ -75,8 +76,11 @@ def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palett
         if nearest_only and fw.size:
             eligible = (nearest == j) | (dist == 0)
             free, fw, dist = free[eligible], fw[eligible], dist[eligible]
-        if distance_cap is not None:
-            eligible = dist <= distance_cap * allowed
+        bound = distance_cap * allowed if distance_cap is not None else np.inf
+        if max_move is not None:
+            bound = max(allowed, min(bound, max_move))
+        if bound < np.inf:
+            eligible = dist <= bound
             free, fw, dist = free[eligible], fw[eligible], dist[eligible]
         order_idx = np.lexsort((free, dist))
         ds = dist[order_idx]
