@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import gzip
 import io
 import json
@@ -55,7 +56,7 @@ import models  # noqa: E402
 
 # ------------------------------------------------------------------------------------ settings
 FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.015, 0.03], clusters=[16, 8],
-            int8_exact_deltas=[0.015],
+            int8_exact_deltas=[0.015], auto_distance=True,
             folded_deltas=[0.015, 0.03], float_bn_deltas=[], epochs_per_stage=2, float_epochs=None,
             latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=60,
             step_rounds=4, profile=True,
@@ -69,7 +70,7 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.
                                            frozen_deltas=[0.0075], epochs_per_stage=1,
                                            latency_runs=600, step_steps=25, step_rounds=2)})
 QUICK = dict(models=["cnn"], deltas=[0.015], clusters=[16], folded_deltas=[], float_bn_deltas=[],
-             int8_exact_deltas=[0.015],
+             int8_exact_deltas=[0.015], auto_distance=False,
              epochs_per_stage=1,
              float_epochs=8, latency_runs=300, step_models=["cnn"], step_steps=25, step_rounds=2,
              profile=False, per_model={})
@@ -98,6 +99,9 @@ TARGET_ENTROPY_RATIO = 1.5
 TARGET_STEP_RATIO = 1.25
 TARGET_LATENCY_RATIO = 1.5
 TARGET_STAGE_SECONDS, TARGET_STAGE_MIB = 10.0, 2048.0
+# search_distance against the default delta and tfmot 16/layer (issue 12).
+TARGET_AUTO_UNIQUE, TARGET_AUTO_ENTROPY, TARGET_AUTO_TIME = 1.5, 1.9, 3.0
+AUTO_TOLERANCE = 0.005
 
 
 def say(*args):
@@ -257,6 +261,35 @@ def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, **fix_kwar
             "fixable_unique": rep.unique_values, "fixable_entropy": rep.entropy_bits,
             "fixable_weights": rep.total_weights}
     return final, seconds, info
+
+
+def auto_distance(name, base, data, epochs_per_stage, seed, lr):
+    """`tfmot_wfn.search_distance` on a validation split carved from the training split.
+
+    The last 10% of the training images validate the search; the test split stays unseen
+    until the chosen model is measured. Returns (stripped model, seconds, info).
+    """
+    import keras
+
+    import tfmot_wfn
+
+    spec = models.MODELS[name]
+    x_train, _, y_train, _ = data
+    cut = int(len(x_train) * 0.9)
+    compile_model(base, lr)
+    start = time.perf_counter()
+    search = tfmot_wfn.search_distance(
+        base, (x_train[:cut], y_train[:cut]), (x_train[cut:], y_train[cut:]),
+        tolerance=AUTO_TOLERANCE, epochs_per_stage=epochs_per_stage, batch_size=spec["batch"],
+        optimizer=keras.optimizers.Adam(lr, clipnorm=CLIPNORM), seed=seed, verbose=0)
+    seconds = time.perf_counter() - start
+    rep = tfmot_wfn.report(search.model)
+    info = {"distance": float(search.distance), "within_tolerance": bool(search.within_tolerance),
+            "runs": [dataclasses.asdict(r) for r in search.frontier],
+            "train_steps": int(search.train_steps), "budget_steps": int(search.budget_steps),
+            "fixable_unique": rep.unique_values, "fixable_entropy": rep.entropy_bits,
+            "palette_size": len(rep.palette), "fixable_weights": rep.total_weights}
+    return search.model, seconds, info
 
 
 def fine_tune_epochs(epochs_per_stage: int) -> int:
@@ -496,6 +529,15 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
             settings = ("tfmot_wfn.freeze_batchnorm before fix_weights (BN as fixed scale/shift, "
                         "statistics 0 and 1); " + settings)
         add(what, settings, row, seconds, "fine-tuning", delta=delta, variant=kind or "default", wfn=info)
+    if cfg.get("auto_distance"):
+        say(f"[{name}] WFN distance=auto (search_distance, budget 3 runs) ...")
+        final, seconds, info = auto_distance(name, base, data, eps, seed, lr)
+        row = measure_keras_row(final, data, folder, "wfn_auto")
+        row.update(hardware_cost_rows.row_columns(final, "wfn"))
+        add("WFN distance=auto", f"tfmot_wfn.search_distance(tolerance={AUTO_TOLERANCE}, budget 3, "
+            f"validation: the last 10% of the training split), chose delta={info['distance']:g}; "
+            f"{eps} epochs a stage, Adam({lr:g}, clipnorm {CLIPNORM}), {common}", row, seconds,
+            "search (all runs)", delta=info["distance"], variant="auto", wfn=info)
     return {"model": name, "title": spec["title"], "rows": rows, "float_accuracy": rows[0]["accuracy"],
             "fine_tune_epochs": ft_epochs, "train_images": len(data[0]), "test_images": len(data[1]),
             "int8_path": int8_path, "weights": weights}
@@ -805,7 +847,7 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
         L.append(f"* {r['model']}: tfmot 0.8 leaves DepthwiseConv2D kernels unclustered "
                  f"({sum(n for _, _, n in x['unclustered_layers']):,} weights), which inflates its counts.")
     L.append("")
-    L += targets_section(heads, steps, latencies, speed)
+    L += targets_section(heads, steps, latencies, speed, results)
     # 1. compression
     L += ["## 1. Compression at equal accuracy", "",
           "Every model is trained here (float), then compressed by each method starting from the same "
@@ -972,7 +1014,32 @@ def _row_notes(result) -> List[str]:
     return notes
 
 
-def targets_section(heads, steps, latencies, speed) -> List[str]:
+def auto_distance_targets(results) -> List[str]:
+    """search_distance: >= 1.5x fewer unique values than the default delta, >= 1.9x lower
+    entropy than tfmot 16/layer, <= 3x the time of one fixing run (all stored params)."""
+    L = []
+    for res in results or []:
+        rows = {r["method"]: r for r in res["rows"]}
+        auto, default, tfmot = (rows.get("WFN distance=auto"), rows.get("WFN delta=0.015"),
+                                rows.get("tfmot cluster_weights, 16/layer"))
+        if not (auto and default):
+            continue
+        drop = 100 * (res["float_accuracy"] - auto["accuracy"])
+        u = default["unique_all"] / max(auto["unique_all"], 1)
+        t = auto["seconds"] / max(default["seconds"], 1e-9)
+        what = f"chose delta={auto['delta']:g}, {drop:+.2f} points vs float (test split)"
+        L.append(f"| {res['model']}: distance=auto >= {TARGET_AUTO_UNIQUE:g}x fewer unique values than "
+                 f"delta=0.015 | {u:.2f}x ({what}) | {'yes' if u >= TARGET_AUTO_UNIQUE else '**no**'} |")
+        if tfmot:
+            h = tfmot["entropy_all"] / max(auto["entropy_all"], 1e-9)
+            L.append(f"| {res['model']}: distance=auto >= {TARGET_AUTO_ENTROPY:g}x lower entropy than "
+                     f"tfmot 16/layer | {h:.2f}x | {'yes' if h >= TARGET_AUTO_ENTROPY else '**no**'} |")
+        L.append(f"| {res['model']}: distance=auto <= {TARGET_AUTO_TIME:g}x the time of one fixing run "
+                 f"| {t:.2f}x | {'yes' if t <= TARGET_AUTO_TIME else '**no**'} |")
+    return L
+
+
+def targets_section(heads, steps, latencies, speed, results=None) -> List[str]:
     L = ["## Targets", "", "| target | measured | met? |", "|---|---|---|"]
     for h in heads:
         if "tfmot16_unique" not in h:
@@ -995,6 +1062,7 @@ def targets_section(heads, steps, latencies, speed) -> List[str]:
                      f"{ACCURACY_MARGIN_POINTS} points of float | no WFN row within the margin (most accurate: "
                      f"{h.get('best_wfn_accuracy_row')}, {h.get('best_wfn_accuracy', float('nan')):.4f} vs float "
                      f"{h['float_accuracy']:.4f}{extra}) | **no** |")
+    L += auto_distance_targets(results)
     if speed is not None:
         rows = parse_md_table(speed["text"])
         stage = [r for r in rows if r.get("N", "").startswith("25.6M") and r.get("what") == "fast, stage 0"]
