@@ -183,3 +183,41 @@ def test_directory_errors(tmp_path):
         data.from_directory(str(tmp_path / "one"), image_size=8, validation_split=None)
     with pytest.raises(ValueError, match="channels"):
         data.from_directory(str(tmp_path / "one"), channels=2)
+
+
+def test_arrays_give_the_same_pipelines_as_tfds():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(20) % 4
+    x_eval, y_eval = x[:6], y[:6]
+    photos = data.from_arrays(x, y, (x_eval, y_eval), batch_size=8, source="npz:photos.npz")
+    assert (photos.num_classes, photos.image_size, photos.channels) == (4, (32, 32), 3)
+    assert (photos.train_examples, photos.eval_examples, photos.steps_per_epoch) == (20, 6, 3)
+    assert photos.cached and photos.describe().startswith("npz:photos.npz: train 'train' 20 images")
+    # Evaluation: the images in order, normalised to [0, 1], unchanged (centre crop of 32 = all).
+    ev = photos.eval_dataset()
+    np.testing.assert_allclose(_images(ev), x_eval / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(_labels(ev), y_eval)
+    # Training: shuffled and augmented (random crop + flip), reproducible by seed.
+    a, b = _images(photos.train_dataset(seed=1)), _images(photos.train_dataset(seed=1))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (20, 32, 32, 3) and not np.allclose(np.sort(a.sum(axis=(1, 2, 3))),
+                                                         np.sort(x.sum(axis=(1, 2, 3)) / 255.0))
+    plain = _images(photos.train_dataset(seed=1, augment=False))
+    assert sorted(plain.sum(axis=(1, 2, 3))) == pytest.approx(
+        sorted(x.sum(axis=(1, 2, 3)) / 255.0), rel=1e-5)
+    assert sorted(_labels(photos.train_dataset(seed=2))) == sorted(y)
+    gray = data.from_arrays(x[..., 0], y, num_classes=10)
+    assert (gray.channels, gray.num_classes, gray.eval_dataset()) == (1, 10, None)
+
+
+def test_array_errors_say_what_to_pass():
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        data.from_arrays(x.astype(np.float32), np.zeros(4, int))
+    with pytest.raises(ValueError, match="integer class ids"):
+        data.from_arrays(x, np.zeros(3, int))
+    with pytest.raises(ValueError, match="same image shape"):
+        data.from_arrays(x, np.zeros(4, int), (np.zeros((2, 9, 9, 3), np.uint8), np.zeros(2, int)))
+    with pytest.raises(ValueError, match="0..1"):
+        data.from_arrays(x, np.array([0, 1, 2, 0]), num_classes=2)

@@ -7,6 +7,7 @@ cifar = data.from_tfds("cifar10", image_size=32, batch_size=128)     # train + t
 model.fit(cifar.train_dataset(seed=0), validation_data=cifar.eval_dataset(), epochs=3)
 
 folder = data.from_directory("flowers/", image_size=160)            # class sub-folders
+photos = data.from_arrays(x_train, y_train, (x_test, y_test), batch_size=128)  # uint8 arrays
 ds = data.image_classification_pipeline(my_ds, training=True, image_size=64, batch_size=32)
 ```
 
@@ -587,3 +588,76 @@ def from_directory(
         normalization=_check_normalization(normalization), train_split=train_split,
         eval_split=eval_split, class_names=class_names,
         **preparation.splits((raw_train, _count(raw_train)), evaluation, shuffle_buffer))
+
+
+def _check_arrays(x, y, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:  # (N, H, W): one channel
+        x = x[..., None]
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"{what} images must be uint8 (N, height, width, channels) as stored "
+                         f"(0..255), got {x.dtype} {x.shape}; convert float images in [0, 1] "
+                         "with (x * 255).round().astype('uint8')")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{what} labels must be integer class ids of shape ({len(x)},), "
+                         f"got {y.dtype} {y.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{what} split is empty")
+    return x, y.astype(np.int64)
+
+
+def from_arrays(
+    x,
+    y,
+    eval_data: Optional[Tuple[object, object]] = None,
+    image_size: Optional[Size] = None,
+    batch_size: int = 64,
+    normalization: str = "unit",
+    num_classes: Optional[int] = None,
+    class_names: Optional[Sequence[str]] = None,
+    shuffle_buffer: Optional[int] = None,
+    source: str = "arrays",
+) -> ImageClassificationData:
+    """In-memory uint8 images and integer labels (e.g. from an ``.npz``), ready for `fit`.
+
+    The same pipelines as `from_tfds` and `from_directory`: training batches are
+    shuffled, randomly cropped and flipped (seeded), evaluation batches centre-cropped
+    and in order, both normalised.
+
+    ```python
+    with np.load("cifar10_part.npz") as f:
+        x, y = f["x"], f["y"]
+    photos = data.from_arrays(x[:4000], y[:4000], (x[4000:], y[4000:]), batch_size=128)
+    ```
+
+    Args:
+      x, y: training images, uint8 ``(N, height, width, channels)`` (or ``(N, height,
+        width)``), and their integer labels ``(N,)``.
+      eval_data: ``(x, y)`` of the evaluation split in the same form, or None.
+      image_size: int or (height, width); default: the arrays' image size.
+      batch_size, normalization, shuffle_buffer: as in `from_tfds`.
+      num_classes: default: the largest label + 1 (or ``len(class_names)``).
+      class_names: optional names of the classes.
+      source: what `describe()` calls the data (e.g. the file they came from).
+    """
+    tf = _tf()
+    x, y = _check_arrays(x, y, "training")
+    splits = [(x, y)]
+    if eval_data is not None:
+        splits.append(_check_arrays(*eval_data, "evaluation"))
+        if splits[1][0].shape[1:] != x.shape[1:]:
+            raise ValueError(f"evaluation images are {splits[1][0].shape[1:]}, training images "
+                             f"{x.shape[1:]}: give both splits the same image shape")
+    if num_classes is None:
+        num_classes = len(class_names) if class_names else 1 + max(int(s[1].max()) for s in splits)
+    if any(s[1].min() < 0 or s[1].max() >= num_classes for s in splits):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes})")
+    preparation = _Preparation(_size2(image_size if image_size is not None else x.shape[1:3]),
+                               int(x.shape[-1]), cache=True)
+    raw = [(tf.data.Dataset.from_tensor_slices(s), len(s[1])) for s in splits]
+    return ImageClassificationData(
+        source=source, num_classes=int(num_classes), batch_size=int(batch_size),
+        normalization=_check_normalization(normalization), train_split="train",
+        eval_split="eval" if eval_data is not None else None,
+        class_names=list(class_names) if class_names else None,
+        **preparation.splits(raw[0], raw[1] if eval_data is not None else None, shuffle_buffer))
