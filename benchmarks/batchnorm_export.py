@@ -50,6 +50,11 @@ DELTAS = {"cnn": [0.015, 0.03], "mobilenetv2": [0.015]}
 SAME_ACCURACY_POINTS = 0.3
 #: The latency target of issue 13 for an int8 file, relative to int8 PTQ.
 INT8_LATENCY_TARGET = 1.1
+#: Latency ratios this close (relative) count as equal when picking a row: on a loaded
+#: machine a few percent between files of the same kind is noise.
+LATENCY_NOISE = 0.05
+#: Gzipped sizes this close (relative) are named beside the smallest palette file.
+BYTES_NOISE = 0.02
 
 VARIANTS = {  # key -> (label, exports)
     "A": ("BN fixed in place", [("palette", "scale_op"), ("palette", "fold"), ("int8", None)]),
@@ -81,6 +86,16 @@ def _tflite_accuracy(path: str, decode: bool, data) -> float:
     return float(np.mean(np.argmax(got, -1) == y_test))
 
 
+def _reason_counts(inexact) -> Dict[str, int]:
+    """Why int8 channels are not exact, counted by kind of reason."""
+    counts: Dict[str, int] = {}
+    for item in inexact:
+        kind = ("codes need more than 8 bits at one power of two" if "signed bits" in item.reason
+                else item.reason.split(":")[0][:80])
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def _export_row(model, form: str, batchnorm: Optional[str], data, path: str) -> Dict:
     """One exported file of a fixed model: TFLite accuracy, bytes, what is not palette/exact."""
     from tfmot_wfn import lite
@@ -92,6 +107,7 @@ def _export_row(model, form: str, batchnorm: Optional[str], data, path: str) -> 
         row = {"exact_channels": res.exact_channels, "total_channels": res.total_channels,
                "max_abs_error": max(finite, default=0.0),
                "unmatched_channels": len(errors) - len(finite),
+               "inexact_reasons": _reason_counts(res.inexact),
                "folded_into_scale": sorted({w.folded for w in res.int8_weights if w.folded}),
                "tflite_accuracy": _tflite_accuracy(path, False, data)}
     else:
@@ -286,8 +302,8 @@ def _delta_sentences(rows: List[Dict], delta: float) -> List[str]:
     a1, a2, a3 = by.get("A(1)"), by.get("A(2)"), by.get("A(3)")
     if a1 and a2:
         out.append(
-            f"At δ={delta:g}, keeping the BN scale as a MUL (A1) costs {a1['scale_ops']} extra per-channel "
-            f"ops: decoded at load it runs at {a1['latency_vs_float']:.2f}x the float file "
+            f"At δ={delta:g}, keeping the BN scales as per-channel MULs (A1: {a1['scale_ops']} MULs in "
+            f"the file, folded back into the weights when decoded at load) runs at {a1['latency_vs_float']:.2f}x the float file "
             f"({a1['stored_latency_vs_float']:.1f}x as stored); letting the converter fold it (A2) runs at "
             f"{a2['latency_vs_float']:.2f}x but leaves {a2['not_indexed_tensors']} float32 tensors "
             f"({a2['not_indexed_bytes']:,} B) out of the palette, a file {a2['bytes'] / a1['bytes']:.2f}x "
@@ -296,7 +312,9 @@ def _delta_sentences(rows: List[Dict], delta: float) -> List[str]:
     if a3:
         out.append(
             f"Exact int8 with the BN scale in the channel scales (A3): {a3['exact_channels']}/"
-            f"{a3['total_channels']} channels exact (max error {a3['max_abs_error']:.3g}), "
+            f"{a3['total_channels']} channels exact (max error {a3['max_abs_error']:.3g}"
+            + "".join(f"; {n} inexact: {why}" for why, n in a3.get("inexact_reasons", {}).items())
+            + "), "
             f"{a3['latency_vs_ptq']:.2f}x int8 PTQ's latency, TFLite accuracy "
             f"{_pts(a3['tflite_accuracy'], a3['keras_accuracy'])} vs its Keras model" + (
                 ": folding BN into the scales costs no accuracy and no latency beyond int8's own"
@@ -319,39 +337,59 @@ def _delta_sentences(rows: List[Dict], delta: float) -> List[str]:
     return out
 
 
+def _pick_int8(rows: List[Dict]) -> Optional[Dict]:
+    """Within SAME_ACCURACY_POINTS of the most accurate and LATENCY_NOISE of the fastest of
+    those: the most exact channels, then the most accurate."""
+    ok = [r for r in rows if "tflite_accuracy" in r and "latency_vs_ptq" in r]
+    if not ok:
+        return None
+    best = max(r["tflite_accuracy"] for r in ok)
+    near = [r for r in ok if 100 * (best - r["tflite_accuracy"]) <= SAME_ACCURACY_POINTS]
+    fastest = min(r["latency_vs_ptq"] for r in near)
+    fast = [r for r in near if r["latency_vs_ptq"] <= fastest * (1 + LATENCY_NOISE)]
+    return max(fast, key=lambda r: (r["exact_channels"] / max(1, r["total_channels"]),
+                                    r["tflite_accuracy"]))
+
+
+def _int8_facts(p: Dict, ptq: Dict) -> str:
+    return (f"{p['exact_channels']}/{p['total_channels']} channels exact, TFLite accuracy "
+            f"{_pct(p['tflite_accuracy'])}%, {p['latency_vs_ptq']:.2f}x int8 PTQ's latency "
+            f"({'within' if p['latency_vs_ptq'] <= INT8_LATENCY_TARGET else 'above'} the "
+            f"{INT8_LATENCY_TARGET}x target), {p['bytes'] / ptq['bytes']:.2f}x its bytes")
+
+
+def _palette_facts(p: Dict, same: List[Dict]) -> str:
+    close = [r["row_id"] for r in same if r is not p and "gzip" in r
+             and r["gzip"] <= p["gzip"] * (1 + BYTES_NOISE)
+             and 100 * abs(r["tflite_accuracy"] - p["tflite_accuracy"]) <= SAME_ACCURACY_POINTS]
+    return (f"{p['gzip']:,} B gzipped ({p['bytes']:,} B), TFLite accuracy {_pct(p['tflite_accuracy'])}%, "
+            f"{p['latency_vs_float']:.2f}x the float file decoded at load"
+            + (f"; {', '.join(close)} within {100 * BYTES_NOISE:.0f}% of its bytes" if close else ""))
+
+
 def _recommend(rows: List[Dict], ptq: Dict, deltas: List[float], form: str) -> List[str]:
     """Which BN choice to ship as ``form``, per delta, from the measured rows."""
-    picks = []
+    parts = []
     for delta in deltas:
         same = [r for r in rows if r.get("form") == form and r.get("delta") == delta]
         if form == "int8":
-            pick = _pick(same, key=lambda r: (r["exact_channels"] < r["total_channels"],
-                                              r["latency_vs_ptq"]))
+            pick = _pick_int8(same)
+            facts = pick and _int8_facts(pick, ptq)
         else:
             pick = _pick(same, key=lambda r: (r["gzip"], r["latency_vs_float"]))
+            facts = pick and _palette_facts(pick, same)
         if pick:
-            picks.append(pick)
-    if not picks:
+            parts.append(f"at δ={delta:g} **{pick['row_id']} {pick['label']}** ({facts})")
+    if not parts:
         return []
-    names = sorted({f"{p['row_id']} {p['label']}" for p in picks})
     if form == "int8":
-        why = (f"the most exact and then fastest int8 file within {SAME_ACCURACY_POINTS} points of the "
-               "most accurate one at the same delta")
-        facts = "; ".join(
-            f"δ={p['delta']:g}: {p['exact_channels']}/{p['total_channels']} channels exact, TFLite "
-            f"accuracy {_pct(p['tflite_accuracy'])}%, {p['latency_vs_ptq']:.2f}x int8 PTQ's latency "
-            f"({'within' if p['latency_vs_ptq'] <= INT8_LATENCY_TARGET else 'above'} the "
-            f"{INT8_LATENCY_TARGET}x target), {p['bytes'] / ptq['bytes']:.2f}x its bytes" for p in picks)
-        facts += f" (int8 PTQ of the float model: {_pct(ptq['tflite_accuracy'])}%)"
+        why = (f"of the int8 files within {SAME_ACCURACY_POINTS} points of the most accurate one and "
+               f"{100 * LATENCY_NOISE:.0f}% of the fastest of those, the one with the most exact channels; "
+               f"int8 PTQ of the float model: {_pct(ptq['tflite_accuracy'])}%")
     else:
         why = (f"the smallest gzipped palette file within {SAME_ACCURACY_POINTS} points of the most "
-               "accurate one at the same delta")
-        facts = "; ".join(
-            f"δ={p['delta']:g}: {p['gzip']:,} B gzipped ({p['bytes']:,} B), TFLite accuracy "
-            f"{_pct(p['tflite_accuracy'])}%, {p['latency_vs_float']:.2f}x the float file decoded at load"
-            for p in picks)
-    return [f"For the {'int8' if form == 'int8' else 'palette'} file pick **{' / '.join(names)}**"
-            f" ({why}): {facts}."]
+               "accurate one")
+    return [f"For the {form} file ({why}): " + "; ".join(parts) + "."]
 
 
 def cost_paragraph(res: Dict) -> List[str]:
