@@ -331,3 +331,91 @@ def test_stage_numbers_count_the_schedule_across_fits(capsys):
         0.3, 1.0, begin_step=2, end_step=9, frequency=3))
     assert numbers == ["1", "2", "3", "4"]
     assert "step 5: fixing stage 2" in out and "step 9: fixing stage 4 (100.00%" in out
+
+
+# ----------------------------------------------------------------------------- fresh_optimizer
+def _loop(fresh_optimizer, boundary=4):
+    """A custom loop up to the stage at `boundary`: (model, callback, gradients of a step)."""
+    x, y = kh.classification_data(n=32)
+    schedule = tfmot_wfn.StagedFixing((0.5, 0.8, 1.0), steps_per_stage=boundary)
+    model = _fixed_dense(schedule)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    update = tfmot_wfn.UpdateFixingStep(verbose=0, fresh_optimizer=fresh_optimizer)
+    update.set_model(model)
+    update.on_train_begin()
+
+    def gradients(step):
+        update.on_train_batch_begin(step)
+        with tf.GradientTape() as tape:
+            loss = tfmot_wfn.regularized_loss(model, loss_fn(y, model(x, training=True)))
+        return tape.gradient(loss, model.trainable_variables)
+
+    for step in range(boundary):
+        model.optimizer.apply_gradients(zip(gradients(step), model.trainable_variables))
+    return model, update, gradients
+
+
+def _slots(optimizer):
+    """The optimizer's variables but the learning rate, as arrays."""
+    lr = optimizer.learning_rate
+    return [np.asarray(v.numpy()) for v in optimizer.variables if v is not lr]
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_fresh_optimizer_resets_the_state_at_each_stage(fresh):
+    model, update, gradients = _loop(fresh, boundary=4)
+    optimizer = model.optimizer
+    assert int(optimizer.iterations.numpy()) == 4
+    assert any(np.any(s != 0) for s in _slots(optimizer)[1:])  # moments built up over 4 steps
+    grads = gradients(4)  # the second stage runs here, before the step's update
+    assert len(update.history) == 2
+    if not fresh:
+        assert int(optimizer.iterations.numpy()) == 4
+        assert any(np.any(s != 0) for s in _slots(optimizer)[1:])
+        return
+    assert int(optimizer.iterations.numpy()) == 0
+    assert all(np.all(s == 0) for s in _slots(optimizer))  # Adam: moments 0, iterations 0
+    assert float(np.asarray(optimizer.learning_rate)) == pytest.approx(1e-2)
+    # From here on it trains exactly as a freshly built Adam on the same weights would.
+    copies = [tf.Variable(np.asarray(v.numpy())) for v in model.trainable_variables]
+    reference = keras.optimizers.Adam(1e-2)
+    reference.build(copies)
+    for step in range(5, 8):
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        reference.apply_gradients(zip(grads, copies))
+        grads = gradients(step)
+    for v, c in zip(model.trainable_variables, copies):
+        np.testing.assert_allclose(v.numpy(), c.numpy(), rtol=1e-6, atol=1e-7)
+    for mine, theirs in zip(_slots(optimizer), _slots(reference)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-9)
+    assert int(optimizer.iterations.numpy()) == 3
+
+
+def test_fresh_optimizer_in_fit_restarts_iterations_after_each_stage():
+    x, y = kh.classification_data(n=32)
+    iterations = {}
+    fixed = _fixed_dense(tfmot_wfn.StagedFixing((0.5, 1.0), steps_per_stage=4))
+    record = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs=None: iterations.setdefault(
+        len(iterations), int(fixed.optimizer.iterations.numpy())))
+    update = tfmot_wfn.UpdateFixingStep(verbose=0, fresh_optimizer=True)
+    fixed.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[update, record])
+    assert [iterations[i] for i in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert update.fresh_optimizer and len(update.history) == 2
+
+
+def test_fresh_optimizer_refuses_a_learning_rate_schedule_and_a_missing_optimizer():
+    x, y = kh.classification_data(n=16)
+    fixed = tfmot_wfn.fix_weights(kh.dense_model(), fixing_schedule=tfmot_wfn.StagedFixing(
+        (0.5, 1.0), steps_per_stage=2))
+    update = tfmot_wfn.UpdateFixingStep(verbose=0, fresh_optimizer=True)
+    update.set_model(fixed)
+    with pytest.raises(ValueError, match="has none: compile it"):
+        update.on_train_begin()
+    fixed.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, 10)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="LearningRateSchedule"):
+        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update])
+    # Without the option the schedule is fine.
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    with pytest.raises(TypeError, match="fresh_optimizer must be True or False"):
+        tfmot_wfn.UpdateFixingStep(fresh_optimizer="yes")

@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from tfmot_wfn.core.candidates import candidate_centres
 from tfmot_wfn.core.greedy_fixing import (
     ORDER_BEFORE_DOUBLING,
+    ZERO_ORDERS,
     accepted_count,
     fixing_stage,
     quota_for,
@@ -153,8 +154,9 @@ def assert_same(fast, ref_values, ref_fixed):
     prefixed=st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]),
     rule=st.sampled_from([(3.0, True), (3.0, True), (3.0, False), (None, False), (1.5, False),
                           (None, True), (3.0, False, 1 / 3), (None, True, 0.05)]),
+    zero_order=st.sampled_from(ZERO_ORDERS),
 )
-def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, rule):
+def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, rule, zero_order):
     cap, nearest_only, max_move = (rule + (None,))[:3]
     rng = np.random.default_rng(seed)
     # Optionally some weights arrive already fixed at a few arbitrary (non-candidate) values.
@@ -165,12 +167,12 @@ def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed,
             values = perturb(values, fixed, rng)
         before_values, before_fixed = values.copy(), fixed.copy()
         fast = fixing_stage(values, fixed, fraction, distance, palette=palette, distance_cap=cap,
-                            nearest_only=nearest_only, max_move=max_move)
+                            nearest_only=nearest_only, max_move=max_move, zero_order=zero_order)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette,
                                                 distance_cap=cap, nearest_only=nearest_only,
-                                                max_move=max_move)
+                                                max_move=max_move, zero_order=zero_order)
         assert_same(fast, ref_values, ref_fixed)
-        event(f"cap {cap} nearest {nearest_only} max_move {max_move}")
+        event(f"cap {cap} nearest {nearest_only} max_move {max_move} zero_order {zero_order}")
         event("steps " + bucket(fast.steps, [0, 1, 9, 99]))
         event("max_order " + bucket(fast.max_order, [0, 20]))
         # Inputs untouched (bitwise).
@@ -186,14 +188,16 @@ def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed,
     fraction=st.floats(0.05, 1.0),
     distance=distances,
     zero_distance=st.sampled_from([2.0**-5, 2.0**-10, 0.02, 0.01]),
+    zero_order=st.sampled_from(ZERO_ORDERS),
 )
-def test_fixing_stage_equals_reference_other_zero_distance(w, fraction, distance, zero_distance):
+def test_fixing_stage_equals_reference_other_zero_distance(w, fraction, distance, zero_distance, zero_order):
     """Other g0 values, including one that float32 cannot represent exactly."""
     g = np.float32(zero_distance)
     edge = np.array([g, np.nextafter(g, np.float32(0)), np.nextafter(g, np.float32(1)), -g], np.float32)
     w = np.concatenate([w, edge])  # weights at and next to +-float32(g0)
-    fast = fixing_stage(w, None, fraction, distance, zero_distance=zero_distance)
-    ref_values, ref_fixed = reference_stage(w, None, fraction, distance, g0=zero_distance)
+    fast = fixing_stage(w, None, fraction, distance, zero_distance=zero_distance, zero_order=zero_order)
+    ref_values, ref_fixed = reference_stage(w, None, fraction, distance, g0=zero_distance,
+                                            zero_order=zero_order)
     assert_same(fast, ref_values, ref_fixed)
 
 
@@ -262,8 +266,9 @@ def test_equals_reference_on_paper_schedule_larger_n():
     ]),
     rule=st.sampled_from([(3.0, True), (3.0, False), (None, False), (None, True),
                           (3.0, False, 1 / 3)]),
+    zero_order=st.sampled_from(ZERO_ORDERS),
 )
-def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule):
+def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule, zero_order):
     cap, nearest_only, max_move = (rule + (None,))[:3]
     """Sizes over the pool's 4096-entry blocks: exercises the block counts and window widening."""
     rng = np.random.default_rng(seed)
@@ -275,10 +280,10 @@ def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule):
         if i:
             values = perturb(values, fixed, rng)
         fast = fixing_stage(values, fixed, fraction, distance, palette=palette, distance_cap=cap,
-                            nearest_only=nearest_only, max_move=max_move)
+                            nearest_only=nearest_only, max_move=max_move, zero_order=zero_order)
         ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette,
                                                 distance_cap=cap, nearest_only=nearest_only,
-                                                max_move=max_move)
+                                                max_move=max_move, zero_order=zero_order)
         assert_same(fast, ref_values, ref_fixed)
         values, fixed, palette = fast.values, fast.fixed, fast.palette
 
@@ -433,6 +438,43 @@ def test_quota_cap_breaks_ties_by_index():
     np.testing.assert_array_equal(r.fixed, [True] * 3 + [False] * 7)
     v, f = reference_stage(w, None, 0.3, 0.15)
     np.testing.assert_array_equal(f, r.fixed)
+
+
+def test_zero_order_picks_which_tiny_weights_are_pruned_when_the_quota_cuts_them():
+    """12 weights below g0 = 2**-7 and room for 4: "index" prunes the first four (the earliest
+    layer), "magnitude" the four smallest |w| wherever they are; both equal the reference."""
+    tiny = np.array([3.5e-3, -3e-3, 2.5e-3, 2e-3, 3.8e-3, 1.5e-3, -1e-3, 5e-4, 1e-4, 0.0, -3.6e-3, 3.7e-3],
+                    np.float32)  # all nearer 0 than 2**-7: centre 0 wins the vote
+    w = np.concatenate([tiny, np.full(8, 0.5, np.float32)])  # 20 weights: quota 4 at 0.2
+    expected = {"index": [0, 1, 2, 3], "magnitude": [6, 7, 8, 9]}
+    for zero_order, indices in expected.items():
+        r = fixing_stage(w, None, 0.2, 0.15, zero_order=zero_order)
+        np.testing.assert_array_equal(np.flatnonzero(r.fixed), indices)
+        np.testing.assert_array_equal(r.values[indices], 0.0)
+        assert r.newly_fixed == 4
+        ref_values, ref_fixed = reference_stage(w, None, 0.2, 0.15, zero_order=zero_order)
+        assert_same(r, ref_values, ref_fixed)
+
+
+def test_zero_order_magnitude_breaks_ties_by_index_and_leaves_room_alone():
+    # Equal magnitudes (+-1e-3, 0.0 and -0.0): smallest index first.
+    w = np.array([1e-3, -0.0, -1e-3, 0.0, 1e-3, 0.5, 0.5, 0.5, 0.5, 0.5], np.float32)
+    r = fixing_stage(w, None, 0.3, 0.15, zero_order="magnitude")
+    np.testing.assert_array_equal(np.flatnonzero(r.fixed), [0, 1, 3])  # zeros, then +1e-3 before -1e-3
+    r = fixing_stage(w, None, 0.3, 0.15, zero_order="index")
+    np.testing.assert_array_equal(np.flatnonzero(r.fixed), [0, 1, 2])
+    # With room for every tiny weight both orders fix the same weights.
+    a = fixing_stage(w, None, 0.6, 0.15, zero_order="index")
+    b = fixing_stage(w, None, 0.6, 0.15, zero_order="magnitude")
+    np.testing.assert_array_equal(a.fixed, b.fixed)
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+@pytest.mark.parametrize("bad, error", [("size", ValueError), ("", ValueError), (None, TypeError),
+                                        (1, TypeError)])
+def test_bad_zero_order_raises(bad, error):
+    with pytest.raises(error, match="zero_order"):
+        fixing_stage(np.ones(4, np.float32), None, 0.5, 0.15, zero_order=bad)
 
 
 def test_previously_fixed_recaptured_first():

@@ -20,7 +20,11 @@ Semantics of a stage (see ``docs/algorithm.md`` and the paper):
   ``D <= distance_cap * a`` (and, with `max_move`, ``D <= max(a, min(distance_cap * a,
   max_move))``), sorted by ``(D, index)``; the longest prefix whose
   running mean of non-zero distances is ``<= a`` is fixed to ``c``, capped at
-  the quota.
+  the quota. When more weights sit at distance 0 than the quota leaves room
+  for (the weights below ``zero_distance`` in an early stage), ``zero_order``
+  picks which: ``"index"`` (default) the smallest flat indices, i.e. the
+  earliest layers' weights first; ``"magnitude"`` the smallest ``|w|`` first
+  (ties by index), across all layers.
 * Nothing fixed: ``order += 1``; past order 20 ``a`` doubles on every further
   failure and resets to the stage's distance after a success.
 """
@@ -42,6 +46,8 @@ DISTANCE_CAP = 3.0
 #: power of two (at 1.5 * 2^k), so a move of at most 1/3 is one that rounding to a power of
 #: two could make anyway.
 MAX_MOVE = 1.0 / 3.0
+#: `zero_order` values: which of the weights at distance 0 are fixed first when the quota cuts them.
+ZERO_ORDERS = ("index", "magnitude")
 #: After this many orders without success the allowed distance starts doubling.
 ORDER_BEFORE_DOUBLING = 20
 
@@ -124,6 +130,7 @@ class _SortedPool:
         self.n_alive = self.size
         self.first = 0
         self.last = self.size - 1
+        self.zero_order = "index"  # see `_first_by_zero_order`
 
     def max_abs(self) -> float:
         if self.n_alive == 0:
@@ -262,10 +269,8 @@ def _take(pool: _SortedPool, centre: float, allowed: float, room: int, zero_dist
         zero = d == 0
         zeros = positions[zero]
         if zeros.size >= room:
-            # The cap falls among the zero distances: smallest original indices first.
-            if zeros.size > room:
-                zeros = zeros[np.argpartition(pool.idx[zeros], room - 1)[:room]]
-            return zeros
+            # The cap falls among the zero distances: `pool.zero_order` picks which.
+            return _first_by_zero_order(pool, zeros, room) if zeros.size > room else zeros
         rest, d_rest = positions[~zero], d[~zero]
         d_sorted = np.sort(d_rest)
         n = accepted_count(d_sorted, allowed)
@@ -278,6 +283,16 @@ def _take(pool: _SortedPool, centre: float, allowed: float, room: int, zero_dist
                 continue
         n = min(n, room - zeros.size)
         return np.concatenate([zeros, _smallest(rest, d_rest, d_sorted, n, pool.idx)])
+
+
+def _first_by_zero_order(pool: _SortedPool, zeros: np.ndarray, room: int) -> np.ndarray:
+    """`room` of the sorted-pool positions `zeros` (all at distance 0), unordered:
+    the smallest original indices, or with ``pool.zero_order == "magnitude"`` the
+    smallest ``|w|`` (ties: smallest index). Sorts only `zeros`."""
+    if pool.zero_order == "magnitude":
+        order = np.lexsort((pool.idx[zeros], np.abs(pool.s[zeros].astype(np.float64))))
+        return zeros[order[:room]]
+    return zeros[np.argpartition(pool.idx[zeros], room - 1)[:room]]
 
 
 def _smallest(positions: np.ndarray, d: np.ndarray, d_sorted: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
@@ -319,6 +334,17 @@ def _checked_inputs(weights, fixed, fraction, distance, distance_cap,
     return w, fixed_in
 
 
+def check_zero_order(zero_order) -> str:
+    """`zero_order` itself if it is one of `ZERO_ORDERS`; ValueError/TypeError otherwise."""
+    if not isinstance(zero_order, str):
+        raise TypeError(f"zero_order must be a str, one of {ZERO_ORDERS}, got "
+                        f"{type(zero_order).__name__} {zero_order!r}")
+    if zero_order not in ZERO_ORDERS:
+        raise ValueError(f"zero_order must be one of {ZERO_ORDERS} (\"index\": the earliest weights "
+                         f"first, as before; \"magnitude\": the smallest |w| first), got {zero_order!r}")
+    return zero_order
+
+
 def _known_centres(w: np.ndarray, fixed_in: np.ndarray, palette, zero_distance: float):
     """``(pending, used)``: each earlier-fixed value with its count (re-captured first, at
     distance 0), and every centre to offer besides the grid (those and the palette)."""
@@ -353,6 +379,7 @@ def fixing_stage(
     distance_cap: Optional[float] = DISTANCE_CAP,
     nearest_only: bool = True,
     max_move: Optional[float] = None,
+    zero_order: str = "index",
 ) -> StageResult:
     """Fix the weights of one stage, network-wide.
 
@@ -379,11 +406,19 @@ def fixing_stage(
         bound becomes ``max(a, min(distance_cap * a, max_move))`` (never below ``a``, so
         it cannot stop a step that the mean alone would let through: the first weight
         of an accepted prefix is within ``a``). None: ``distance_cap * a`` alone.
+      zero_order: which weights at distance 0 from the chosen centre are fixed
+        first when there are more of them than the quota leaves room for (in
+        practice: the weights below `zero_distance`, pruned to 0 in an early
+        stage). ``"index"``: the smallest flat indices, so the earliest layers'
+        weights are pruned first (tfmot_wfn 0.1). ``"magnitude"``: the smallest
+        ``|w|`` first across all layers (ties: smallest index). Costs one sort
+        of those weights. Nothing else depends on it.
 
     Returns:
       A `StageResult`. Inputs are not modified.
     """
     w, fixed_in = _checked_inputs(weights, fixed, fraction, distance, distance_cap, max_move)
+    check_zero_order(zero_order)
     n = w.size
     values = w.copy()
     out_fixed = fixed_in.copy()
@@ -392,6 +427,7 @@ def fixing_stage(
     taken = int(np.count_nonzero(fixed_in))
     newly = 0
     pool = _free_pool(w, fixed_in)
+    pool.zero_order = zero_order
 
     order, allowed, steps, max_order = 0, float(distance), 0, 0
     while taken < quota and (pool.n_alive or pending):

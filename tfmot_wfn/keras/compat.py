@@ -90,6 +90,12 @@ def callback_params(callback) -> dict:
     return getattr(callback, "params", None) or {}
 
 
+def optimizer_built(optimizer) -> bool:
+    """Whether the optimizer made its slot variables (Keras 3: ``built``; tf_keras: only the
+    private ``_built``, read here because tf_keras has no public flag)."""
+    return bool(getattr(optimizer, "built", False) or getattr(optimizer, "_built", False))
+
+
 def steps_per_execution(model) -> int:
     """The model's ``steps_per_execution`` as an int (tf_keras keeps a variable; 1 if unset)."""
     k = getattr(model, "steps_per_execution", None)

@@ -15,6 +15,7 @@ from tfmot_wfn.keras.compat import (
     assign_scalar,
     callback_params,
     keras,
+    optimizer_built,
     steps_per_execution,
     tf,
     variable_path,
@@ -67,14 +68,25 @@ class UpdateFixingStep(keras.callbacks.Callback):
         Inf, instead of training on and failing at the next stage. One
         `is_finite` reduction per weight; put this callback before
         `BackupAndRestore` / `ModelCheckpoint` so a diverged state is never saved.
+      fresh_optimizer: right after every fixing stage, put the state of
+        ``model.optimizer`` back to what a freshly built copy of it holds (Adam:
+        zero moments; ``iterations`` 0, so Adam's bias correction restarts as in a
+        new optimizer), as the reference code does by making a new optimizer per
+        stage. The learning-rate variable keeps its current value (so
+        `ReduceLROnPlateau` / `LearningRateScheduler` settings survive). A
+        `LearningRateSchedule` reads ``iterations`` and would restart with it,
+        so it is refused (ValueError at the start of training): use a float
+        learning rate, or a callback that sets it by epoch. False (default): the
+        optimizer state carries over from stage to stage.
     """
 
-    def __init__(self, verbose: int = 1, check_finite: bool = True):
+    def __init__(self, verbose: int = 1, check_finite: bool = True, fresh_optimizer: bool = False):
         super().__init__()
         if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
             raise TypeError(f"verbose must be 0 or 1, got {type(verbose).__name__} {verbose!r}")
         self.verbose = int(verbose)
         self.check_finite = check_bool("check_finite", check_finite)
+        self.fresh_optimizer = check_bool("fresh_optimizer", fresh_optimizer)
         self.history: List[StageSummary] = []
         self._network: Optional[FixingNetwork] = None
         self._wrappers = []
@@ -93,6 +105,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
         self._network = self._collect()  # refuses wrappers with different settings
         self._wrappers = list(self._network.wrappers)
         self._network.resolve_schedules(callback_params(self).get("steps"))
+        if self.fresh_optimizer:
+            check_resettable(getattr(self.model, "optimizer", None))
         if regularizer.install(self.model) and getattr(self.model, "train_function", None):
             # A model that fix_weights did not make (loaded, or wrapped layer by layer):
             # fit() made its train function before calling on_train_begin and calls
@@ -156,6 +170,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
                       f"({fraction:.2%} of the weights, distance {distance:.4g}) ...", flush=True)
             start = time.perf_counter()
             summary = self._network.run_fixing_stage(fraction, distance)
+            if self.fresh_optimizer:
+                reset_optimizer(self.model.optimizer, self.model.trainable_variables)
             check_workers_agree(self.model, self._wrappers, f"after the stage at step {self._step}")
             self.history.append(summary)
             if self.verbose:
@@ -169,6 +185,50 @@ class UpdateFixingStep(keras.callbacks.Callback):
             check_finite_weights(self._wrappers, f"at the end of epoch {epoch}")
 
 
+
+
+def check_resettable(optimizer) -> None:
+    """ValueError unless `reset_optimizer` can reset `optimizer` (``fresh_optimizer=True``)."""
+    if optimizer is None or not hasattr(optimizer, "get_config"):
+        raise ValueError(
+            "UpdateFixingStep(fresh_optimizer=True) resets model.optimizer after every stage, but "
+            "the model has none: compile it with the optimizer that trains it "
+            "(model.compile(optimizer=...)), also in a custom training loop.")
+    if isinstance(optimizer.get_config().get("learning_rate"), dict):
+        raise ValueError(
+            f"UpdateFixingStep(fresh_optimizer=True) restarts the optimizer's step count "
+            f"(iterations, which Adam's bias correction reads) after every stage, but "
+            f"{type(optimizer).__name__} has a LearningRateSchedule, which reads the same count "
+            "and would restart every stage too. Use a float learning rate (change it by epoch "
+            "with keras.callbacks.LearningRateScheduler if needed), or fresh_optimizer=False.")
+
+
+def reset_optimizer(optimizer, variables) -> None:
+    """Give `optimizer` the state of a fresh copy of it built on `variables`.
+
+    Every optimizer variable (slots, ``iterations``, accumulators) is assigned the value
+    it has in ``type(optimizer).from_config(optimizer.get_config())`` right after
+    ``build(variables)``, except the learning-rate variable, which keeps its value. A
+    not yet built optimizer is already fresh and is left alone. RuntimeError if the
+    copy's variables do not line up with the optimizer's (it was built on other
+    variables than `variables`).
+    """
+    if not optimizer_built(optimizer):
+        return
+    check_resettable(optimizer)
+    fresh = type(optimizer).from_config(optimizer.get_config())
+    fresh.build(list(variables))
+    old, new = list(optimizer.variables), list(fresh.variables)
+    if len(old) != len(new) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(old, new)):
+        raise RuntimeError(
+            f"fresh_optimizer: {type(optimizer).__name__} holds {len(old)} variables, a fresh copy "
+            f"built on the model's {len(variables)} trainable variables holds {len(new)} (or their "
+            "shapes differ): the optimizer was built on other variables. Apply it to "
+            "model.trainable_variables, or use fresh_optimizer=False.")
+    learning_rate = optimizer.learning_rate
+    for a, b in zip(old, new):
+        if a is not learning_rate:
+            a.assign(b.numpy())
 
 
 def _worker_count(strategy) -> int:

@@ -32,13 +32,15 @@ def additive_powers_of_two_scalar(v: float, distance: float, order: int, g0: flo
 
 
 def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palette=None,
-                    distance_cap=3.0, nearest_only=True, max_move=None):
+                    distance_cap=3.0, nearest_only=True, max_move=None, zero_order="index"):
     """The fixing stage by dense matrices; returns (values, fixed_mask).
 
     `distance_cap`: no weight farther than ``distance_cap * a`` from the centre is
     fixed to it (None: no bound). `nearest_only`: only weights whose nearest
     candidate is the chosen centre (or at distance 0 from it) may be fixed to it.
-    `max_move`: the per-weight bound is ``max(a, min(distance_cap * a, max_move))``."""
+    `max_move`: the per-weight bound is ``max(a, min(distance_cap * a, max_move))``.
+    `zero_order`: among weights at distance 0, ``"index"`` fixes the smallest indices
+    first, ``"magnitude"`` the smallest ``|w|`` first (ties by index)."""
     w = np.asarray(weights, np.float32).ravel()
     n = w.size
     fixed = np.zeros(n, bool) if fixed is None else np.asarray(fixed, bool).ravel().copy()
@@ -82,7 +84,9 @@ def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palett
         if bound < np.inf:
             eligible = dist <= bound
             free, fw, dist = free[eligible], fw[eligible], dist[eligible]
-        order_idx = np.lexsort((free, dist))
+        # Sort by (distance, |w| among the zero distances if asked, index).
+        magnitude = np.where(dist == 0, np.abs(fw), 0.0) if zero_order == "magnitude" else np.zeros(fw.size)
+        order_idx = np.lexsort((free, magnitude, dist))
         ds = dist[order_idx]
         count = 0
         nonzero_sum, nonzero_n = 0.0, 0
