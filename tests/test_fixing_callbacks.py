@@ -403,19 +403,27 @@ def test_fresh_optimizer_in_fit_restarts_iterations_after_each_stage():
     assert update.fresh_optimizer and len(update.history) == 2
 
 
-def test_fresh_optimizer_refuses_a_learning_rate_schedule_and_a_missing_optimizer():
+def test_fresh_optimizer_is_the_default_and_keeps_a_schedules_step_count():
+    assert tfmot_wfn.UpdateFixingStep().fresh_optimizer is True
     x, y = kh.classification_data(n=16)
     fixed = tfmot_wfn.fix_weights(kh.dense_model(), fixing_schedule=tfmot_wfn.StagedFixing(
         (0.5, 1.0), steps_per_stage=2))
-    update = tfmot_wfn.UpdateFixingStep(verbose=0, fresh_optimizer=True)
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
     update.set_model(fixed)
-    with pytest.raises(ValueError, match="has none: compile it"):
+    with pytest.warns(UserWarning, match="has none, so nothing is reset"):
         update.on_train_begin()
     fixed.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, 10)),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with pytest.raises(ValueError, match="LearningRateSchedule"):
-        fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update])
-    # Without the option the schedule is fine.
-    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    seen = []  # at each batch's begin, after UpdateFixingStep's (a stage runs at batch 2)
+    record = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs=None: seen.append(
+        (int(fixed.optimizer.iterations.numpy()),
+         max((float(np.abs(v.numpy()).max()) for v in fixed.optimizer.variables
+              if v is not fixed.optimizer.iterations), default=0.0))))
+    fixed.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[update, record])
+    assert len(update.history) == 2
+    # The schedule reads iterations: it keeps counting through the stage ...
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    # ... while the moments were reset by it: zero again before the stage's first step.
+    assert seen[1][1] > 0 and seen[2][1] == 0
     with pytest.raises(TypeError, match="fresh_optimizer must be True or False"):
         tfmot_wfn.UpdateFixingStep(fresh_optimizer="yes")

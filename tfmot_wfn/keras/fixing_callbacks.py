@@ -6,6 +6,7 @@ import hashlib
 import numbers
 import os
 import time
+import warnings
 from typing import List, Optional
 
 import numpy as np
@@ -72,15 +73,17 @@ class UpdateFixingStep(keras.callbacks.Callback):
         ``model.optimizer`` back to what a freshly built copy of it holds (Adam:
         zero moments; ``iterations`` 0, so Adam's bias correction restarts as in a
         new optimizer), as the reference code does by making a new optimizer per
-        stage. The learning-rate variable keeps its current value (so
-        `ReduceLROnPlateau` / `LearningRateScheduler` settings survive). A
-        `LearningRateSchedule` reads ``iterations`` and would restart with it,
-        so it is refused (ValueError at the start of training): use a float
-        learning rate, or a callback that sets it by epoch. False (default): the
-        optimizer state carries over from stage to stage.
+        stage (the default: measured in ``benchmarks/training_ablation.md``, it ends
+        with lower entropy at the same accuracy). The learning-rate variable keeps
+        its current value (so `ReduceLROnPlateau` / `LearningRateScheduler` settings
+        survive). With a `LearningRateSchedule`, which reads ``iterations``,
+        ``iterations`` keeps counting (the schedule goes on) and only the other
+        state (moments) is reset. A model without an optimizer (a custom loop that
+        keeps it elsewhere) has nothing to reset: a warning says so. False: the
+        optimizer state carries over from stage to stage (tfmot_wfn 0.1).
     """
 
-    def __init__(self, verbose: int = 1, check_finite: bool = True, fresh_optimizer: bool = False):
+    def __init__(self, verbose: int = 1, check_finite: bool = True, fresh_optimizer: bool = True):
         super().__init__()
         if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
             raise TypeError(f"verbose must be 0 or 1, got {type(verbose).__name__} {verbose!r}")
@@ -105,8 +108,12 @@ class UpdateFixingStep(keras.callbacks.Callback):
         self._network = self._collect()  # refuses wrappers with different settings
         self._wrappers = list(self._network.wrappers)
         self._network.resolve_schedules(callback_params(self).get("steps"))
-        if self.fresh_optimizer:
-            check_resettable(getattr(self.model, "optimizer", None))
+        if self.fresh_optimizer and getattr(self.model, "optimizer", None) is None:
+            warnings.warn(
+                "UpdateFixingStep(fresh_optimizer=True) resets model.optimizer after every stage, "
+                "but the model has none, so nothing is reset: set model.optimizer to the optimizer "
+                "that trains it (as tfmot's UpdatePruningStep also needs in a custom loop), or pass "
+                "fresh_optimizer=False.", stacklevel=2)
         if regularizer.install(self.model) and getattr(self.model, "train_function", None):
             # A model that fix_weights did not make (loaded, or wrapped layer by layer):
             # fit() made its train function before calling on_train_begin and calls
@@ -170,7 +177,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
                       f"({fraction:.2%} of the weights, distance {distance:.4g}) ...", flush=True)
             start = time.perf_counter()
             summary = self._network.run_fixing_stage(fraction, distance)
-            if self.fresh_optimizer:
+            if self.fresh_optimizer and getattr(self.model, "optimizer", None) is not None:
                 reset_optimizer(self.model.optimizer, self.model.trainable_variables)
             check_workers_agree(self.model, self._wrappers, f"after the stage at step {self._step}")
             self.history.append(summary)
@@ -187,20 +194,9 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
 
 
-def check_resettable(optimizer) -> None:
-    """ValueError unless `reset_optimizer` can reset `optimizer` (``fresh_optimizer=True``)."""
-    if optimizer is None or not hasattr(optimizer, "get_config"):
-        raise ValueError(
-            "UpdateFixingStep(fresh_optimizer=True) resets model.optimizer after every stage, but "
-            "the model has none: compile it with the optimizer that trains it "
-            "(model.compile(optimizer=...)), also in a custom training loop.")
-    if isinstance(optimizer.get_config().get("learning_rate"), dict):
-        raise ValueError(
-            f"UpdateFixingStep(fresh_optimizer=True) restarts the optimizer's step count "
-            f"(iterations, which Adam's bias correction reads) after every stage, but "
-            f"{type(optimizer).__name__} has a LearningRateSchedule, which reads the same count "
-            "and would restart every stage too. Use a float learning rate (change it by epoch "
-            "with keras.callbacks.LearningRateScheduler if needed), or fresh_optimizer=False.")
+def has_schedule(optimizer) -> bool:
+    """Whether `optimizer`'s learning rate is a `LearningRateSchedule` (it reads ``iterations``)."""
+    return isinstance(optimizer.get_config().get("learning_rate"), dict)
 
 
 def reset_optimizer(optimizer, variables) -> None:
@@ -208,14 +204,13 @@ def reset_optimizer(optimizer, variables) -> None:
 
     Every optimizer variable (slots, ``iterations``, accumulators) is assigned the value
     it has in ``type(optimizer).from_config(optimizer.get_config())`` right after
-    ``build(variables)``, except the learning-rate variable, which keeps its value. A
-    not yet built optimizer is already fresh and is left alone. RuntimeError if the
-    copy's variables do not line up with the optimizer's (it was built on other
-    variables than `variables`).
+    ``build(variables)``, except the learning-rate variable, which keeps its value, and
+    ``iterations`` when the learning rate is a schedule (which reads it). A not yet built
+    optimizer is already fresh and is left alone. RuntimeError if the copy's variables do
+    not line up with the optimizer's (it was built on other variables than `variables`).
     """
     if not optimizer_built(optimizer):
         return
-    check_resettable(optimizer)
     fresh = type(optimizer).from_config(optimizer.get_config())
     fresh.build(list(variables))
     old, new = list(optimizer.variables), list(fresh.variables)
@@ -224,10 +219,12 @@ def reset_optimizer(optimizer, variables) -> None:
             f"fresh_optimizer: {type(optimizer).__name__} holds {len(old)} variables, a fresh copy "
             f"built on the model's {len(variables)} trainable variables holds {len(new)} (or their "
             "shapes differ): the optimizer was built on other variables. Apply it to "
-            "model.trainable_variables, or use fresh_optimizer=False.")
-    learning_rate = optimizer.learning_rate
+            "model.trainable_variables, or use UpdateFixingStep(fresh_optimizer=False).")
+    keep = [optimizer.learning_rate]
+    if has_schedule(optimizer):
+        keep.append(optimizer.iterations)
     for a, b in zip(old, new):
-        if a is not learning_rate:
+        if not any(a is k for k in keep):
             a.assign(b.numpy())
 
 
