@@ -237,8 +237,12 @@ def train_float(name, data, epochs, seed):
     return model, time.perf_counter() - start
 
 
-def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, **fix_kwargs):
-    """fix_weights + the paper's 10-stage schedule, fine-tuned; returns (stripped, seconds, info)."""
+def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, callback_kwargs=None, **fix_kwargs):
+    """fix_weights + the paper's 10-stage schedule, fine-tuned; returns (stripped, seconds, info).
+
+    ``callback_kwargs`` go to `UpdateFixingStep` (e.g. ``fresh_optimizer``), the rest to
+    `fix_weights`.
+    """
     import keras
 
     import tfmot_wfn
@@ -251,7 +255,7 @@ def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, **fix_kwar
     epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
     fixed = tfmot_wfn.fix_weights(base, fixing_schedule=schedule, distance=delta, **fix_kwargs)
     compile_model(fixed, lr)
-    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    update = tfmot_wfn.UpdateFixingStep(verbose=0, **(callback_kwargs or {}))
     start = time.perf_counter()
     fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[update])
     seconds = time.perf_counter() - start
