@@ -349,7 +349,11 @@ def _known_centres(w: np.ndarray, fixed_in: np.ndarray, palette, zero_distance: 
     """``(pending, used)``: each earlier-fixed value with its count (re-captured first, at
     distance 0), and every centre to offer besides the grid (those and the palette)."""
     locked_values, locked_counts = np.unique(w[fixed_in], return_counts=True)
-    pending: Dict[float, int] = {float(v): int(c) for v, c in zip(locked_values, locked_counts)}
+    # Earlier-fixed values below g0 but not 0 (only a caller's own masks hold them) stay
+    # fixed but are not offered either: next to 0 they are no centre of their own (a free
+    # weight's distances to both tie in float64).
+    pending: Dict[float, int] = {float(v): int(c) for v, c in zip(locked_values, locked_counts)
+                                 if v == 0 or abs(v) >= zero_distance}
     used = set(pending)
     if palette is not None:
         # A nonzero centre below g0 is never offered: such magnitudes are pruned to 0.

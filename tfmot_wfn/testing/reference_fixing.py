@@ -50,7 +50,8 @@ def reference_stage(weights, fixed, fraction, distance, g0=ZERO_DISTANCE, palett
     taken = int(fixed.sum())
     pending = {}
     for v in w[fixed]:
-        pending[float(v)] = pending.get(float(v), 0) + 1
+        if v == 0 or abs(v) >= g0:  # a nonzero value below g0 stays fixed but is no centre
+            pending[float(v)] = pending.get(float(v), 0) + 1
     used = set(pending)
     if palette is not None:
         used |= {float(v) for v in np.asarray(palette, np.float32) if v == 0 or abs(v) >= g0}
