@@ -570,18 +570,23 @@ def test_core_does_not_import_tensorflow():
 
 def test_earlier_fixed_values_below_zero_distance_stay_but_are_no_centre():
     # Found by hypothesis: weights fixed earlier at 2^-126 (a caller's own mask; stages never
-    # fix a nonzero value below g0) next to free weights of +-1e-6. In float64 a free weight is
-    # as far from 2^-126 as from 0, so the centre 2^-126 split the vote differently in the fast
-    # path (adjacent cells) and the reference (first of the ties). They stay fixed, are not
-    # offered, and the free ones are pruned to 0 in both.
+    # fix a nonzero value below g0) next to free weights of about +-1e-6. In float64 a free
+    # weight is as far from 2^-126 as from 0, so the centre 2^-126 split the vote differently
+    # in the fast path (adjacent cells) and the reference (first of the ties). Such values
+    # stay fixed and are not offered as centres, in both.
     tiny = np.float32(2.0 ** -126)
     rng = np.random.default_rng(0)
-    free = rng.normal(0.0, 1e-6, 18).astype(np.float32)
-    w = np.concatenate([np.full(6, tiny, np.float32), free])
-    fixed = np.zeros(w.size, bool)
-    fixed[:6] = True
-    fast = fixing_stage(w, fixed, 1.0, 0.0075)
-    ref_values, ref_fixed = reference_stage(w, fixed, 1.0, 0.0075)
-    assert_same(fast, ref_values, ref_fixed)
-    np.testing.assert_array_equal(fast.values[:6], np.full(6, tiny))
-    np.testing.assert_array_equal(fast.values[6:], np.zeros(18, np.float32))
+    w = np.full(24, tiny, np.float32)
+    fixed = rng.random(w.size) < 0.1
+    rng.choice(w[:4], size=int(fixed.sum()))  # (the draw the hypothesis test made here)
+    values, palette = w.copy(), None
+    for i, (fraction, distance) in enumerate([(0.25, 0.015), (1.0, 0.0075)]):
+        if i:
+            values = perturb(values, fixed, rng)
+        before = values[fixed].copy()
+        fast = fixing_stage(values, fixed, fraction, distance, palette=palette)
+        ref_values, ref_fixed = reference_stage(values, fixed, fraction, distance, palette=palette)
+        assert_same(fast, ref_values, ref_fixed)
+        np.testing.assert_array_equal(fast.values[fixed], before)  # fixed values kept
+        values, fixed, palette = fast.values, fast.fixed, fast.palette
+    assert set(np.unique(values).tolist()) == {0.0, float(tiny)}
