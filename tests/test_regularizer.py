@@ -265,6 +265,7 @@ def test_custom_training_loop_with_regularized_loss_and_the_callback():
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
 
+    fixed.optimizer = optimizer  # the README's custom loop: each stage restarts it
     cb = tfmot_wfn.UpdateFixingStep(verbose=0)
     cb.set_model(fixed)
     cb.on_train_begin()
