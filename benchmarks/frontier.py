@@ -36,8 +36,8 @@ if HERE not in sys.path:
 
 import models  # noqa: E402
 import run  # noqa: E402  (the shared training / measuring helpers; sets up sys.path)
+from paired_stats import LOSSLESS_POINTS, combine_seeds, pack, paired_drop, unpack  # noqa: E402
 
-LOSSLESS_POINTS = 0.5
 RULES = ("nearest_capped", "capped", "paper", "bounded", "nearest")
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
@@ -54,36 +54,11 @@ CALLBACK_KWARGS = {"fresh_optimizer": False}
 DEFAULT_MODELS = ("resnet20", "mobilenetv2_cifar", "cnn", "mlp")
 
 
-# ------------------------------------------------------------------------------------ statistics
-def paired_drop(correct_float: np.ndarray, correct_row: np.ndarray):
-    """(drop in points, its paired standard error in points) on the same test images."""
-    d = correct_float.astype(np.float64) - correct_row.astype(np.float64)
-    n = d.size
-    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return 100.0 * float(d.mean()), 100.0 * se
-
-
-def combine_seeds(drops: List[float], errors: List[float]) -> Dict:
-    """Mean drop over seeds, its standard error (independent seeds), the seeds' min and max."""
-    s = len(drops)
-    return {"seeds": s, "drop": float(np.mean(drops)),
-            "se": float(np.sqrt(np.sum(np.square(errors))) / s),
-            "min": float(np.min(drops)), "max": float(np.max(drops))}
-
-
-def _pack(correct: np.ndarray) -> str:
-    return np.packbits(correct.astype(np.uint8)).tobytes().hex()
-
-
-def _unpack(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:n].astype(bool)
-
-
 # ------------------------------------------------------------------------------------ measuring
 def _keras_row(model, data) -> Dict:
     _, x_test, _, y_test = data
     correct = np.argmax(np.asarray(model.predict(x_test, batch_size=256, verbose=0)), -1) == y_test
-    row = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
+    row = {"accuracy": float(correct.mean()), "correct": pack(correct)}
     row.update(run.keras_value_stats(model))
     return row
 
@@ -96,7 +71,7 @@ def _int8_row(base, data, folder) -> Dict:
     run.int8_ptq(base, data[0], path)
     got = lite.run_interpreter(lite.load_interpreter(path, decode=False, num_threads=1), x_test)
     correct = np.argmax(got, -1) == y_test
-    row = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
+    row = {"accuracy": float(correct.mean()), "correct": pack(correct)}
     row.update(run.tflite_value_stats(path))
     return row
 
@@ -182,7 +157,7 @@ def summarise(per_model: Dict) -> List[Dict]:
                 continue
             row = rows[label]
             accs.append(row["accuracy"])
-            drop, se = paired_drop(_unpack(rows["float"]["correct"], n), _unpack(row["correct"], n))
+            drop, se = paired_drop(unpack(rows["float"]["correct"], n), unpack(row["correct"], n))
             drops.append(drop)
             errors.append(se)
             uniq.append(row["unique_all"])
