@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import frontier  # noqa: E402  (paired statistics, packed per-image results)
+import paired_stats  # noqa: E402  (paired statistics, packed per-image results)
 import models  # noqa: E402
 import run  # noqa: E402  (training / measuring helpers; sets up sys.path)
 
@@ -117,7 +117,7 @@ def fix_row(name, base, data, delta, seed, variant):
 def _keras_row(model, data) -> Dict:
     _, x_test, _, y_test = data
     correct = np.argmax(np.asarray(model.predict(x_test, batch_size=256, verbose=0)), -1) == y_test
-    return {"accuracy": float(correct.mean()), "correct": frontier._pack(correct),
+    return {"accuracy": float(correct.mean()), "correct": paired_stats.pack(correct),
             **run.keras_value_stats(model)}
 
 
@@ -184,12 +184,12 @@ def summarise(per_model: Dict, deltas) -> List[Dict]:
             for rows in per_model["seeds"].values():
                 if label not in rows or "float" not in rows:
                     continue
-                row, c = rows[label], frontier._unpack(rows[label]["correct"], n)
-                d, se = frontier.paired_drop(frontier._unpack(rows["float"]["correct"], n), c)
+                row, c = rows[label], paired_stats.unpack(rows[label]["correct"], n)
+                d, se = paired_stats.paired_drop(paired_stats.unpack(rows["float"]["correct"], n), c)
                 drops.append(d)
                 errors.append(se)
                 if today in rows and variant != "today":
-                    d, se = frontier.paired_drop(frontier._unpack(rows[today]["correct"], n), c)
+                    d, se = paired_stats.paired_drop(paired_stats.unpack(rows[today]["correct"], n), c)
                     vs.append(d)
                     vs_err.append(se)
                 acc.append(row["accuracy"])
@@ -198,9 +198,9 @@ def summarise(per_model: Dict, deltas) -> List[Dict]:
                 zeros.append(row["wfn"]["kernel_zero_fraction"])
             if not drops:
                 continue
-            vs_today = frontier.combine_seeds(vs, vs_err) if vs else None
+            vs_today = paired_stats.combine_seeds(vs, vs_err) if vs else None
             out.append({"variant": variant, "delta": delta, "accuracy": float(np.mean(acc)),
-                        **frontier.combine_seeds(drops, errors), "vs_today": vs_today,
+                        **paired_stats.combine_seeds(drops, errors), "vs_today": vs_today,
                         "unique": float(np.mean(uniq)), "unique_min": int(np.min(uniq)),
                         "unique_max": int(np.max(uniq)), "entropy": float(np.mean(ent)),
                         "zeros": float(np.mean(zeros))})
