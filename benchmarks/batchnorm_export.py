@@ -200,13 +200,8 @@ def _latency(rows: List[Dict], runs: int) -> Dict:
 def benchmark_model(name: str, quick: bool, seed: int, work: str) -> Dict:
     cfg = run.model_cfg(run.QUICK if quick else run.FULL, name)
     spec = models.MODELS[name]
-    data = models.dataset(name, seed)
-    folder = os.path.join(work, name)
-    os.makedirs(folder, exist_ok=True)
-    float_epochs = cfg["float_epochs"] or spec["float_epochs"]
     eps = cfg["epochs_per_stage"]
-    run.say(f"[{name}] float training: {float_epochs} epochs")
-    base, float_seconds = run.train_float(name, data, float_epochs, seed)
+    data, folder, base, float_epochs, _ = run.trained_float_model(name, cfg, seed, work)
     rows = _peer_rows(name, base, data, folder)
     deltas = DELTAS[name][:1] if quick else DELTAS[name]
     for delta in deltas:

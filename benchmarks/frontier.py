@@ -6,16 +6,17 @@
 
 For every model and seed: train the float model (`run.train_float`, the seed sets the
 initialisation and the batches), then from the same float weights: int8 post-training
-quantization, tfmot `cluster_weights` 16/layer (tf_keras subprocess, `run.run_tf_keras`) and WFN
-under each fixing rule and delta (`run.fix_with_wfn`, ``fix_weights(rule=...)``). Every row keeps
+quantization, tfmot `cluster_weights` 16/layer on the first seed (tf_keras subprocess,
+`run.run_tf_keras`) and WFN under the fixing rules and deltas of `PLAN` (`run.fix_with_wfn`,
+``fix_weights(rule=...)``, the optimizer state carried between stages: `CALLBACK_KWARGS`). Every row keeps
 which test images it got right, so each drop is PAIRED: the float model and the compressed model
 are scored on the same images of the same seed. Per seed the standard error of the drop is
 ``std(c_float - c_row) / sqrt(n)`` over the n test images (c = 1 if right); over S seeds the
 mean drop has the error ``sqrt(sum of the seeds' SE^2) / S``, and the spread is the seeds' range.
 A row is lossless when its mean drop over the seeds is at most 0.5 points.
 
-Results are saved after every row (``--json``), so an interrupted run keeps what it measured and
-a rerun skips the rows already there (same model, seed and row).
+Results are saved after every row (the ``.json`` beside ``--output``), so an interrupted run keeps
+what it measured and a rerun skips the rows already there (same model, seed and row).
 """
 
 from __future__ import annotations

@@ -1,18 +1,22 @@
 """WFN against its peers, measured side by side in one run; writes RESULTS.md and PNG plots.
 
-    python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~25 min, 2 cores)
-    python benchmarks/run.py --quick --output out  # CI smoke (~3 min): demo CNN only, tiny epochs, nothing committed touched
+    python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~30 min idle, 2 cores)
+    python benchmarks/run.py --quick --output out  # CI smoke (~1 min): demo CNN only, tiny epochs, nothing committed touched
 
 Sections (see benchmarks/README.md for the method):
 
 1. compression at equal accuracy: float / tfmot ``cluster_weights`` (16 and 8 clusters per
-   layer, tf_keras subprocess) / int8 post-training quantization / WFN at several deltas, on
-   the demo CNN, an MLP and keras.applications.MobileNetV2(alpha=0.35), all trained here on
-   scikit-learn's digits;
+   layer, tf_keras subprocess) / int8 post-training quantization / Keras 3 ``model.quantize``
+   (int8, int4) / WFN at several deltas (also BN folded or frozen first, ``int8_exact=True``
+   and ``distance="auto"`` via `tfmot_wfn.search_distance`), on the demo CNN, an MLP and
+   keras.applications.MobileNetV2(alpha=0.35) trained on scikit-learn's digits, and a CIFAR
+   ResNet-20 trained on real CIFAR-10 photos;
 2. clustering speed and memory (`benchmarks/clustering_speed.py`, run as a subprocess);
 3. training-step overhead: WFN-wrapped / plain (Keras 3) next to tfmot ``prune_low_magnitude`` /
    plain (tf_keras subprocess);
-4. TFLite interpreter latency (1 thread): palette (decoded at load, as stored) and int8 vs float.
+4. TFLite interpreter latency (1 thread): palette (decoded at load, as stored), int8 and WFN
+   int8-exact vs float;
+5. WFN int8-exact (``export_tflite(mode="int8")``) next to int8 PTQ of the same fixed model.
 
 tfmot is never imported in this process (it switches TensorFlow to legacy Keras): every tfmot
 part runs in ``benchmarks/peers_tf_keras.py`` with ``TF_USE_LEGACY_KERAS=1``; weights travel as
@@ -433,19 +437,28 @@ def keras_quantize_row(base, data, mode: str) -> Dict:
     return row
 
 
+def trained_float_model(name, cfg, seed, work):
+    """The model's data, its work folder and its float model trained under the run settings.
+
+    Returns ``(data, folder, base, float_epochs, float_seconds)``.
+    """
+    data = models.dataset(name, seed)
+    folder = os.path.join(work, name)
+    os.makedirs(folder, exist_ok=True)
+    float_epochs = cfg["float_epochs"] or models.MODELS[name]["float_epochs"]
+    say(f"[{name}] float training: {float_epochs} epochs")
+    base, float_seconds = train_float(name, data, float_epochs, seed)
+    return data, folder, base, float_epochs, float_seconds
+
+
 def compression_benchmark(name, cfg, seed, work) -> Dict:
     import keras
 
     spec = models.MODELS[name]
-    data = models.dataset(name, seed)
-    folder = os.path.join(work, name)
-    os.makedirs(folder, exist_ok=True)
-    float_epochs = cfg["float_epochs"] or spec["float_epochs"]
     eps = cfg["epochs_per_stage"]
     ft_epochs = fine_tune_epochs(eps)
     lr = FINE_TUNE_LR[name]
-    say(f"[{name}] float training: {float_epochs} epochs")
-    base, float_seconds = train_float(name, data, float_epochs, seed)
+    data, folder, base, float_epochs, float_seconds = trained_float_model(name, cfg, seed, work)
     weights = os.path.join(folder, "float.npz")
     models.save_layer_weights(base, weights)
     rows = []

@@ -118,7 +118,7 @@ class _SortedPool:
     range counts cheap without re-compacting the array.
     """
 
-    def __init__(self, values: np.ndarray, indices: np.ndarray):
+    def __init__(self, values: np.ndarray, indices: np.ndarray, zero_order: str = "index"):
         self.s = values  # float32, ascending
         self.idx = indices  # original flat index of each sorted entry
         self.size = values.size
@@ -130,7 +130,7 @@ class _SortedPool:
         self.n_alive = self.size
         self.first = 0
         self.last = self.size - 1
-        self.zero_order = "index"  # see `_first_by_zero_order`
+        self.zero_order = zero_order  # see `_first_by_zero_order`
 
     def max_abs(self) -> float:
         if self.n_alive == 0:
@@ -362,7 +362,7 @@ def _known_centres(w: np.ndarray, fixed_in: np.ndarray, palette, zero_distance: 
     return pending, used
 
 
-def _free_pool(w: np.ndarray, fixed_in: np.ndarray) -> "_SortedPool":
+def _free_pool(w: np.ndarray, fixed_in: np.ndarray, zero_order: str) -> "_SortedPool":
     """The free weights, sorted by value (one sort), as a `_SortedPool`."""
     index_type = np.int32 if w.size < 2**31 else np.int64
     if not fixed_in.any():
@@ -370,7 +370,7 @@ def _free_pool(w: np.ndarray, fixed_in: np.ndarray) -> "_SortedPool":
     else:
         free = np.flatnonzero(~fixed_in).astype(index_type)
         sorted_idx = free[np.argsort(w[free])]
-    return _SortedPool(w[sorted_idx], sorted_idx)
+    return _SortedPool(w[sorted_idx], sorted_idx, zero_order)
 
 
 def fixing_stage(
@@ -430,8 +430,7 @@ def fixing_stage(
     pending, used = _known_centres(w, fixed_in, palette, zero_distance)
     taken = int(np.count_nonzero(fixed_in))
     newly = 0
-    pool = _free_pool(w, fixed_in)
-    pool.zero_order = zero_order
+    pool = _free_pool(w, fixed_in, zero_order)
 
     order, allowed, steps, max_order = 0, float(distance), 0, 0
     while taken < quota and (pool.n_alive or pending):

@@ -51,7 +51,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.utils.power_of_two_codes import MAX_CODE, fit_power_of_two, value_exponents
+from tfmot_wfn.utils.power_of_two_codes import (
+    MAX_CODE, fit_power_of_two, holding_exponents, value_exponents,
+)
 
 _NO_EXPONENT = np.iinfo(np.int64).max  # a channel with no non-zero fixed value
 
@@ -90,18 +92,6 @@ class ChannelBlock:
         outer = (self.stop - self.start) // (self.channels * self.inner)
         flat[self.start:self.stop] = np.asarray(rows).reshape(
             self.channels, outer, self.inner).transpose(1, 0, 2).ravel()
-
-
-def holding_exponents(largest: np.ndarray, max_code: int = MAX_CODE) -> np.ndarray:
-    """Per entry, the smallest ``e`` with ``largest <= max_code * 2^e`` (0 where largest is 0)."""
-    m = np.asarray(largest, np.float64)
-    positive = m > 0
-    safe = np.where(positive, m, 1.0)
-    e = np.ceil(np.log2(safe) - np.log2(max_code)).astype(np.int64)
-    # log2 rounds: settle the boundary exactly (ldexp is exact).
-    e = np.where(np.ldexp(float(max_code), e) < safe, e + 1, e)
-    e = np.where(np.ldexp(float(max_code), e - 1) >= safe, e - 1, e)
-    return np.where(positive, e, 0)
 
 
 def channel_exponents(weights: np.ndarray, fixed: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -341,6 +341,5 @@ def int8_tensor_reasons(model, entry: Optional[Dict]) -> Dict[Tuple[int, int], s
 __all__ = ["INT8_METADATA_NAME", "InexactChannel", "Int8Target", "Int8Weight", "MAX_CODE",
            "PowerOfTwoFit", "WEIGHT_OPS", "channel_rows", "dequantized_weight",
            "finest_exponent", "fit_power_of_two", "from_channel_rows", "int8_tensor_reasons",
-           "widest_codes",
-           "int8_weight_ops",
-           "read_int8_metadata", "rewrite_weight", "write_int8_metadata"]
+           "int8_weight_ops", "read_int8_metadata", "rewrite_weight", "widest_codes",
+           "write_int8_metadata"]

@@ -101,6 +101,18 @@ def fit_power_of_two(values: np.ndarray, max_code: int = MAX_CODE) -> PowerOfTwo
     return PowerOfTwoFit(True, e, codes.astype(np.int8))
 
 
+def holding_exponents(largest: np.ndarray, max_code: int = MAX_CODE) -> np.ndarray:
+    """Per entry, the smallest ``e`` with ``largest <= max_code * 2^e`` (0 where largest is 0)."""
+    m = np.asarray(largest, np.float64)
+    positive = m > 0
+    safe = np.where(positive, m, 1.0)
+    e = np.ceil(np.log2(safe) - np.log2(max_code)).astype(np.int64)
+    # log2 rounds: settle the boundary exactly (ldexp is exact).
+    e = np.where(np.ldexp(float(max_code), e) < safe, e + 1, e)
+    e = np.where(np.ldexp(float(max_code), e - 1) >= safe, e - 1, e)
+    return np.where(positive, e, 0)
+
+
 def widest_codes(fit: PowerOfTwoFit, max_code: int = MAX_CODE) -> PowerOfTwoFit:
     """An exact `fit` moved to the finest power-of-two scale at which its codes still fit.
 
@@ -118,15 +130,15 @@ def widest_codes(fit: PowerOfTwoFit, max_code: int = MAX_CODE) -> PowerOfTwoFit:
     """
     if not fit.exact or fit.exponent is None or fit.codes.size == 0:
         return fit
-    largest = int(np.max(np.abs(fit.codes.astype(np.int64))))
+    codes = fit.codes.astype(np.int64)
+    largest = int(np.max(np.abs(codes)))
     if largest == 0:
         return fit
-    shift = 0
-    while largest << (shift + 1) <= max_code:
-        shift += 1
-    codes = (fit.codes.astype(np.int64) << shift).astype(np.int8)
+    # The finest step that holds the largest code (`holding_exponents`), in steps of 2^exponent.
+    shift = -int(holding_exponents(np.array([largest]), max_code)[0])
+    codes = (codes << shift).astype(np.int8)
     return PowerOfTwoFit(True, fit.exponent - shift, codes, fit.reason)
 
 
 __all__ = ["MAX_CODE", "PowerOfTwoFit", "finest_exponent", "fit_power_of_two",
-           "value_exponents", "widest_codes"]
+           "holding_exponents", "value_exponents", "widest_codes"]
