@@ -6,7 +6,7 @@
 
 For every model and seed: train the float model (`run.train_float`, the seed sets the
 initialisation and the batches), then from the same float weights: int8 post-training
-quantization, tfmot `cluster_weights` 16/layer on the first seed (tf_keras subprocess,
+quantization, tfmot `cluster_weights` 16/layer on every seed (tf_keras subprocess,
 `run.run_tf_keras`) and WFN under the fixing rules and deltas of `PLAN` (`run.fix_with_wfn`,
 ``fix_weights(rule=...)``, the optimizer state carried between stages: `CALLBACK_KWARGS`). Every row keeps
 which test images it got right, so each drop is PAIRED: the float model and the compressed model
@@ -39,18 +39,18 @@ import models  # noqa: E402
 import run  # noqa: E402  (the shared training / measuring helpers; sets up sys.path)
 from paired_stats import LOSSLESS_POINTS, combine_seeds, pack, paired_drop, unpack  # noqa: E402
 
-RULES = ("nearest_capped", "capped", "paper", "bounded", "nearest")
+RULES = ("third", "nearest_capped", "capped", "paper", "bounded", "nearest")
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.015, 0.03), ("nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
-    "mobilenetv2_cifar": ((0.015,), ("nearest_capped", "capped"), ("paper", "bounded"), 1),
-    "cnn": ((0.015, 0.03, 0.05), ("nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mlp": ((0.015, 0.03, 0.05), ("nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mobilenetv2": ((0.0075, 0.015), (), ("nearest_capped", "capped", "paper", "bounded"), 1),
+    "resnet20": ((0.015, 0.03), ("third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
+    "mobilenetv2_cifar": ((0.015,), ("third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
+    "cnn": ((0.015, 0.03, 0.05), ("third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
+    "mlp": ((0.015, 0.03, 0.05), ("third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
+    "mobilenetv2": ((0.0075, 0.015), (), ("third", "nearest_capped", "capped", "paper", "bounded"), 1),
 }
 #: Every row of this benchmark carries the optimizer state over between stages, as its first
 #: run did (before UpdateFixingStep's fresh_optimizer became the default); the fresh optimizer
-#: is measured in training_ablation.md. Peers (tfmot) run on the first seed only.
+#: is measured in training_ablation.md. Peers (tfmot) run on every seed.
 CALLBACK_KWARGS = {"fresh_optimizer": False}
 DEFAULT_MODELS = ("resnet20", "mobilenetv2_cifar", "cnn", "mlp")
 
@@ -80,7 +80,7 @@ def _int8_row(base, data, folder) -> Dict:
 def _planned_rows(name: str, seed_index: int, quick: bool):
     deltas, rules, first_only, eps = PLAN[name]
     rows = [("float", None, None), ("int8 PTQ", None, None)]
-    if not quick and seed_index == 0:
+    if not quick:
         rows.append(("tfmot-16", None, None))
     use = list(rules) + (list(first_only) if seed_index == 0 else [])
     for delta in deltas:
@@ -88,9 +88,25 @@ def _planned_rows(name: str, seed_index: int, quick: bool):
     return rows, eps
 
 
-def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool) -> None:
+def _float_model(name: str, data, epochs: int, seed: int, cache: Optional[str]):
+    """`run.train_float`, or the weights it saved under ``cache`` (seconds: None) when there."""
     import keras
 
+    path = os.path.join(cache, f"{name}-seed{seed}-epochs{epochs}.npz") if cache else None
+    if path and os.path.isfile(path):
+        keras.utils.set_random_seed(seed)
+        base = models.build(name, keras)
+        models.load_layer_weights(base, path)
+        return base, None
+    base, seconds = run.train_float(name, data, epochs, seed)
+    if path:
+        os.makedirs(cache, exist_ok=True)
+        models.save_layer_weights(base, path)
+    return base, seconds
+
+
+def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
+                  float_cache: Optional[str] = None) -> None:
     data = models.dataset(name, 0)
     spec = models.MODELS[name]
     per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),
@@ -103,7 +119,9 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool)
         epochs = 2 if quick else spec["float_epochs"]
         eps = 1 if quick else eps
         run.say(f"[{name} seed {seed}] float training: {epochs} epochs")
-        base, seconds = run.train_float(name, data, epochs, seed)
+        base, seconds = _float_model(name, data, epochs, seed, float_cache)
+        if seconds is None:  # from the cache: keep the training time measured with it
+            seconds = done.get("float", {}).get("seconds")
         float_row = {**_keras_row(base, data), "seconds": seconds}
         if "float" in done and done["float"]["correct"] != float_row["correct"]:
             # Retraining did not reproduce the float model: earlier rows are not paired with it.
@@ -269,7 +287,7 @@ def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
              f"{LOSSLESS_POINTS} points. Method: the script's docstring. Fine-tuning carries the "
              "optimizer state over between stages (`UpdateFixingStep(fresh_optimizer=False)`, the "
              "default when this run started; the fresh optimizer, now the default, is measured in "
-             "[training_ablation.md](training_ablation.md)). tfmot runs on the first seed only.", ""]
+             "[training_ablation.md](training_ablation.md)).", ""]
     if picture:
         lines += [f"![accuracy drop against unique values per rule]({os.path.basename(png)})", ""]
     for name, per_model in results.items():
@@ -288,6 +306,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 float epochs, 1 epoch a stage, no tfmot")
     parser.add_argument("--output", default=os.path.join(HERE, "FRONTIER.md"))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--float-cache", default=None, metavar="DIR",
+                        help="save each trained float model here and reuse it on a rerun "
+                             "(the float row still checks that it scores as the saved one)")
     args = parser.parse_args(argv)
     json_path = os.path.splitext(args.output)[0] + ".json"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -307,7 +328,7 @@ def main(argv=None) -> int:
 
     start = time.time()
     for name in args.models:
-        measure_model(name, list(range(args.seeds)), results, save, args.quick)
+        measure_model(name, list(range(args.seeds)), results, save, args.quick, args.float_cache)
         write_report(results, args.output, None)
     print(write_report(results, args.output, time.time() - start))
     return 0

@@ -17,6 +17,7 @@ def test_rules_map_to_their_stage_options():
     assert fixing_rules.stage_options("capped") == options(False, DISTANCE_CAP)
     assert fixing_rules.stage_options("nearest_capped") == options(True, DISTANCE_CAP)
     assert fixing_rules.stage_options("bounded") == options(False, DISTANCE_CAP, MAX_MOVE)
+    assert fixing_rules.stage_options("third") == options(False, None, MAX_MOVE)
     assert MAX_MOVE == 1 / 3
     assert fixing_rules.DEFAULT_RULE in fixing_rules.RULES
 
@@ -46,7 +47,27 @@ def test_paper_rule_drags_far_weights_where_the_other_rules_do_not():
     for name in fixing_rules.RULES:
         result = fixing_stage(w, None, 1.0, 0.05, **fixing_rules.stage_options(name))
         dragged[name] = int(np.count_nonzero(result.values[300:] == 1.0))
-    assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0, "bounded": 0}
+    assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0, "bounded": 0,
+                       "third": 0}
+
+
+def test_third_rule_lets_stragglers_join_a_used_centre_where_the_cap_does_not():
+    # 300 weights just off 1.0 and 3 stragglers at 0.85 (a move of 0.18 onto 1.0), a = 0.015:
+    # with them the mean distance stays below a. They are not 1.0's own voters and 0.18 > 3a, so
+    # "nearest_capped" and "capped" open a second value for them; "third" (any weight within
+    # max(a, 1/3)) and the paper's rule fix them to 1.0. At 0.5 (> 1/3) "third" refuses them.
+    rng = np.random.default_rng(2)
+    gammas = (1.0 + rng.uniform(-0.01, 0.01, 300)).astype(np.float32)
+    for straggler, third_values in ((0.85, 1), (0.5, 2)):
+        w = np.concatenate([gammas, np.full(3, straggler, np.float32)])
+        values = {name: fixing_stage(w, None, 1.0, 0.015, **fixing_rules.stage_options(name)).values
+                  for name in ("third", "paper", "nearest_capped", "capped")}
+        assert np.unique(values["third"]).size == third_values
+        assert np.unique(values["paper"]).size == 1
+        assert np.unique(values["nearest_capped"]).size == 2
+        assert np.unique(values["capped"]).size == 2
+        moved = np.abs(values["third"] - w) / np.abs(w)
+        assert moved.max() <= 1 / 3 + 1e-6
 
 
 def test_bounded_rule_caps_moves_at_a_third_when_the_distance_is_large():
@@ -86,7 +107,8 @@ def _dragging_dense(rule):
 
 
 @pytest.mark.parametrize("rule, dragged", [("paper", 10), ("nearest", 0), ("capped", 0),
-                                           ("nearest_capped", 0), ("bounded", 0)])
+                                           ("nearest_capped", 0), ("bounded", 0),
+                                           ("third", 0)])
 def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
     import tfmot_wfn
     from tfmot_wfn.keras.network import FixingNetwork

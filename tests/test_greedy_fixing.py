@@ -153,7 +153,8 @@ def assert_same(fast, ref_values, ref_fixed):
     seed=st.integers(0, 2**16),
     prefixed=st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]),
     rule=st.sampled_from([(3.0, True), (3.0, True), (3.0, False), (None, False), (1.5, False),
-                          (None, True), (3.0, False, 1 / 3), (None, True, 0.05)]),
+                          (None, True), (3.0, False, 1 / 3), (None, True, 0.05),
+                          (None, False, 1 / 3)]),
     zero_order=st.sampled_from(ZERO_ORDERS),
 )
 def test_fixing_stage_equals_reference_over_schedule(w, schedule, palette, seed, prefixed, rule, zero_order):
@@ -265,7 +266,7 @@ def test_equals_reference_on_paper_schedule_larger_n():
         [(0.2, 0.5), (0.7, 1.0)],
     ]),
     rule=st.sampled_from([(3.0, True), (3.0, False), (None, False), (None, True),
-                          (3.0, False, 1 / 3)]),
+                          (3.0, False, 1 / 3), (None, False, 1 / 3)]),
     zero_order=st.sampled_from(ZERO_ORDERS),
 )
 def test_equals_reference_large_n(n, seed, scale, duplicates, schedule, rule, zero_order):

@@ -13,6 +13,12 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
 * ``"bounded"``: any free weight no farther than ``max(a, min(DISTANCE_CAP * a, MAX_MOVE))``:
   as ``"capped"`` at small distances, and no weight moves more than 1/3 of its value (as
   far as rounding to a power of two may move it) when ``a`` is large.
+* ``"third"`` (the default): any free weight no farther than ``max(a, MAX_MOVE)``: no weight
+  moves more than rounding it to a power of two could (1/3 of its value) unless the stage's
+  ``a`` itself is larger. Far moves (BatchNorm gammas dragging kernel weights of 0.3-0.5
+  onto 1.0, popular centres pulling whole ranges at a large ``a``) are out; the last,
+  scattered weights of the late stages may still join a centre already in use instead of
+  opening a new one, as under the paper's rule.
 
 ```python
 from tfmot_wfn.core import fixing_rules
@@ -52,6 +58,7 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
                f"the centre's own voters within {DISTANCE_CAP:g}a"),
     FixingRule("bounded", False, DISTANCE_CAP,
                f"any free weight within max(a, min({DISTANCE_CAP:g}a, 1/3))", MAX_MOVE),
+    FixingRule("third", False, None, "any free weight within max(a, 1/3)", MAX_MOVE),
 )}
 DEFAULT_RULE = "nearest_capped"
 
