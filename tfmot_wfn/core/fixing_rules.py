@@ -9,7 +9,8 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   gammas at 1.0) can drag far weights onto it.
 * ``"nearest"``: only the centre's own voters (weights whose nearest candidate it is).
 * ``"capped"``: any free weight no farther than ``DISTANCE_CAP * a``.
-* ``"nearest_capped"``: both restrictions (the default of tfmot_wfn 0.1).
+* ``"nearest_capped"``: both restrictions (the default of tfmot_wfn 0.1; a saved wrapper
+  config without a ``rule`` is from then and keeps it: `LEGACY_DEFAULT_RULE`).
 * ``"bounded"``: any free weight no farther than ``max(a, min(DISTANCE_CAP * a, MAX_MOVE))``:
   as ``"capped"`` at small distances, and no weight moves more than 1/3 of its value (as
   far as rounding to a power of two may move it) when ``a`` is large.
@@ -60,7 +61,9 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
                f"any free weight within max(a, min({DISTANCE_CAP:g}a, 1/3))", MAX_MOVE),
     FixingRule("third", False, None, "any free weight within max(a, 1/3)", MAX_MOVE),
 )}
-DEFAULT_RULE = "nearest_capped"
+DEFAULT_RULE = "third"
+#: The rule of wrapper configs saved before ``rule`` was written into every config.
+LEGACY_DEFAULT_RULE = "nearest_capped"
 
 
 def get_rule(name: str) -> FixingRule:
@@ -77,4 +80,4 @@ def stage_options(name: str) -> Dict:
     return get_rule(name).stage_options()
 
 
-__all__ = ["DEFAULT_RULE", "FixingRule", "RULES", "get_rule", "stage_options"]
+__all__ = ["DEFAULT_RULE", "FixingRule", "LEGACY_DEFAULT_RULE", "RULES", "get_rule", "stage_options"]

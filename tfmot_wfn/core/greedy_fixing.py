@@ -405,7 +405,9 @@ def fixing_stage(
         text reads; then a centre with many very close weights (BatchNorm gammas
         at 1.0) drags far ones onto it (measured on MobileNetV2: weights of 0.31
         fixed to 1.0), and popular centres pull whole ranges of weights one way.
-        ``nearest_only=False, distance_cap=None`` is the text's rule exactly.
+        ``nearest_only=False, distance_cap=None`` is the text's rule exactly. These
+        defaults are the "nearest_capped" rule; `fix_weights` passes its rule's options
+        (`tfmot_wfn.core.fixing_rules`, default "third").
       max_move: a relative move no per-weight bound may exceed, whatever ``a``: the
         bound becomes ``max(a, min(distance_cap * a, max_move))`` (never below ``a``, so
         it cannot stop a step that the mean alone would let through: the first weight

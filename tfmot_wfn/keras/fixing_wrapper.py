@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
+from tfmot_wfn.core.fixing_rules import DEFAULT_RULE, LEGACY_DEFAULT_RULE
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras import fixing_schedule as schedules
@@ -328,11 +328,11 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             "fix_biases": self.fix_biases,
             "fix_batchnorm": self.fix_batchnorm,
             "palette_capacity": self.palette_capacity,
+            # Always written: a config without it is from before the default changed.
+            "rule": self.fixing_config.rule,
         })
         if self.preserve_sparsity:  # absent otherwise: configs of earlier versions load
             config["preserve_sparsity"] = True
-        if self.fixing_config.rule != DEFAULT_RULE:  # likewise
-            config["rule"] = self.fixing_config.rule
         if self.int8_exact:  # likewise
             config["int8_exact"] = True
         return config
@@ -341,6 +341,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        config.setdefault("rule", LEGACY_DEFAULT_RULE)  # saved by tfmot_wfn 0.1
         schedule = config.pop("fixing_schedule", None)
         if isinstance(schedule, dict):
             schedule = schedules.deserialize(schedule)
