@@ -195,7 +195,7 @@ CIFAR_SAVED_RUN_NOTE = """> **About the outputs saved in this notebook.** They c
 > (Adam 3e-3, cosine decay), the ten-stage schedule with **1 epoch a stage** (Adam 1e-4), and the
 > same for the command-line run; the whole notebook took 16.5 minutes on that machine, which
 > was shared with other jobs. It ran before `UpdateFixingStep` began to start each stage with a
-> fresh optimizer state (now the default), so these outputs carried the state over, and before the default fixing rule became `third` (they used `nearest_capped`). Its accuracies are those of a ResNet-20 trained on 4,000 photos
+> fresh optimizer state (now the default), so these outputs carried the state over, and before the default fixing rule became `late_third` (they used `nearest_capped`). Its accuracies are those of a ResNet-20 trained on 4,000 photos
 > (float 67%), far below what the full data give, and with one short epoch a stage the fixed
 > models lose about 2-3 points here. On Colab (with a GPU runtime) tfds downloads CIFAR-10 and
 > the same cells train on the full **50,000 training / 10,000 test** images with the full

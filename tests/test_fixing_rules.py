@@ -18,6 +18,14 @@ def test_rules_map_to_their_stage_options():
     assert fixing_rules.stage_options("nearest_capped") == options(True, DISTANCE_CAP)
     assert fixing_rules.stage_options("bounded") == options(False, DISTANCE_CAP, MAX_MOVE)
     assert fixing_rules.stage_options("third") == options(False, None, MAX_MOVE)
+    # "late_third": nearest_capped while the schedule's fraction is <= 0.9, then as "third".
+    assert fixing_rules.LATE_AFTER == 0.9
+    for fraction in (None, 0.3, 0.8, 0.9):
+        assert fixing_rules.stage_options("late_third", fraction) == options(True, DISTANCE_CAP)
+    for fraction in (0.95, 0.999, 1.0):
+        assert fixing_rules.stage_options("late_third", fraction) == options(False, None, MAX_MOVE)
+    for name in ("paper", "nearest", "capped", "nearest_capped", "bounded", "third"):
+        assert fixing_rules.stage_options(name, 1.0) == fixing_rules.stage_options(name, 0.3)
     assert MAX_MOVE == 1 / 3
     assert fixing_rules.DEFAULT_RULE in fixing_rules.RULES
 
@@ -51,7 +59,7 @@ def test_paper_rule_drags_far_weights_where_the_other_rules_do_not():
         result = fixing_stage(w, None, 1.0, 0.05, **fixing_rules.stage_options(name))
         dragged[name] = int(np.count_nonzero(result.values[300:] == 1.0))
     assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0, "bounded": 0,
-                       "third": 0}
+                       "third": 0, "late_third": 0}
 
 
 def test_third_rule_lets_stragglers_join_a_used_centre_where_the_cap_does_not():
@@ -111,7 +119,7 @@ def _dragging_dense(rule):
 
 @pytest.mark.parametrize("rule, dragged", [("paper", 10), ("nearest", 0), ("capped", 0),
                                            ("nearest_capped", 0), ("bounded", 0),
-                                           ("third", 0)])
+                                           ("third", 0), ("late_third", 0)])
 def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
     import tfmot_wfn
     from tfmot_wfn.keras.network import FixingNetwork
@@ -124,6 +132,28 @@ def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
     assert f"fixing rule: {rule}" in str(tfmot_wfn.report(fixed))
 
 
+@pytest.mark.parametrize("rule, values", [("late_third", 1), ("nearest_capped", 2)])
+def test_late_third_gets_the_schedule_fraction_from_the_network_stage(rule, values):
+    # The straggler pool (300 weights near 1.0, 3 at 0.85) in a Dense, a stage at 0.995 (past
+    # LATE_AFTER): "late_third" fixes the stragglers to 1.0, as "third" does; "nearest_capped",
+    # which it would be without the fraction, gives them a value of their own.
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.network import FixingNetwork
+
+    rng = np.random.default_rng(2)
+    w = np.concatenate([(1.0 + rng.uniform(-0.01, 0.01, 300)), np.full(3, 0.85)]).astype(np.float32)
+    model = keras.Sequential([keras.Input((w.size,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([w.reshape(-1, 1)])
+    fixed = tfmot_wfn.fix_weights(model, distance=0.015, rule=rule)
+    tfmot_wfn.run_fixing_stage(fixed, 0.995, 0.015)
+    got, mask = FixingNetwork.of(fixed).flat_weights()
+    assert mask.sum() == 301
+    assert np.unique(got[mask]).size == values
+    expected = fixing_stage(w, None, 0.995, 0.015, **fixing_rules.stage_options(rule, 0.995))
+    np.testing.assert_array_equal(got, expected.values)
+
+
 def test_the_rule_round_trips_through_the_config_and_old_configs_load():
     from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 
@@ -132,8 +162,8 @@ def test_the_rule_round_trips_through_the_config_and_old_configs_load():
     assert config["rule"] == "paper"
     assert WeightFixingWrapper.from_config(config).fixing_config.rule == "paper"
     default = _dragging_dense(fixing_rules.DEFAULT_RULE).layers[0].get_config()
-    assert default["rule"] == fixing_rules.DEFAULT_RULE == "third"
-    assert WeightFixingWrapper.from_config(default).fixing_config.rule == "third"
+    assert default["rule"] == fixing_rules.DEFAULT_RULE == "late_third"
+    assert WeightFixingWrapper.from_config(default).fixing_config.rule == "late_third"
     # tfmot_wfn 0.1 wrote no rule for its default: such a config resumes with that rule.
     del default["rule"]
     assert WeightFixingWrapper.from_config(default).fixing_config.rule == "nearest_capped"

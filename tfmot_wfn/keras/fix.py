@@ -193,10 +193,12 @@ def fix_weights(
         fractions apply to the remaining weights (a stage at fraction f fixes
         ``s + (1 - s) * f`` of all weights, s the share of zeros). Needs built layers.
       rule: which free weights a greedy step may fix to the centre it chose
-        (`tfmot_wfn.core.fixing_rules`): ``"third"`` (default: any free weight within
-        ``max(a, 1/3)`` of it, a the stage's distance: no weight moves more than rounding
-        it to a power of two could), ``"nearest_capped"`` (only weights whose nearest
-        candidate is that centre, none farther than 3a: the default of tfmot_wfn 0.1),
+        (`tfmot_wfn.core.fixing_rules`): ``"late_third"`` (default: ``"nearest_capped"``
+        until the schedule has fixed 90% of the weights, ``"third"`` after), ``"third"``
+        (any free weight within ``max(a, 1/3)`` of it, a the stage's distance: no weight
+        moves more than rounding it to a power of two could), ``"nearest_capped"`` (only
+        weights whose nearest candidate is that centre, none farther than 3a: the default
+        of tfmot_wfn 0.1),
         ``"nearest"``, ``"capped"``, ``"bounded"`` (any free weight within
         ``max(a, min(3a, 1/3))``), or ``"paper"`` (any free weight, as the paper's text
         reads: fewest unique values; a centre with many close weights, such as BatchNorm

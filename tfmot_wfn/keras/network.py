@@ -370,6 +370,7 @@ class FixingNetwork:
         See the module-level `run_fixing_stage` for the semantics.
         """
         fraction = check_real("fraction", fraction, 0.0, 1.0, high_open=False)
+        options = stage_options(self.rule, fraction)  # of the schedule's fraction
         distance = check_real("distance", distance, 0.0)
         values, masks = self.weight_arrays()
         if not any(a.size for a in values):
@@ -383,7 +384,7 @@ class FixingNetwork:
             share = min(1.0, preserved / flat_w.size)
             fraction = min(1.0, share + (1.0 - share) * fraction)
         result = fixing_stage(flat_w, flat_m, fraction, distance, self.zero_distance,
-                              palette=self.palette(), **stage_options(self.rule))
+                              palette=self.palette(), **options)
         snapped = 0
         if self.int8_exact:
             # Before the compute-dtype rounding: codes within 127 times 2^e are exact in
