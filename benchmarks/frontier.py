@@ -1,6 +1,7 @@
 """The compression frontier over seeds: accuracy against unique values per fixing rule, with paired errors.
 
-    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~1.5 h on 2 cores
+    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~2.5 h on 2 cores
+    python benchmarks/frontier.py --float-cache ~/wfn_floats   # the same, keeping the float models for a rerun
     python benchmarks/frontier.py --models cnn --seeds 1 --quick --output /tmp/f.md   # smoke, ~1 min
     python benchmarks/frontier.py --report-only          # rewrite FRONTIER.md from FRONTIER.json
 
@@ -39,20 +40,20 @@ import models  # noqa: E402
 import run  # noqa: E402  (the shared training / measuring helpers; sets up sys.path)
 from paired_stats import LOSSLESS_POINTS, combine_seeds, pack, paired_drop, unpack  # noqa: E402
 
-RULES = ("third", "nearest_capped", "capped", "paper", "bounded", "nearest")
+RULES = ("late_third", "third", "nearest_capped", "capped", "paper", "bounded", "nearest")
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.015, 0.03), ("third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
-    "mobilenetv2_cifar": ((0.015,), ("third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
-    "cnn": ((0.015, 0.03, 0.05), ("third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mlp": ((0.015, 0.03, 0.05), ("third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mobilenetv2": ((0.0075, 0.015), (), ("third", "nearest_capped", "capped", "paper", "bounded"), 1),
+    "resnet20": ((0.015, 0.03), ("late_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
+    "mobilenetv2_cifar": ((0.015,), ("late_third", "third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
+    "cnn": ((0.015, 0.03, 0.05), ("late_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
+    "mlp": ((0.015, 0.03, 0.05), ("late_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
+    "mobilenetv2": ((0.0075, 0.015), ("late_third", "third", "nearest_capped"), ("capped", "paper"), 1),
 }
 #: Every row of this benchmark carries the optimizer state over between stages, as its first
 #: run did (before UpdateFixingStep's fresh_optimizer became the default); the fresh optimizer
 #: is measured in training_ablation.md. Peers (tfmot) run on every seed.
 CALLBACK_KWARGS = {"fresh_optimizer": False}
-DEFAULT_MODELS = ("resnet20", "mobilenetv2_cifar", "cnn", "mlp")
+DEFAULT_MODELS = ("resnet20", "mobilenetv2_cifar", "cnn", "mlp", "mobilenetv2")
 
 
 # ------------------------------------------------------------------------------------ measuring
@@ -107,6 +108,8 @@ def _float_model(name: str, data, epochs: int, seed: int, cache: Optional[str]):
 
 def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                   float_cache: Optional[str] = None) -> None:
+    import keras
+
     data = models.dataset(name, 0)
     spec = models.MODELS[name]
     per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),

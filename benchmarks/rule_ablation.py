@@ -49,7 +49,7 @@ def run_schedule(pool: np.ndarray, delta: float, rule: str):
     n = len(FRACTIONS)
     for i, fraction in enumerate(FRACTIONS):
         result = fixing_stage(values, fixed, fraction, max(delta, delta * (n - i)), palette=palette,
-                              **fixing_rules.stage_options(rule))
+                              **fixing_rules.stage_options(rule, fraction))
         values, fixed, palette = result.values, result.fixed, result.palette
     return int(np.unique(values + np.float32(0)).size), float(entropy_bits(values))
 
