@@ -814,6 +814,8 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
     import keras
     import tensorflow as tf
 
+    from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
+
     rel = os.path.relpath
     L = []
     photo_models = [r["model"] for r in results if models.MODELS.get(r["model"], {}).get("data") == "cifar10"]
@@ -827,7 +829,8 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           f"(1437 training, 360 test images: one test image = 0.28 points)"
           + (", and for " + ", ".join(photo_models) + " real CIFAR-10 photographs (4,000 training, "
              "1,085 held-out test images, `benchmarks/models.py` `cifar10_photos`: one test image = "
-             "0.09 points; one seed, so no error bars yet)" if photo_models else "") + ".", ""]
+             "0.09 points; one seed here: FRONTIER.md has three)" if photo_models else "") + ". "
+          f"WFN rows use the fixing rule `{DEFAULT_RULE}` (the default).", ""]
     # headline
     heads = [headline(r) for r in results]
     L += ["## Headline", ""]
