@@ -57,14 +57,6 @@ DEFAULT_MODELS = ("resnet20", "mobilenetv2_cifar", "cnn", "mlp", "mobilenetv2")
 
 
 # ------------------------------------------------------------------------------------ measuring
-def _keras_row(model, data) -> Dict:
-    _, x_test, _, y_test = data
-    correct = np.argmax(np.asarray(model.predict(x_test, batch_size=256, verbose=0)), -1) == y_test
-    row = {"accuracy": float(correct.mean()), "correct": pack(correct)}
-    row.update(run.keras_value_stats(model))
-    return row
-
-
 def _int8_row(base, data, folder) -> Dict:
     from tfmot_wfn import lite
 
@@ -89,23 +81,6 @@ def _planned_rows(name: str, seed_index: int, quick: bool):
     return rows, eps
 
 
-def _float_model(name: str, data, epochs: int, seed: int, cache: Optional[str]):
-    """`run.train_float`, or the weights it saved under ``cache`` (seconds: None) when there."""
-    import keras
-
-    path = os.path.join(cache, f"{name}-seed{seed}-epochs{epochs}.npz") if cache else None
-    if path and os.path.isfile(path):
-        keras.utils.set_random_seed(seed)
-        base = models.build(name, keras)
-        models.load_layer_weights(base, path)
-        return base, None
-    base, seconds = run.train_float(name, data, epochs, seed)
-    if path:
-        os.makedirs(cache, exist_ok=True)
-        models.save_layer_weights(base, path)
-    return base, seconds
-
-
 def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                   float_cache: Optional[str] = None) -> None:
     import keras
@@ -121,11 +96,10 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
             continue
         epochs = 2 if quick else spec["float_epochs"]
         eps = 1 if quick else eps
-        run.say(f"[{name} seed {seed}] float training: {epochs} epochs")
-        base, seconds = _float_model(name, data, epochs, seed, float_cache)
+        base, seconds = run.cached_float_model(name, data, epochs, seed, float_cache)
         if seconds is None:  # from the cache: keep the training time measured with it
             seconds = done.get("float", {}).get("seconds")
-        float_row = {**_keras_row(base, data), "seconds": seconds}
+        float_row = {**run.scored_row(base, data), "seconds": seconds}
         if "float" in done and done["float"]["correct"] != float_row["correct"]:
             # Retraining did not reproduce the float model: earlier rows are not paired with it.
             run.say(f"[{name} seed {seed}] float model differs from the saved one: redoing the seed")
@@ -149,12 +123,12 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                                       "clipnorm": run.CLIPNORM, "seed": seed})
                     clustered = models.build(name, keras)
                     models.load_layer_weights(clustered, out)
-                    row = _keras_row(clustered, data)
+                    row = run.scored_row(clustered, data)
                 elif rule is not None:
                     final, _, info = run.fix_with_wfn(name, base, data, delta, eps, seed,
                                                       run.FINE_TUNE_LR[name], rule=rule,
                                                       callback_kwargs=CALLBACK_KWARGS)
-                    row = {**_keras_row(final, data), "rule": rule, "delta": delta, "wfn": info}
+                    row = {**run.scored_row(final, data), "rule": rule, "delta": delta, "wfn": info}
                 else:
                     continue
                 row["seconds"] = time.perf_counter() - start

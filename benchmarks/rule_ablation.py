@@ -1,4 +1,4 @@
-"""The four fixing rules on ResNet-shaped weight pools, without training (pure numpy, seconds).
+"""The fixing rules on ResNet-shaped weight pools, without training (pure numpy, seconds).
 
     python benchmarks/rule_ablation.py                  # writes benchmarks/rule_ablation.md
 

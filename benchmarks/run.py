@@ -143,6 +143,16 @@ def keras_value_stats(model) -> Dict:
     return out
 
 
+def scored_row(model, data) -> Dict:
+    """Test accuracy, which test images the model got right (packed, for paired drops:
+    `paired_stats`) and `keras_value_stats`: a row of frontier.py and training_ablation.py."""
+    from paired_stats import pack
+
+    _, x_test, _, y_test = data
+    correct = np.argmax(np.asarray(model.predict(x_test, batch_size=256, verbose=0)), -1) == y_test
+    return {"accuracy": float(correct.mean()), "correct": pack(correct), **keras_value_stats(model)}
+
+
 def tflite_value_stats(path: str) -> Dict:
     """Unique values / entropy of the constants of a (quantized) TFLite file, dequantized.
 
@@ -239,6 +249,25 @@ def train_float(name, data, epochs, seed):
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0)
     return model, time.perf_counter() - start
+
+
+def cached_float_model(name, data, epochs, seed, cache: Optional[str]):
+    """`train_float`, saving the weights under ``cache`` (a folder; None: no cache), or the
+    weights saved there by an earlier run, reloaded (then the seconds are None)."""
+    import keras
+
+    path = os.path.join(cache, f"{name}-seed{seed}-epochs{epochs}.npz") if cache else None
+    if path and os.path.isfile(path):
+        model = models.build(name, keras)
+        models.load_layer_weights(model, path)
+        compile_model(model, FINE_TUNE_LR[name])
+        return model, None
+    say(f"[{name} seed {seed}] float training: {epochs} epochs")
+    model, seconds = train_float(name, data, epochs, seed)
+    if path:
+        os.makedirs(cache, exist_ok=True)
+        models.save_layer_weights(model, path)
+    return model, seconds
 
 
 def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, callback_kwargs=None, **fix_kwargs):

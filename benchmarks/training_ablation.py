@@ -115,32 +115,6 @@ def fix_row(name, base, data, delta, seed, variant):
     return final, seconds, info
 
 
-def _keras_row(model, data) -> Dict:
-    _, x_test, _, y_test = data
-    correct = np.argmax(np.asarray(model.predict(x_test, batch_size=256, verbose=0)), -1) == y_test
-    return {"accuracy": float(correct.mean()), "correct": paired_stats.pack(correct),
-            **run.keras_value_stats(model)}
-
-
-def float_model(name, data, seed, quick, cache: str):
-    """The float model of `seed`: trained (`run.train_float`), or reloaded from `cache` when a
-    resumed run trained it before (so that every row of a seed starts from the same weights)."""
-    import keras
-
-    path = os.path.join(cache, f"{name}_seed{seed}{'_quick' if quick else ''}.npz")
-    if os.path.exists(path):
-        model = models.build(name, keras)
-        models.load_layer_weights(model, path)
-        run.compile_model(model, run.FINE_TUNE_LR[name])
-        return model, None
-    epochs = 2 if quick else models.MODELS[name]["float_epochs"]
-    run.say(f"[{name} seed {seed}] float training: {epochs} epochs")
-    model, seconds = run.train_float(name, data, epochs, seed)
-    os.makedirs(cache, exist_ok=True)
-    models.save_layer_weights(model, path)
-    return model, seconds
-
-
 def measure_model(name, seeds, deltas, variants, results, save, quick, cache) -> None:
     data = models.dataset(name, 0)
     spec = models.MODELS[name]
@@ -151,8 +125,9 @@ def measure_model(name, seeds, deltas, variants, results, save, quick, cache) ->
         done = per_model["seeds"].setdefault(str(seed), {})
         if all(label in done for label, _, _ in planned):
             continue
-        base, seconds = float_model(name, data, seed, quick, cache)
-        row = _keras_row(base, data)
+        epochs = 2 if quick else spec["float_epochs"]
+        base, seconds = run.cached_float_model(name, data, epochs, seed, cache)
+        row = run.scored_row(base, data)
         if "float" in done and done["float"]["correct"] != row["correct"]:
             if seconds is None:
                 raise SystemExit(f"{name} seed {seed}: the cached float weights in {cache} do not give "
@@ -166,7 +141,7 @@ def measure_model(name, seeds, deltas, variants, results, save, quick, cache) ->
             if label in done:
                 continue
             final, seconds, info = fix_row(name, base, data, delta, seed, variant)
-            done[label] = {**_keras_row(final, data), "variant": variant, "delta": delta,
+            done[label] = {**run.scored_row(final, data), "variant": variant, "delta": delta,
                            "wfn": info, "seconds": seconds}
             row = done[label]
             run.say(f"[{name} seed {seed}] {label:<30s} acc {row['accuracy']:.4f} fixed unique "
@@ -283,6 +258,7 @@ def main(argv=None) -> int:
     if "today" not in args.variants:
         args.variants.insert(0, "today")
     path = os.path.splitext(args.output)[0] + ".json"
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     results = json.load(open(path)) if os.path.exists(path) else {}
     all_deltas = sorted(set(args.deltas) | {r["delta"] for m in results.values() if isinstance(m, dict)
                                            for rows in m.get("seeds", {}).values()

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
-import paired_stats as frontier  # noqa: E402
+import paired_stats  # noqa: E402
 
 
 def _paired_reference(a, b):
@@ -32,26 +32,26 @@ def test_paired_drop_equals_the_reference_on_random_outcomes():
     for _ in range(50):
         n = int(rng.integers(2, 400))
         a, b = rng.random(n) < rng.random(), rng.random(n) < rng.random()
-        drop, se = frontier.paired_drop(a, b)
+        drop, se = paired_stats.paired_drop(a, b)
         ref_drop, ref_se = _paired_reference(a, b)
         assert drop == pytest.approx(ref_drop, abs=1e-9) and se == pytest.approx(ref_se, abs=1e-9)
 
 
 def test_identical_models_drop_nothing_with_no_error_and_pairing_beats_unpaired():
     same = np.array([1, 0, 1, 1, 0, 1], bool)
-    assert frontier.paired_drop(same, same) == (0.0, 0.0)
+    assert paired_stats.paired_drop(same, same) == (0.0, 0.0)
     # The compressed model gets one more image wrong out of 1,000 and agrees on the rest:
     # the paired error is ~0.1 points, far below the unpaired binomial ~2 points.
     rng = np.random.default_rng(1)
     base = rng.random(1000) < 0.6
     worse = base.copy()
     worse[np.flatnonzero(base)[0]] = False
-    drop, se = frontier.paired_drop(base, worse)
+    drop, se = paired_stats.paired_drop(base, worse)
     assert drop == pytest.approx(0.1) and se == pytest.approx(0.1, rel=0.01)
 
 
 def test_seeds_combine_as_independent_estimates():
-    got = frontier.combine_seeds([0.5, -0.2, 0.3], [0.3, 0.4, 0.2])
+    got = paired_stats.combine_seeds([0.5, -0.2, 0.3], [0.3, 0.4, 0.2])
     assert got["seeds"] == 3 and got["drop"] == pytest.approx(0.2)
     assert got["se"] == pytest.approx(math.sqrt(0.09 + 0.16 + 0.04) / 3)
     assert (got["min"], got["max"]) == (-0.2, 0.5)
@@ -61,4 +61,4 @@ def test_correct_vectors_survive_the_json_packing():
     rng = np.random.default_rng(2)
     for n in (1, 7, 8, 9, 1085):
         c = rng.random(n) < 0.5
-        assert np.array_equal(frontier.unpack(frontier.pack(c), n), c)
+        assert np.array_equal(paired_stats.unpack(paired_stats.pack(c), n), c)

@@ -19,8 +19,8 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   itself is larger. Far moves (BatchNorm gammas dragging kernel weights of 0.3-0.5 onto
   1.0, popular centres pulling whole ranges at a large ``a``) are out, and scattered
   weights may join a centre already in use instead of opening a new one, as under the
-  paper's rule. Fewest values of the safe rules on plain conv nets (ResNet); on MobileNetV2
-  its non-nearest moves of the bulk cost accuracy (benchmarks/FRONTIER.md).
+  paper's rule. It still lets the bulk join centres that are not its nearest, which
+  MobileNetV2 does not tolerate (benchmarks/FRONTIER.md).
 * ``"late_third"`` (the default): ``"nearest_capped"`` while the schedule fixes the first
   ``LATE_AFTER`` (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on
   its nearest candidate, and the last, scattered weights join centres in use instead of
@@ -68,6 +68,7 @@ class FixingRule:
                 "max_move": self.max_move}
 
 
+_THIRD = FixingRule("third", False, None, "any free weight within max(a, 1/3)", MAX_MOVE)
 RULES: Dict[str, FixingRule] = {r.name: r for r in (
     FixingRule("paper", False, None, "any free weight (the paper's text)"),
     FixingRule("nearest", True, None, "only the centre's own voters"),
@@ -76,12 +77,10 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
                f"the centre's own voters within {DISTANCE_CAP:g}a"),
     FixingRule("bounded", False, DISTANCE_CAP,
                f"any free weight within max(a, min({DISTANCE_CAP:g}a, 1/3))", MAX_MOVE),
-    FixingRule("third", False, None, "any free weight within max(a, 1/3)", MAX_MOVE),
+    _THIRD,
     FixingRule("late_third", True, DISTANCE_CAP,
                f"nearest_capped up to {LATE_AFTER:g} of the weights, then as third",
-               late_after=LATE_AFTER,
-               late=FixingRule("late_third (late stages)", False, None,
-                               "any free weight within max(a, 1/3)", MAX_MOVE)),
+               late_after=LATE_AFTER, late=_THIRD),
 )}
 DEFAULT_RULE = "late_third"
 #: The rule of wrapper configs saved before ``rule`` was written into every config.

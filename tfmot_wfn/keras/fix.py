@@ -198,12 +198,11 @@ def fix_weights(
         (any free weight within ``max(a, 1/3)`` of it, a the stage's distance: no weight
         moves more than rounding it to a power of two could), ``"nearest_capped"`` (only
         weights whose nearest candidate is that centre, none farther than 3a: the default
-        of tfmot_wfn 0.1),
-        ``"nearest"``, ``"capped"``, ``"bounded"`` (any free weight within
-        ``max(a, min(3a, 1/3))``), or ``"paper"`` (any free weight, as the paper's text
-        reads: fewest unique values; a centre with many close weights, such as BatchNorm
-        gammas at 1.0, can drag far weights onto it). Recorded in `report` and the
-        TensorBoard summaries.
+        of tfmot_wfn 0.1), ``"nearest"``, ``"capped"``, ``"bounded"`` (any free weight
+        within ``max(a, min(3a, 1/3))``), or ``"paper"`` (any free weight, as the paper's
+        text reads: fewest unique values; a centre with many close weights, such as
+        BatchNorm gammas at 1.0, can drag far weights onto it). Recorded in `report` and
+        the TensorBoard summaries.
       int8_exact: keep every output channel of every kernel (Dense, Conv, depthwise,
         separable) exactly int8 codes times ONE power-of-two scale, so that
         ``lite.export_tflite(..., mode="int8")`` stores every kernel exactly. Each stage
