@@ -11,7 +11,7 @@ import keras_helpers
 from keras_helpers import L, keras
 
 import tfmot_wfn
-from tfmot_wfn.apps.distance_search import top1_accuracy
+from tfmot_wfn.apps.distance_search import _Costs, top1_accuracy
 
 DELTAS = (0.01, 0.03, 0.3)
 
@@ -54,6 +54,30 @@ def test_cost_stays_within_the_budget(search, digits):
     assert search.budget_steps == 3 * 10 * steps_per_epoch
     assert search.train_steps <= search.budget_steps
     assert search.train_steps == sum(r.train_steps for r in search.frontier)
+    full = [r.seconds for r in search.frontier if r.source == "full"]
+    assert search.full_run_seconds == pytest.approx(np.mean(full))
+    assert search.budget_seconds == pytest.approx(3 * search.full_run_seconds)
+    assert f"x one full run ({search.full_run_seconds:.0f} s)" in str(search)
+
+
+def test_the_seconds_budget_counts_what_a_run_costs_besides_its_batches():
+    costs = _Costs(full_steps=100, budget=3)
+    assert costs.full_run() is None and costs.affordable(5, 5)  # nothing timed yet
+    # A proxy of 10 batches at 0.2 s took 12 s: 10 s of overhead, so a full run ~ 10 + 100 * 0.2.
+    costs.record("proxy", seconds=12.0, steps=10, step_seconds=0.2)
+    assert costs.full_run() == pytest.approx(30.0) and costs.budget_seconds() == pytest.approx(90.0)
+    assert costs.affordable(1, 1)  # 12 + 12 + 30
+    assert costs.affordable(1, 2)  # 12 + 12 + 60
+    assert not costs.affordable(2, 2)  # 12 + 24 + 60 > 90
+    # A measured full run replaces the estimate.
+    costs.record("full", seconds=40.0, steps=100, step_seconds=0.3)
+    assert costs.full_run() == pytest.approx(40.0) and costs.used == pytest.approx(52.0)
+    assert costs.affordable(0, 1) and not costs.affordable(0, 2)  # 92 <= 120 < 132
+    # Batches dominate: the overhead is small, and proxies are cheap against the budget.
+    cheap = _Costs(full_steps=100, budget=3)
+    cheap.record("proxy", seconds=2.5, steps=10, step_seconds=0.2)  # overhead 0.5 s
+    assert cheap.full_run() == pytest.approx(20.5)
+    assert cheap.affordable(5, 2) and not cheap.affordable(8, 2)  # 2.5 + 12.5 + 41 <= 61.5 < 2.5 + 20 + 41
 
 
 def test_proxies_bisect_the_candidates_and_full_runs_start_at_the_last_passing_one(search):

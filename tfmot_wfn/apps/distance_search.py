@@ -20,8 +20,12 @@ How it searches, at a bounded cost:
    proxy trains less, so it is pessimistic): after a run within ``tolerance`` the next larger
    delta is tried (unless its proxy fell more than ``5 * proxy_slack`` below the tolerance), after
    one outside it the next smaller, until the boundary is found.
-3. The budget is counted in training batches: all runs together use at most ``budget`` times
-   the batches of one full run (3 by default), and a full run is always left for. The chosen
+3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
+   runs together train at most ``budget`` times the batches of one full run) and in seconds
+   (all runs together take at most ``budget`` times one full run's wall time: what a run costs
+   besides its batches, i.e. cloning, fixing stages, tracing and evaluation, is measured on the
+   first run and is the same for a proxy, so a model whose runs are mostly that overhead gets
+   fewer proxies). A full run is always left for. The chosen
    model is the largest-delta full run within tolerance (else the most accurate full run);
    `DistanceSearch.within_tolerance` says which.
 
@@ -76,6 +80,8 @@ class DistanceSearch(JsonReport):
       frontier: every run, proxies and full runs, in the order they ran.
       train_steps / budget_steps: training batches used, and the most allowed.
       seconds: wall time of the search.
+      full_run_seconds: one full run's seconds (measured, or estimated from the proxies).
+      budget_seconds: the most the runs may take: ``budget * full_run_seconds``.
     """
 
     distance: float
@@ -88,6 +94,8 @@ class DistanceSearch(JsonReport):
     train_steps: int
     budget_steps: int
     seconds: float
+    full_run_seconds: float = float("nan")
+    budget_seconds: float = float("nan")
 
     def to_dict(self) -> Dict:
         """Everything but the model (``frontier`` as a list of dicts)."""
@@ -99,8 +107,9 @@ class DistanceSearch(JsonReport):
         lines = [f"distance search: float accuracy {self.float_accuracy:.4f}, tolerance "
                  f"{self.tolerance:.4f}; chose delta {self.distance:g} (accuracy "
                  f"{self.accuracy:.4f}, {'within' if self.within_tolerance else 'NOT within'} "
-                 f"tolerance); {self.train_steps} of {self.budget_steps} budgeted training steps, "
-                 f"{self.seconds:.0f} s",
+                 f"tolerance); {self.train_steps} of {self.budget_steps} budgeted training steps; "
+                 f"{self.seconds:.0f} s, {self.seconds / self.full_run_seconds:.1f}x one full run "
+                 f"({self.full_run_seconds:.0f} s)",
                  f"{'delta':>8} {'source':>6} {'unique':>7} {'entropy':>8} {'accuracy':>9} "
                  f"{'drop (pts)':>10}"]
         for r in self.frontier:
@@ -185,51 +194,120 @@ def _compiled_settings(model, loss, optimizer) -> Tuple[Any, Dict]:
     return loss, keras.optimizers.serialize(optimizer)
 
 
-def _fixed_run(model, training: _Training, distance: float, steps_per_stage: int) -> Tuple[Any, int]:
-    """Fix ``model`` at ``distance`` with ``steps_per_stage`` batches a stage; (stripped, steps)."""
+class _StepTimer(keras.callbacks.Callback):
+    """Wall time of every training batch (the fixing stage, run before the batch, excluded
+    when this callback comes after `UpdateFixingStep`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: List[float] = []
+        self._start = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _fixed_run(model, training: _Training, distance: float,
+               steps_per_stage: int) -> Tuple[Any, int, float]:
+    """Fix ``model`` at ``distance`` with ``steps_per_stage`` batches a stage;
+    (stripped, steps, median seconds of a training batch)."""
     schedule = StagedFixing(steps_per_stage=steps_per_stage)
     fixed = fix_weights(model, fixing_schedule=schedule, distance=distance, **training.fix_kwargs)
     fixed.compile(optimizer=keras.optimizers.deserialize(training.optimizer_config),
                   loss=training.loss)
     epochs = len(PAPER_FRACTIONS)  # one epoch a stage; the last fires at its first batch
+    timer = _StepTimer()
     fixed.fit(training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0, shuffle=False,
-              callbacks=[UpdateFixingStep(verbose=0)])
-    return strip_fixing(fixed), epochs * steps_per_stage
+              callbacks=[UpdateFixingStep(verbose=0), timer])
+    return strip_fixing(fixed), epochs * steps_per_stage, float(np.median(timer.seconds))
+
+
+class _Costs:
+    """The search's cost in seconds and its estimate of one full run.
+
+    A run costs its wall time: cloning, fixing stages, tracing, training, stripping and
+    evaluation. What does not scale with the batches (everything but the training batches)
+    is the same for a proxy and a full run, so one full run is estimated from any run as
+    ``overhead + full_steps * median batch seconds``; once full runs were measured, by their
+    mean. With few batches a stage (a small data set, a big model) the overhead dominates and
+    proxies buy little: the budget then leaves room for fewer of them.
+    """
+
+    def __init__(self, full_steps: int, budget: float):
+        self.full_steps, self.budget = int(full_steps), float(budget)
+        self.used = 0.0
+        self._projected: List[float] = []  # full-run estimates from each run
+        self._full: List[float] = []  # measured full runs
+        self._proxy: List[float] = []  # measured proxies
+
+    def record(self, source: str, seconds: float, steps: int, step_seconds: float) -> None:
+        self.used += float(seconds)
+        overhead = max(0.0, float(seconds) - steps * float(step_seconds))
+        self._projected.append(overhead + self.full_steps * float(step_seconds))
+        (self._full if source == "full" else self._proxy).append(float(seconds))
+
+    def full_run(self) -> Optional[float]:
+        """Estimated seconds of one full run (None before any run)."""
+        if self._full:
+            return float(np.mean(self._full))
+        return float(np.median(self._projected)) if self._projected else None
+
+    def budget_seconds(self) -> Optional[float]:
+        full = self.full_run()
+        return None if full is None else self.budget * full
+
+    def affordable(self, proxies: int, full_runs: int) -> bool:
+        """Whether ``proxies`` more proxies and ``full_runs`` more full runs fit in the budget
+        (always, before any run has been timed)."""
+        full = self.full_run()
+        if full is None:
+            return True
+        proxy = float(np.mean(self._proxy)) if self._proxy else full
+        return self.used + proxies * proxy + full_runs * full <= self.budget * full
 
 
 class _Runs:
-    """Runs fixing jobs for the search and keeps the frontier and the steps used."""
+    """Runs fixing jobs for the search and keeps the frontier and what they cost."""
 
-    def __init__(self, model, training: _Training, validation, budget_steps: int,
+    def __init__(self, model, training: _Training, validation, budget: float, full_steps: int,
                  say: Callable[..., None]):
         self.model, self.training, self.validation = model, training, validation
-        self.budget_steps, self.say = budget_steps, say
+        self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
+        self.say = say
         self.stages = len(PAPER_FRACTIONS)
         self.frontier: List[FrontierRow] = []
         self.used = 0
+        self.costs = _Costs(full_steps, budget)
 
-    def affordable(self, steps: int) -> bool:
-        return self.used + steps <= self.budget_steps
+    def affordable(self, proxy_steps: int = 0, full_runs: int = 1) -> bool:
+        """Whether a proxy of ``proxy_steps`` batches (0: none) and then ``full_runs`` full
+        runs fit in the budget, in training batches and in (estimated) seconds."""
+        steps = self.used + proxy_steps + full_runs * self.full_steps
+        return steps <= self.budget_steps and self.costs.affordable(int(proxy_steps > 0), full_runs)
 
     def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
         keras.utils.set_random_seed(self.training.seed)
         t0 = time.time()
-        fixed, steps = _fixed_run(self.model, self.training, distance, steps_per_stage)
+        fixed, steps, step_seconds = _fixed_run(self.model, self.training, distance, steps_per_stage)
         self.used += steps
         row = _measure(fixed, self.validation, distance, source, t0, steps)
+        self.costs.record(source, row.seconds, steps, step_seconds)
         self.frontier.append(row)
         self.say(f"  {source} run, delta {distance:g}: accuracy {row.accuracy:.4f}, "
-                 f"{row.unique_values} values, {row.entropy_bits:.3f} bits")
+                 f"{row.unique_values} values, {row.entropy_bits:.3f} bits, {row.seconds:.0f} s")
         return row, fixed
 
 
 def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int,
-                    full_steps: int, threshold: float) -> int:
+                    threshold: float) -> int:
     """Index of the largest candidate whose proxy accuracy reaches ``threshold`` (bisection,
     assuming accuracy falls as delta grows); 0 when none does or the budget allows no proxy."""
     proxy_cost = runs.stages * proxy_stage_steps
     low, high = -1, len(candidates)  # candidates[low] passed (or none), candidates[high] failed
-    while high - low > 1 and runs.affordable(proxy_cost + full_steps):
+    while high - low > 1 and runs.affordable(proxy_cost, full_runs=1):
         middle = (low + high + 1) // 2
         row, _ = runs.run(candidates[middle], proxy_stage_steps, "proxy")
         if row.accuracy >= threshold:
@@ -252,11 +330,10 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
     """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
     after a failure, until the boundary is found or the budget ends. Returns the
     largest-delta passing run, else the most accurate one."""
-    full_steps = runs.stages * full_stage_steps
     passing: Optional[Tuple[FrontierRow, Any]] = None
     best: Optional[Tuple[FrontierRow, Any]] = None
     index, direction = start, 0
-    while 0 <= index < len(candidates) and (best is None or runs.affordable(full_steps)):
+    while 0 <= index < len(candidates) and (best is None or runs.affordable(full_runs=1)):
         row, fixed = runs.run(candidates[index], full_stage_steps, "full")
         if best is None or row.accuracy > best[0].accuracy:
             best = (row, fixed)
@@ -323,7 +400,9 @@ def search_distance(
       deltas: the candidate distances.
       epochs_per_stage: epochs of re-training between stages in the full runs.
       batch_size: for ``(x, y)`` arrays.
-      budget: all runs together train at most this many times the batches of one full run.
+      budget: all runs together train at most this many times the batches of one full run,
+        and take at most this many times its seconds (estimated from the first run until a
+        full run is measured).
       proxy_steps: batches a stage in a proxy run (default: a tenth of an epoch, at least 1).
       proxy_slack: extra accuracy drop a proxy may show and still be tried in a full run.
       seed: seeds Keras (weights order, shuffling) for every run.
@@ -355,18 +434,18 @@ def search_distance(
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
         f"candidate deltas; budget {budget_steps} training steps ({budget:g} full runs)")
 
-    runs = _Runs(model, training, validation_data, budget_steps, say)
+    runs = _Runs(model, training, validation_data, budget, full_steps, say)
     proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
     threshold = float_accuracy - tolerance
-    start_at = _bisect_proxies(runs, candidates, proxy_stage_steps, full_steps,
-                               threshold - proxy_slack)
+    start_at = _bisect_proxies(runs, candidates, proxy_stage_steps, threshold - proxy_slack)
     ceiling = max(start_at, _ceiling(runs, candidates, threshold - 5 * proxy_slack))
     row, fixed = _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold)
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
         tolerance=float(tolerance), within_tolerance=row.accuracy >= float_accuracy - tolerance,
         frontier=runs.frontier, train_steps=runs.used, budget_steps=budget_steps,
-        seconds=time.time() - started)
+        seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
+        budget_seconds=float(runs.costs.budget_seconds()))
 
 
 __all__ = ["DEFAULT_DELTAS", "DistanceSearch", "FrontierRow", "search_distance", "top1_accuracy"]
