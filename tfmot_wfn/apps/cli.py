@@ -340,10 +340,11 @@ def _report(args) -> int:
         payload["plots"] = plots
     from tfmot_wfn.apps.hardware_section import hardware_cost_section
     payload["hardware_cost"], hardware_text = hardware_cost_section(model, output, not args.no_plots)
-    with open(os.path.join(output, "report.json"), "w") as f:
-        json.dump(payload, f, indent=2)
-    with open(os.path.join(output, "report.txt"), "w") as f:
-        f.write(str(rep) + "\n")
+    from tfmot_wfn.utils.atomic_files import write_bytes_atomically, write_json_atomically
+
+    # Atomic: a report interrupted halfway never replaces the last whole one.
+    write_json_atomically(os.path.join(output, "report.json"), payload)
+    write_bytes_atomically(os.path.join(output, "report.txt"), (str(rep) + "\n").encode())
     if args.json:
         say(json.dumps(payload, indent=2))
     else:

@@ -9,12 +9,13 @@ Writes the fixed model (`.keras`, stripped: plain Keras layers) and
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Dict, Optional
 
 import numpy as np
+
+from tfmot_wfn.utils.atomic_files import write_json_atomically
 
 #: Batch size of the float training and of the fixing.
 BATCH_SIZE = 32
@@ -113,8 +114,7 @@ def run_demo(
     say("[4/4] exporting for mobile: palette TFLite, float TFLite, entropy-coded archive")
     results["mobile"] = _export_mobile(final, output_dir, digits.x_test, digits.y_test)
     results["seconds"] = time.time() - start
-    with open(os.path.join(output_dir, "report.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json_atomically(os.path.join(output_dir, "report.json"), results)
     _print_results(say, results, rep, output_dir)
     return results
 
