@@ -193,11 +193,11 @@ CIFAR_SAVED_RUN_NOTE = """> **About the outputs saved in this notebook.** They c
 > subset `WFN_CIFAR10_NPZ` (5,085 photos of the CIFAR-10 training set: **4,000 for training,
 > 1,085 held out for testing**) and used the local settings: ResNet-20, **25 float epochs**
 > (Adam 3e-3, cosine decay), the ten-stage schedule with **1 epoch a stage** (Adam 1e-4), and the
-> same for the command-line run; the whole notebook took 16.5 minutes on that machine, which
-> was shared with other jobs. It ran before `UpdateFixingStep` began to start each stage with a
-> fresh optimizer state (now the default), so these outputs carried the state over, and before the default fixing rule became `late_third` (they used `nearest_capped`). Its accuracies are those of a ResNet-20 trained on 4,000 photos
-> (float 67%), far below what the full data give, and with one short epoch a stage the fixed
-> models lose about 2-3 points here. On Colab (with a GPU runtime) tfds downloads CIFAR-10 and
+> same for the command-line run, with the library's defaults (the `late_third` fixing rule, a
+> fresh optimizer at every stage); the whole notebook took 8.3 minutes on that machine, which
+> was shared with other jobs. Its accuracies are those of a ResNet-20 trained on 4,000 photos
+> (float 67%), far below what the full data give; with one short epoch a stage the fixed
+> models lose 1.8 points here (the Python run) and 3.6 (the command-line run). On Colab (with a GPU runtime) tfds downloads CIFAR-10 and
 > the same cells train on the full **50,000 training / 10,000 test** images with the full
 > settings (60 float epochs, 3 epochs a stage). CI runs this notebook in smoke mode
 > (`WFN_NOTEBOOK_SMOKE=1`: tfds mock data, a ResNet-8, two batches per epoch)."""
