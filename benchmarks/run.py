@@ -1101,14 +1101,13 @@ def auto_distance_targets(results) -> List[str]:
         drop = 100 * (res["float_accuracy"] - auto["accuracy"])
         # Unique values of the FIXED parameters (the palette in use): both rows store the same
         # unfixed BatchNorm moving statistics, which would swamp "all stored" on BN models.
-        fixed = [r.get("wfn", {}).get("fixable_unique") for r in (default, auto)]
-        u = fixed[0] / max(fixed[1], 1) if all(fixed) else default["unique_all"] / max(auto["unique_all"], 1)
-        # One fixing run: fix_weights to strip_fixing (older results: the fine-tuning only).
-        t = auto["seconds"] / max(default.get("wfn", {}).get("run_seconds", default["seconds"]), 1e-9)
+        fixed = [default["wfn"]["fixable_unique"], auto["wfn"]["fixable_unique"]]
+        u = fixed[0] / max(fixed[1], 1)
+        # One fixing run: fix_weights to strip_fixing.
+        t = auto["seconds"] / max(default["wfn"]["run_seconds"], 1e-9)
         what = f"chose delta={auto['delta']:g}, {drop:+.2f} points vs float (test split)"
-        counts = f"{fixed[0]} / {fixed[1]} fixed values, " if all(fixed) else ""
         L.append(f"| {res['model']}: distance=auto >= {TARGET_AUTO_UNIQUE:g}x fewer unique values than "
-                 f"delta=0.015, lossless (drop <= {LOSSLESS_POINTS} points) | {counts}{u:.2f}x ({what}) | "
+                 f"delta=0.015, lossless (drop <= {LOSSLESS_POINTS} points) | {fixed[0]} / {fixed[1]} fixed values, {u:.2f}x ({what}) | "
                  f"{'yes' if u >= TARGET_AUTO_UNIQUE and drop <= LOSSLESS_POINTS else '**no**'} |")
         if tfmot:
             h = tfmot["entropy_all"] / max(auto["entropy_all"], 1e-9)

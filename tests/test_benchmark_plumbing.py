@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-if os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes"):
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
+
+if IS_LEGACY_KERAS:
     # run.py refuses to import under legacy Keras (it measures Keras 3; tfmot runs in a subprocess).
     pytest.skip("the benchmark scripts run under Keras 3", allow_module_level=True)
 

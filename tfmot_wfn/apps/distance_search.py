@@ -23,8 +23,8 @@ How it searches, at a bounded cost:
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
    runs together train at most ``budget`` times the batches of one full run) and in seconds
    (all runs together take at most ``budget`` times one full run's wall time: what a run costs
-   besides its batches, i.e. cloning, fixing stages, tracing and evaluation, is measured on the
-   first run and is the same for a proxy, so a model whose runs are mostly that overhead gets
+   besides its batches, i.e. cloning, fixing stages, tracing and evaluation, is measured on
+   every run and is the same for a proxy, so a model whose runs are mostly that overhead gets
    fewer proxies). A full run is always left for. The chosen
    model is the largest-delta full run within tolerance (else the most accurate full run);
    `DistanceSearch.within_tolerance` says which.
@@ -279,20 +279,20 @@ class _Runs:
         self.say = say
         self.stages = len(PAPER_FRACTIONS)
         self.frontier: List[FrontierRow] = []
-        self.used = 0
+        self.steps_used = 0
         self.costs = _Costs(full_steps, budget)
 
     def affordable(self, proxy_steps: int = 0, full_runs: int = 1) -> bool:
         """Whether a proxy of ``proxy_steps`` batches (0: none) and then ``full_runs`` full
         runs fit in the budget, in training batches and in (estimated) seconds."""
-        steps = self.used + proxy_steps + full_runs * self.full_steps
+        steps = self.steps_used + proxy_steps + full_runs * self.full_steps
         return steps <= self.budget_steps and self.costs.affordable(int(proxy_steps > 0), full_runs)
 
     def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
         keras.utils.set_random_seed(self.training.seed)
         t0 = time.time()
         fixed, steps, step_seconds = _fixed_run(self.model, self.training, distance, steps_per_stage)
-        self.used += steps
+        self.steps_used += steps
         row = _measure(fixed, self.validation, distance, source, t0, steps)
         self.costs.record(source, row.seconds, steps, step_seconds)
         self.frontier.append(row)
@@ -401,9 +401,9 @@ def search_distance(
       epochs_per_stage: epochs of re-training between stages in the full runs.
       batch_size: for ``(x, y)`` arrays.
       budget: all runs together train at most this many times the batches of one full run,
-        and take at most this many times its seconds (estimated from the first run until a
+        and take at most this many times its seconds (estimated from the runs so far until a
         full run is measured).
-      proxy_steps: batches a stage in a proxy run (default: a tenth of an epoch, at least 1).
+      proxy_steps: batches a stage in a proxy run (default: a fifth of an epoch, at least 1).
       proxy_slack: extra accuracy drop a proxy may show and still be tried in a full run.
       seed: seeds Keras (weights order, shuffling) for every run.
       verbose: 1 prints a line per run.
@@ -426,15 +426,13 @@ def search_distance(
     training = _Training(train=train.repeat(), loss=loss,
                          optimizer_config=optimizer_config, fix_kwargs=dict(fix_kwargs),
                          seed=seed)
-    stages = len(PAPER_FRACTIONS)
     full_stage_steps = epochs_per_stage * steps_per_epoch
-    full_steps = stages * full_stage_steps
-    budget_steps = int(budget * full_steps)
+    runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
+                 say)
     float_accuracy = top1_accuracy(model, validation_data)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
-        f"candidate deltas; budget {budget_steps} training steps ({budget:g} full runs)")
+        f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")
 
-    runs = _Runs(model, training, validation_data, budget, full_steps, say)
     proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
     threshold = float_accuracy - tolerance
     start_at = _bisect_proxies(runs, candidates, proxy_stage_steps, threshold - proxy_slack)
@@ -443,7 +441,7 @@ def search_distance(
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
         tolerance=float(tolerance), within_tolerance=row.accuracy >= float_accuracy - tolerance,
-        frontier=runs.frontier, train_steps=runs.used, budget_steps=budget_steps,
+        frontier=runs.frontier, train_steps=runs.steps_used, budget_steps=runs.budget_steps,
         seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
         budget_seconds=float(runs.costs.budget_seconds()))
 
