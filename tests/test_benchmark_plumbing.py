@@ -47,3 +47,46 @@ def test_a_results_file_from_before_the_option_reads_as_carried(tmp_path):
     assert "fresh_optimizer=False" in text and "--optimizer carried" in text
     text = frontier.write_report({"_optimizer": "fresh"}, str(tmp_path / "f.md"), None)
     assert "fresh optimizer at every stage" in text and "--optimizer" not in text
+
+
+def _row(correct, kernels, entropy, rule=None, delta=None, fixed=None):
+    row = {"accuracy": float(np.mean(correct)), "correct": frontier.pack(np.asarray(correct, bool)),
+           "unique_all": kernels + 100, "unique_kernels": kernels, "entropy_all": entropy + 0.1,
+           "entropy_kernels": entropy}
+    if rule:
+        row.update(rule=rule, delta=delta, wfn={"fixable_unique": fixed[0], "fixable_entropy": fixed[1]})
+    return row
+
+
+def _targets(rows_per_seed):
+    per_model = {"title": "t", "test_images": 200, "train_images": 10,
+                 "seeds": {str(s): rows for s, rows in enumerate(rows_per_seed)}}
+    lines = frontier.targets_table({"resnet20": per_model})
+    return [line for line in lines if line.startswith("| resnet20")]
+
+
+def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_paper():
+    default = frontier.fixing_rules.DEFAULT_RULE
+    right = np.ones(200, bool)
+    one_wrong = right.copy()
+    one_wrong[0] = False  # 0.5 points: still lossless
+    two_wrong = one_wrong.copy()
+    two_wrong[1] = False  # 1.0 point
+    seed = {"float": _row(right, 1000, 9.0), "tfmot-16": _row(two_wrong, 350, 7.5),
+            f"WFN {default} delta=0.015": _row(one_wrong, 60, 3.5, default, 0.015, (66, 3.50)),
+            "WFN paper delta=0.015": _row(two_wrong, 50, 3.4, "paper", 0.015, (60, 3.45)),
+            f"WFN {default} delta=0.03": _row(two_wrong, 30, 3.0, default, 0.03, (35, 3.0)),
+            "WFN nearest_capped delta=0.03": _row(one_wrong, 40, 3.1, "nearest_capped", 0.03, (45, 3.1))}
+    headline, rule, larger = _targets([seed, seed])
+    # Lossless at 0.015 only (0.03 loses a point): 350 / 60 = 5.8x values, 7.5 / 3.5 = 2.14x bits.
+    assert "delta 0.015, +0.50" in headline and "5.8x" in headline and "2.14x" in headline
+    assert headline.endswith("| yes |")
+    assert "1.10x" in rule and "1.014x" in rule and rule.endswith("| yes |")  # 66/60, 3.50/3.45
+    assert "+1.00" in larger and "+0.50" in larger and larger.endswith("| **no** |")
+
+    # A row that ran on one seed of two does not count: no lossless default row is left.
+    short = dict(seed)
+    del short[f"WFN {default} delta=0.015"]
+    headline = _targets([seed, short])[0]
+    assert "no lossless row" in headline and "delta 0.03: +1.00" in headline
+    assert headline.endswith("| **no** |")
