@@ -14,7 +14,7 @@ How it searches, at a bounded cost:
 1. **Proxies** (bisection over the sorted candidate deltas, assuming accuracy falls as delta
    grows): the paper's ten stages with a short fine-tune between them (``proxy_steps`` batches
    a stage, a fifth of an epoch by default), then the validation accuracy. A proxy costs about
-   two epochs; bisection over nine candidates runs three or four of them.
+   two epochs; bisection over the ten default candidates runs three or four of them.
 2. **Full runs** (the real schedule, ``epochs_per_stage`` epochs a stage), starting at the
    largest delta whose proxy came within ``tolerance + proxy_slack`` of the float model (the
    proxy trains less, so it is pessimistic): after a run within ``tolerance`` the next larger
@@ -50,7 +50,7 @@ from tfmot_wfn.keras.report import unique_weights, weight_entropy
 from tfmot_wfn.utils.json_report import JsonReport
 
 #: Candidate deltas, from the paper's smallest (0.0075) to where accuracy usually collapses.
-DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08)
+DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1)
 
 
 @dataclasses.dataclass(frozen=True)
