@@ -1,6 +1,6 @@
 """The compression frontier over seeds: accuracy against unique values per fixing rule, with paired errors.
 
-    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~2.5 h on 2 cores
+    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~3 h on 2 cores
     python benchmarks/frontier.py --float-cache ~/wfn_floats   # the same, keeping the float models for a rerun
     python benchmarks/frontier.py --models cnn --seeds 1 --quick --output /tmp/f.md   # smoke, ~1 min
     python benchmarks/frontier.py --report-only          # rewrite FRONTIER.md from FRONTIER.json

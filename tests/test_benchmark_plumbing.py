@@ -90,3 +90,15 @@ def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_
     headline = _targets([seed, short])[0]
     assert "no lossless row" in headline and "delta 0.03: +1.00" in headline
     assert headline.endswith("| **no** |")
+
+
+def test_results_md_copies_the_rule_ablation_of_frontier_md_and_nothing_after_it(tmp_path):
+    path = tmp_path / "FRONTIER.md"
+    assert run.rule_ablation_section(str(path)) == []  # no frontier run yet: no section
+    path.write_text("# F\n\n## Targets\n\n| t |\n\n## Fixing-rule ablation\n\nSame seeds.\n\n| a |\n|---|\n"
+                    "| resnet20 |\n\n## Later\n\nnot this\n")
+    lines = run.rule_ablation_section(str(path))
+    assert lines[0].startswith("## 6. Fixing-rule ablation")
+    text = "\n".join(lines)
+    assert "| resnet20 |" in text and "Same seeds." in text
+    assert "## Targets" not in text and "not this" not in text
