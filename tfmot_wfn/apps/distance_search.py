@@ -13,21 +13,26 @@ How it searches, at a bounded cost:
 
 1. **Proxies** (bisection over the sorted candidate deltas, assuming accuracy falls as delta
    grows): the paper's ten stages with a short fine-tune between them (``proxy_steps`` batches
-   a stage, a fifth of an epoch by default), then the validation accuracy. A proxy costs about
-   two epochs; bisection over the ten default candidates runs three or four of them.
-2. **Full runs** (the real schedule, ``epochs_per_stage`` epochs a stage), starting at the
-   largest delta whose proxy came within ``tolerance + proxy_slack`` of the float model (the
-   proxy trains less, so it is pessimistic): after a run within ``tolerance`` the next larger
-   delta is tried (unless its proxy fell more than ``5 * proxy_slack`` below the tolerance), after
-   one outside it the next smaller, until the boundary is found.
+   a stage, a fifth of an epoch by default), then the validation accuracy. Proxies run while
+   the budget still holds two full runs after them, and while one costs less than half a
+   full run (``PROXY_SHARE``; with a small data set the per-run overhead makes a proxy
+   nearly a full run).
+2. **Full runs** (the real schedule, ``epochs_per_stage`` epochs a stage). After proxies that
+   paid: starting at the largest delta whose proxy came within ``tolerance + proxy_slack`` of
+   the float model (the proxy trains less, so it is pessimistic), after a run within
+   ``tolerance`` the next larger delta is tried (unless its proxy fell more than
+   ``5 * proxy_slack`` below the tolerance), after one outside it the next smaller, until the
+   boundary is found. When proxies did not pay, the bisection goes on with full runs below
+   the smallest delta whose proxy failed; while none has passed, the last affordable run goes
+   to the smallest candidate left.
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
    runs together train at most ``budget`` times the batches of one full run) and in seconds
    (all runs together take at most ``budget`` times one full run's wall time: what a run costs
    besides its batches, i.e. cloning, fixing stages, tracing and evaluation, is measured on
-   every run and is the same for a proxy, so a model whose runs are mostly that overhead gets
-   fewer proxies). A full run is always left for. The chosen
-   model is the largest-delta full run within tolerance (else the most accurate full run);
-   `DistanceSearch.within_tolerance` says which.
+   every run and is the same for a proxy). Two full runs are left for when the budget holds
+   them, so a first full run outside ``tolerance`` can fall back to a smaller delta. The
+   chosen model is the largest-delta full run within tolerance (else the most accurate full
+   run); `DistanceSearch.within_tolerance` says which.
 
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5).
@@ -49,6 +54,9 @@ from tfmot_wfn.keras.fixing_schedule import PAPER_FRACTIONS, StagedFixing
 from tfmot_wfn.keras.report import unique_weights, weight_entropy
 from tfmot_wfn.utils.json_report import JsonReport
 
+#: Proxies are used while one costs less than this share of a full run; past it the search
+#: bisects with full runs.
+PROXY_SHARE = 0.5
 #: Candidate deltas, from the paper's smallest (0.0075) to where accuracy usually collapses.
 DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1)
 
@@ -255,6 +263,10 @@ class _Costs:
             return float(np.mean(self._full))
         return float(np.median(self._projected)) if self._projected else None
 
+    def proxy_run(self) -> Optional[float]:
+        """Mean seconds of the proxies so far (None before any)."""
+        return float(np.mean(self._proxy)) if self._proxy else None
+
     def budget_seconds(self) -> Optional[float]:
         full = self.full_run()
         return None if full is None else self.budget * full
@@ -265,7 +277,7 @@ class _Costs:
         full = self.full_run()
         if full is None:
             return True
-        proxy = float(np.mean(self._proxy)) if self._proxy else full
+        proxy = self.proxy_run() or full
         return self.used + proxies * proxy + full_runs * full <= self.budget * full
 
 
@@ -281,6 +293,16 @@ class _Runs:
         self.frontier: List[FrontierRow] = []
         self.steps_used = 0
         self.costs = _Costs(full_steps, budget)
+        #: Full runs the proxies leave room for: the first, and one more to fall back to a
+        #: smaller delta (or climb to a larger one) when the budget holds two.
+        self.reserved_full_runs = 2 if budget >= 2 else 1
+
+    def proxies_pay(self) -> bool:
+        """Whether a proxy costs less than `PROXY_SHARE` of a full run (estimated): with a
+        small data set the per-run overhead makes a proxy nearly a full run, and a full run
+        answers the question for certain."""
+        proxy, full = self.costs.proxy_run(), self.costs.full_run()
+        return proxy is None or full is None or proxy < PROXY_SHARE * full
 
     def affordable(self, proxy_steps: int = 0, full_runs: int = 1) -> bool:
         """Whether a proxy of ``proxy_steps`` batches (0: none) and then ``full_runs`` full
@@ -302,19 +324,47 @@ class _Runs:
 
 
 def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int,
-                    threshold: float) -> int:
-    """Index of the largest candidate whose proxy accuracy reaches ``threshold`` (bisection,
-    assuming accuracy falls as delta grows); 0 when none does or the budget allows no proxy."""
+                    threshold: float) -> Tuple[int, int, bool]:
+    """Bisection by proxies (assuming accuracy falls as delta grows) while they are affordable
+    beside `_Runs.reserved_full_runs` full runs and pay (`_Runs.proxies_pay`).
+
+    Returns ``(start, high, paid)``: the index of the largest candidate whose proxy accuracy
+    reached ``threshold`` (0 when none did or no proxy ran), the index of the smallest whose
+    proxy fell short (``len(candidates)`` when none did), and whether the proxies paid."""
     proxy_cost = runs.stages * proxy_stage_steps
     low, high = -1, len(candidates)  # candidates[low] passed (or none), candidates[high] failed
-    while high - low > 1 and runs.affordable(proxy_cost, full_runs=1):
+    while high - low > 1 and runs.affordable(proxy_cost, full_runs=runs.reserved_full_runs):
         middle = (low + high + 1) // 2
         row, _ = runs.run(candidates[middle], proxy_stage_steps, "proxy")
         if row.accuracy >= threshold:
             low = middle
         else:
             high = middle
-    return max(low, 0)
+        if not runs.proxies_pay():
+            return max(low, 0), high, False
+    return max(low, 0), high, True
+
+
+def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stage_steps: int,
+                      threshold: float) -> Tuple[FrontierRow, Any]:
+    """Bisection by full runs below ``candidates[high]`` (when a proxy costs about as much as
+    a full run). While no run has passed, the last affordable one goes to the smallest
+    candidate left, the likeliest to pass. Returns the largest-delta passing run, else the
+    most accurate one."""
+    low, high = -1, max(int(high), 1)  # the smallest candidate always gets its full run
+    passing: Optional[Tuple[FrontierRow, Any]] = None
+    best: Optional[Tuple[FrontierRow, Any]] = None
+    while high - low > 1 and (best is None or runs.affordable(full_runs=1)):
+        last_chance = passing is None and best is not None and not runs.affordable(full_runs=2)
+        middle = low + 1 if last_chance else (low + high + 1) // 2
+        row, fixed = runs.run(candidates[middle], full_stage_steps, "full")
+        if best is None or row.accuracy > best[0].accuracy:
+            best = (row, fixed)
+        if row.accuracy >= threshold:
+            low, passing = middle, (row, fixed)  # low only grows: the largest passing delta
+        else:
+            high = middle
+    return passing or best
 
 
 def _ceiling(runs: _Runs, candidates: List[float], floor: float) -> int:
@@ -345,6 +395,16 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
             break  # crossed the boundary, or the next delta's proxy was far past the cliff
         index, direction = index + step, step
     return passing or best
+
+
+def _search(runs: _Runs, candidates: List[float], proxy_stage_steps: int, full_stage_steps: int,
+            threshold: float, proxy_slack: float) -> Tuple[FrontierRow, Any]:
+    """Proxies, then full runs (the module docstring's steps 1 and 2); the chosen run."""
+    start_at, high, paid = _bisect_proxies(runs, candidates, proxy_stage_steps, threshold - proxy_slack)
+    if not paid:
+        return _bisect_full_runs(runs, candidates, high, full_stage_steps, threshold)
+    ceiling = max(start_at, _ceiling(runs, candidates, threshold - 5 * proxy_slack))
+    return _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold)
 
 
 def _measure(model, validation, distance: float, source: str, started: float,
@@ -435,9 +495,7 @@ def search_distance(
 
     proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
     threshold = float_accuracy - tolerance
-    start_at = _bisect_proxies(runs, candidates, proxy_stage_steps, threshold - proxy_slack)
-    ceiling = max(start_at, _ceiling(runs, candidates, threshold - 5 * proxy_slack))
-    row, fixed = _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold)
+    row, fixed = _search(runs, candidates, proxy_stage_steps, full_stage_steps, threshold, proxy_slack)
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
         tolerance=float(tolerance), within_tolerance=row.accuracy >= float_accuracy - tolerance,
