@@ -352,7 +352,8 @@ def _measured_note(per_models: Dict) -> str:
     to the results file: a resumed run's wall time covers only the rows it added."""
     total = sum(row.get("seconds") or 0.0 for per_model in per_models.values()
                 for rows in per_model["seeds"].values() for row in rows.values())
-    return f" (its rows took {total / 3600:.1f} h to measure, over the runs that wrote them)" if total else ""
+    took = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min"
+    return f" (its rows took {took} to measure, over the runs that wrote them)" if total else ""
 
 
 def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:

@@ -102,3 +102,13 @@ def test_results_md_copies_the_rule_ablation_of_frontier_md_and_nothing_after_it
     text = "\n".join(lines)
     assert "| resnet20 |" in text and "Same seeds." in text
     assert "## Targets" not in text and "not this" not in text
+
+
+def test_the_header_sums_the_rows_measuring_time_over_resumed_runs():
+    seeds = {"0": {"float": {"seconds": 1800.0}, "WFN paper delta=0.015": {"seconds": 5400.0}},
+             "1": {"float": {"seconds": None}}}  # a float model from the cache: no time of its own
+    note = frontier._measured_note({"cnn": {"seeds": seeds}, "mlp": {"seeds": {}}})
+    assert note == " (its rows took 2.0 h to measure, over the runs that wrote them)"
+    seeds["0"]["WFN paper delta=0.015"]["seconds"] = 600.0
+    assert "took 40 min to measure" in frontier._measured_note({"cnn": {"seeds": seeds}})
+    assert frontier._measured_note({}) == ""
