@@ -345,26 +345,43 @@ def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int
     return max(low, 0), high, True
 
 
+class _Chosen:
+    """The full runs so far: the largest-delta one within tolerance, else the most accurate."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.passing: Optional[Tuple[FrontierRow, Any]] = None
+        self.best: Optional[Tuple[FrontierRow, Any]] = None
+
+    def add(self, row: FrontierRow, fixed) -> bool:
+        """Keeps ``(row, fixed)`` where it wins; whether the run is within tolerance."""
+        if self.best is None or row.accuracy > self.best[0].accuracy:
+            self.best = (row, fixed)
+        passed = row.accuracy >= self.threshold
+        if passed and (self.passing is None or row.distance > self.passing[0].distance):
+            self.passing = (row, fixed)
+        return passed
+
+    def result(self) -> Tuple[FrontierRow, Any]:
+        return self.passing or self.best
+
+
 def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stage_steps: int,
                       threshold: float) -> Tuple[FrontierRow, Any]:
     """Bisection by full runs below ``candidates[high]`` (when a proxy costs about as much as
     a full run). While no run has passed, the last affordable one goes to the smallest
-    candidate left, the likeliest to pass. Returns the largest-delta passing run, else the
-    most accurate one."""
+    candidate left, the likeliest to pass."""
     low, high = -1, max(int(high), 1)  # the smallest candidate always gets its full run
-    passing: Optional[Tuple[FrontierRow, Any]] = None
-    best: Optional[Tuple[FrontierRow, Any]] = None
-    while high - low > 1 and (best is None or runs.affordable(full_runs=1)):
-        last_chance = passing is None and best is not None and not runs.affordable(full_runs=2)
+    chosen = _Chosen(threshold)
+    while high - low > 1 and (chosen.best is None or runs.affordable(full_runs=1)):
+        last_chance = (chosen.passing is None and chosen.best is not None
+                       and not runs.affordable(full_runs=2))
         middle = low + 1 if last_chance else (low + high + 1) // 2
-        row, fixed = runs.run(candidates[middle], full_stage_steps, "full")
-        if best is None or row.accuracy > best[0].accuracy:
-            best = (row, fixed)
-        if row.accuracy >= threshold:
-            low, passing = middle, (row, fixed)  # low only grows: the largest passing delta
+        if chosen.add(*runs.run(candidates[middle], full_stage_steps, "full")):
+            low = middle
         else:
             high = middle
-    return passing or best
+    return chosen.result()
 
 
 def _ceiling(runs: _Runs, candidates: List[float], floor: float) -> int:
@@ -378,28 +395,21 @@ def _ceiling(runs: _Runs, candidates: List[float], floor: float) -> int:
 def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: int,
                     full_stage_steps: int, threshold: float) -> Tuple[FrontierRow, Any]:
     """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
-    after a failure, until the boundary is found or the budget ends. Returns the
-    largest-delta passing run, else the most accurate one."""
-    passing: Optional[Tuple[FrontierRow, Any]] = None
-    best: Optional[Tuple[FrontierRow, Any]] = None
+    after a failure, until the boundary is found or the budget ends."""
+    chosen = _Chosen(threshold)
     index, direction = start, 0
-    while 0 <= index < len(candidates) and (best is None or runs.affordable(full_runs=1)):
-        row, fixed = runs.run(candidates[index], full_stage_steps, "full")
-        if best is None or row.accuracy > best[0].accuracy:
-            best = (row, fixed)
-        passed = row.accuracy >= threshold
-        if passed and (passing is None or row.distance > passing[0].distance):
-            passing = (row, fixed)
-        step = 1 if passed else -1
+    while 0 <= index < len(candidates) and (chosen.best is None or runs.affordable(full_runs=1)):
+        step = 1 if chosen.add(*runs.run(candidates[index], full_stage_steps, "full")) else -1
         if (direction and step != direction) or index + step > ceiling:
             break  # crossed the boundary, or the next delta's proxy was far past the cliff
         index, direction = index + step, step
-    return passing or best
+    return chosen.result()
 
 
 def _search(runs: _Runs, candidates: List[float], proxy_stage_steps: int, full_stage_steps: int,
             threshold: float, proxy_slack: float) -> Tuple[FrontierRow, Any]:
-    """Proxies, then full runs (the module docstring's steps 1 and 2); the chosen run."""
+    """Proxies, then full runs (the module docstring's steps 1 and 2); the chosen run: the
+    largest-delta full run within tolerance, else the most accurate one."""
     start_at, high, paid = _bisect_proxies(runs, candidates, proxy_stage_steps, threshold - proxy_slack)
     if not paid:
         return _bisect_full_runs(runs, candidates, high, full_stage_steps, threshold)
