@@ -47,7 +47,8 @@ from rule_ablation import VALUES_TARGET as RULE_VALUES_TARGET  # noqa: E402
 
 from tfmot_wfn.core import fixing_rules  # noqa: E402
 
-RULES = ("late_third", "third", "nearest_capped", "capped", "paper", "bounded", "nearest")
+#: Table and plot order: the default first, then `fixing_rules.RULES`' own order.
+RULES = (fixing_rules.DEFAULT_RULE,) + tuple(r for r in fixing_rules.RULES if r != fixing_rules.DEFAULT_RULE)
 #: Issue 12's targets (`targets_table`), on the seeds' means:
 #: * headline, on HEADLINE_MODELS: the default rule's sparsest lossless row has at least
 #:   KERNEL_VALUES_TARGET times fewer unique kernel values and ENTROPY_TARGET times lower kernel
@@ -60,11 +61,11 @@ HEADLINE_MODELS, RULE_MODELS = ("resnet20", "mobilenetv2_cifar", "mobilenetv2"),
 BEFORE_RULE = fixing_rules.LEGACY_DEFAULT_RULE
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
-    "mobilenetv2_cifar": ((0.015,), ("late_third", "third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
-    "cnn": ((0.015, 0.03, 0.05), ("late_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mlp": ((0.015, 0.03, 0.05), ("late_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mobilenetv2": ((0.0075, 0.015), ("late_third", "third", "nearest_capped"), ("capped", "paper"), 1),
+    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
+    "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
+    "cnn": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
+    "mlp": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
+    "mobilenetv2": ((0.0075, 0.015), ("late_third", "bounded_third", "third", "nearest_capped"), ("capped", "paper"), 1),
 }
 #: ``--optimizer``: how `UpdateFixingStep` treats the optimizer between stages. A results file
 #: records its choice; WFN rows measured under the other one are not reused (the float, int8 and
@@ -164,6 +165,16 @@ def summarise(per_model: Dict) -> List[Dict]:
     labels: List[str] = []
     for rows in per_model["seeds"].values():
         labels += [k for k in rows if k not in labels]
+
+    def order(label):  # peers as measured, then WFN rows by delta and rule (RULES' order)
+        row = next(r[label] for r in per_model["seeds"].values() if label in r)
+        if row.get("rule") is None:
+            return (0, 0.0, seen[label])
+        rule = row["rule"]
+        return (1, row["delta"], RULES.index(rule) if rule in RULES else len(RULES))
+
+    seen = {label: i for i, label in enumerate(labels)}
+    labels.sort(key=order)
     out = []
     for label in labels:
         accs, drops, errors, uniq, uniq_k, ent, ent_k, fixable = [], [], [], [], [], [], [], []

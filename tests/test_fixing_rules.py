@@ -24,6 +24,12 @@ def test_rules_map_to_their_stage_options():
         assert fixing_rules.stage_options("late_third", fraction) == options(True, DISTANCE_CAP)
     for fraction in (0.95, 0.999, 1.0):
         assert fixing_rules.stage_options("late_third", fraction) == options(False, None, MAX_MOVE)
+    # "bounded_third": as "bounded" up to 0.9, then as "third".
+    for fraction in (None, 0.3, 0.9):
+        assert fixing_rules.stage_options("bounded_third", fraction) == options(False, DISTANCE_CAP,
+                                                                                MAX_MOVE)
+    for fraction in (0.95, 1.0):
+        assert fixing_rules.stage_options("bounded_third", fraction) == options(False, None, MAX_MOVE)
     for name in ("paper", "nearest", "capped", "nearest_capped", "bounded", "third"):
         assert fixing_rules.stage_options(name, 1.0) == fixing_rules.stage_options(name, 0.3)
     assert MAX_MOVE == 1 / 3
@@ -59,7 +65,7 @@ def test_paper_rule_drags_far_weights_where_the_other_rules_do_not():
         result = fixing_stage(w, None, 1.0, 0.05, **fixing_rules.stage_options(name))
         dragged[name] = int(np.count_nonzero(result.values[300:] == 1.0))
     assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0, "bounded": 0,
-                       "third": 0, "late_third": 0}
+                       "third": 0, "late_third": 0, "bounded_third": 0}
 
 
 def test_third_rule_lets_stragglers_join_a_used_centre_where_the_cap_does_not():
@@ -104,6 +110,31 @@ def test_bounded_rule_caps_moves_at_a_third_when_the_distance_is_large():
         fixing_stage(w, None, 0.5, 0.3, max_move=0.0)
 
 
+def test_bounded_third_lets_early_stages_join_a_popular_centre_where_late_third_does_not():
+    # 300 weights near 1.0 and 10 at 0.82, with 0.8 and 1.0 offered (a palette), a = 0.1: the
+    # 0.82s vote for 0.8. In an early stage (fraction 0.5) "late_third" is "nearest_capped" and
+    # gives them 0.8; "bounded_third" is "bounded" (a move of 0.22 <= min(3a, 1/3)) and fixes them
+    # to 1.0, as the paper's rule does. Past LATE_AFTER both are "third". At 0.7 (a move of 0.43)
+    # no rule but the paper's moves them.
+    rng = np.random.default_rng(2)
+    gammas = (1.0 + rng.uniform(-0.01, 0.01, 300)).astype(np.float32)
+    palette = np.array([0.8, 1.0], np.float32)
+
+    def stragglers(value, rule, fraction):
+        w = np.concatenate([gammas, np.full(10, value, np.float32)])
+        result = fixing_stage(w, None, 1.0, 0.1, palette=palette,
+                              **fixing_rules.stage_options(rule, fraction))
+        return np.unique(result.values[300:]).tolist()
+
+    assert stragglers(0.82, "late_third", 0.5) == [np.float32(0.8)]
+    assert stragglers(0.82, "bounded_third", 0.5) == [1.0]
+    assert stragglers(0.82, "paper", 0.5) == [1.0]
+    for rule in ("late_third", "bounded_third"):
+        assert stragglers(0.82, rule, 0.95) == [1.0]
+        assert stragglers(0.7, rule, 0.5) == stragglers(0.7, rule, 0.95) == [0.75]
+    assert stragglers(0.7, "paper", 0.5) == [1.0]
+
+
 # ------------------------------------------------------------------ fix_weights(rule=...)
 def _dragging_dense(rule):
     """A Dense whose kernel holds the gamma-dragging pool above, wrapped with `rule`."""
@@ -119,7 +150,8 @@ def _dragging_dense(rule):
 
 @pytest.mark.parametrize("rule, dragged", [("paper", 10), ("nearest", 0), ("capped", 0),
                                            ("nearest_capped", 0), ("bounded", 0),
-                                           ("third", 0), ("late_third", 0)])
+                                           ("third", 0), ("late_third", 0),
+                                           ("bounded_third", 0)])
 def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
     import tfmot_wfn
     from tfmot_wfn.keras.network import FixingNetwork

@@ -25,6 +25,10 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   ``LATE_AFTER`` (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on
   its nearest candidate, and the last, scattered weights join centres in use instead of
   growing the palette.
+* ``"bounded_third"``: ``"bounded"`` for the first ``LATE_AFTER`` of the weights, then as
+  ``"third"``. Early stages, whose allowed distance is large, may put weights on a popular
+  centre that is not their nearest (as the paper's rule does, within ``max(a, min(3a, 1/3))``),
+  which is where the paper's rule gets its low entropy at small deltas.
 
 ```python
 from tfmot_wfn.core import fixing_rules
@@ -81,6 +85,9 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
     FixingRule("late_third", True, DISTANCE_CAP,
                f"nearest_capped up to {LATE_AFTER:g} of the weights, then as third",
                late_after=LATE_AFTER, late=_THIRD),
+    FixingRule("bounded_third", False, DISTANCE_CAP,
+               f"bounded up to {LATE_AFTER:g} of the weights, then as third", MAX_MOVE,
+               late_after=LATE_AFTER, late=_THIRD),
 )}
 DEFAULT_RULE = "late_third"
 #: The rule of wrapper configs saved before ``rule`` was written into every config.
@@ -98,7 +105,8 @@ def get_rule(name: str) -> FixingRule:
 
 def stage_options(name: str, fraction: Optional[float] = None) -> Dict:
     """``{"nearest_only": ..., "distance_cap": ..., "max_move": ...}`` for `fixing_stage` at
-    a stage of schedule fraction ``fraction`` (only ``"late_third"`` depends on it)."""
+    a stage of schedule fraction ``fraction`` (only the rules with a late part,
+    ``"late_third"`` and ``"bounded_third"``, depend on it)."""
     return get_rule(name).stage_options(fraction)
 
 
