@@ -1,6 +1,7 @@
 """The compression frontier over seeds: accuracy against unique values per fixing rule, with paired errors.
 
     python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~3 h on 2 cores
+    python benchmarks/frontier.py --models mobilenetv2 cnn mlp --seeds 5   # then the digit models' seeds 3-4 (~35 min)
     python benchmarks/frontier.py --float-cache ~/wfn_floats   # the same, keeping the float models for a rerun
     python benchmarks/frontier.py --models cnn --seeds 1 --quick --output /tmp/f.md   # smoke, ~1 min
     python benchmarks/frontier.py --report-only          # rewrite FRONTIER.md from FRONTIER.json
@@ -55,9 +56,12 @@ RULES = (fixing_rules.DEFAULT_RULE,) + tuple(r for r in fixing_rules.RULES if r 
 #:   entropy than tfmot 16/layer;
 #: * rule, on RULE_MODELS (and on rule_ablation.py's pools): at SMALL_DELTAS the default is within
 #:   RULE_VALUES_TARGET / RULE_ENTROPY_TARGET of the paper rule's fixed values / entropy; at the
-#:   larger deltas it loses no more than BEFORE_RULE (0.1's default), or is lossless.
+#:   larger deltas it loses no more than BEFORE_RULE (0.1's default), or is lossless;
+#: * no collapse, on COLLAPSE_MODELS at every delta: the default's drop is within
+#:   COLLAPSE_SE paired standard errors of the float model, or lossless.
 KERNEL_VALUES_TARGET, ENTROPY_TARGET = 5.0, 1.5
 HEADLINE_MODELS, RULE_MODELS = ("resnet20", "mobilenetv2_cifar", "mobilenetv2"), ("resnet20",)
+COLLAPSE_MODELS, COLLAPSE_SE = ("mobilenetv2_cifar", "mobilenetv2"), 2.0
 BEFORE_RULE = fixing_rules.LEGACY_DEFAULT_RULE
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
@@ -65,7 +69,7 @@ PLAN = {
     "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
     "cnn": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mlp": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
-    "mobilenetv2": ((0.0075, 0.015), ("late_third", "bounded_third", "third", "nearest_capped"), ("capped", "paper"), 1),
+    "mobilenetv2": ((0.005, 0.0075, 0.015), ("late_third", "bounded_third", "third", "nearest_capped"), ("capped", "paper"), 1),
 }
 #: ``--optimizer``: how `UpdateFixingStep` treats the optimizer between stages. A results file
 #: records its choice; WFN rows measured under the other one are not reused (the float, int8 and
@@ -306,12 +310,21 @@ def targets_table(results: Dict) -> List[str]:
                     f"{r['fixed_entropy']:.3f} / {paper['fixed_entropy']:.3f} = {entropy:.3f}x "
                     f"(drops {r['drop']:+.2f} / {paper['drop']:+.2f})",
                     values <= RULE_VALUES_TARGET and entropy <= RULE_ENTROPY_TARGET))
-            elif delta not in SMALL_DELTAS and (BEFORE_RULE, delta) in at:
+            elif delta > max(SMALL_DELTAS) and (BEFORE_RULE, delta) in at:
                 before = at[(BEFORE_RULE, delta)]
                 lines.append(_ratio_line(
                     name, f"delta {delta:g}: no more loss than `{BEFORE_RULE}` (or lossless)",
                     f"{r['drop']:+.2f} ± {r['se']:.2f} vs {before['drop']:+.2f} ± {before['se']:.2f}",
                     r["drop"] <= max(before["drop"], LOSSLESS_POINTS)))
+            if name in COLLAPSE_MODELS:
+                others = ", ".join(f"`{rule}` {at[(rule, delta)]['drop']:+.2f}"
+                                   for rule in (fixing_rules.LEGACY_DEFAULT_RULE, "late_third", "paper")
+                                   if rule != default and (rule, delta) in at)
+                lines.append(_ratio_line(
+                    name, f"delta {delta:g}: no collapse (drop within {COLLAPSE_SE:g} paired SE of the "
+                    "float model, or lossless)",
+                    f"{r['drop']:+.2f} ± {r['se']:.2f}" + (f" (same seeds: {others})" if others else ""),
+                    r["drop"] <= max(COLLAPSE_SE * r["se"], LOSSLESS_POINTS)))
     return lines + [""]
 
 

@@ -112,3 +112,27 @@ def test_the_header_sums_the_rows_measuring_time_over_resumed_runs():
     seeds["0"]["WFN paper delta=0.015"]["seconds"] = 600.0
     assert "took 40 min to measure" in frontier._measured_note({"cnn": {"seeds": seeds}})
     assert frontier._measured_note({}) == ""
+
+
+def test_mobilenet_rows_are_judged_for_collapse_at_every_delta_and_small_deltas_by_the_paper():
+    default = frontier.fixing_rules.DEFAULT_RULE
+    right = np.ones(200, bool)
+    one_wrong, two_wrong = right.copy(), right.copy()
+    one_wrong[0] = False
+    two_wrong[:2] = False
+    seed = {"float": _row(right, 1000, 9.0), "tfmot-16": _row(right, 350, 7.5),
+            f"WFN {default} delta=0.005": _row(one_wrong, 60, 3.5, default, 0.005, (66, 3.5)),
+            "WFN nearest_capped delta=0.005": _row(right, 70, 3.6, "nearest_capped", 0.005, (70, 3.6)),
+            f"WFN {default} delta=0.0075": _row(two_wrong, 50, 3.4, default, 0.0075, (55, 3.4))}
+    per_model = {"title": "t", "test_images": 200, "train_images": 10,
+                 "seeds": {"0": seed, "1": seed}}
+    lines = [line for line in frontier.targets_table({"mobilenetv2": per_model})
+             if line.startswith("| mobilenetv2")]
+    collapse = [line for line in lines if "no collapse" in line]
+    # 0.005: +0.50, lossless. 0.0075: +1.00 points, two seeds' paired SE 0.50: outside 2 SE.
+    assert "+0.50" in collapse[0] and "`nearest_capped` +0.00" in collapse[0]
+    assert collapse[0].endswith("| yes |")
+    assert "delta 0.0075" in collapse[1] and "+1.00 ± 0.50" in collapse[1]
+    assert collapse[1].endswith("| **no** |")
+    # A delta below the small ones is not judged against the old default's loss.
+    assert not any("no more loss" in line for line in lines)

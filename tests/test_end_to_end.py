@@ -24,9 +24,9 @@ def test_shared_short_schedule_run_is_sane(float_cnn, fixed_cnn, stripped_cnn, d
     assert tfmot_wfn.weight_entropy(stripped_cnn) < 5.0
     # 10 training steps per stage on a briefly trained model: a sanity bound, not the lossless
     # claim (the slow test below); a broken pipeline ends near chance. Measured on this run,
-    # float 0.925: 0.889 with the default rule "late_third", 0.875 "third", 0.914
-    # "nearest_capped", 0.894 "paper", 0.906 "capped", 0.908 "bounded"; with 30 steps a stage
-    # 0.925, 0.931, 0.922, 0.911, 0.919, 0.925.
+    # float 0.925: 0.875 with the default rule "bounded_third" (as "third"), 0.889 "late_third",
+    # 0.914 "nearest_capped", 0.894 "paper", 0.906 "capped", 0.908 "bounded"; with 30 steps a
+    # stage "late_third" 0.925, "third" 0.931, then 0.922, 0.911, 0.919, 0.925.
     assert fixed_cnn.accuracy >= float_cnn.accuracy - 0.07
 
 

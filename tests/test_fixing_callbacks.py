@@ -175,7 +175,7 @@ def test_fixing_summaries_writes_the_scalars_to_tensorboard(tmp_path):
     assert scalars["fixing/palette_size"][2] == kh.wrapper_palette(wrappers_of(fixed)[0]).size
     rules = {(step, plugin, array.item().decode()) for tag, step, plugin, array
              in _read_events(log_dir) if tag == RULE_TAG}
-    assert rules == {(epoch, "text", "rule late_third, distance 0.015") for epoch in range(3)}
+    assert rules == {(epoch, "text", "rule bounded_third, distance 0.015") for epoch in range(3)}
 
 
 def test_fixing_summaries_write_the_palette_histogram_and_layer_fractions_once_per_epoch(tmp_path):

@@ -33,7 +33,7 @@ def test_rules_map_to_their_stage_options():
     for name in ("paper", "nearest", "capped", "nearest_capped", "bounded", "third"):
         assert fixing_rules.stage_options(name, 1.0) == fixing_rules.stage_options(name, 0.3)
     assert MAX_MOVE == 1 / 3
-    assert fixing_rules.DEFAULT_RULE in fixing_rules.RULES
+    assert fixing_rules.DEFAULT_RULE == "bounded_third"
 
 
 def test_unknown_rule_names_the_choices():
@@ -194,7 +194,10 @@ def test_the_rule_round_trips_through_the_config_and_old_configs_load():
     assert config["rule"] == "paper"
     assert WeightFixingWrapper.from_config(config).fixing_config.rule == "paper"
     default = _dragging_dense(fixing_rules.DEFAULT_RULE).layers[0].get_config()
-    assert default["rule"] == fixing_rules.DEFAULT_RULE == "late_third"
+    assert default["rule"] == fixing_rules.DEFAULT_RULE == "bounded_third"
+    assert WeightFixingWrapper.from_config(default).fixing_config.rule == "bounded_third"
+    # A config saved under the previous default names it, and keeps it.
+    default["rule"] = "late_third"
     assert WeightFixingWrapper.from_config(default).fixing_config.rule == "late_third"
     # tfmot_wfn 0.1 wrote no rule for its default: such a config resumes with that rule.
     del default["rule"]

@@ -162,8 +162,8 @@ def test_metrics_agree_between_fixed_and_stripped_models(fixed_cnn, stripped_cnn
         entropy(counts_nz.tolist()), abs=1e-9)
     rep_fixed, rep_stripped = tfmot_wfn.report(fixed), tfmot_wfn.report(stripped_cnn)
     # Every number agrees; only the wrapped model knows the rule (and int8_exact) it was fixed with.
-    assert (rep_fixed.rule, rep_stripped.rule) == ("late_third", None)
-    assert rep_fixed.to_dict() == {**rep_stripped.to_dict(), "rule": "late_third",
+    assert (rep_fixed.rule, rep_stripped.rule) == ("bounded_third", None)
+    assert rep_fixed.to_dict() == {**rep_stripped.to_dict(), "rule": "bounded_third",
                                    "int8_exact": False}
     assert rep_fixed.total_weights == values.size
     assert sum(p["count"] for p in rep_fixed.palette) == values.size

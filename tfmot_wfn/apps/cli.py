@@ -191,7 +191,7 @@ def _add_fix_parser(sub) -> None:
                           "(tfmot_wfn.search_distance; about 3x the time of one run)")
     fix.add_argument("--rule", choices=sorted(RULES), default=None,
                      help="the fixing rule: which weights a greedy step may fix to its centre "
-                          "(default: late_third; 'paper' is the paper's text)")
+                          "(default: bounded_third; 'paper' is the paper's text)")
     fix.add_argument("--int8-exact", action="store_true", default=None,
                      help="constrain every kernel channel to exact int8 codes times one power of "
                           "two (for export --format int8 without rounding)")

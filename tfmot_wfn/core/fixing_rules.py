@@ -21,14 +21,15 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   weights may join a centre already in use instead of opening a new one, as under the
   paper's rule. It still lets the bulk join centres that are not its nearest, which
   MobileNetV2 does not tolerate (benchmarks/FRONTIER.md).
-* ``"late_third"`` (the default): ``"nearest_capped"`` while the schedule fixes the first
-  ``LATE_AFTER`` (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on
-  its nearest candidate, and the last, scattered weights join centres in use instead of
-  growing the palette.
-* ``"bounded_third"``: ``"bounded"`` for the first ``LATE_AFTER`` of the weights, then as
-  ``"third"``. Early stages, whose allowed distance is large, may put weights on a popular
-  centre that is not their nearest (as the paper's rule does, within ``max(a, min(3a, 1/3))``),
-  which is where the paper's rule gets its low entropy at small deltas.
+* ``"late_third"``: ``"nearest_capped"`` while the schedule fixes the first ``LATE_AFTER``
+  (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on its nearest
+  candidate, and the last, scattered weights join centres in use instead of growing the
+  palette. The gentlest rule for MobileNetV2 at small deltas.
+* ``"bounded_third"`` (the default): ``"bounded"`` for the first ``LATE_AFTER`` of the
+  weights, then as ``"third"``. Early stages, whose allowed distance is large, may put
+  weights on a popular centre that is not their nearest (as the paper's rule does, within
+  ``max(a, min(3a, 1/3))``), which is where the paper's rule gets its low entropy at small
+  deltas; no weight moves farther than that, so there is no dragging.
 
 ```python
 from tfmot_wfn.core import fixing_rules
@@ -89,7 +90,7 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
                f"bounded up to {LATE_AFTER:g} of the weights, then as third", MAX_MOVE,
                late_after=LATE_AFTER, late=_THIRD),
 )}
-DEFAULT_RULE = "late_third"
+DEFAULT_RULE = "bounded_third"
 #: The rule of wrapper configs saved before ``rule`` was written into every config.
 LEGACY_DEFAULT_RULE = "nearest_capped"
 

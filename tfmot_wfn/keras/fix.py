@@ -193,14 +193,15 @@ def fix_weights(
         fractions apply to the remaining weights (a stage at fraction f fixes
         ``s + (1 - s) * f`` of all weights, s the share of zeros). Needs built layers.
       rule: which free weights a greedy step may fix to the centre it chose
-        (`tfmot_wfn.core.fixing_rules`): ``"late_third"`` (default: ``"nearest_capped"``
-        until the schedule has fixed 90% of the weights, ``"third"`` after), ``"third"``
-        (any free weight within ``max(a, 1/3)`` of it, a the stage's distance: no weight
-        moves more than rounding it to a power of two could), ``"nearest_capped"`` (only
-        weights whose nearest candidate is that centre, none farther than 3a: the default
-        of tfmot_wfn 0.1), ``"nearest"``, ``"capped"``, ``"bounded"`` (any free weight
-        within ``max(a, min(3a, 1/3))``), or ``"paper"`` (any free weight, as the paper's
-        text reads: fewest unique values; a centre with many close weights, such as
+        (`tfmot_wfn.core.fixing_rules`): ``"bounded_third"`` (default: any free weight
+        within ``max(a, min(3a, 1/3))`` of it, a the stage's distance, until the schedule
+        has fixed 90% of the weights, then ``"third"``), ``"third"`` (any free weight within
+        ``max(a, 1/3)``: no weight moves more than rounding it to a power of two could),
+        ``"late_third"`` (``"nearest_capped"`` until 90%, then ``"third"``: the gentlest on
+        MobileNetV2 at small deltas), ``"nearest_capped"`` (only weights whose nearest
+        candidate is that centre, none farther than 3a: the default of tfmot_wfn 0.1),
+        ``"nearest"``, ``"capped"``, ``"bounded"``, or ``"paper"`` (any free weight, as the
+        paper's text reads: fewest unique values; a centre with many close weights, such as
         BatchNorm gammas at 1.0, can drag far weights onto it). Recorded in `report` and
         the TensorBoard summaries.
       int8_exact: keep every output channel of every kernel (Dense, Conv, depthwise,

@@ -73,7 +73,8 @@ class FixingConfig:
         is built (see `fix_weights`).
       rule: which weights a greedy step may fix to its centre, one of
         `tfmot_wfn.core.fixing_rules.RULES` (``"paper"``, ``"nearest"``, ``"capped"``,
-        ``"bounded"``, ``"nearest_capped"``, ``"third"``, ``"late_third"``, the default).
+        ``"bounded"``, ``"nearest_capped"``, ``"third"``, ``"late_third"``, ``"bounded_third"``, the
+        default).
       int8_exact: keep every output channel of every kernel exactly int8 codes times one
         power-of-two scale (`tfmot_wfn.core.int8_channels`), so that
         ``export_tflite(mode="int8")`` stores every kernel channel exactly. Off by default.
