@@ -22,7 +22,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 #: name -> settings shared by both processes. ``image``: the input the model sees
-#: (digits are 8x8; the applications model gets them upscaled, 3 channels).
+#: (digits are 8x8; the applications model gets them upscaled, 3 channels). ``depthwise``:
+#: the model has depthwise convolutions (``fix_weights(rule="auto")`` then picks
+#: `fixing_rules.DEPTHWISE_RULE`).
 MODELS: Dict[str, Dict] = {
     "cnn": dict(
         title="demo CNN with BatchNorm (tfmot_wfn.apps.demo.build_cnn)",
@@ -34,7 +36,7 @@ MODELS: Dict[str, Dict] = {
     ),
     "mobilenetv2": dict(
         title="keras.applications.MobileNetV2(alpha=0.35, weights=None), digits upscaled to 32x32x3",
-        image=32, channels=3, float_epochs=24, float_lr=3e-3, batch=64,
+        image=32, channels=3, float_epochs=24, float_lr=3e-3, batch=64, depthwise=True,
     ),
     # Real photographs (CIFAR-10, see `cifar10_photos`).
     "resnet20": dict(
@@ -44,6 +46,7 @@ MODELS: Dict[str, Dict] = {
     "mobilenetv2_cifar": dict(
         title="keras.applications.MobileNetV2(alpha=0.35, weights=None) at 32x32, real CIFAR-10 photos",
         image=32, channels=3, float_epochs=30, float_lr=3e-3, batch=64, data="cifar10",
+        depthwise=True,
     ),
 }
 
@@ -190,6 +193,13 @@ def build(name: str, keras):
                 layer.momentum = 0.9
         return model
     raise KeyError(name)
+
+
+def default_rule(name: str) -> str:
+    """The rule ``fix_weights``' default (``rule="auto"``) picks for model `name`."""
+    from tfmot_wfn.core import fixing_rules
+
+    return fixing_rules.choose_rule(fixing_rules.DEFAULT_RULE, MODELS[name].get("depthwise", False))
 
 
 def is_kernel_layer(layer, keras) -> bool:

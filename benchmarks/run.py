@@ -862,8 +862,6 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
     import keras
     import tensorflow as tf
 
-    from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
-
     rel = os.path.relpath
     L = []
     photo_models = [r["model"] for r in results if models.MODELS.get(r["model"], {}).get("data") == "cifar10"]
@@ -881,7 +879,9 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           f"Every model here trains on the first {1 - VALIDATION_SHARE:.0%} of its training images "
           f"({', '.join(f'{n:,}' for n in sorted({r['train_images'] for r in results}))}); the last "
           f"{VALIDATION_SHARE:.0%} validate `search_distance` only. "
-          f"WFN rows use the fixing rule `{DEFAULT_RULE}` (the default).", ""]
+          "WFN rows use `fix_weights`' default rule, `rule=\"auto\"`: " + ", ".join(
+              f"{name} `{models.default_rule(name)}`"
+              for name in dict.fromkeys(r["model"] for r in results)) + ".", ""]
     # headline
     heads = [headline(r) for r in results]
     L += ["## Headline", ""]
@@ -1059,7 +1059,7 @@ def int8_exact_section(results, latencies) -> List[str]:
 
 
 def rule_ablation_section(frontier_md: str) -> List[str]:
-    """The fixing-rule ablation of `frontier.py` (three seeds, paired drops), copied from its
+    """The fixing-rule ablation of `frontier.py` (three to five seeds, paired drops), copied from its
     report: this run's single seed cannot tell the rules apart (issue 12 asks for the table here)."""
     heading = "## Fixing-rule ablation"
     if not os.path.isfile(frontier_md):
@@ -1069,7 +1069,7 @@ def rule_ablation_section(frontier_md: str) -> List[str]:
     if heading not in text:
         return []
     body = text.split(heading, 1)[1].split("\n## ", 1)[0].strip("\n")
-    return ["## 6. Fixing-rule ablation (three seeds, from [FRONTIER.md](FRONTIER.md))", "",
+    return ["## 6. Fixing-rule ablation (three to five seeds, from [FRONTIER.md](FRONTIER.md))", "",
             "Copied from `benchmarks/frontier.py`'s report when this one is written: the paper's rule, "
             "cap only (`capped`), nearest only (`nearest`), both (`nearest_capped`, the default of "
             "0.1), `bounded`, `third` and the default on every model, over three seeds with paired "

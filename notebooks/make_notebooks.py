@@ -193,8 +193,9 @@ CIFAR_SAVED_RUN_NOTE = """> **About the outputs saved in this notebook.** They c
 > subset `WFN_CIFAR10_NPZ` (5,085 photos of the CIFAR-10 training set: **4,000 for training,
 > 1,085 held out for testing**) and used the local settings: ResNet-20, **25 float epochs**
 > (Adam 3e-3, cosine decay), the ten-stage schedule with **1 epoch a stage** (Adam 1e-4), and the
-> same for the command-line run, with the library's defaults (the `late_third` fixing rule, a
-> fresh optimizer at every stage); the whole notebook took 8.3 minutes on that machine, which
+> same for the command-line run, with the library's defaults of that day (the `late_third` fixing
+> rule, where `rule="auto"` now picks `bounded_third` for a ResNet; a fresh optimizer at every
+> stage); the whole notebook took 8.3 minutes on that machine, which
 > was shared with other jobs. Its accuracies are those of a ResNet-20 trained on 4,000 photos
 > (float 67%), far below what the full data give; with one short epoch a stage the fixed
 > models lose 1.8 points here (the Python run) and 3.6 (the command-line run). On Colab (with a GPU runtime) tfds downloads CIFAR-10 and

@@ -66,7 +66,8 @@ def _targets(rows_per_seed):
 
 
 def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_paper():
-    default = frontier.fixing_rules.DEFAULT_RULE
+    default = frontier.models.default_rule("resnet20")
+    assert default == frontier.fixing_rules.PLAIN_RULE  # rule="auto" on a net without depthwise
     right = np.ones(200, bool)
     one_wrong = right.copy()
     one_wrong[0] = False  # 0.5 points: still lossless
@@ -115,7 +116,8 @@ def test_the_header_sums_the_rows_measuring_time_over_resumed_runs():
 
 
 def test_mobilenet_rows_are_judged_for_collapse_at_every_delta_and_small_deltas_by_the_paper():
-    default = frontier.fixing_rules.DEFAULT_RULE
+    default = frontier.models.default_rule("mobilenetv2")
+    assert default == frontier.fixing_rules.DEPTHWISE_RULE
     right = np.ones(200, bool)
     one_wrong, two_wrong = right.copy(), right.copy()
     one_wrong[0] = False

@@ -33,12 +33,25 @@ def test_rules_map_to_their_stage_options():
     for name in ("paper", "nearest", "capped", "nearest_capped", "bounded", "third"):
         assert fixing_rules.stage_options(name, 1.0) == fixing_rules.stage_options(name, 0.3)
     assert MAX_MOVE == 1 / 3
-    assert fixing_rules.DEFAULT_RULE == "bounded_third"
+    assert fixing_rules.DEFAULT_RULE == fixing_rules.AUTO_RULE == "auto"
 
 
 def test_unknown_rule_names_the_choices():
-    with pytest.raises(ValueError, match=r"unknown fixing rule 'fast'.*'capped'.*'paper'"):
+    with pytest.raises(ValueError, match=r"unknown fixing rule 'fast'.*'capped'.*'paper'.*'auto'"):
         fixing_rules.get_rule("fast")
+    with pytest.raises(ValueError, match=r"unknown fixing rule 'fast'"):
+        fixing_rules.choose_rule("fast", depthwise=False)
+    # "auto" has no stage options of its own: it must be chosen for a network first.
+    with pytest.raises(ValueError, match=r"'auto' stands for a rule chosen per network"):
+        fixing_rules.stage_options("auto")
+
+
+def test_auto_chooses_by_depthwise_convolutions_and_names_pass_through():
+    assert fixing_rules.choose_rule("auto", depthwise=True) == fixing_rules.DEPTHWISE_RULE == "late_third"
+    assert fixing_rules.choose_rule("auto", depthwise=False) == fixing_rules.PLAIN_RULE == "bounded_third"
+    for name in fixing_rules.RULES:
+        assert fixing_rules.choose_rule(name, depthwise=True) == name
+        assert fixing_rules.choose_rule(name, depthwise=False) == name
 
 
 def test_the_stage_defaults_are_the_legacy_rule():
@@ -194,7 +207,7 @@ def test_the_rule_round_trips_through_the_config_and_old_configs_load():
     assert config["rule"] == "paper"
     assert WeightFixingWrapper.from_config(config).fixing_config.rule == "paper"
     default = _dragging_dense(fixing_rules.DEFAULT_RULE).layers[0].get_config()
-    assert default["rule"] == fixing_rules.DEFAULT_RULE == "bounded_third"
+    assert default["rule"] == fixing_rules.PLAIN_RULE == "bounded_third"  # "auto", no depthwise
     assert WeightFixingWrapper.from_config(default).fixing_config.rule == "bounded_third"
     # A config saved under the previous default names it, and keeps it.
     default["rule"] = "late_third"
@@ -203,6 +216,36 @@ def test_the_rule_round_trips_through_the_config_and_old_configs_load():
     del default["rule"]
     assert WeightFixingWrapper.from_config(default).fixing_config.rule == "nearest_capped"
     assert fixing_rules.LEGACY_DEFAULT_RULE == "nearest_capped"
+
+
+def _rules_of(fixed):
+    from tfmot_wfn.keras.network import wrappers_of
+
+    return {w.fixing_config.rule for w in wrappers_of(fixed)}
+
+
+def test_fix_weights_auto_picks_one_rule_for_the_whole_network():
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+
+    inputs = keras.Input((8, 8, 3))
+    block = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.DepthwiseConv2D(3)], name="block")
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(block(h)))
+    mobile = keras.Model(inputs, outputs)  # the depthwise layer sits in a nested model
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    fixed = tfmot_wfn.fix_weights(mobile)
+    assert _rules_of(fixed) == {"late_third"}
+    assert tfmot_wfn.report(fixed).rule == "late_third"
+    assert _rules_of(tfmot_wfn.fix_weights(plain)) == {"bounded_third"}
+    assert _rules_of(tfmot_wfn.fix_weights(mobile, rule="paper")) == {"paper"}  # a name is kept
+    # A list is one network; a wrapper on its own chooses by its layer; configs save the choice.
+    wrappers = tfmot_wfn.fix_weights([keras.layers.Dense(2), keras.layers.SeparableConv2D(2, 3)])
+    assert {w.fixing_config.rule for w in wrappers} == {"late_third"}
+    assert tfmot_wfn.WeightFixingWrapper(keras.layers.DepthwiseConv2D(3)).get_config()["rule"] == "late_third"
+    assert tfmot_wfn.WeightFixingWrapper(keras.layers.Dense(3)).fixing_config.rule == "bounded_third"
 
 
 def test_a_bad_rule_is_refused_before_anything_is_built():

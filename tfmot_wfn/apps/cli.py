@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Any, Callable, List, Optional
 
-from tfmot_wfn.core.fixing_rules import RULES
+from tfmot_wfn.core.fixing_rules import AUTO_RULE, RULES
 
 
 def _checked(convert: Callable[[str], Any], accepts: Callable[[Any], bool], requirement: str):
@@ -189,9 +189,10 @@ def _add_fix_parser(sub) -> None:
                           "(default: tfmot_wfn.DEFAULT_DISTANCE), or 'auto': the largest delta "
                           "whose fixed model stays within --tolerance of the float model "
                           "(tfmot_wfn.search_distance; about 3x the time of one run)")
-    fix.add_argument("--rule", choices=sorted(RULES), default=None,
+    fix.add_argument("--rule", choices=sorted(RULES) + [AUTO_RULE], default=None,
                      help="the fixing rule: which weights a greedy step may fix to its centre "
-                          "(default: bounded_third; 'paper' is the paper's text)")
+                          "(default: auto, late_third for a network with depthwise "
+                          "convolutions, else bounded_third; 'paper' is the paper's text)")
     fix.add_argument("--int8-exact", action="store_true", default=None,
                      help="constrain every kernel channel to exact int8 codes times one power of "
                           "two (for export --format int8 without rounding)")

@@ -453,6 +453,7 @@ def _job_data(config: FixJobConfig, model) -> Tuple[Any, int]:
 def _start_from_float_model(run: _JobRun, model) -> None:
     """Compile and evaluate the float model, wrap it for fixing; write the first state."""
     import tfmot_wfn
+    from tfmot_wfn.keras.network import FixingNetwork
 
     config = run.config
     run.from_logits = not outputs_probabilities(model)
@@ -472,6 +473,9 @@ def _start_from_float_model(run: _JobRun, model) -> None:
     run.model = tfmot_wfn.fix_weights(model, fixing_schedule=schedule, distance=config.distance,
                                       regularization=config.regularization, rule=config.rule,
                                       int8_exact=config.int8_exact)
+    # "auto" became a concrete rule for this network: settings, checkpoints and report.json
+    # name that one.
+    config.rule = FixingNetwork.of(run.model).rule
     _compile(run.model, config.learning_rate, run.from_logits)
     _write_state(run)
 

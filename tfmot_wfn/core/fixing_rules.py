@@ -24,12 +24,18 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
 * ``"late_third"``: ``"nearest_capped"`` while the schedule fixes the first ``LATE_AFTER``
   (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on its nearest
   candidate, and the last, scattered weights join centres in use instead of growing the
-  palette. The gentlest rule for MobileNetV2 at small deltas.
-* ``"bounded_third"`` (the default): ``"bounded"`` for the first ``LATE_AFTER`` of the
-  weights, then as ``"third"``. Early stages, whose allowed distance is large, may put
-  weights on a popular centre that is not their nearest (as the paper's rule does, within
-  ``max(a, min(3a, 1/3))``), which is where the paper's rule gets its low entropy at small
-  deltas; no weight moves farther than that, so there is no dragging.
+  palette. Gentler on MobileNetV2 at small deltas: `DEPTHWISE_RULE`.
+* ``"bounded_third"``: ``"bounded"`` for the first ``LATE_AFTER`` of the weights, then as
+  ``"third"``. Early stages, whose allowed distance is large, may put weights on a popular
+  centre that is not their nearest (as the paper's rule does, within ``max(a, min(3a, 1/3))``),
+  which is where the paper's rule gets its low entropy at small deltas; no weight moves
+  farther than that, so there is no dragging. `PLAIN_RULE`.
+
+``"auto"`` (the default, `AUTO_RULE`) is not a rule of its own: `fix_weights` replaces it by
+`DEPTHWISE_RULE` when the network has depthwise or separable convolutions (MobileNet-style
+networks lose accuracy when the bulk of their weights leaves its nearest candidate) and by
+`PLAIN_RULE` otherwise (`choose_rule`); the wrappers, the report and a saved model hold the
+rule it chose.
 
 ```python
 from tfmot_wfn.core import fixing_rules
@@ -37,6 +43,8 @@ fixing_rules.stage_options("paper")
 # {'nearest_only': False, 'distance_cap': None, 'max_move': None}
 fixing_rules.stage_options("late_third", fraction=0.95)   # a stage past 90%: as "third"
 # {'nearest_only': False, 'distance_cap': None, 'max_move': 0.333...}
+fixing_rules.choose_rule("auto", depthwise=True)
+# 'late_third'
 ```
 """
 
@@ -90,7 +98,10 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
                f"bounded up to {LATE_AFTER:g} of the weights, then as third", MAX_MOVE,
                late_after=LATE_AFTER, late=_THIRD),
 )}
-DEFAULT_RULE = "bounded_third"
+#: ``rule="auto"``: `choose_rule` picks `DEPTHWISE_RULE` for a network with depthwise or
+#: separable convolutions, `PLAIN_RULE` for any other.
+AUTO_RULE, PLAIN_RULE, DEPTHWISE_RULE = "auto", "bounded_third", "late_third"
+DEFAULT_RULE = AUTO_RULE
 #: The rule of wrapper configs saved before ``rule`` was written into every config.
 LEGACY_DEFAULT_RULE = "nearest_capped"
 
@@ -98,10 +109,22 @@ LEGACY_DEFAULT_RULE = "nearest_capped"
 def get_rule(name: str) -> FixingRule:
     """The rule called ``name``; a clear error listing the names otherwise."""
     rule = RULES.get(str(name))
+    if rule is None and name == AUTO_RULE:
+        raise ValueError(f"{AUTO_RULE!r} stands for a rule chosen per network: call "
+                         f"choose_rule({AUTO_RULE!r}, depthwise=...) first")
     if rule is None:
-        raise ValueError(f"unknown fixing rule {name!r}: use one of {sorted(RULES)} "
-                         f"(default {DEFAULT_RULE!r})")
+        raise ValueError(f"unknown fixing rule {name!r}: use one of {sorted(RULES)} or "
+                         f"{AUTO_RULE!r} (the default)")
     return rule
+
+
+def choose_rule(name: str, depthwise: bool) -> str:
+    """The concrete rule that ``name`` stands for in a network: ``name`` itself, or for
+    ``"auto"`` `DEPTHWISE_RULE` if ``depthwise`` (the network has depthwise or separable
+    convolutions), else `PLAIN_RULE`. A ValueError names the choices for an unknown name."""
+    if name == AUTO_RULE:
+        return DEPTHWISE_RULE if depthwise else PLAIN_RULE
+    return get_rule(name).name
 
 
 def stage_options(name: str, fraction: Optional[float] = None) -> Dict:
@@ -111,4 +134,5 @@ def stage_options(name: str, fraction: Optional[float] = None) -> Dict:
     return get_rule(name).stage_options(fraction)
 
 
-__all__ = ["DEFAULT_RULE", "FixingRule", "LATE_AFTER", "LEGACY_DEFAULT_RULE", "RULES", "get_rule", "stage_options"]
+__all__ = ["AUTO_RULE", "DEFAULT_RULE", "DEPTHWISE_RULE", "FixingRule", "LATE_AFTER",
+           "LEGACY_DEFAULT_RULE", "PLAIN_RULE", "RULES", "choose_rule", "get_rule", "stage_options"]

@@ -407,7 +407,7 @@ def fixing_stage(
         fixed to 1.0), and popular centres pull whole ranges of weights one way.
         ``nearest_only=False, distance_cap=None`` is the text's rule exactly. These
         defaults are the "nearest_capped" rule; `fix_weights` passes its rule's options
-        (`tfmot_wfn.core.fixing_rules`, default "bounded_third").
+        (`tfmot_wfn.core.fixing_rules`).
       max_move: a relative move no per-weight bound may exceed, whatever ``a``: the
         bound becomes ``max(a, min(distance_cap * a, max_move))`` (never below ``a``, so
         it cannot stop a step that the mean alone would let through: the first weight

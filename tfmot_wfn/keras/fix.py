@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
 
-from tfmot_wfn.core.fixing_rules import DEFAULT_RULE
+from tfmot_wfn.core.fixing_rules import AUTO_RULE, DEFAULT_RULE, choose_rule
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer, regularizer
 from tfmot_wfn.keras import fixing_schedule as schedules
@@ -193,17 +194,20 @@ def fix_weights(
         fractions apply to the remaining weights (a stage at fraction f fixes
         ``s + (1 - s) * f`` of all weights, s the share of zeros). Needs built layers.
       rule: which free weights a greedy step may fix to the centre it chose
-        (`tfmot_wfn.core.fixing_rules`): ``"bounded_third"`` (default: any free weight
-        within ``max(a, min(3a, 1/3))`` of it, a the stage's distance, until the schedule
-        has fixed 90% of the weights, then ``"third"``), ``"third"`` (any free weight within
-        ``max(a, 1/3)``: no weight moves more than rounding it to a power of two could),
-        ``"late_third"`` (``"nearest_capped"`` until 90%, then ``"third"``: the gentlest on
-        MobileNetV2 at small deltas), ``"nearest_capped"`` (only weights whose nearest
-        candidate is that centre, none farther than 3a: the default of tfmot_wfn 0.1),
-        ``"nearest"``, ``"capped"``, ``"bounded"``, or ``"paper"`` (any free weight, as the
-        paper's text reads: fewest unique values; a centre with many close weights, such as
-        BatchNorm gammas at 1.0, can drag far weights onto it). Recorded in `report` and
-        the TensorBoard summaries.
+        (`tfmot_wfn.core.fixing_rules`). ``"auto"`` (default): ``"late_third"`` if the
+        network has depthwise or separable convolutions, else ``"bounded_third"``; the
+        wrappers hold the rule chosen. ``"bounded_third"``: any free weight within
+        ``max(a, min(3a, 1/3))`` of it (a the stage's distance) until the schedule has
+        fixed 90% of the weights, then ``"third"``: close to the paper rule's values and
+        entropy without dragging far weights. ``"late_third"``: only the centre's own
+        voters (``"nearest_capped"``) until 90%, then ``"third"``: gentler on MobileNet-style
+        networks at small deltas. ``"third"`` (any free weight within ``max(a, 1/3)``: no
+        weight moves more than rounding it to a power of two could), ``"nearest_capped"``
+        (only weights whose nearest candidate is that centre, none farther than 3a: the
+        default of tfmot_wfn 0.1), ``"nearest"``, ``"capped"``, ``"bounded"``, or
+        ``"paper"`` (any free weight, as the paper's text reads: fewest unique values; a
+        centre with many close weights, such as BatchNorm gammas at 1.0, can drag far
+        weights onto it). Recorded in `report` and the TensorBoard summaries.
       int8_exact: keep every output channel of every kernel (Dense, Conv, depthwise,
         separable) exactly int8 codes times ONE power-of-two scale, so that
         ``lite.export_tflite(..., mode="int8")`` stores every kernel exactly. Each stage
@@ -233,6 +237,11 @@ def fix_weights(
         fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity, rule=rule,
         int8_exact=int8_exact,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
+    if config.rule == AUTO_RULE:  # one rule for the whole network
+        layers = (list(to_fix) if isinstance(to_fix, (list, tuple)) else
+                  list(walk_layers(to_fix)) if isinstance(to_fix, keras.Model) else [to_fix])
+        config = dataclasses.replace(
+            config, rule=choose_rule(AUTO_RULE, fixable_layer.has_depthwise(layers)))
     params = config.to_kwargs()
     fix_biases, fix_batchnorm = config.fix_biases, config.fix_batchnorm
 

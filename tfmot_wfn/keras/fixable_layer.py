@@ -71,6 +71,22 @@ def _short_name(variable) -> str:
     return name.split("/")[-1].split(":")[0]
 
 
+def _depthwise_classes():
+    names = ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
+    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
+
+
+#: Layers that make a network depthwise-separable (MobileNet-style): ``rule="auto"`` picks
+#: `tfmot_wfn.core.fixing_rules.DEPTHWISE_RULE` for a network with any of them.
+DEPTHWISE_LAYERS = _depthwise_classes()
+
+
+def has_depthwise(layers) -> bool:
+    """True if any of `layers` (layers; wrappers count by the layer they wrap) is a
+    depthwise or separable convolution."""
+    return any(isinstance(getattr(layer, "layer", layer), DEPTHWISE_LAYERS) for layer in layers)
+
+
 def is_supported(layer) -> bool:
     """True if `layer` implements `FixableLayer` or is a built-in supported class."""
     return isinstance(layer, FixableLayer) or isinstance(layer, SUPPORTED_LAYERS)

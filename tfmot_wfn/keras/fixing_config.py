@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
-from tfmot_wfn.core.fixing_rules import DEFAULT_RULE, get_rule
+from tfmot_wfn.core.fixing_rules import AUTO_RULE, DEFAULT_RULE, get_rule
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixing_schedule as schedules
 from tfmot_wfn.utils.validation import check_bool, check_positive_int, check_real
@@ -40,7 +40,7 @@ NETWORK_SETTINGS = ("fixing_schedule", "distance", "zero_distance", "palette_cap
 def _rule(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"rule must be a rule name (str), got {type(value).__name__}")
-    return get_rule(value).name
+    return AUTO_RULE if value == AUTO_RULE else get_rule(value).name
 
 
 def _schedule(value) -> schedules.FixingSchedule:
@@ -73,8 +73,9 @@ class FixingConfig:
         is built (see `fix_weights`).
       rule: which weights a greedy step may fix to its centre, one of
         `tfmot_wfn.core.fixing_rules.RULES` (``"paper"``, ``"nearest"``, ``"capped"``,
-        ``"bounded"``, ``"nearest_capped"``, ``"third"``, ``"late_third"``, ``"bounded_third"``, the
-        default).
+        ``"bounded"``, ``"nearest_capped"``, ``"third"``, ``"late_third"``, ``"bounded_third"``), or
+        ``"auto"`` (the default), which the wrapper or `fix_weights` replaces by the rule
+        `fixing_rules.choose_rule` picks for the layers it wraps.
       int8_exact: keep every output channel of every kernel exactly int8 codes times one
         power-of-two scale (`tfmot_wfn.core.int8_channels`), so that
         ``export_tflite(mode="int8")`` stores every kernel channel exactly. Off by default.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 import numpy as np
 
-from tfmot_wfn.core.fixing_rules import DEFAULT_RULE, LEGACY_DEFAULT_RULE
+from tfmot_wfn.core.fixing_rules import AUTO_RULE, DEFAULT_RULE, LEGACY_DEFAULT_RULE, choose_rule
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras import fixing_schedule as schedules
@@ -127,6 +128,9 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
             fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
             preserve_sparsity=preserve_sparsity, rule=rule, int8_exact=int8_exact)
+        if config.rule == AUTO_RULE:  # fix_weights chooses for the whole network instead
+            config = dataclasses.replace(
+                config, rule=choose_rule(AUTO_RULE, fixable_layer.has_depthwise([layer])))
         super().__init__(layer, **kwargs)
         self.fixing_config = config
         self.preserved_zeros = None
