@@ -1124,7 +1124,7 @@ def auto_distance_targets(results) -> List[str]:
         u = fixed[0] / max(fixed[1], 1)
         # One fixing run: fix_weights to strip_fixing.
         t = auto["seconds"] / max(default["wfn"]["run_seconds"], 1e-9)
-        what = f"chose delta={auto['delta']:g}, {drop:+.2f} points vs float (test split)"
+        what = f"chose delta={auto['delta']:g}, drop {drop:+.2f} points on the test split"
         L.append(f"| {res['model']}: distance=auto >= {TARGET_AUTO_UNIQUE:g}x fewer unique values than "
                  f"delta=0.015, lossless (drop <= {LOSSLESS_POINTS} points) | {fixed[0]} / {fixed[1]} fixed values, {u:.2f}x ({what}) | "
                  f"{'yes' if u >= TARGET_AUTO_UNIQUE and drop <= LOSSLESS_POINTS else '**no**'} |")
