@@ -47,8 +47,11 @@ def test_config_is_frozen_normalised_and_round_trips_through_fix_weights():
     fixed = tfmot_wfn.fix_weights(model, **config.to_kwargs())
     wrappers = [layer for layer in fixed.layers if isinstance(layer, tfmot_wfn.WeightFixingWrapper)]
     assert len(wrappers) == 2
+    # rule="auto" (the default) becomes the rule chosen for this network (no depthwise layer).
+    assert config.rule == "auto"
+    chosen = dataclasses.replace(config, rule="bounded_third")
     for w in wrappers:
-        assert w.fixing_config == config
+        assert w.fixing_config == chosen
         assert w.fixing_schedule is schedule
         assert [v is w.layer.kernel for v in w.fixable_variables] == [True]  # no biases
     # A serialized schedule is accepted (old saved configs hold dicts).
