@@ -138,3 +138,16 @@ def test_mobilenet_rows_are_judged_for_collapse_at_every_delta_and_small_deltas_
     assert collapse[1].endswith("| **no** |")
     # A delta below the small ones is not judged against the old default's loss.
     assert not any("no more loss" in line for line in lines)
+
+
+def test_the_model_specs_depthwise_flag_is_what_fix_weights_sees():
+    # models.default_rule reads the spec's flag (no model is built for a report); it must agree
+    # with what rule="auto" finds in the built model.
+    import keras
+
+    from tfmot_wfn.keras.cloning import walk_layers
+    from tfmot_wfn.keras.fixable_layer import has_depthwise
+
+    for name, spec in frontier.models.MODELS.items():
+        built = frontier.models.build(name, keras)
+        assert spec.get("depthwise", False) == has_depthwise(walk_layers(built)), name

@@ -88,6 +88,8 @@ def test_fix_writes_model_report_plots_checkpoints_and_logs(digits_run):
     assert [s["stage"] for s in report["stages"]] == [1, 2, 3, 4]
     assert report["stages"][-1]["fixed"] == report["total_weights"]
     assert report["data"].startswith("dir:") and report["from_logits"] is False
+    # The default rule="auto" is written as the rule it chose for this CNN (no depthwise layers).
+    assert report["settings"]["rule"] == report["rule"] == "bounded_third"
     assert 0.5 < report["float_accuracy"] and report["fixed_accuracy"] > report["float_accuracy"] - 0.1
     for name in ("palette_histogram.png", "stage_progress.png", "layer_unique_values.png"):
         assert open(os.path.join(out, "plots", name), "rb").read(4) == b"\x89PNG"

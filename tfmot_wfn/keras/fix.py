@@ -238,8 +238,10 @@ def fix_weights(
         int8_exact=int8_exact,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
     if config.rule == AUTO_RULE:  # one rule for the whole network
-        layers = (list(to_fix) if isinstance(to_fix, (list, tuple)) else
-                  list(walk_layers(to_fix)) if isinstance(to_fix, keras.Model) else [to_fix])
+        if isinstance(to_fix, keras.Model):
+            layers = walk_layers(to_fix)
+        else:
+            layers = to_fix if isinstance(to_fix, (list, tuple)) else [to_fix]
         config = dataclasses.replace(
             config, rule=choose_rule(AUTO_RULE, fixable_layer.has_depthwise(layers)))
     params = config.to_kwargs()

@@ -41,18 +41,17 @@ class FixableLayer(metaclass=abc.ABCMeta):
         """The variables of this layer whose values join the shared palette."""
 
 
-def _builtin_classes():
-    layers = keras.layers
-    names = [
-        "Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D",
-        "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-        "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
-        "BatchNormalization", "LayerNormalization", "Embedding", "MultiHeadAttention",
-    ]
-    return tuple(getattr(layers, n) for n in names if hasattr(layers, n))
+def layer_classes(*names: str) -> tuple:
+    """The ``keras.layers`` classes of these names that this Keras has."""
+    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
 
 
-SUPPORTED_LAYERS = _builtin_classes()
+SUPPORTED_LAYERS = layer_classes(
+    "Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D",
+    "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+    "BatchNormalization", "LayerNormalization", "Embedding", "MultiHeadAttention",
+)
 
 #: Layers with weights that `fix_weights(model)` leaves float and unwrapped, with the reason:
 #: their weights are preprocessing statistics (set by ``adapt()`` or given), not trained.
@@ -71,14 +70,10 @@ def _short_name(variable) -> str:
     return name.split("/")[-1].split(":")[0]
 
 
-def _depthwise_classes():
-    names = ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
-    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
-
-
 #: Layers that make a network depthwise-separable (MobileNet-style): ``rule="auto"`` picks
 #: `tfmot_wfn.core.fixing_rules.DEPTHWISE_RULE` for a network with any of them.
-DEPTHWISE_LAYERS = _depthwise_classes()
+DEPTHWISE_LAYERS = layer_classes("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
+                                 "SeparableConv2D")
 
 
 def has_depthwise(layers) -> bool:

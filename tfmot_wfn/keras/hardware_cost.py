@@ -22,25 +22,22 @@ from tfmot_wfn.core.energy_table import EnergyTable
 from tfmot_wfn.core.hardware_cost import HardwareCost, LayerWork, WeightGroup, estimate
 from tfmot_wfn.core.weight_terms import DEFAULT_MAX_TERMS
 from tfmot_wfn.keras.compat import RecordedCalls, keras, sublayers
+from tfmot_wfn.keras.fixable_layer import layer_classes
 from tfmot_wfn.keras.fixing_wrapper import WeightFixingWrapper
 
 
-def _classes(*names) -> tuple:
-    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
-
-
-CONV = _classes("Conv1D", "Conv2D", "Conv3D")
-CONV_TRANSPOSE = _classes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-DEPTHWISE = _classes("DepthwiseConv1D", "DepthwiseConv2D")
-SEPARABLE = _classes("SeparableConv1D", "SeparableConv2D")
-DENSE = _classes("Dense")
-EINSUM = _classes("EinsumDense")
-EMBEDDING = _classes("Embedding")
-ATTENTION = _classes("MultiHeadAttention")
+CONV = layer_classes("Conv1D", "Conv2D", "Conv3D")
+CONV_TRANSPOSE = layer_classes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+DEPTHWISE = layer_classes("DepthwiseConv1D", "DepthwiseConv2D")
+SEPARABLE = layer_classes("SeparableConv1D", "SeparableConv2D")
+DENSE = layer_classes("Dense")
+EINSUM = layer_classes("EinsumDense")
+EMBEDDING = layer_classes("Embedding")
+ATTENTION = layer_classes("MultiHeadAttention")
 COUNTED = CONV + CONV_TRANSPOSE + DEPTHWISE + SEPARABLE + DENSE + EINSUM + EMBEDDING + ATTENTION
-NORMALIZATION = _classes("LayerNormalization", "GroupNormalization", "UnitNormalization",
+NORMALIZATION = layer_classes("LayerNormalization", "GroupNormalization", "UnitNormalization",
                          "Normalization")
-BATCHNORM = _classes("BatchNormalization")
+BATCHNORM = layer_classes("BatchNormalization")
 
 REASON_BATCHNORM = ("per-channel scale and shift of the activations (2 operations per value); it "
                     "folds into the preceding convolution for deployment (lite.fold_batchnorm)")
