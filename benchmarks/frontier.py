@@ -135,6 +135,7 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
         with tempfile.TemporaryDirectory(prefix="wfn_frontier_") as folder:
             weights = os.path.join(folder, "float.npz")
             models.save_layer_weights(base, weights)
+            data_in = run.save_data(data, folder)
             for label, rule, delta in planned:
                 if label in done and label != "float":
                     continue
@@ -144,6 +145,7 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                 elif label == "tfmot-16":
                     out = os.path.join(folder, "tfmot16.npz")
                     run.run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
+                                      "data_in": data_in,
                                       "weights_out": out, "clusters": 16,
                                       "epochs": run.fine_tune_epochs(eps), "lr": run.FINE_TUNE_LR[name],
                                       "clipnorm": run.CLIPNORM, "seed": seed})

@@ -6,6 +6,11 @@ importing tensorflow_model_optimization switches TensorFlow to legacy Keras.
 
 Modes:
 
+Both modes read the images from ``spec["data_in"]``, an ``.npz`` the main process wrote
+(`run.save_data`), so that the peer trains and tests on exactly the images of the row it
+is compared with (rebuilding the split here once drew another seed's split, whose
+training images held the main process's test images).
+
 * ``cluster``: rebuild the model in tf_keras, load the float weights trained by
   the main process, wrap every Conv/DepthwiseConv/Dense layer in
   ``tfmot.clustering.keras.cluster_weights`` through ``clone_model`` (as tfmot's
@@ -43,6 +48,14 @@ def _compile(model, lr: float, clipnorm: float) -> None:
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
+def load_data(spec):
+    """``(x_train, x_test, y_train, y_test)`` from ``spec["data_in"]`` (`run.save_data`)."""
+    if "data_in" not in spec:
+        raise SystemExit("spec needs 'data_in': the .npz of run.save_data (the main process's images)")
+    with np.load(spec["data_in"]) as f:
+        return f["x_train"], f["x_test"], f["y_train"], f["y_test"]
+
+
 def _accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), -1) == y))
 
@@ -50,7 +63,7 @@ def _accuracy(model, x, y) -> float:
 def cluster(spec) -> dict:
     name = spec["model"]
     m = models.MODELS[name]
-    x_train, x_test, y_train, y_test = models.dataset(name, spec["seed"])
+    x_train, x_test, y_train, y_test = load_data(spec)
     keras.utils.set_random_seed(spec["seed"])
     base = models.build(name, keras)
     models.load_layer_weights(base, spec["weights_in"])
@@ -85,14 +98,15 @@ def cluster(spec) -> dict:
             kernel = layer.get_weights()[0]
             if np.unique(kernel).size > int(spec["clusters"]):
                 unclustered.append([layer.name, type(layer).__name__, int(kernel.size)])
-    return {"unclustered_layers": unclustered,"float_accuracy_tf_keras": float_accuracy, "accuracy_tf_keras": accuracy,
+    return {"unclustered_layers": unclustered, "train_images": int(len(x_train)),
+            "float_accuracy_tf_keras": float_accuracy, "accuracy_tf_keras": accuracy,
             "fit_seconds": fit_seconds, "setup_seconds": setup_seconds,
             "clustered_layers": sum(1 for l in base.layers if models.is_kernel_layer(l, keras))}
 
 
 def step_time(spec) -> dict:
     name = spec["model"]
-    x_train, _, y_train, _ = models.dataset(name, spec["seed"])
+    x_train, _, y_train, _ = load_data(spec)
     keras.utils.set_random_seed(spec["seed"])
 
     def plain():

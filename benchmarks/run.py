@@ -220,6 +220,16 @@ def run_tf_keras(spec: Dict, timeout: float = 3600) -> Dict:
                        f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
 
 
+def save_data(data, folder: str, file: str = "data.npz") -> str:
+    """``data`` (``(x_train, x_test, y_train, y_test)``) as ``folder/data.npz`` for
+    `run_tf_keras`' ``data_in``: the tf_keras peer then trains and tests on exactly these
+    images, not on a split it rebuilds."""
+    x_train, x_test, y_train, y_test = data
+    path = os.path.join(folder, file)
+    np.savez(path, x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
+    return path
+
+
 # ------------------------------------------------------------------------------------ training
 def compile_model(model, lr):
     import keras
@@ -508,6 +518,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
     data, folder, base, float_epochs, float_seconds = trained_float_model(name, cfg, seed, work, data)
     weights = os.path.join(folder, "float.npz")
     models.save_layer_weights(base, weights)
+    data_in = save_data(data, folder)
     rows = []
     common = f"batch {spec['batch']}, seed {seed}"
 
@@ -526,7 +537,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
         say(f"[{name}] tfmot cluster_weights({k}) in a tf_keras subprocess ...")
         out_weights = os.path.join(folder, f"tfmot{k}.npz")
         res = run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
-                            "weights_out": out_weights, "clusters": k, "epochs": ft_epochs, "lr": lr,
+                            "data_in": data_in, "weights_out": out_weights, "clusters": k, "epochs": ft_epochs, "lr": lr,
                             "clipnorm": CLIPNORM, "seed": seed})
         clustered = models.build(name, keras)
         models.load_layer_weights(clustered, out_weights)
@@ -659,7 +670,9 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
     import tfmot_wfn
 
     spec = models.MODELS[name]
-    x_train, _, y_train, _ = models.dataset(name, seed)
+    data = models.dataset(name, seed)
+    x_train, _, y_train, _ = data
+    data_in = save_data(data, os.path.dirname(weights), "step_data.npz")
     lr = FINE_TUNE_LR[name]
     # Far apart stages: stage 0 (30% fixed) runs at the first warm-up step, no other
     # stage runs while timing; the regulariser is active (the palette is not empty).
@@ -694,7 +707,8 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
                    float(np.median(cb.batch_seconds[10:] or cb.batch_seconds)) * 1000.0
                    for r, cb in timed_updates.items()}
     say(f"[{name}] step time, tf_keras subprocess: plain, prune_low_magnitude ...")
-    tk = run_tf_keras({"mode": "step_time", "model": name, "weights_in": weights, "seed": seed,
+    tk = run_tf_keras({"mode": "step_time", "model": name, "weights_in": weights,
+                       "data_in": data_in, "seed": seed,
                        "lr": lr, "clipnorm": CLIPNORM, "batch": spec["batch"],
                        "steps": cfg["step_steps"], "rounds": cfg["step_rounds"]})
     out = {"model": name, "batch": spec["batch"], "steps": cfg["step_steps"], "rounds": cfg["step_rounds"],
