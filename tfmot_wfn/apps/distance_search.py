@@ -27,12 +27,16 @@ How it searches, at a bounded cost:
    to the smallest candidate left.
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
    runs together train at most ``budget`` times the batches of one full run) and in seconds
-   (all runs together take at most ``budget`` times one full run's wall time: what a run costs
-   besides its batches, i.e. cloning, fixing stages, tracing and evaluation, is measured on
-   every run and is the same for a proxy). Two full runs are left for when the budget holds
-   them, so a first full run outside ``tolerance`` can fall back to a smaller delta. The
-   chosen model is the largest-delta full run within tolerance (else the most accurate full
-   run); `DistanceSearch.within_tolerance` says which.
+   (all runs together take at most ``budget`` times what one full run costs alone, i.e.
+   ``fix_weights`` to ``strip_fixing`` at one delta: estimated from the first run as its
+   overhead plus a full run's batches). Every run trains the same wrapped model: the first
+   makes it (`fix_weights`, tracing its training step); later ones put it back to its start
+   (`FixingRestart`) with the new delta and skip the tracing, so they cost less, and the
+   next run is estimated from what the later runs cost besides their batches (fixing
+   stages, stripping, evaluation). Two full runs are left for when the budget holds them,
+   so a first full run outside ``tolerance`` can fall back to a smaller delta. The chosen
+   model is the largest-delta full run within tolerance (else the most accurate full run);
+   `DistanceSearch.within_tolerance` says which.
 
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5).
@@ -50,6 +54,7 @@ import numpy as np
 from tfmot_wfn.keras.compat import keras, tf
 from tfmot_wfn.keras.fix import fix_weights, strip_fixing
 from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
+from tfmot_wfn.keras.fixing_restart import FixingRestart
 from tfmot_wfn.keras.fixing_schedule import PAPER_FRACTIONS, StagedFixing
 from tfmot_wfn.keras.report import unique_weights, weight_entropy
 from tfmot_wfn.utils.json_report import JsonReport
@@ -88,7 +93,8 @@ class DistanceSearch(JsonReport):
       frontier: every run, proxies and full runs, in the order they ran.
       train_steps / budget_steps: training batches used, and the most allowed.
       seconds: wall time of the search.
-      full_run_seconds: one full run's seconds (measured, or estimated from the proxies).
+      full_run_seconds: what one full run costs alone (``fix_weights`` to ``strip_fixing``,
+        tracing included), estimated from the search's first run.
       budget_seconds: the most the runs may take: ``budget * full_run_seconds``.
     """
 
@@ -218,67 +224,85 @@ class _StepTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _fixed_run(model, training: _Training, distance: float,
-               steps_per_stage: int) -> Tuple[Any, int, float]:
-    """Fix ``model`` at ``distance`` with ``steps_per_stage`` batches a stage;
-    (stripped, steps, median seconds of a training batch)."""
-    schedule = StagedFixing(steps_per_stage=steps_per_stage)
-    fixed = fix_weights(model, fixing_schedule=schedule, distance=distance, **training.fix_kwargs)
-    fixed.compile(optimizer=keras.optimizers.deserialize(training.optimizer_config),
-                  loss=training.loss)
-    epochs = len(PAPER_FRACTIONS)  # one epoch a stage; the last fires at its first batch
-    timer = _StepTimer()
-    fixed.fit(training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0, shuffle=False,
-              callbacks=[UpdateFixingStep(verbose=0), timer])
-    return strip_fixing(fixed), epochs * steps_per_stage, float(np.median(timer.seconds))
+class _Trainer:
+    """The search's one wrapped model: made by `fix_weights` at the first run (which traces
+    its training step), put back to its start by `FixingRestart` for every later run."""
+
+    def __init__(self, model, training: _Training):
+        self.model, self.training = model, training
+        self.fixed = None
+        self._restart: Optional[FixingRestart] = None
+
+    def run(self, distance: float, steps_per_stage: int) -> Tuple[Any, int, float]:
+        """Fix at ``distance`` with ``steps_per_stage`` batches a stage;
+        (stripped model, steps, median seconds of a training batch)."""
+        schedule = StagedFixing(steps_per_stage=steps_per_stage)
+        if self.fixed is None:
+            self.fixed = fix_weights(self.model, fixing_schedule=schedule, distance=distance,
+                                     **self.training.fix_kwargs)
+            self.fixed.compile(optimizer=keras.optimizers.deserialize(self.training.optimizer_config),
+                               loss=self.training.loss)
+            self._restart = FixingRestart(self.fixed)
+        else:
+            self._restart.restart(distance=distance, fixing_schedule=schedule)
+        epochs = len(PAPER_FRACTIONS)  # one epoch a stage; the last fires at its first batch
+        timer = _StepTimer()
+        self.fixed.fit(self.training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0,
+                       shuffle=False, callbacks=[UpdateFixingStep(verbose=0), timer])
+        return strip_fixing(self.fixed), epochs * steps_per_stage, float(np.median(timer.seconds))
 
 
 class _Costs:
-    """The search's cost in seconds and its estimate of one full run.
+    """The search's cost in seconds, against what one full run costs alone.
 
-    A run costs its wall time: cloning, fixing stages, tracing, training, stripping and
-    evaluation. What does not scale with the batches (everything but the training batches)
-    is the same for a proxy and a full run, so one full run is estimated from any run as
-    ``overhead + full_steps * median batch seconds``; once full runs were measured, by their
-    mean. With few batches a stage (a small data set, a big model) the overhead dominates and
-    proxies buy little: the budget then leaves room for fewer of them.
+    A run costs its wall time: its batches plus an overhead (fixing stages, stripping,
+    evaluation; the first run also makes the wrapped model and traces its training step).
+    One full run alone (the budget's unit) is the first run's overhead plus ``full_steps``
+    batches. The next run is estimated as the later runs' median overhead (the first
+    run's until a later run was measured) plus its batches. With few batches a stage (a
+    small data set, a big model) the overhead dominates and proxies buy little.
     """
 
     def __init__(self, full_steps: int, budget: float):
         self.full_steps, self.budget = int(full_steps), float(budget)
         self.used = 0.0
-        self._projected: List[float] = []  # full-run estimates from each run
-        self._full: List[float] = []  # measured full runs
-        self._proxy: List[float] = []  # measured proxies
+        self._alone: Optional[float] = None  # one full run alone, from the first run
+        self._first_overhead = 0.0
+        self._overheads: List[float] = []  # later runs
+        self._step_seconds: List[float] = []
 
-    def record(self, source: str, seconds: float, steps: int, step_seconds: float) -> None:
+    def record(self, seconds: float, steps: int, step_seconds: float) -> None:
         self.used += float(seconds)
         overhead = max(0.0, float(seconds) - steps * float(step_seconds))
-        self._projected.append(overhead + self.full_steps * float(step_seconds))
-        (self._full if source == "full" else self._proxy).append(float(seconds))
+        self._step_seconds.append(float(step_seconds))
+        if self._alone is None:
+            self._first_overhead = overhead
+            self._alone = overhead + self.full_steps * float(step_seconds)
+        else:
+            self._overheads.append(overhead)
 
     def full_run(self) -> Optional[float]:
-        """Estimated seconds of one full run (None before any run)."""
-        if self._full:
-            return float(np.mean(self._full))
-        return float(np.median(self._projected)) if self._projected else None
+        """Estimated seconds of one full run alone (None before any run)."""
+        return self._alone
 
-    def proxy_run(self) -> Optional[float]:
-        """Mean seconds of the proxies so far (None before any)."""
-        return float(np.mean(self._proxy)) if self._proxy else None
+    def next_run(self, steps: int) -> Optional[float]:
+        """Estimated seconds of the next run of ``steps`` batches (None before any run)."""
+        if self._alone is None:
+            return None
+        overhead = float(np.median(self._overheads)) if self._overheads else self._first_overhead
+        return overhead + int(steps) * float(np.median(self._step_seconds))
 
     def budget_seconds(self) -> Optional[float]:
         full = self.full_run()
         return None if full is None else self.budget * full
 
-    def affordable(self, proxies: int, full_runs: int) -> bool:
-        """Whether ``proxies`` more proxies and ``full_runs`` more full runs fit in the budget
-        (always, before any run has been timed)."""
-        full = self.full_run()
-        if full is None:
+    def affordable(self, proxy_steps: int, proxies: int, full_runs: int) -> bool:
+        """Whether ``proxies`` more proxies of ``proxy_steps`` batches and ``full_runs`` more
+        full runs fit in the budget (always, before any run has been timed)."""
+        if self._alone is None:
             return True
-        proxy = self.proxy_run() or full
-        return self.used + proxies * proxy + full_runs * full <= self.budget * full
+        cost = proxies * self.next_run(proxy_steps) + full_runs * self.next_run(self.full_steps)
+        return self.used + cost <= self.budget * self._alone
 
 
 class _Runs:
@@ -286,7 +310,7 @@ class _Runs:
 
     def __init__(self, model, training: _Training, validation, budget: float, full_steps: int,
                  say: Callable[..., None]):
-        self.model, self.training, self.validation = model, training, validation
+        self.trainer, self.training, self.validation = _Trainer(model, training), training, validation
         self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
         self.say = say
         self.stages = len(PAPER_FRACTIONS)
@@ -297,26 +321,27 @@ class _Runs:
         #: smaller delta (or climb to a larger one) when the budget holds two.
         self.reserved_full_runs = 2 if budget >= 2 else 1
 
-    def proxies_pay(self) -> bool:
-        """Whether a proxy costs less than `PROXY_SHARE` of a full run (estimated): with a
-        small data set the per-run overhead makes a proxy nearly a full run, and a full run
-        answers the question for certain."""
-        proxy, full = self.costs.proxy_run(), self.costs.full_run()
-        return proxy is None or full is None or proxy < PROXY_SHARE * full
+    def proxies_pay(self, proxy_steps: int) -> bool:
+        """Whether a proxy of ``proxy_steps`` batches costs less than `PROXY_SHARE` of a full
+        run (estimated): with a small data set the per-run overhead makes a proxy nearly a
+        full run, and a full run answers the question for certain."""
+        proxy, full = self.costs.next_run(proxy_steps), self.costs.next_run(self.full_steps)
+        return proxy is None or proxy < PROXY_SHARE * full
 
     def affordable(self, proxy_steps: int = 0, full_runs: int = 1) -> bool:
         """Whether a proxy of ``proxy_steps`` batches (0: none) and then ``full_runs`` full
         runs fit in the budget, in training batches and in (estimated) seconds."""
         steps = self.steps_used + proxy_steps + full_runs * self.full_steps
-        return steps <= self.budget_steps and self.costs.affordable(int(proxy_steps > 0), full_runs)
+        return steps <= self.budget_steps and self.costs.affordable(proxy_steps, int(proxy_steps > 0),
+                                                                    full_runs)
 
     def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
         keras.utils.set_random_seed(self.training.seed)
         t0 = time.time()
-        fixed, steps, step_seconds = _fixed_run(self.model, self.training, distance, steps_per_stage)
+        fixed, steps, step_seconds = self.trainer.run(distance, steps_per_stage)
         self.steps_used += steps
         row = _measure(fixed, self.validation, distance, source, t0, steps)
-        self.costs.record(source, row.seconds, steps, step_seconds)
+        self.costs.record(row.seconds, steps, step_seconds)
         self.frontier.append(row)
         self.say(f"  {source} run, delta {distance:g}: accuracy {row.accuracy:.4f}, "
                  f"{row.unique_values} values, {row.entropy_bits:.3f} bits, {row.seconds:.0f} s")
@@ -340,7 +365,7 @@ def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int
             low = middle
         else:
             high = middle
-        if not runs.proxies_pay():
+        if not runs.proxies_pay(proxy_cost):
             return max(low, 0), high, False
     return max(low, 0), high, True
 

@@ -52,6 +52,13 @@ from tfmot_wfn.utils.validation import check_real
 CACHE_ATTRIBUTE = "_wfn_fixing_network"
 
 
+def forget_network(model_or_wrapper) -> None:
+    """Drop the `FixingNetwork` cached on a model or wrapper (after its wrappers' settings
+    changed: `FixingRestart`); the next `FixingNetwork.of` builds a new one."""
+    if getattr(model_or_wrapper, CACHE_ATTRIBUTE, None) is not None:
+        setattr(model_or_wrapper, CACHE_ATTRIBUTE, None)
+
+
 def wrappers_of(model_or_layers) -> List[WeightFixingWrapper]:
     """Every `WeightFixingWrapper` in a model (nested models included) or list of layers."""
     found: List[WeightFixingWrapper] = []
