@@ -12,6 +12,8 @@ from tfmot_wfn.keras.compat import keras
 from tfmot_wfn.keras.fixing_restart import FixingRestart
 from tfmot_wfn.keras.network import FixingNetwork
 
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
+
 STEPS = 3  # batches a stage
 BATCH = 16
 
