@@ -107,6 +107,17 @@ def _planned_rows(name: str, seed_index: int, quick: bool):
     return rows, eps
 
 
+def record_float_training(per_model: Dict, trained: Dict) -> bool:
+    """Record how the model's float models train (``trained``: epochs, lr, augment); when a
+    results file recorded other settings, drop its seeds (their rows are not paired with
+    the new float models) and return True. A file without the record predates it: kept."""
+    changed = per_model.setdefault("float_training", trained) != trained
+    if changed:
+        per_model["seeds"] = {}
+    per_model["float_training"] = trained
+    return changed
+
+
 def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                   float_cache: Optional[str] = None, optimizer: str = "fresh") -> None:
     import keras
@@ -115,6 +126,10 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     spec = models.MODELS[name]
     per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),
                                           "train_images": int(len(data[0])), "seeds": {}})
+    trained = {"epochs": 2 if quick else spec["float_epochs"], "lr": spec["float_lr"],
+               "augment": bool(spec.get("augment", False))}
+    if record_float_training(per_model, trained):
+        run.say(f"[{name}] the float training changed to {trained}: redoing every seed")
     for index, seed in enumerate(seeds):
         done = per_model["seeds"].setdefault(str(seed), {})
         planned, eps = _planned_rows(name, index, quick)

@@ -151,3 +151,13 @@ def test_the_model_specs_depthwise_flag_is_what_fix_weights_sees():
     for name, spec in frontier.models.MODELS.items():
         built = frontier.models.build(name, keras)
         assert spec.get("depthwise", False) == has_depthwise(walk_layers(built)), name
+
+
+def test_rows_of_float_models_trained_otherwise_are_dropped():
+    trained = {"epochs": 60, "lr": 3e-3, "augment": True}
+    old = {"seeds": {"0": {"float": {}}}}  # a file from before the record: kept
+    assert not frontier.record_float_training(old, trained) and old["seeds"] == {"0": {"float": {}}}
+    assert old["float_training"] == trained
+    other = {"seeds": {"0": {"float": {}}}, "float_training": {**trained, "augment": False}}
+    assert frontier.record_float_training(other, trained)
+    assert other["seeds"] == {} and other["float_training"] == trained
