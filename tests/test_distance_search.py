@@ -79,6 +79,10 @@ def test_the_seconds_budget_is_full_runs_alone_and_later_runs_skip_the_tracing()
     assert costs.full_run() == pytest.approx(30.0) and costs.used == pytest.approx(36.0)
     assert costs.next_run(100) == pytest.approx(24.0) and costs.next_run(10) == pytest.approx(6.0)
     assert costs.affordable(10, 1, 2) and not costs.affordable(10, 0, 3)  # 36 + 6 + 48 <= 90 < 108
+    # The first run's tracing counts for a run alone, not for the runs after it.
+    traced = _Costs(full_steps=100, budget=3)
+    traced.record(seconds=12.0, steps=10, step_seconds=0.2, tracing=6.0)
+    assert traced.full_run() == pytest.approx(30.0) and traced.next_run(10) == pytest.approx(6.0)
     # Batches dominate: the overhead is small, and proxies are cheap against the budget.
     cheap = _Costs(full_steps=100, budget=3)
     cheap.record(seconds=2.5, steps=10, step_seconds=0.2)  # overhead 0.5 s
@@ -150,7 +154,7 @@ class _ScriptedRuns(_Runs):
                           accuracy=0.9 if self.passes(distance, source) else 0.5, source=source,
                           seconds=seconds, train_steps=steps)
         self.steps_used += steps
-        self.costs.record(seconds, steps, self.STEP)
+        self.costs.record(seconds, steps, self.STEP, tracing=0.0)
         self.frontier.append(row)
         return row, f"model at {distance:g}"
 

@@ -3,6 +3,8 @@ fix_weights gave it, with the new run's distance and schedule, without tracing a
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -86,7 +88,13 @@ def test_the_next_run_uses_the_new_settings_and_the_traced_step(trained):
 
 def test_a_restarted_run_matches_a_new_model_with_those_settings(trained):
     model, _, restart, _ = trained
+    network = FixingNetwork.of(model)
     restart.restart(distance=0.03)
+    # The traced step reads the regulariser table of the network it was traced with: the
+    # restart updates that network in place (a new one would leave the step a stale table
+    # once the garbage collector drops the old network).
+    gc.collect()
+    assert FixingNetwork.of(model) is network and network.distance == 0.03
     _train(model)
     new = _fixed(distance=0.03)
     _train(new)
@@ -106,6 +114,15 @@ def test_a_stripped_model_of_an_earlier_run_is_not_touched_by_a_restart(trained)
     _train(model)
     for value, variable in zip(weights, kept.weights):
         np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_the_learning_rate_comes_back_too():
+    model = _fixed(optimizer=keras.optimizers.Adam(0.01))
+    restart = FixingRestart(model)
+    _train(model)
+    model.optimizer.learning_rate.assign(0.001)  # as ReduceLROnPlateau would
+    restart.restart(distance=0.02)
+    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.01)
 
 
 def test_bad_restarts_are_refused_and_change_nothing(trained):

@@ -233,9 +233,10 @@ class _Trainer:
         self.fixed = None
         self._restart: Optional[FixingRestart] = None
 
-    def run(self, distance: float, steps_per_stage: int) -> Tuple[Any, int, float]:
-        """Fix at ``distance`` with ``steps_per_stage`` batches a stage;
-        (stripped model, steps, median seconds of a training batch)."""
+    def run(self, distance: float, steps_per_stage: int) -> Tuple[Any, int, float, float]:
+        """Fix at ``distance`` with ``steps_per_stage`` batches a stage; (stripped model,
+        steps, median seconds of a training batch, seconds the first batch took beyond
+        the median: the tracing, on the first run)."""
         schedule = StagedFixing(steps_per_stage=steps_per_stage)
         if self.fixed is None:
             self.fixed = fix_weights(self.model, fixing_schedule=schedule, distance=distance,
@@ -249,7 +250,9 @@ class _Trainer:
         timer = _StepTimer()
         self.fixed.fit(self.training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0,
                        shuffle=False, callbacks=[UpdateFixingStep(verbose=0), timer])
-        return strip_fixing(self.fixed), epochs * steps_per_stage, float(np.median(timer.seconds))
+        median = float(np.median(timer.seconds))
+        return (strip_fixing(self.fixed), epochs * steps_per_stage, median,
+                max(0.0, timer.seconds[0] - median))
 
 
 class _Costs:
@@ -258,9 +261,10 @@ class _Costs:
     A run costs its wall time: its batches plus an overhead (fixing stages, stripping,
     evaluation; the first run also makes the wrapped model and traces its training step).
     One full run alone (the budget's unit) is the first run's overhead plus ``full_steps``
-    batches. The next run is estimated as the later runs' median overhead (the first
-    run's until a later run was measured) plus its batches. With few batches a stage (a
-    small data set, a big model) the overhead dominates and proxies buy little.
+    batches. The next run is estimated as the later runs' median overhead (until a later
+    run was measured: the first run's, less its first batch's excess over the median
+    batch, i.e. the tracing) plus its batches. With few batches a stage (a small data
+    set, a big model) the overhead dominates and proxies buy little.
     """
 
     def __init__(self, full_steps: int, budget: float):
@@ -271,12 +275,15 @@ class _Costs:
         self._overheads: List[float] = []  # later runs
         self._step_seconds: List[float] = []
 
-    def record(self, seconds: float, steps: int, step_seconds: float) -> None:
+    def record(self, seconds: float, steps: int, step_seconds: float, tracing: float = 0.0) -> None:
+        """A run of ``seconds``: ``steps`` batches of ``step_seconds`` (median), of which the
+        first took ``tracing`` seconds more (tracing the step: counted for one run alone,
+        not for the runs after it)."""
         self.used += float(seconds)
         overhead = max(0.0, float(seconds) - steps * float(step_seconds))
         self._step_seconds.append(float(step_seconds))
         if self._alone is None:
-            self._first_overhead = overhead
+            self._first_overhead = max(0.0, overhead - float(tracing))
             self._alone = overhead + self.full_steps * float(step_seconds)
         else:
             self._overheads.append(overhead)
@@ -338,10 +345,10 @@ class _Runs:
     def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
         keras.utils.set_random_seed(self.training.seed)
         t0 = time.time()
-        fixed, steps, step_seconds = self.trainer.run(distance, steps_per_stage)
+        fixed, steps, step_seconds, tracing = self.trainer.run(distance, steps_per_stage)
         self.steps_used += steps
         row = _measure(fixed, self.validation, distance, source, t0, steps)
-        self.costs.record(row.seconds, steps, step_seconds)
+        self.costs.record(row.seconds, steps, step_seconds, tracing)
         self.frontier.append(row)
         self.say(f"  {source} run, delta {distance:g}: accuracy {row.accuracy:.4f}, "
                  f"{row.unique_values} values, {row.entropy_bits:.3f} bits, {row.seconds:.0f} s")
@@ -496,8 +503,8 @@ def search_distance(
       epochs_per_stage: epochs of re-training between stages in the full runs.
       batch_size: for ``(x, y)`` arrays.
       budget: all runs together train at most this many times the batches of one full run,
-        and take at most this many times its seconds (estimated from the runs so far until a
-        full run is measured).
+        and take at most this many times the seconds one full run takes alone (estimated
+        from the first run: its overhead, tracing included, plus a full run's batches).
       proxy_steps: batches a stage in a proxy run (default: a fifth of an epoch, at least 1).
       proxy_slack: extra accuracy drop a proxy may show and still be tried in a full run.
       seed: seeds Keras (weights order, shuffling) for every run.

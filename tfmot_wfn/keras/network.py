@@ -363,6 +363,14 @@ class FixingNetwork:
             return False
         return self.regularizer_table.refresh_if_changed()
 
+    def reload_settings(self) -> None:
+        """Read the wrappers' settings again (`FixingRestart` changed their ``distance`` /
+        ``fixing_schedule``) and bring the regulariser table up to date with the palette and
+        masks. The table's variables stay those a traced training step reads."""
+        self.config = _check_consistent(self.wrappers)
+        if self._table is not None:
+            self._table.refresh()
+
     def _refresh_tables(self) -> None:
         """After a stage: every live table over any of these wrappers follows the new state."""
         mine = set(map(id, self.wrappers))
