@@ -4,12 +4,12 @@
 ``RESULT {json}``. Never import this module (or tfmot) in the Keras 3 process:
 importing tensorflow_model_optimization switches TensorFlow to legacy Keras.
 
-Modes:
-
 Both modes read the images from ``spec["data_in"]``, an ``.npz`` the main process wrote
 (`run.save_data`), so that the peer trains and tests on exactly the images of the row it
 is compared with (rebuilding the split here once drew another seed's split, whose
 training images held the main process's test images).
+
+Modes:
 
 * ``cluster``: rebuild the model in tf_keras, load the float weights trained by
   the main process, wrap every Conv/DepthwiseConv/Dense layer in

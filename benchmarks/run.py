@@ -221,7 +221,7 @@ def run_tf_keras(spec: Dict, timeout: float = 3600) -> Dict:
 
 
 def save_data(data, folder: str, file: str = "data.npz") -> str:
-    """``data`` (``(x_train, x_test, y_train, y_test)``) as ``folder/data.npz`` for
+    """``data`` (``(x_train, x_test, y_train, y_test)``) as ``folder/file`` for
     `run_tf_keras`' ``data_in``: the tf_keras peer then trains and tests on exactly these
     images, not on a split it rebuilds."""
     x_train, x_test, y_train, y_test = data

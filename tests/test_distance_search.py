@@ -56,9 +56,9 @@ def test_cost_stays_within_the_budget(search, digits):
     assert search.budget_steps == 3 * 10 * steps_per_epoch
     assert search.train_steps <= search.budget_steps
     assert search.train_steps == sum(r.train_steps for r in search.frontier)
-    first = search.frontier[0]
-    if first.source == "full":  # one full run alone is what the first run cost
-        assert search.full_run_seconds == pytest.approx(first.seconds)
+    # One full run alone: the first run's overhead plus a full run's batches, so at least
+    # what the first run (a proxy here: fewer batches) cost.
+    assert search.full_run_seconds >= search.frontier[0].seconds - 1e-9
     assert search.budget_seconds == pytest.approx(3 * search.full_run_seconds)
     assert f"x one full run ({search.full_run_seconds:.0f} s)" in str(search)
 

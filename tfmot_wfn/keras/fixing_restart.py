@@ -8,7 +8,7 @@ traced step: `FixingRestart` remembers every variable of the wrapped model befor
 random-seed states) and the optimizer's learning rate; `restart` puts all of them back,
 gives the optimizer the state of a fresh copy (moments 0, ``iterations`` 0) and sets the new
 run's ``distance`` / ``fixing_schedule`` on every wrapper and on the network the traced step
-reads (its regulariser table is refreshed in place, not replaced). The next `fit` then
+reads (which keeps its regulariser table: `UpdateFixingStep` refreshes it in place). The next `fit` then
 starts where a new ``fix_weights(model, ...)`` with those settings would, without tracing
 again. Under tf_keras, random ops such as Dropout without a seed keep their own op state,
 which a restart does not rewind: a restarted run draws other dropout masks than a new model.

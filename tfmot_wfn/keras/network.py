@@ -365,11 +365,9 @@ class FixingNetwork:
 
     def reload_settings(self) -> None:
         """Read the wrappers' settings again (`FixingRestart` changed their ``distance`` /
-        ``fixing_schedule``) and bring the regulariser table up to date with the palette and
-        masks. The table's variables stay those a traced training step reads."""
+        ``fixing_schedule``). The regulariser table stays the one a traced training step
+        reads; `UpdateFixingStep` refreshes it at the next fit's first batch."""
         self.config = _check_consistent(self.wrappers)
-        if self._table is not None:
-            self._table.refresh()
 
     def _refresh_tables(self) -> None:
         """After a stage: every live table over any of these wrappers follows the new state."""
