@@ -228,11 +228,22 @@ def summarise(per_model: Dict) -> List[Dict]:
     return out
 
 
+def float_training_note(name: str, per_model: Dict) -> str:
+    """`` Float models: ...`` from the model's recorded float training ("" when none)."""
+    trained = per_model.get("float_training")
+    if not trained:
+        return ""
+    cosine = ", cosine decay" if run.uses_cosine(name) else ""
+    augment = ", on augmented images (reflect-pad 4, random crop, flip)" if trained["augment"] else ""
+    return f" Float models: {trained['epochs']} epochs Adam({trained['lr']:g}{cosine}){augment}."
+
+
 def model_table(name: str, per_model: Dict) -> List[str]:
     rows = summarise(per_model)
     lines = [f"### {name}: {per_model['title']}", "",
              f"{per_model['train_images']:,} training / {per_model['test_images']:,} test images "
-             f"(one test image = {100 / per_model['test_images']:.2f} points).", "",
+             f"(one test image = {100 / per_model['test_images']:.2f} points).{float_training_note(name, per_model)}",
+             "",
              "| row | seeds | accuracy % (mean ± std) | drop, points (mean ± paired SE) [seed range] | "
              "lossless | unique values, all stored (mean [range]) | kernels only | entropy bits |",
              "|---|---:|---|---|---|---|---:|---:|"]

@@ -248,7 +248,27 @@ def uses_cosine(name: str) -> bool:
     return name.startswith("mobilenetv2") or models.MODELS[name].get("data") == "cifar10"
 
 
+def augmented_epochs(x: np.ndarray, epochs: int, seed: int, pad: int = 4):
+    """One augmented copy of the images ``x`` (N, H, W, C) per epoch: the CIFAR recipe
+    (reflect-pad by ``pad``, a random crop back to H x W, a random horizontal flip), drawn
+    from ``numpy.random.default_rng(seed)`` so that a seed gives the same copies."""
+    rng = np.random.default_rng(seed)
+    n, h, w = x.shape[:3]
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    rows = np.arange(n)[:, None, None]
+    for _ in range(epochs):
+        top = rng.integers(0, 2 * pad + 1, n)[:, None, None] + np.arange(h)[None, :, None]
+        left = rng.integers(0, 2 * pad + 1, n)[:, None, None] + np.arange(w)[None, None, :]
+        crops = padded[rows, top, left]
+        flip = rng.random(n) < 0.5
+        crops[flip] = crops[flip, :, ::-1]
+        yield crops
+
+
 def train_float(name, data, epochs, seed):
+    """The float model of ``name``: Adam (cosine decay for `uses_cosine` models) for
+    ``epochs``, on `augmented_epochs` copies of the training images when the model's spec
+    says ``augment``."""
     import keras
 
     spec = models.MODELS[name]
@@ -261,8 +281,19 @@ def train_float(name, data, epochs, seed):
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0)
+    if spec.get("augment"):
+        for x_epoch in augmented_epochs(x_train, epochs, seed):
+            model.fit(x_epoch, y_train, batch_size=spec["batch"], epochs=1, verbose=0)
+    else:
+        model.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0)
     return model, time.perf_counter() - start
+
+
+def float_cache_name(name: str, seed: int, epochs: int) -> str:
+    """The float cache's file name of a model: its seed and epochs, and ``-augmented`` when
+    it trains on augmented images (so that a cache of the other training is not reused)."""
+    augmented = "-augmented" if models.MODELS[name].get("augment") else ""
+    return f"{name}-seed{seed}-epochs{epochs}{augmented}.npz"
 
 
 def cached_float_model(name, data, epochs, seed, cache: Optional[str]):
@@ -270,7 +301,7 @@ def cached_float_model(name, data, epochs, seed, cache: Optional[str]):
     weights saved there by an earlier run, reloaded (then the seconds are None)."""
     import keras
 
-    path = os.path.join(cache, f"{name}-seed{seed}-epochs{epochs}.npz") if cache else None
+    path = os.path.join(cache, float_cache_name(name, seed, epochs)) if cache else None
     if path and os.path.isfile(path):
         model = models.build(name, keras)
         models.load_layer_weights(model, path)
@@ -529,7 +560,8 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
             f"(kernels {row['unique_kernels']})  H {row['entropy_all']:.2f}  {seconds:.1f}s")
 
     add("float", f"{float_epochs} epochs Adam({spec['float_lr']:g}"
-        f"{', cosine' if uses_cosine(name) else ''}), {common}",
+        f"{', cosine' if uses_cosine(name) else ''}){', augmented images' if spec.get('augment') else ''}, "
+        f"{common}",
         {**measure_keras_row(base, data, folder, "float"), **hardware_cost_rows.row_columns(base, "float")},
         float_seconds, "training")
 

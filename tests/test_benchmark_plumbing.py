@@ -161,3 +161,34 @@ def test_rows_of_float_models_trained_otherwise_are_dropped():
     other = {"seeds": {"0": {"float": {}}}, "float_training": {**trained, "augment": False}}
     assert frontier.record_float_training(other, trained)
     assert other["seeds"] == {} and other["float_training"] == trained
+
+
+def _augmented_reference(x, pad, top, left, flip):
+    """One image at a time: reflect-pad, crop at (top, left), flip when asked."""
+    h, w = x.shape[:2]
+    padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    crop = padded[top:top + h, left:left + w]
+    return crop[:, ::-1] if flip else crop
+
+
+def test_augmented_epochs_are_reflect_padded_crops_flipped_at_random_and_reproducible():
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 8, 6, 3)).astype(np.float32)
+    first = list(run.augmented_epochs(x, 3, seed=7, pad=2))
+    again = list(run.augmented_epochs(x, 3, seed=7, pad=2))
+    other = list(run.augmented_epochs(x, 3, seed=8, pad=2))
+    assert len(first) == 3 and all(e.shape == x.shape and e.dtype == x.dtype for e in first)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)  # a seed gives the same copies
+    assert not np.array_equal(first[0], other[0])
+    assert not np.array_equal(first[0], first[1])  # each epoch is a new draw
+    offsets, flips = set(), []
+    for epoch in first:
+        for image, crop in zip(x, epoch):
+            # Every copy is one of the (2 pad + 1)^2 crops of the padded image, or its mirror.
+            matches = [(t, left, f) for t in range(5) for left in range(5) for f in (False, True)
+                       if np.array_equal(crop, _augmented_reference(image, 2, t, left, f))]
+            assert matches, "a copy that is no crop of the reflect-padded image"
+            offsets.add(matches[0][:2])
+            flips.append(matches[0][2])
+    assert len(offsets) > 15 and 0.3 < np.mean(flips) < 0.7  # the draws cover the range
