@@ -1,6 +1,6 @@
 """The compression frontier over seeds: accuracy against unique values per fixing rule, with paired errors.
 
-    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~3 h on 2 cores
+    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png), ~5 h on 2 cores
     python benchmarks/frontier.py --models mobilenetv2 cnn mlp --seeds 5   # then the digit models' seeds 3-4 (~35 min)
     python benchmarks/frontier.py --float-cache ~/wfn_floats   # the same, keeping the float models for a rerun
     python benchmarks/frontier.py --models cnn --seeds 1 --quick --output /tmp/f.md   # smoke, ~1 min
@@ -17,6 +17,11 @@ are scored on the same images of the same seed. Per seed the standard error of t
 ``std(c_float - c_row) / sqrt(n)`` over the n test images (c = 1 if right); over S seeds the
 mean drop has the error ``sqrt(sum of the seeds' SE^2) / S``, and the spread is the seeds' range.
 A row is lossless when its mean drop over the seeds is at most 0.5 points.
+
+The row ``WFN distance=auto`` runs `tfmot_wfn.search_distance` (`run.auto_distance`) on every
+seed. The float model trained on every training image, so the search validates on test images:
+a random half of them, drawn per seed (`auto_split`); its row and the float model are then
+scored on the other half only, so its drop is paired and no image that chose the distance judges it.
 
 Results are saved after every row (the ``.json`` beside ``--output``), so an interrupted run keeps
 what it measured and a rerun skips the rows already there (same model, seed and row).
@@ -65,9 +70,17 @@ KERNEL_VALUES_TARGET, ENTROPY_TARGET = 5.0, 1.5
 HEADLINE_MODELS, RULE_MODELS = ("resnet20", "mobilenetv2_cifar", "mobilenetv2"), ("resnet20",)
 COLLAPSE_MODELS, COLLAPSE_SE = ("mobilenetv2_cifar", "mobilenetv2"), 2.0
 BEFORE_RULE = fixing_rules.LEGACY_DEFAULT_RULE
+#: The row of `tfmot_wfn.search_distance` (`_auto_row`), on every seed; its targets
+#: (`auto_targets`): lossless, >= AUTO_VALUES_TARGET times fewer fixed unique values than the
+#: default rule at AUTO_DEFAULT_DELTA, >= AUTO_ENTROPY_TARGET times lower entropy than tfmot
+#: 16/layer (all stored parameters), at most AUTO_TIME_TARGET times one fixing run's time.
+AUTO_LABEL, AUTO_SPLIT_SEED = "WFN distance=auto", 1000
+AUTO_DEFAULT_DELTA = 0.015
+AUTO_VALUES_TARGET, AUTO_ENTROPY_TARGET, AUTO_TIME_TARGET = (
+    run.TARGET_AUTO_UNIQUE, run.TARGET_AUTO_ENTROPY, run.TARGET_AUTO_TIME)
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 1),
+    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "bounded_third", "nearest_capped", "paper"), ("third", "capped", "bounded", "nearest"), 1),
     "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped"), ("paper", "bounded"), 1),
     "cnn": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mlp": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
@@ -104,7 +117,32 @@ def _planned_rows(name: str, seed_index: int, quick: bool):
     use = list(rules) + (list(first_only) if seed_index == 0 else [])
     for delta in deltas:
         rows += [(f"WFN {rule} delta={delta:g}", rule, delta) for rule in use]
+    rows.append((AUTO_LABEL, None, None))
     return rows, eps
+
+
+def auto_split(n: int, seed: int):
+    """The test images of seed ``seed`` split in two halves, (validate, measure) masks: the
+    search chooses on the first half, its row is scored on the second (the float model too, so
+    the drop stays paired); each seed draws its own halves."""
+    validate = np.zeros(n, bool)
+    validate[np.random.default_rng(AUTO_SPLIT_SEED + seed).permutation(n)[: n // 2]] = True
+    return validate, ~validate
+
+
+def _auto_row(name: str, base, data, eps: int, seed: int) -> Dict:
+    """`run.auto_distance` (``search_distance``, tolerance `run.AUTO_TOLERANCE`, budget 3) on
+    the seed's training images, validated on half its test images (`auto_split`); the row's
+    accuracy is that of the other half, and ``measured`` says which images those are."""
+    x_train, x_test, y_train, y_test = data
+    validate, measure = auto_split(len(y_test), seed)
+    final, seconds, info = run.auto_distance(name, base, data, (x_test[validate], y_test[validate]),
+                                             eps, seed, run.FINE_TUNE_LR[name])
+    row = run.scored_row(final, data)
+    correct = unpack(row["correct"], len(y_test))
+    row.update(accuracy=float(correct[measure].mean()), measured=pack(measure),
+               delta=info["distance"], wfn=info, search_seconds=seconds)
+    return row
 
 
 def record_float_training(per_model: Dict, trained: Dict) -> bool:
@@ -167,6 +205,8 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                     clustered = models.build(name, keras)
                     models.load_layer_weights(clustered, out)
                     row = run.scored_row(clustered, data)
+                elif label == AUTO_LABEL:
+                    row = _auto_row(name, base, data, eps, seed)
                 elif rule is not None:
                     final, _, info = run.fix_with_wfn(name, base, data, delta, eps, seed,
                                                       run.FINE_TUNE_LR[name], rule=rule,
@@ -193,6 +233,8 @@ def summarise(per_model: Dict) -> List[Dict]:
 
     def order(label):  # peers as measured, then WFN rows by delta and rule (RULES' order)
         rule = first[label].get("rule")
+        if label == AUTO_LABEL:
+            return (2, 0.0, 0)
         if rule is None:
             return (0, 0.0, seen[label])
         return (1, first[label]["delta"], RULES.index(rule) if rule in RULES else len(RULES))
@@ -206,7 +248,10 @@ def summarise(per_model: Dict) -> List[Dict]:
                 continue
             row = rows[label]
             accs.append(row["accuracy"])
-            drop, se = paired_drop(unpack(rows["float"]["correct"], n), unpack(row["correct"], n))
+            # A row scored on part of the test images (`_auto_row`): the float model on the same part.
+            part = unpack(row["measured"], n) if "measured" in row else np.ones(n, bool)
+            drop, se = paired_drop(unpack(rows["float"]["correct"], n)[part],
+                                   unpack(row["correct"], n)[part])
             drops.append(drop)
             errors.append(se)
             uniq.append(row["unique_all"])
@@ -358,7 +403,50 @@ def targets_table(results: Dict) -> List[str]:
                     "float model, or lossless)",
                     f"{r['drop']:+.2f} ± {r['se']:.2f}" + (f" (same seeds: {others})" if others else ""),
                     r["drop"] <= max(COLLAPSE_SE * r["se"], LOSSLESS_POINTS)))
+        lines += auto_targets(name, per_model, rows)
     return lines + [""]
+
+
+def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
+    """The `AUTO_LABEL` row's targets on every seed that has it and the rows it is compared
+    with (the default rule at `AUTO_DEFAULT_DELTA`, tfmot 16/layer; the same seeds)."""
+    default = f"WFN {models.default_rule(name)} delta={AUTO_DEFAULT_DELTA:g}"
+    seeds = [r for r in per_model["seeds"].values() if AUTO_LABEL in r and default in r and "float" in r]
+    if not seeds:
+        return []
+    n = per_model["test_images"]
+    auto = next(r for r in rows if r["label"] == AUTO_LABEL)
+    chosen = ", ".join(f"{r[AUTO_LABEL]['delta']:g}" for r in seeds)
+    default_values = float(np.mean([r[default]["wfn"]["fixable_unique"] for r in seeds]))
+    auto_values = float(np.mean([r[AUTO_LABEL]["wfn"]["fixable_unique"] for r in seeds]))
+    values = default_values / max(auto_values, 1e-9)
+    lossless = auto["drop"] <= LOSSLESS_POINTS
+    half = int(unpack(seeds[0][AUTO_LABEL]["measured"], n).sum())
+    lines = [_ratio_line(
+        name, f"distance=auto lossless with >= {AUTO_VALUES_TARGET:g}x fewer fixed unique values than "
+        f"delta {AUTO_DEFAULT_DELTA:g}",
+        f"chose {chosen} over {len(seeds)} seeds; drop {auto['drop']:+.2f} ± {auto['se']:.2f} "
+        f"[{auto['min']:+.2f}, {auto['max']:+.2f}] on the {half} test images it did not see; "
+        f"{default_values:.1f} / {auto_values:.1f} = {values:.2f}x",
+        lossless and values >= AUTO_VALUES_TARGET)]
+    tfmot = [r["tfmot-16"] for r in seeds if "tfmot-16" in r]
+    if len(tfmot) == len(seeds):
+        h_tfmot = float(np.mean([r["entropy_all"] for r in tfmot]))
+        h_auto = float(np.mean([r[AUTO_LABEL]["entropy_all"] for r in seeds]))
+        k_tfmot = float(np.mean([r["entropy_kernels"] for r in tfmot]))
+        k_auto = float(np.mean([r[AUTO_LABEL]["entropy_kernels"] for r in seeds]))
+        lines.append(_ratio_line(
+            name, f"distance=auto >= {AUTO_ENTROPY_TARGET:g}x lower entropy than tfmot 16/layer "
+            "(all stored parameters)",
+            f"{h_tfmot:.2f} / {h_auto:.2f} = {h_tfmot / h_auto:.2f}x (kernels only: "
+            f"{k_tfmot:.2f} / {k_auto:.2f} = {k_tfmot / k_auto:.2f}x)",
+            h_tfmot / h_auto >= AUTO_ENTROPY_TARGET))
+    times = [r[AUTO_LABEL]["search_seconds"] / r[default]["wfn"]["run_seconds"] for r in seeds]
+    lines.append(_ratio_line(
+        name, f"distance=auto in <= {AUTO_TIME_TARGET:g}x the time of one fixing run at delta "
+        f"{AUTO_DEFAULT_DELTA:g}", f"{np.mean(times):.2f}x [{min(times):.2f}, {max(times):.2f}]",
+        max(times) <= AUTO_TIME_TARGET))
+    return lines
 
 
 def plot(results: Dict, path: str) -> Optional[str]:
@@ -379,6 +467,9 @@ def plot(results: Dict, path: str) -> Optional[str]:
                 u, d, e = zip(*pts)
                 ax.errorbar(u, d, yerr=e, marker="o", capsize=3, label=rule)
         for r in rows:
+            if r["label"] == AUTO_LABEL:
+                ax.errorbar([r["unique_kernels"]], [r["drop"]], yerr=[r["se"]], marker="*", markersize=10,
+                            color="crimson", linestyle="none", label="distance=auto")
             if r["label"] == "tfmot-16":
                 ax.errorbar([r["unique_kernels"]], [r["drop"]], yerr=[r["se"]], marker="s", color="black",
                             linestyle="none", label="tfmot 16/layer")
@@ -424,8 +515,10 @@ def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
              + (f" in {seconds / 60:.0f} min" if seconds else "")
              + f" on {os.cpu_count()} CPUs{_measured_note(per_models)}. Drops are paired (float and "
              "compressed model on the same test images, per seed); a row is lossless when its mean drop is at most "
-             f"{LOSSLESS_POINTS} points. Method: the script's docstring. "
-             + optimizer_note(optimizer), ""]
+             f"{LOSSLESS_POINTS} points. `{AUTO_LABEL}`: `tfmot_wfn.search_distance` (tolerance "
+             f"{run.AUTO_TOLERANCE:g}, budget 3 runs) chooses on a random half of the seed's test "
+             "images and is scored (with the float model) on the other half. Method: the script's "
+             "docstring. " + optimizer_note(optimizer), ""]
     if picture:
         lines += [f"![accuracy drop against unique kernel values per rule]({os.path.basename(png)})", ""]
     for name, per_model in per_models.items():

@@ -192,3 +192,44 @@ def test_augmented_epochs_are_reflect_padded_crops_flipped_at_random_and_reprodu
             offsets.add(matches[0][:2])
             flips.append(matches[0][2])
     assert len(offsets) > 15 and 0.3 < np.mean(flips) < 0.7  # the draws cover the range
+
+
+def test_the_auto_split_halves_the_test_images_per_seed_and_never_overlaps():
+    validate, measure = frontier.auto_split(101, seed=0)
+    assert validate.sum() == 50 and measure.sum() == 51 and not np.any(validate & measure)
+    again, _ = frontier.auto_split(101, seed=0)
+    other, _ = frontier.auto_split(101, seed=1)
+    np.testing.assert_array_equal(validate, again)
+    assert not np.array_equal(validate, other)  # each seed draws its own halves
+
+
+def test_the_auto_row_is_judged_only_on_the_images_it_did_not_choose_on():
+    default = frontier.models.default_rule("resnet20")
+    n = 200
+    validate, measure = frontier.auto_split(n, seed=0)
+    right = np.ones(n, bool)
+    # Wrong on every validation image and on one measured image.
+    wrong_where_validated = right.copy()
+    wrong_where_validated[validate] = False
+    wrong_where_validated[np.flatnonzero(measure)[0]] = False
+    auto = _row(wrong_where_validated, 20, 2.0)
+    auto.update(accuracy=float(wrong_where_validated[measure].mean()), measured=frontier.pack(measure),
+                delta=0.05, search_seconds=30.0, wfn={"fixable_unique": 22, "fixable_entropy": 2.0})
+    seed = {"float": _row(right, 1000, 9.0), "tfmot-16": _row(right, 350, 7.5),
+            f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
+            frontier.AUTO_LABEL: auto}
+    seed[f"WFN {default} delta=0.015"]["wfn"]["run_seconds"] = 12.0
+    summary = {r["label"]: r for r in frontier.summarise(
+        {"test_images": n, "seeds": {"0": seed, "1": seed}})}
+    # One wrong image of the 100 measured ones: 1 point, whatever it got wrong on the others.
+    assert summary[frontier.AUTO_LABEL]["drop"] == pytest.approx(100 / measure.sum())
+    assert list(summary)[-1] == frontier.AUTO_LABEL  # listed after the delta rows
+    lines = [line for line in _targets([seed, seed]) if "distance=auto" in line]
+    values, entropy, time = lines
+    assert "chose 0.05, 0.05 over 2 seeds" in values and "66.0 / 22.0 = 3.00x" in values
+    assert values.endswith("| **no** |")  # 1 point lost: not lossless although 3x fewer values
+    assert "7.60 / 2.10 = 3.62x" in entropy and entropy.endswith("| yes |")
+    assert "2.50x" in time and time.endswith("| yes |")  # 30 s against a 12 s run
+    seed[frontier.AUTO_LABEL] = dict(auto, correct=frontier.pack(measure), accuracy=1.0)
+    values = [line for line in _targets([seed, seed]) if "distance=auto" in line][0]
+    assert "+0.00" in values and values.endswith("| yes |")  # only validation images lost
