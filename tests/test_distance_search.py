@@ -90,6 +90,30 @@ def test_the_seconds_budget_is_full_runs_alone_and_later_runs_skip_the_tracing()
     assert cheap.affordable(10, 5, 2) and not cheap.affordable(10, 8, 2)  # 2.5 + 12.5 + 41 <= 61.5 < 2.5 + 20 + 41
 
 
+def test_a_measured_full_run_corrects_the_estimates_made_from_proxies():
+    # The photo ResNet-20 of benchmarks/RESULTS.md: proxies of 100 batches, full runs of 500.
+    # The first proxy (with 15 s of tracing) put one run alone at 35 + 500 * 0.2 = 135 s; a
+    # restarted full run then took 149 s (49 s of overhead: a full run's overhead exceeds a
+    # proxy's), so a run alone costs at least 149 + 15 s.
+    costs = _Costs(full_steps=500, budget=3)
+    costs.record(seconds=55.0, steps=100, step_seconds=0.2, tracing=15.0)
+    assert costs.full_run() == pytest.approx(135.0)
+    for _ in range(3):
+        costs.record(seconds=31.0, steps=100, step_seconds=0.2)  # later proxies: 11 s of overhead
+    assert costs.next_run(500) == pytest.approx(111.0)  # full runs still estimated from proxies
+    costs.record(seconds=149.0, steps=500, step_seconds=0.2)
+    assert costs.full_run() == pytest.approx(164.0) and costs.budget_seconds() == pytest.approx(492.0)
+    assert costs.next_run(500) == pytest.approx(149.0)  # full runs from full runs ...
+    assert costs.next_run(100) == pytest.approx(31.0)  # ... proxies from proxies
+    # 297 s used: one more full run fits the corrected budget (it did not fit 3 x 135 s).
+    assert costs.used + costs.next_run(500) > 3 * 135.0 and costs.affordable(100, 0, 1)
+    # A full run cheaper than the first estimate does not shrink the budget below it.
+    quick = _Costs(full_steps=500, budget=3)
+    quick.record(seconds=55.0, steps=100, step_seconds=0.2, tracing=15.0)
+    quick.record(seconds=105.0, steps=500, step_seconds=0.2)
+    assert quick.full_run() == pytest.approx(135.0) and quick.next_run(500) == pytest.approx(105.0)
+
+
 def test_proxies_bisect_the_candidates_from_the_middle(search):
     proxies = [r for r in search.frontier if r.source == "proxy"]
     assert proxies[0].distance == DELTAS[1]  # bisection starts in the middle

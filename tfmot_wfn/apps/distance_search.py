@@ -29,11 +29,12 @@ How it searches, at a bounded cost:
    runs together train at most ``budget`` times the batches of one full run) and in seconds
    (all runs together take at most ``budget`` times what one full run costs alone, i.e.
    ``fix_weights`` to ``strip_fixing`` at one delta: estimated from the first run as its
-   overhead plus a full run's batches). Every run trains the same wrapped model: the first
+   overhead plus a full run's batches, and at least a later full run plus the tracing it
+   skipped once one was measured). Every run trains the same wrapped model: the first
    makes it (`fix_weights`, tracing its training step); later ones put it back to its start
    (`FixingRestart`) with the new delta and skip the tracing, so they cost less, and the
-   next run is estimated from what the later runs cost besides their batches (fixing
-   stages, stripping, evaluation). Two full runs are left for when the budget holds them,
+   next run is estimated from what the later runs of its kind (full or proxy) cost besides
+   their batches (fixing stages, stripping, evaluation). Two full runs are left for when the budget holds them,
    so a first full run outside ``tolerance`` can fall back to a smaller delta. The chosen
    model is the largest-delta full run within tolerance (else the most accurate full run);
    `DistanceSearch.within_tolerance` says which.
@@ -261,18 +262,21 @@ class _Costs:
     A run costs its wall time: its batches plus an overhead (fixing stages, stripping,
     evaluation; the first run also makes the wrapped model and traces its training step).
     One full run alone (the budget's unit) is the first run's overhead plus ``full_steps``
-    batches. The next run is estimated as the later runs' median overhead (until a later
-    run was measured: the first run's, less its first batch's excess over the median
-    batch, i.e. the tracing) plus its batches. With few batches a stage (a small data
-    set, a big model) the overhead dominates and proxies buy little.
+    batches; once a later full run was measured, at least that run plus the first run's
+    tracing (a full run has overheads a proxy lacks, and a run alone costs at least a
+    restarted one plus the tracing it skipped). The next run is estimated as the median
+    overhead of the later runs of its kind (full or proxy; else of the other kind; until a
+    later run was measured: the first run's, less its first batch's excess over the median
+    batch, i.e. the tracing) plus its batches. With few batches a stage (a small data set,
+    a big model) the overhead dominates and proxies buy little.
     """
 
     def __init__(self, full_steps: int, budget: float):
         self.full_steps, self.budget = int(full_steps), float(budget)
         self.used = 0.0
         self._alone: Optional[float] = None  # one full run alone, from the first run
-        self._first_overhead = 0.0
-        self._overheads: List[float] = []  # later runs
+        self._first_overhead = self._tracing = 0.0
+        self._overheads: Dict[bool, List[float]] = {True: [], False: []}  # later runs: full?
         self._step_seconds: List[float] = []
 
     def record(self, seconds: float, steps: int, step_seconds: float, tracing: float = 0.0) -> None:
@@ -283,21 +287,30 @@ class _Costs:
         overhead = max(0.0, float(seconds) - steps * float(step_seconds))
         self._step_seconds.append(float(step_seconds))
         if self._alone is None:
-            self._first_overhead = max(0.0, overhead - float(tracing))
+            self._tracing = min(max(0.0, float(tracing)), overhead)
+            self._first_overhead = overhead - self._tracing
             self._alone = overhead + self.full_steps * float(step_seconds)
         else:
-            self._overheads.append(overhead)
+            self._overheads[int(steps) >= self.full_steps].append(overhead)
+
+    def _step(self) -> float:
+        return float(np.median(self._step_seconds))
 
     def full_run(self) -> Optional[float]:
         """Estimated seconds of one full run alone (None before any run)."""
-        return self._alone
+        if self._alone is None or not self._overheads[True]:
+            return self._alone
+        restarted = float(np.median(self._overheads[True])) + self.full_steps * self._step()
+        return max(self._alone, restarted + self._tracing)
 
     def next_run(self, steps: int) -> Optional[float]:
         """Estimated seconds of the next run of ``steps`` batches (None before any run)."""
         if self._alone is None:
             return None
-        overhead = float(np.median(self._overheads)) if self._overheads else self._first_overhead
-        return overhead + int(steps) * float(np.median(self._step_seconds))
+        full = int(steps) >= self.full_steps
+        later = self._overheads[full] or self._overheads[not full]
+        overhead = float(np.median(later)) if later else self._first_overhead
+        return overhead + int(steps) * self._step()
 
     def budget_seconds(self) -> Optional[float]:
         full = self.full_run()
@@ -309,7 +322,7 @@ class _Costs:
         if self._alone is None:
             return True
         cost = proxies * self.next_run(proxy_steps) + full_runs * self.next_run(self.full_steps)
-        return self.used + cost <= self.budget * self._alone
+        return self.used + cost <= self.budget_seconds()
 
 
 class _Runs:
@@ -504,7 +517,8 @@ def search_distance(
       batch_size: for ``(x, y)`` arrays.
       budget: all runs together train at most this many times the batches of one full run,
         and take at most this many times the seconds one full run takes alone (estimated
-        from the first run: its overhead, tracing included, plus a full run's batches).
+        from the first run: its overhead, tracing included, plus a full run's batches; at
+        least a measured later full run plus that tracing).
       proxy_steps: batches a stage in a proxy run (default: a fifth of an epoch, at least 1).
       proxy_slack: extra accuracy drop a proxy may show and still be tried in a full run.
       seed: seeds Keras (weights order, shuffling) for every run.
