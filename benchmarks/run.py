@@ -1,6 +1,6 @@
 """WFN against its peers, measured side by side in one run; writes RESULTS.md and PNG plots.
 
-    python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~30 min idle, 2 cores)
+    python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~1 h idle, 2 cores)
     python benchmarks/run.py --quick --output out  # CI smoke (~1 min): demo CNN only, tiny epochs, nothing committed touched
 
 Sections (see benchmarks/README.md for the method):
