@@ -137,7 +137,7 @@ def _auto_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_f
     keeps which test images its float model ``base`` got right (``float_correct``): its drop is
     paired with that model, also where retraining did not reproduce the seed's saved float
     model (``own_float``; the other rows stay paired with the saved one)."""
-    x_train, x_test, y_train, y_test = data
+    _, x_test, _, y_test = data
     validate, measure = auto_split(len(y_test), seed)
     final, seconds, info = run.auto_distance(name, base, data, (x_test[validate], y_test[validate]),
                                              eps, seed, run.FINE_TUNE_LR[name])

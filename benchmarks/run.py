@@ -251,7 +251,9 @@ def uses_cosine(name: str) -> bool:
 def augmented_epochs(x: np.ndarray, epochs: int, seed: int, pad: int = 4):
     """One augmented copy of the images ``x`` (N, H, W, C) per epoch: the CIFAR recipe
     (reflect-pad by ``pad``, a random crop back to H x W, a random horizontal flip), drawn
-    from ``numpy.random.default_rng(seed)`` so that a seed gives the same copies."""
+    from ``numpy.random.default_rng(seed)`` so that a seed gives the same copies. The same
+    recipe as `tfmot_wfn.apps.data.random_crop_and_flip` (a tf.data map for the CLI's data
+    sets), on in-memory arrays, whole epochs at a time."""
     rng = np.random.default_rng(seed)
     n, h, w = x.shape[:3]
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")

@@ -34,10 +34,10 @@ How it searches, at a bounded cost:
    makes it (`fix_weights`, tracing its training step); later ones put it back to its start
    (`FixingRestart`) with the new delta and skip the tracing, so they cost less, and the
    next run is estimated from what the later runs of its kind (full or proxy) cost besides
-   their batches (fixing stages, stripping, evaluation). Two full runs are left for when the budget holds them,
-   so a first full run outside ``tolerance`` can fall back to a smaller delta. The chosen
-   model is the largest-delta full run within tolerance (else the most accurate full run);
-   `DistanceSearch.within_tolerance` says which.
+   their batches (fixing stages, stripping, evaluation). Two full runs are left for when the
+   budget holds them, so a first full run outside ``tolerance`` can fall back to a smaller
+   delta. The chosen model is the largest-delta full run within tolerance (else the most
+   accurate full run); `DistanceSearch.within_tolerance` says which.
 
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5).
