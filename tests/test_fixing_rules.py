@@ -32,6 +32,10 @@ def test_rules_map_to_their_stage_options():
         assert fixing_rules.stage_options("bounded_third", fraction) == options(False, None, MAX_MOVE)
     for name in ("paper", "nearest", "capped", "nearest_capped", "bounded", "third"):
         assert fixing_rules.stage_options(name, 1.0) == fixing_rules.stage_options(name, 0.3)
+    # "gentle" picks its weights as "late_third" does; it differs in the stage's distance only.
+    for fraction in (None, 0.3, 0.9, 0.95, 1.0):
+        assert fixing_rules.stage_options("gentle", fraction) == \
+            fixing_rules.stage_options("late_third", fraction)
     assert MAX_MOVE == 1 / 3
     assert fixing_rules.DEFAULT_RULE == fixing_rules.AUTO_RULE == "auto"
 
@@ -78,7 +82,16 @@ def test_paper_rule_drags_far_weights_where_the_other_rules_do_not():
         result = fixing_stage(w, None, 1.0, 0.05, **fixing_rules.stage_options(name))
         dragged[name] = int(np.count_nonzero(result.values[300:] == 1.0))
     assert dragged == {"paper": 10, "nearest": 0, "capped": 0, "nearest_capped": 0, "bounded": 0,
-                       "third": 0, "late_third": 0, "bounded_third": 0}
+                       "third": 0, "late_third": 0, "bounded_third": 0, "gentle": 0}
+
+
+def test_only_gentle_caps_the_stage_distance_at_its_reach():
+    # The paper's schedule multiplies delta by 10, 9, ..., 1; "gentle" stops at REACH (4).
+    assert fixing_rules.REACH == 4.0
+    for multiplier in (10.0, 9.0, 5.0, 4.0, 3.0, 1.0):
+        for name in fixing_rules.RULES:
+            want = 0.015 * (min(multiplier, 4.0) if name == "gentle" else multiplier)
+            assert fixing_rules.stage_distance(name, 0.015, multiplier) == pytest.approx(want)
 
 
 def test_third_rule_lets_stragglers_join_a_used_centre_where_the_cap_does_not():
@@ -164,7 +177,7 @@ def _dragging_dense(rule):
 @pytest.mark.parametrize("rule, dragged", [("paper", 10), ("nearest", 0), ("capped", 0),
                                            ("nearest_capped", 0), ("bounded", 0),
                                            ("third", 0), ("late_third", 0),
-                                           ("bounded_third", 0)])
+                                           ("bounded_third", 0), ("gentle", 0)])
 def test_fix_weights_applies_its_rule_in_the_network_stage(rule, dragged):
     import tfmot_wfn
     from tfmot_wfn.keras.network import FixingNetwork
@@ -275,3 +288,25 @@ def test_the_plain_model_report_has_no_rule_and_summaries_record_it(tmp_path):
              for event in tf.compat.v1.train.summary_iterator(str(path))
              for v in event.summary.value if v.tag == summaries.RULE_TAG]
     assert texts == ["rule capped, distance 0.05"]
+
+
+@pytest.mark.parametrize("rule, reach", [("gentle", 4.0), ("late_third", None)])
+def test_the_callback_runs_each_stage_at_the_rules_distance(rule, reach):
+    # Ten one-step stages of the paper's schedule on a small Dense: the stage summaries record
+    # delta x 10, 9, ..., 1, and under "gentle" at most delta x 4.
+    import tfmot_wfn
+    from tfmot_wfn.keras.compat import keras
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(32, 8)).astype(np.float32), rng.integers(0, 3, 32)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3)])
+    fixed = tfmot_wfn.fix_weights(model, tfmot_wfn.StagedFixing(steps_per_stage=1),
+                                  distance=0.015, rule=rule)
+    fixed.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    fixed.fit(x, y, batch_size=32, epochs=10, verbose=0, callbacks=[update])
+    multipliers = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+    want = [0.015 * (m if reach is None else min(m, reach)) for m in multipliers]
+    assert [s.distance for s in update.history] == pytest.approx(want)
+    assert update.history[-1].fixed == update.history[-1].total

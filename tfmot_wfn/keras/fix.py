@@ -201,7 +201,9 @@ def fix_weights(
         fixed 90% of the weights, then ``"third"``: close to the paper rule's values and
         entropy without dragging far weights. ``"late_third"``: only the centre's own
         voters (``"nearest_capped"``) until 90%, then ``"third"``: gentler on MobileNet-style
-        networks at small deltas. ``"third"`` (any free weight within ``max(a, 1/3)``: no
+        networks at small deltas. ``"gentle"``: ``"late_third"``, and no stage allows more
+        than 4x ``distance`` (the schedule's first stages allow up to 10x): fewer large
+        moves at once, a few more values. ``"third"`` (any free weight within ``max(a, 1/3)``: no
         weight moves more than rounding it to a power of two could), ``"nearest_capped"``
         (only weights whose nearest candidate is that centre, none farther than 3a: the
         default of tfmot_wfn 0.1), ``"nearest"``, ``"capped"``, ``"bounded"``, or

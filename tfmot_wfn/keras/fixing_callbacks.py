@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from tfmot_wfn.core.fixing_rules import stage_distance
 from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.compat import (
     assign_scalar,
@@ -170,7 +171,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
         schedule = self._network.fixing_schedule
         should_fix, fraction = schedule(self._step)
         if should_fix:
-            distance = self._network.distance * schedule.distance_multiplier(self._step)
+            distance = stage_distance(self._network.rule, self._network.distance,
+                                      schedule.distance_multiplier(self._step))
             if self.verbose:  # a stage on a big model takes seconds: say so before it runs
                 print(f"\n[tfmot_wfn] step {self._step}: fixing stage "
                       f"{schedule.stage_at(self._step) + 1} "

@@ -73,7 +73,8 @@ class FixingConfig:
         is built (see `fix_weights`).
       rule: which weights a greedy step may fix to its centre, one of
         `tfmot_wfn.core.fixing_rules.RULES` (``"paper"``, ``"nearest"``, ``"capped"``,
-        ``"bounded"``, ``"nearest_capped"``, ``"third"``, ``"late_third"``, ``"bounded_third"``), or
+        ``"bounded"``, ``"nearest_capped"``, ``"third"``, ``"late_third"``, ``"bounded_third"``,
+        ``"gentle"``), or
         ``"auto"`` (the default), which the wrapper or `fix_weights` replaces by the rule
         `fixing_rules.choose_rule` picks for the layers it wraps.
       int8_exact: keep every output channel of every kernel exactly int8 codes times one
