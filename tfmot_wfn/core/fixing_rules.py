@@ -32,9 +32,11 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   farther than that, so there is no dragging. `PLAIN_RULE`.
 * ``"gentle"``: ``"late_third"``, and no stage allows a mean distance above ``REACH`` (4)
   times ``distance`` (the paper's schedule allows 10x, 9x, ... in its first stages). The
-  stages that fix 30% and then 60% of a MobileNetV2 at once with a mean move of 10-13% are
-  where it loses its accuracy; at the price of a few more values, the first stages fix the
-  same share with smaller moves (benchmarks/FRONTIER.md).
+  first two stages fix 30% and then 60% of the weights with mean moves of up to 10 and 9
+  times ``distance`` (15% and 13.5% at 0.015), which is where a MobileNetV2 can lose accuracy
+  that its fine-tuning does not win back; here the same shares are fixed with smaller moves,
+  at the price of finer centres (more values, higher entropy). An option; frontier.py's
+  MobileNetV2 rows measure it.
 
 ``"auto"`` (the default, `AUTO_RULE`) is not a rule of its own: `fix_weights` replaces it by
 `DEPTHWISE_RULE` when the network has depthwise or separable convolutions (MobileNet-style
