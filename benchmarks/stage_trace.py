@@ -49,25 +49,24 @@ def trace(name: str, seed: int, rule: str, delta: float, epochs_per_stage: int, 
     fixed = tfmot_wfn.fix_weights(base, fixing_schedule=schedule, distance=delta, rule=rule)
     run.compile_model(fixed, run.FINE_TUNE_LR[name])
     update = tfmot_wfn.UpdateFixingStep(verbose=0)
-    after_fixing = {}
+    epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
+    after_fixing, at_end = [], []
 
     class Probe(keras.callbacks.Callback):
+        """Test accuracy one step into each stage (its first epoch) and at its last epoch's end."""
+
         def on_train_batch_end(self, batch, logs=None):
-            if batch == 0 and len(update.history) not in after_fixing:
-                after_fixing[len(update.history)] = run.accuracy(self.model, x_test, y_test)
+            if batch == 0 and len(after_fixing) < len(update.history):
+                after_fixing.append(run.accuracy(self.model, x_test, y_test))
 
-    ends = []
-
-    class End(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if (epoch + 1) % epochs_per_stage == 0 or epoch + 1 == epochs:
-                ends.append(run.accuracy(self.model, x_test, y_test))
+                at_end.append(run.accuracy(self.model, x_test, y_test))
 
-    epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
     fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0,
-              callbacks=[update, Probe(), End()])
-    rows = [(s.fraction, s.distance, s.palette_size, after_fixing.get(i + 1), ends[min(i, len(ends) - 1)])
-            for i, s in enumerate(update.history)]
+              callbacks=[update, Probe()])
+    rows = [(s.fraction, s.distance, s.palette_size, first, end)
+            for s, first, end in zip(update.history, after_fixing, at_end)]
     final = run.accuracy(tfmot_wfn.strip_fixing(fixed), x_test, y_test)
     return float_accuracy, rows, final
 
@@ -78,8 +77,7 @@ def table(name, seed, rule, delta, float_accuracy, rows, final) -> str:
              "| stage | fraction | allowed distance | palette | acc after fixing (1 step) | acc at stage end |",
              "|---:|---:|---:|---:|---:|---:|"]
     for i, (fraction, distance, palette, first, end) in enumerate(rows):
-        first_text = "-" if first is None else f"{first:.4f}"
-        lines.append(f"| {i + 1} | {fraction:g} | {distance:.4g} | {palette} | {first_text} | {end:.4f} |")
+        lines.append(f"| {i + 1} | {fraction:g} | {distance:.4g} | {palette} | {first:.4f} | {end:.4f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -118,10 +118,10 @@ RULES: Dict[str, FixingRule] = {r.name: r for r in (
     FixingRule("bounded_third", False, DISTANCE_CAP,
                f"bounded up to {LATE_AFTER:g} of the weights, then as third", MAX_MOVE,
                late_after=LATE_AFTER, late=_THIRD),
-    FixingRule("gentle", True, DISTANCE_CAP,
-               f"late_third, no stage's distance above {REACH:g} x delta",
-               late_after=LATE_AFTER, late=_THIRD, reach=REACH),
 )}
+RULES["gentle"] = dataclasses.replace(
+    RULES["late_third"], name="gentle", reach=REACH,
+    summary=f"late_third, no stage's distance above {REACH:g} x delta")
 #: ``rule="auto"``: `choose_rule` picks `DEPTHWISE_RULE` for a network with depthwise or
 #: separable convolutions, `PLAIN_RULE` for any other.
 AUTO_RULE, PLAIN_RULE, DEPTHWISE_RULE = "auto", "bounded_third", "late_third"

@@ -2,7 +2,9 @@
 
 Like tfmot's `PruningSchedule`: ``schedule(step) -> (should_fix, fraction)``,
 plus ``distance_multiplier(step)``: the allowed distance of a stage is
-``distance * distance_multiplier(step)`` (the paper's shrinking allowance).
+``distance * distance_multiplier(step)`` (the paper's shrinking allowance), the
+multiplier at most the fixing rule's ``reach`` where it has one
+(`tfmot_wfn.core.fixing_rules.stage_distance`, e.g. 4 for ``rule="gentle"``).
 Schedules run in Python (the fixing stage is a numpy computation), so `step`
 is a plain integer.
 """
@@ -71,7 +73,8 @@ class StagedFixing(FixingSchedule):
     """The paper's staircase: fix to `fractions[i]` at ``begin_step + i * steps_per_stage``.
 
     Stage i allows the distance ``distance * max(1, N - i)`` (N stages): 10x,
-    9x, ..., 1x for the default ten fractions. Train `steps_per_stage` steps
+    9x, ..., 1x for the default ten fractions (a rule with a ``reach`` caps the
+    multiplier: ``rule="gentle"`` at 4x). Train `steps_per_stage` steps
     between stages; after the final stage everything is fixed.
 
     Args:
