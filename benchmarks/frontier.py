@@ -80,7 +80,7 @@ AUTO_VALUES_TARGET, AUTO_ENTROPY_TARGET, AUTO_TIME_TARGET = (
     run.TARGET_AUTO_UNIQUE, run.TARGET_AUTO_ENTROPY, run.TARGET_AUTO_TIME)
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "bounded_third", "nearest_capped", "paper"), ("third", "capped", "bounded", "nearest"), 1),
+    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "paper"), ("bounded_third", "nearest_capped", "third", "capped", "bounded", "nearest"), 1),
     "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "gentle"), ("paper", "bounded"), 1),
     "cnn": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mlp": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
@@ -109,12 +109,14 @@ def _int8_row(base, data, folder) -> Dict:
     return row
 
 
-def _planned_rows(name: str, seed_index: int, quick: bool):
+def _planned_rows(name: str, seed_index: int, quick: bool, ablation: bool = True):
+    """The rows of seed number `seed_index`: peers, every-seed rules, the auto row, and (when
+    `ablation` and it is the first seed) the first-seed-only rules."""
     deltas, rules, first_only, eps = PLAN[name]
     rows = [("float", None, None), ("int8 PTQ", None, None)]
     if not quick:
         rows.append(("tfmot-16", None, None))
-    use = list(rules) + (list(first_only) if seed_index == 0 else [])
+    use = list(rules) + (list(first_only) if seed_index == 0 and ablation else [])
     for delta in deltas:
         rows += [(f"WFN {rule} delta={delta:g}", rule, delta) for rule in use]
     rows.append((AUTO_LABEL, None, None))
@@ -162,8 +164,6 @@ def record_float_training(per_model: Dict, trained: Dict) -> bool:
 
 def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                   float_cache: Optional[str] = None, optimizer: str = "fresh") -> None:
-    import keras
-
     data = models.dataset(name, 0)
     spec = models.MODELS[name]
     per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),
@@ -172,65 +172,90 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                "augment": bool(spec.get("augment", False))}
     if record_float_training(per_model, trained):
         run.say(f"[{name}] the float training changed to {trained}: redoing every seed")
-    for index, seed in enumerate(seeds):
-        done = per_model["seeds"].setdefault(str(seed), {})
-        planned, eps = _planned_rows(name, index, quick)
-        if all(label in done for label, _, _ in planned):
-            continue
-        epochs = 2 if quick else spec["float_epochs"]
-        eps = 1 if quick else eps
-        base, seconds = run.cached_float_model(name, data, epochs, seed, float_cache)
-        if seconds is None:  # from the cache: keep the training time measured with it
-            seconds = done.get("float", {}).get("seconds")
-        float_row = {**run.scored_row(base, data), "seconds": seconds}
-        own_float = False
-        if "float" in done and done["float"]["correct"] != float_row["correct"]:
-            # Retraining did not reproduce the float model: earlier rows are not paired with it.
-            if all(label == AUTO_LABEL for label, _, _ in planned if label not in done):
-                # Only the auto row is missing: it keeps its own float model (`_auto_row`).
-                run.say(f"[{name} seed {seed}] float model differs from the saved one: the "
-                        "auto row is paired with the new one")
-                own_float = True
-            else:
-                run.say(f"[{name} seed {seed}] float model differs from the saved one: redoing the seed")
-                done.clear()
-        if not own_float:
-            done["float"] = float_row
-        save()
-        with tempfile.TemporaryDirectory(prefix="wfn_frontier_") as folder:
-            weights = os.path.join(folder, "float.npz")
-            models.save_layer_weights(base, weights)
-            data_in = run.save_data(data, folder)
-            for label, rule, delta in planned:
-                if label in done and label != "float":
-                    continue
-                start = time.perf_counter()
-                if label == "int8 PTQ":
-                    row = _int8_row(base, data, folder)
-                elif label == "tfmot-16":
-                    out = os.path.join(folder, "tfmot16.npz")
-                    run.run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
-                                      "data_in": data_in,
-                                      "weights_out": out, "clusters": 16,
-                                      "epochs": run.fine_tune_epochs(eps), "lr": run.FINE_TUNE_LR[name],
-                                      "clipnorm": run.CLIPNORM, "seed": seed})
-                    clustered = models.build(name, keras)
-                    models.load_layer_weights(clustered, out)
-                    row = run.scored_row(clustered, data)
-                elif label == AUTO_LABEL:
-                    row = _auto_row(name, base, data, eps, seed, float_row, own_float)
-                elif rule is not None:
-                    final, _, info = run.fix_with_wfn(name, base, data, delta, eps, seed,
-                                                      run.FINE_TUNE_LR[name], rule=rule,
-                                                      callback_kwargs=OPTIMIZERS[optimizer])
-                    row = {**run.scored_row(final, data), "rule": rule, "delta": delta, "wfn": info}
-                else:
-                    continue
-                row["seconds"] = time.perf_counter() - start
-                done[label] = row
-                run.say(f"[{name} seed {seed}] {label:<32s} acc {row['accuracy']:.4f} "
-                        f"unique {row['unique_all']} H {row['entropy_all']:.2f} {row['seconds']:.0f}s")
+    # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
+    # ablation rows, so that a run stopped part way has the multi-seed rows. A seed's float model
+    # is kept for the second pass: retraining it need not reproduce it.
+    floats: Dict[int, tuple] = {}
+    for ablation in (False, True):
+        for index, seed in enumerate(seeds):
+            done = per_model["seeds"].setdefault(str(seed), {})
+            planned, eps = _planned_rows(name, index, quick, ablation)
+            if all(label in done for label, _, _ in planned):
+                continue
+            eps = 1 if quick else eps
+            if seed not in floats:
+                floats[seed] = _float_for_seed(name, data, spec, seed, done, planned, quick,
+                                               float_cache)
                 save()
+            base, float_row, own_float = floats[seed]
+            _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_float,
+                          optimizer, save)
+
+
+def _float_for_seed(name, data, spec, seed, done, planned, quick, float_cache):
+    """Seed `seed`'s float model (trained, or from `float_cache`), its scored row, and whether
+    it differs from the saved float row while only the auto row is missing (``own_float``);
+    where it differs and other rows are missing, the seed's saved rows are cleared."""
+    epochs = 2 if quick else spec["float_epochs"]
+    base, seconds = run.cached_float_model(name, data, epochs, seed, float_cache)
+    if seconds is None:  # from the cache: keep the training time measured with it
+        seconds = done.get("float", {}).get("seconds")
+    float_row = {**run.scored_row(base, data), "seconds": seconds}
+    own_float = False
+    if "float" in done and done["float"]["correct"] != float_row["correct"]:
+        # Retraining did not reproduce the float model: earlier rows are not paired with it.
+        if all(label == AUTO_LABEL for label, _, _ in planned if label not in done):
+            # Only the auto row is missing: it keeps its own float model (`_auto_row`).
+            run.say(f"[{name} seed {seed}] float model differs from the saved one: the "
+                    "auto row is paired with the new one")
+            own_float = True
+        else:
+            run.say(f"[{name} seed {seed}] float model differs from the saved one: redoing the seed")
+            done.clear()
+    if not own_float:
+        done["float"] = float_row
+    return base, float_row, own_float
+
+
+def _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_float, optimizer,
+                  save) -> None:
+    """Measures the rows of `planned` missing from `done` (saving after each)."""
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="wfn_frontier_") as folder:
+        weights = os.path.join(folder, "float.npz")
+        models.save_layer_weights(base, weights)
+        data_in = run.save_data(data, folder)
+        for label, rule, delta in planned:
+            if label in done and label != "float":
+                continue
+            start = time.perf_counter()
+            if label == "int8 PTQ":
+                row = _int8_row(base, data, folder)
+            elif label == "tfmot-16":
+                out = os.path.join(folder, "tfmot16.npz")
+                run.run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
+                                  "data_in": data_in,
+                                  "weights_out": out, "clusters": 16,
+                                  "epochs": run.fine_tune_epochs(eps), "lr": run.FINE_TUNE_LR[name],
+                                  "clipnorm": run.CLIPNORM, "seed": seed})
+                clustered = models.build(name, keras)
+                models.load_layer_weights(clustered, out)
+                row = run.scored_row(clustered, data)
+            elif label == AUTO_LABEL:
+                row = _auto_row(name, base, data, eps, seed, float_row, own_float)
+            elif rule is not None:
+                final, _, info = run.fix_with_wfn(name, base, data, delta, eps, seed,
+                                                  run.FINE_TUNE_LR[name], rule=rule,
+                                                  callback_kwargs=OPTIMIZERS[optimizer])
+                row = {**run.scored_row(final, data), "rule": rule, "delta": delta, "wfn": info}
+            else:
+                continue
+            row["seconds"] = time.perf_counter() - start
+            done[label] = row
+            run.say(f"[{name} seed {seed}] {label:<32s} acc {row['accuracy']:.4f} "
+                    f"unique {row['unique_all']} H {row['entropy_all']:.2f} {row['seconds']:.0f}s")
+            save()
 
 
 # ------------------------------------------------------------------------------------ report
