@@ -80,7 +80,7 @@ AUTO_VALUES_TARGET, AUTO_ENTROPY_TARGET, AUTO_TIME_TARGET = (
     run.TARGET_AUTO_UNIQUE, run.TARGET_AUTO_ENTROPY, run.TARGET_AUTO_TIME)
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.0075, 0.015, 0.03), ("late_third", "paper"), ("bounded_third", "nearest_capped", "third", "capped", "bounded", "nearest"), 1),
+    "resnet20": ((0.0075, 0.015, 0.03), ("bounded_third", "paper"), ("late_third", "nearest_capped", "third", "capped", "bounded", "nearest"), 1),
     "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "gentle"), ("paper", "bounded"), 1),
     "cnn": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mlp": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
