@@ -317,11 +317,13 @@ def cached_float_model(name, data, epochs, seed, cache: Optional[str]):
     return model, seconds
 
 
-def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, callback_kwargs=None, **fix_kwargs):
+def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, callback_kwargs=None,
+                 callbacks=None, **fix_kwargs):
     """fix_weights + the paper's 10-stage schedule, fine-tuned; returns (stripped, seconds, info).
 
-    ``callback_kwargs`` go to `UpdateFixingStep` (e.g. ``fresh_optimizer``), the rest to
-    `fix_weights`.
+    ``callback_kwargs`` go to `UpdateFixingStep` (e.g. ``fresh_optimizer``); ``callbacks``, a
+    function of that `UpdateFixingStep` returning more callbacks for ``fit`` (run after it);
+    the rest to `fix_weights`.
     """
     import keras
 
@@ -338,7 +340,9 @@ def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, callback_k
     compile_model(fixed, lr)
     update = tfmot_wfn.UpdateFixingStep(verbose=0, **(callback_kwargs or {}))
     start = time.perf_counter()
-    fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0, callbacks=[update])
+    more = list(callbacks(update)) if callbacks is not None else []
+    fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0,
+              callbacks=[update, *more])
     seconds = time.perf_counter() - start
     final = tfmot_wfn.strip_fixing(fixed)
     run_seconds = time.perf_counter() - run_start  # fix_weights to strip_fixing, as a user runs it

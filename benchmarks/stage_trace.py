@@ -25,8 +25,6 @@ for p in (ROOT, HERE):
         sys.path.insert(0, p)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
 import models  # noqa: E402
 import run  # noqa: E402
 
@@ -36,38 +34,33 @@ def trace(name: str, seed: int, rule: str, delta: float, epochs_per_stage: int, 
     allowed distance, palette size and the two accuracies."""
     import keras
 
-    import tfmot_wfn
-
     data = models.dataset(name, 0)
-    x_train, x_test, y_train, y_test = data
+    _, x_test, _, y_test = data
     spec = models.MODELS[name]
     base, _ = run.cached_float_model(name, data, spec["float_epochs"], seed, float_cache)
     float_accuracy = run.accuracy(base, x_test, y_test)
-    keras.utils.set_random_seed(seed)
-    steps = int(np.ceil(len(x_train) / spec["batch"]))
-    schedule = tfmot_wfn.StagedFixing(steps_per_stage=epochs_per_stage * steps)
-    fixed = tfmot_wfn.fix_weights(base, fixing_schedule=schedule, distance=delta, rule=rule)
-    run.compile_model(fixed, run.FINE_TUNE_LR[name])
-    update = tfmot_wfn.UpdateFixingStep(verbose=0)
-    epochs = (len(schedule.fractions) - 1) * epochs_per_stage + 1
-    after_fixing, at_end = [], []
+    after_fixing, at_end, history = [], [], []
 
-    class Probe(keras.callbacks.Callback):
+    def probe(update):
         """Test accuracy one step into each stage (its first epoch) and at its last epoch's end."""
+        history.append(update.history)
 
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 0 and len(after_fixing) < len(update.history):
-                after_fixing.append(run.accuracy(self.model, x_test, y_test))
+        class Probe(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 0 and len(after_fixing) < len(update.history):
+                    after_fixing.append(run.accuracy(self.model, x_test, y_test))
 
-        def on_epoch_end(self, epoch, logs=None):
-            if (epoch + 1) % epochs_per_stage == 0 or epoch + 1 == epochs:
-                at_end.append(run.accuracy(self.model, x_test, y_test))
+            def on_epoch_end(self, epoch, logs=None):
+                if (epoch + 1) % epochs_per_stage == 0 or epoch + 1 == self.params["epochs"]:
+                    at_end.append(run.accuracy(self.model, x_test, y_test))
 
-    fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0,
-              callbacks=[update, Probe()])
+        return [Probe()]
+
+    final_model, _, _ = run.fix_with_wfn(name, base, data, delta, epochs_per_stage, seed,
+                                         run.FINE_TUNE_LR[name], callbacks=probe, rule=rule)
     rows = [(s.fraction, s.distance, s.palette_size, first, end)
-            for s, first, end in zip(update.history, after_fixing, at_end)]
-    final = run.accuracy(tfmot_wfn.strip_fixing(fixed), x_test, y_test)
+            for s, first, end in zip(history[0], after_fixing, at_end)]
+    final = run.accuracy(final_model, x_test, y_test)
     return float_accuracy, rows, final
 
 
