@@ -347,7 +347,10 @@ def ablation_table(results: Dict) -> List[str]:
              "Unique values and entropy over the FIXED parameters (kernels, biases, BatchNorm "
              "gamma/beta: `tfmot_wfn.report`), so BatchNorm moving statistics do not hide the "
              "difference; unique / paper and entropy / paper: the rule's mean over the seeds it ran "
-             "on against the paper rule's mean (the paper rule usually fixes the fewest values).", "",
+             "on against the paper rule's mean (the paper rule usually fixes the fewest values). "
+             "The rules are `tfmot_wfn.core.fixing_rules.RULES` (README's rule table); `gentle` "
+             f"(`late_third` with no stage's distance above {fixing_rules.REACH:g} x delta) runs on the MobileNetV2s "
+             "only, the models whose loss it targets.", "",
              "| model | delta | rule | seeds | drop, points (± paired SE) | fixed unique values | "
              "unique / paper | entropy bits | entropy / paper |",
              "|---|---:|---|---:|---|---:|---:|---:|---:|"]
