@@ -16,7 +16,9 @@ which test images it got right, so each drop is PAIRED: the float model and the 
 are scored on the same images of the same seed. Per seed the standard error of the drop is
 ``std(c_float - c_row) / sqrt(n)`` over the n test images (c = 1 if right); over S seeds the
 mean drop has the error ``sqrt(sum of the seeds' SE^2) / S``, and the spread is the seeds' range.
-A row is lossless when its mean drop over the seeds is at most 0.5 points.
+A row is lossless when its mean drop over the seeds is at most 0.5 points. The rows of every
+seed run first, seed by seed; the rules `PLAN` runs on the first seed only come last (a run
+stopped part way has the multi-seed rows).
 
 The row ``WFN distance=auto`` runs `tfmot_wfn.search_distance` (`run.auto_distance`) on every
 seed. The float model trained on every training image, so the search validates on test images:
@@ -80,7 +82,7 @@ AUTO_VALUES_TARGET, AUTO_ENTROPY_TARGET, AUTO_TIME_TARGET = (
     run.TARGET_AUTO_UNIQUE, run.TARGET_AUTO_ENTROPY, run.TARGET_AUTO_TIME)
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
-    "resnet20": ((0.0075, 0.015, 0.03), ("bounded_third", "paper"), ("late_third", "nearest_capped", "third", "capped", "bounded", "nearest"), 1),
+    "resnet20": ((0.0075, 0.015, 0.03), ("bounded_third", "paper", "nearest_capped"), ("late_third", "third", "capped", "bounded", "nearest"), 1),
     "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "gentle"), ("paper", "bounded"), 1),
     "cnn": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mlp": ((0.015, 0.03, 0.05), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
@@ -175,7 +177,7 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
     # ablation rows, so that a run stopped part way has the multi-seed rows. A seed's float model
     # is kept for the second pass: retraining it need not reproduce it.
-    floats: Dict[int, tuple] = {}
+    first_float = None  # the first seed's (base, float row, own_float), for the second pass
     for ablation in (False, True):
         for index, seed in enumerate(seeds):
             done = per_model["seeds"].setdefault(str(seed), {})
@@ -183,11 +185,16 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
             if all(label in done for label, _, _ in planned):
                 continue
             eps = 1 if quick else eps
-            if seed not in floats:
-                floats[seed] = _float_for_seed(name, data, spec, seed, done, planned, quick,
-                                               float_cache)
+            if index == 0 and first_float is not None:
+                got = first_float
+            else:
+                # Judged on the seed's whole plan: a new float model pairs with no saved row.
+                got = _float_for_seed(name, data, spec, seed, done, _planned_rows(name, index, quick)[0],
+                                      quick, float_cache)
                 save()
-            base, float_row, own_float = floats[seed]
+                if index == 0:
+                    first_float = got
+            base, float_row, own_float = got
             _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_float,
                           optimizer, save)
 
@@ -343,11 +350,12 @@ def model_table(name: str, per_model: Dict) -> List[str]:
 def ablation_table(results: Dict) -> List[str]:
     """Rule / paper ratios of unique values and entropy, and each rule's drop, per model and delta."""
     lines = ["## Fixing-rule ablation", "",
-             "Same seeds, same float weights, same fine-tuning; only `fix_weights(rule=...)` differs. "
+             "Same float weights per seed, same fine-tuning; only `fix_weights(rule=...)` differs. "
              "Unique values and entropy over the FIXED parameters (kernels, biases, BatchNorm "
              "gamma/beta: `tfmot_wfn.report`), so BatchNorm moving statistics do not hide the "
              "difference; unique / paper and entropy / paper: the rule's mean over the seeds it ran "
-             "on against the paper rule's mean (the paper rule usually fixes the fewest values). "
+             "on against the paper rule's mean over the same seeds (the paper rule usually fixes "
+             "the fewest values). "
              "The rules are `tfmot_wfn.core.fixing_rules.RULES` (README's rule table); `gentle` "
              f"(`late_third` with no stage's distance above {fixing_rules.REACH:g} x delta) runs on the MobileNetV2s "
              "only, the models whose loss it targets.", "",
@@ -358,17 +366,28 @@ def ablation_table(results: Dict) -> List[str]:
         rows = [r for r in summarise(per_model) if r["rule"]]
         for delta in sorted({r["delta"] for r in rows}):
             at = {r["rule"]: r for r in rows if r["delta"] == delta}
-            paper = at.get("paper")
             for rule in RULES:
                 r = at.get(rule)
                 if r is None:
                     continue
+                paper = _paper_on_same_seeds(per_model, rule, delta)
                 ratio_u = f"{r['fixed_unique'] / paper['fixed_unique']:.2f}x" if paper else "-"
                 ratio_h = f"{r['fixed_entropy'] / paper['fixed_entropy']:.3f}x" if paper else "-"
                 lines.append(f"| {name} | {delta:g} | {rule} | {r['seeds']} | {r['drop']:+.2f} ± "
                              f"{r['se']:.2f} | {r['fixed_unique']:,.1f} | {ratio_u} | "
                              f"{r['fixed_entropy']:.2f} | {ratio_h} |")
     return lines + [""]
+
+
+def _paper_on_same_seeds(per_model: Dict, rule: str, delta: float) -> Optional[Dict]:
+    """The paper rule's summary at `delta` over the seeds where `rule` ran (None: on none)."""
+    label = f"WFN {rule} delta={delta:g}"
+    seeds = {s: rows for s, rows in per_model["seeds"].items()
+             if label in rows and f"WFN paper delta={delta:g}" in rows}
+    if not seeds:
+        return None
+    summary = summarise({**per_model, "seeds": seeds})
+    return next((r for r in summary if r["rule"] == "paper" and r["delta"] == delta), None)
 
 
 def _ratio_line(name: str, what: str, measured: str, met: bool) -> str:

@@ -322,8 +322,8 @@ def fix_with_wfn(name, base, data, delta, epochs_per_stage, seed, lr, callback_k
     """fix_weights + the paper's 10-stage schedule, fine-tuned; returns (stripped, seconds, info).
 
     ``callback_kwargs`` go to `UpdateFixingStep` (e.g. ``fresh_optimizer``); ``callbacks``, a
-    function of that `UpdateFixingStep` returning more callbacks for ``fit`` (run after it);
-    the rest to `fix_weights`.
+    function of that `UpdateFixingStep` returning more callbacks for ``fit`` (run after it;
+    their time counts in the seconds returned); the rest to `fix_weights`.
     """
     import keras
 

@@ -95,16 +95,18 @@ def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_
 
 def test_every_seed_runs_each_models_default_rule_and_the_paper_rule_where_it_is_judged():
     # The targets count only rows measured on every seed (the test above).
-    for name, (_, every_seed, first_only, _) in frontier.PLAN.items():
+    for name, (deltas, every_seed, first_only, _) in frontier.PLAN.items():
         assert frontier.models.default_rule(name) in every_seed, name
         if name in frontier.RULE_MODELS:
             assert "paper" in every_seed, name
+        if max(deltas) > max(frontier.SMALL_DELTAS):  # judged against 0.1's default there
+            assert frontier.BEFORE_RULE in every_seed, name
         planned = [label for label, _, _ in frontier._planned_rows(name, 1, quick=False)[0]]
         first = [label for label, _, _ in frontier._planned_rows(name, 0, quick=False)[0]]
         headline = [label for label, _, _ in frontier._planned_rows(name, 0, False, ablation=False)[0]]
-        assert planned == headline and set(planned) < set(first)
-        assert not any(rule in label for label in planned for rule in first_only
-                       if f"WFN {rule} " in label)
+        assert planned == headline
+        assert set(planned) < set(first)
+        assert not any(label.startswith(f"WFN {rule} ") for label in planned for rule in first_only)
 
 
 def test_results_md_copies_the_rule_ablation_of_frontier_md_and_nothing_after_it(tmp_path):
