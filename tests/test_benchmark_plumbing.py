@@ -256,3 +256,57 @@ def test_the_auto_row_is_judged_only_on_the_images_it_did_not_choose_on():
     seed[frontier.AUTO_LABEL] = dict(auto, float_correct=frontier.pack(own), own_float=True)
     values = [line for line in _targets([seed, seed]) if "distance=auto" in line][0]
     assert "+0.00" in values and "2 of them against a retrained float model" in values
+
+
+def _stub_measuring(monkeypatch, floats):
+    """measure_model without training: seed s's float model is ``floats[s]`` (its row's
+    ``correct``), and every missing row is 'measured' as ``{"base": the model used}``. Returns
+    the (seed, label) calls in order and the seeds whose float model was loaded."""
+    calls, loaded = [], []
+    monkeypatch.setattr(frontier.models, "dataset",
+                        lambda name, seed: (np.zeros((4, 1)), np.zeros((3, 1)), np.zeros(4), np.zeros(3)))
+
+    def cached(name, data, epochs, seed, cache):
+        loaded.append(seed)
+        return floats[seed], 1.0
+
+    def measure(name, base, data, planned, done, eps, seed, float_row, own_float, optimizer, save):
+        for label, _, _ in planned:
+            if label not in done:
+                calls.append((seed, label))
+                done[label] = {"base": base}
+
+    monkeypatch.setattr(frontier.run, "cached_float_model", cached)
+    monkeypatch.setattr(frontier.run, "scored_row", lambda base, data: {"accuracy": 1.0, "correct": base})
+    monkeypatch.setattr(frontier, "_measure_rows", measure)
+    return calls, loaded
+
+
+def test_every_seeds_rows_come_before_the_first_seeds_ablation_rows_on_its_same_float_model(monkeypatch):
+    calls, loaded = _stub_measuring(monkeypatch, {0: "float0", 1: "float1"})
+    results = {}
+    frontier.measure_model("resnet20", [0, 1], results, save=lambda: None, quick=False)
+    first_only = frontier.PLAN["resnet20"][2]
+    ablation = [i for i, (_, label) in enumerate(calls) if any(label.startswith(f"WFN {r} ") for r in first_only)]
+    last_seed_1 = max(i for i, (seed, _) in enumerate(calls) if seed == 1)
+    assert ablation and min(ablation) > last_seed_1
+    assert all(calls[i][0] == 0 for i in ablation)
+    assert loaded == [0, 1]  # the first seed's float model is not loaded (retrained) again
+    seeds = results["resnet20"]["seeds"]
+    assert {row.get("base") for label, row in seeds["0"].items() if label != "float"} == {"float0"}
+
+
+def test_a_retrained_first_seed_missing_ablation_rows_is_redone_not_paired_with_its_old_float(monkeypatch):
+    calls, _ = _stub_measuring(monkeypatch, {0: "new float0"})
+    planned = [label for label, _, _ in frontier._planned_rows("resnet20", 0, False, ablation=False)[0]]
+    spec = frontier.models.MODELS["resnet20"]
+    old = {label: {"base": "old float0"} for label in planned if label not in ("float", frontier.AUTO_LABEL)}
+    old["float"] = {"accuracy": 1.0, "correct": "old float0"}
+    results = {"resnet20": {"title": "t", "test_images": 3, "train_images": 4, "seeds": {"0": old},
+                            "float_training": {"epochs": spec["float_epochs"], "lr": spec["float_lr"],
+                                               "augment": bool(spec.get("augment", False))}}}
+    frontier.measure_model("resnet20", [0], results, save=lambda: None, quick=False)
+    rows = results["resnet20"]["seeds"]["0"]
+    assert rows["float"]["correct"] == "new float0"
+    assert {row.get("base") for label, row in rows.items() if label != "float"} == {"new float0"}
+    assert (0, f"WFN {frontier.models.default_rule('resnet20')} delta=0.015") in calls
