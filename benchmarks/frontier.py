@@ -175,13 +175,14 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     if record_float_training(per_model, trained):
         run.say(f"[{name}] the float training changed to {trained}: redoing every seed")
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
-    # ablation rows, so that a run stopped part way has the multi-seed rows. A seed's float model
-    # is kept for the second pass: retraining it need not reproduce it.
+    # ablation rows, so that a run stopped part way has the multi-seed rows. The first seed's float
+    # model is kept for the second pass: retraining it need not reproduce it.
     first_float = None  # the first seed's (base, float row, own_float), for the second pass
     for ablation in (False, True):
         for index, seed in enumerate(seeds):
             done = per_model["seeds"].setdefault(str(seed), {})
-            planned, eps = _planned_rows(name, index, quick, ablation)
+            whole, eps = _planned_rows(name, index, quick)
+            planned = whole if ablation else _planned_rows(name, index, quick, ablation=False)[0]
             if all(label in done for label, _, _ in planned):
                 continue
             eps = 1 if quick else eps
@@ -189,8 +190,7 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                 got = first_float
             else:
                 # Judged on the seed's whole plan: a new float model pairs with no saved row.
-                got = _float_for_seed(name, data, spec, seed, done, _planned_rows(name, index, quick)[0],
-                                      quick, float_cache)
+                got = _float_for_seed(name, data, spec, seed, done, whole, quick, float_cache)
                 save()
                 if index == 0:
                     first_float = got
@@ -354,8 +354,8 @@ def ablation_table(results: Dict) -> List[str]:
              "Unique values and entropy over the FIXED parameters (kernels, biases, BatchNorm "
              "gamma/beta: `tfmot_wfn.report`), so BatchNorm moving statistics do not hide the "
              "difference; unique / paper and entropy / paper: the rule's mean over the seeds it ran "
-             "on against the paper rule's mean over the same seeds (the paper rule usually fixes "
-             "the fewest values). "
+             "on against the paper rule's mean over those of them where the paper rule ran (the "
+             "paper rule usually fixes the fewest values). "
              "The rules are `tfmot_wfn.core.fixing_rules.RULES` (README's rule table); `gentle` "
              f"(`late_third` with no stage's distance above {fixing_rules.REACH:g} x delta) runs on the MobileNetV2s "
              "only, the models whose loss it targets.", "",

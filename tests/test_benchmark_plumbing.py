@@ -1,5 +1,6 @@
-"""The benchmark scripts' bookkeeping: what run.py holds out for search_distance, and what
-frontier.py keeps of a results file measured under the other ``--optimizer``."""
+"""The benchmark scripts' bookkeeping: what run.py holds out for search_distance, what
+frontier.py keeps of a results file measured under the other ``--optimizer``, which rows it
+plans per seed and in what order it measures them, and how its reports judge them."""
 
 from __future__ import annotations
 

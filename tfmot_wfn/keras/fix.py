@@ -203,8 +203,9 @@ def fix_weights(
         voters (``"nearest_capped"``) until 90%, then ``"third"``: gentler on MobileNet-style
         networks at small deltas. ``"gentle"``: ``"late_third"``, and no stage allows more
         than 4x ``distance`` (the schedule's first stages allow up to 10x): fewer large
-        moves at once, at the price of more values and entropy (finer early centres). ``"third"`` (any free weight within ``max(a, 1/3)``: no
-        weight moves more than rounding it to a power of two could), ``"nearest_capped"``
+        moves at once, at the price of more values and entropy (finer early centres).
+        ``"third"`` (any free weight within ``max(a, 1/3)``: no weight moves more than
+        rounding it to a power of two could), ``"nearest_capped"``
         (only weights whose nearest candidate is that centre, none farther than 3a: the
         default of tfmot_wfn 0.1), ``"nearest"``, ``"capped"``, ``"bounded"``, or
         ``"paper"`` (any free weight, as the paper's text reads: fewest unique values; a
