@@ -77,6 +77,11 @@ BEFORE_RULE = fixing_rules.LEGACY_DEFAULT_RULE
 #: default rule at AUTO_DEFAULT_DELTA, >= AUTO_ENTROPY_TARGET times lower entropy than tfmot
 #: 16/layer (all stored parameters), at most AUTO_TIME_TARGET times one fixing run's time.
 AUTO_LABEL, AUTO_SPLIT_SEED = "WFN distance=auto", 1000
+#: The control row (`_control_row`): the float model fine-tuned as a WFN row is, nothing fixed.
+CONTROL_LABEL = "float fine-tuned"
+#: Rows that keep which test images their own float model got right (``float_correct``), so they
+#: stay paired where retraining did not reproduce the seed's saved float model.
+SELF_PAIRED = (AUTO_LABEL, CONTROL_LABEL)
 AUTO_DEFAULT_DELTA = 0.015
 AUTO_VALUES_TARGET, AUTO_ENTROPY_TARGET, AUTO_TIME_TARGET = (
     run.TARGET_AUTO_UNIQUE, run.TARGET_AUTO_ENTROPY, run.TARGET_AUTO_TIME)
@@ -118,6 +123,7 @@ def _planned_rows(name: str, seed_index: int, quick: bool, ablation: bool = True
     rows = [("float", None, None), ("int8 PTQ", None, None)]
     if not quick:
         rows.append(("tfmot-16", None, None))
+    rows.append((CONTROL_LABEL, None, None))
     use = list(rules) + (list(first_only) if seed_index == 0 and ablation else [])
     for delta in deltas:
         rows += [(f"WFN {rule} delta={delta:g}", rule, delta) for rule in use]
@@ -151,6 +157,17 @@ def _auto_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_f
                delta=info["distance"], wfn=info, search_seconds=seconds,
                float_correct=float_row["correct"], own_float=bool(own_float))
     return row
+
+
+def _control_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_float: bool,
+                 optimizer: str) -> Dict:
+    """`run.fine_tune_alone`: ``base`` fine-tuned exactly as the seed's WFN rows are, with
+    nothing fixed, so that each WFN drop can be read against what the fine-tuning alone costs.
+    Paired with its own float model ``base`` (``float_correct``), as `_auto_row` is."""
+    model, seconds = run.fine_tune_alone(name, base, data, eps, seed, run.FINE_TUNE_LR[name],
+                                         **OPTIMIZERS[optimizer])
+    return {**run.scored_row(model, data), "fine_tune_seconds": seconds,
+            "float_correct": float_row["correct"], "own_float": bool(own_float)}
 
 
 def record_float_training(per_model: Dict, trained: Dict) -> bool:
@@ -201,7 +218,7 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
 
 def _float_for_seed(name, data, spec, seed, done, planned, quick, float_cache):
     """Seed `seed`'s float model (trained, or from `float_cache`), its scored row, and whether
-    it differs from the saved float row while only the auto row is missing (``own_float``);
+    it differs from the saved float row while only `SELF_PAIRED` rows are missing (``own_float``);
     where it differs and other rows are missing, the seed's saved rows are cleared."""
     epochs = 2 if quick else spec["float_epochs"]
     base, seconds = run.cached_float_model(name, data, epochs, seed, float_cache)
@@ -211,10 +228,10 @@ def _float_for_seed(name, data, spec, seed, done, planned, quick, float_cache):
     own_float = False
     if "float" in done and done["float"]["correct"] != float_row["correct"]:
         # Retraining did not reproduce the float model: earlier rows are not paired with it.
-        if all(label == AUTO_LABEL for label, _, _ in planned if label not in done):
-            # Only the auto row is missing: it keeps its own float model (`_auto_row`).
+        if all(label in SELF_PAIRED for label, _, _ in planned if label not in done):
+            # Only rows that keep their own float model are missing (`_auto_row`, `_control_row`).
             run.say(f"[{name} seed {seed}] float model differs from the saved one: the "
-                    "auto row is paired with the new one")
+                    "missing rows are paired with the new one")
             own_float = True
         else:
             run.say(f"[{name} seed {seed}] float model differs from the saved one: redoing the seed")
@@ -251,6 +268,8 @@ def _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_flo
                 row = run.scored_row(clustered, data)
             elif label == AUTO_LABEL:
                 row = _auto_row(name, base, data, eps, seed, float_row, own_float)
+            elif label == CONTROL_LABEL:
+                row = _control_row(name, base, data, eps, seed, float_row, own_float, optimizer)
             elif rule is not None:
                 final, _, info = run.fix_with_wfn(name, base, data, delta, eps, seed,
                                                   run.FINE_TUNE_LR[name], rule=rule,
@@ -294,7 +313,7 @@ def summarise(per_model: Dict) -> List[Dict]:
             accs.append(row["accuracy"])
             # A row scored on part of the test images (`_auto_row`): the float model on the same part.
             part = unpack(row["measured"], n) if "measured" in row else np.ones(n, bool)
-            float_correct = row.get("float_correct", rows["float"]["correct"])  # `_auto_row`'s own
+            float_correct = row.get("float_correct", rows["float"]["correct"])  # SELF_PAIRED rows' own
             drop, se = paired_drop(unpack(float_correct, n)[part], unpack(row["correct"], n)[part])
             drops.append(drop)
             errors.append(se)
@@ -581,7 +600,10 @@ def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
              "compressed model on the same test images, per seed); a row is lossless when its mean drop is at most "
              f"{LOSSLESS_POINTS} points. `{AUTO_LABEL}`: `tfmot_wfn.search_distance` (tolerance "
              f"{run.AUTO_TOLERANCE:g}, budget 3 runs) chooses on a random half of the seed's test "
-             "images and is scored (with the float model) on the other half. Method: the script's "
+             "images and is scored (with the float model) on the other half. "
+             f"`{CONTROL_LABEL}`: the float model fine-tuned exactly as the WFN rows are (the same "
+             "epochs, lr, optimizer and batches) with nothing fixed: the part of a WFN row's drop "
+             "that the fine-tuning alone costs. Method: the script's "
              "docstring. " + optimizer_note(optimizer), ""]
     if picture:
         lines += [f"![accuracy drop against unique kernel values per rule]({os.path.basename(png)})", ""]
@@ -596,12 +618,13 @@ def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
 
 
 def keep_only_peer_rows(results: Dict) -> None:
-    """Drop the WFN rows (measured under the other ``--optimizer``); keep float, int8 and tfmot."""
+    """Drop the WFN rows and the control row (measured under the other ``--optimizer``); keep
+    float, int8 and tfmot."""
     for name, per_model in results.items():
         if name.startswith("_"):
             continue
         for rows in per_model["seeds"].values():
-            for label in [k for k in rows if k.startswith("WFN ")]:
+            for label in [k for k in rows if k.startswith("WFN ") or k == CONTROL_LABEL]:
                 del rows[label]
 
 

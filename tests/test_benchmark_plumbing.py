@@ -33,9 +33,10 @@ def test_held_out_images_are_the_last_fifth_of_the_training_split_and_nothing_el
     assert xs is x_test and ys is y_test  # the test split is untouched
 
 
-def test_switching_the_optimizer_drops_only_the_wfn_rows():
+def test_switching_the_optimizer_drops_only_the_rows_that_fine_tune_under_it():
     results = {"_optimizer": "carried",
                "cnn": {"seeds": {"0": {"float": {}, "int8 PTQ": {}, "tfmot-16": {},
+                                       frontier.CONTROL_LABEL: {},
                                        "WFN paper delta=0.015": {}, "WFN third delta=0.03": {}}}}}
     frontier.keep_only_peer_rows(results)
     assert sorted(results["cnn"]["seeds"]["0"]) == ["float", "int8 PTQ", "tfmot-16"]
@@ -311,3 +312,51 @@ def test_a_retrained_first_seed_missing_ablation_rows_is_redone_not_paired_with_
     assert rows["float"]["correct"] == "new float0"
     assert {row.get("base") for label, row in rows.items() if label != "float"} == {"new float0"}
     assert (0, f"WFN {frontier.models.default_rule('resnet20')} delta=0.015") in calls
+
+
+def test_a_retrained_float_model_missing_only_the_control_row_pairs_it_with_itself(monkeypatch):
+    # The saved rows stay paired with the saved float model; the new control row is paired with
+    # the float model it fine-tuned (its own ``float_correct``), and nothing is redone.
+    _, loaded = _stub_measuring(monkeypatch, {0: "float0", 1: "new float1"})
+    first = {label: {} for label, _, _ in frontier._planned_rows("resnet20", 0, False)[0]}
+    first["float"] = {"accuracy": 1.0, "correct": "float0"}  # seed 0: every row measured
+    planned = [label for label, _, _ in frontier._planned_rows("resnet20", 1, False)[0]]
+    assert frontier.CONTROL_LABEL in planned
+    spec = frontier.models.MODELS["resnet20"]
+    old = {label: {"base": "old float1"} for label in planned if label != frontier.CONTROL_LABEL}
+    old["float"] = {"accuracy": 1.0, "correct": "old float1"}
+    results = {"resnet20": {"title": "t", "test_images": 3, "train_images": 4,
+                            "seeds": {"0": first, "1": old},
+                            "float_training": {"epochs": spec["float_epochs"], "lr": spec["float_lr"],
+                                               "augment": bool(spec.get("augment", False))}}}
+    seen = {}
+
+    def measure(name, base, data, planned, done, eps, seed, float_row, own_float, *rest):
+        seen.update(base=base, own_float=own_float, float_row=float_row)
+        done.update({label: {"base": base} for label, _, _ in planned if label not in done})
+
+    monkeypatch.setattr(frontier, "_measure_rows", measure)
+    frontier.measure_model("resnet20", [0, 1], results, save=lambda: None, quick=False)
+    assert loaded == [1]
+    rows = results["resnet20"]["seeds"]["1"]
+    assert rows["float"]["correct"] == "old float1"  # kept: the saved rows are paired with it
+    assert rows[frontier.CONTROL_LABEL] == {"base": "new float1"}
+    assert {row.get("base") for label, row in rows.items() if label not in ("float", frontier.CONTROL_LABEL)} == {"old float1"}
+    assert seen == {"base": "new float1", "own_float": True,
+                    "float_row": {"accuracy": 1.0, "correct": "new float1", "seconds": 1.0}}
+
+
+def test_the_control_row_is_judged_against_its_own_float_model():
+    n = 100
+    right = np.ones(n, bool)
+    tuned = right.copy()
+    tuned[:3] = False  # the fine-tuned model loses 3 images against the float model it started from
+    own = right.copy()
+    own[:2] = False  # ... which itself got 2 of them wrong: 1 point lost, not 3
+    seed = {"float": _row(right, 1000, 9.0),
+            frontier.CONTROL_LABEL: dict(_row(tuned, 1000, 9.0), float_correct=frontier.pack(own))}
+    summary = {r["label"]: r for r in frontier.summarise({"test_images": n, "seeds": {"0": seed}})}
+    assert summary[frontier.CONTROL_LABEL]["drop"] == pytest.approx(1.0)
+    del seed[frontier.CONTROL_LABEL]["float_correct"]
+    summary = {r["label"]: r for r in frontier.summarise({"test_images": n, "seeds": {"0": seed}})}
+    assert summary[frontier.CONTROL_LABEL]["drop"] == pytest.approx(3.0)
