@@ -181,6 +181,23 @@ def record_float_training(per_model: Dict, trained: Dict) -> bool:
     return changed
 
 
+#: Rows that do not depend on the fine-tuning settings (`record_fine_tuning`).
+UNTUNED_ROWS = ("float", "int8 PTQ")
+
+
+def record_fine_tuning(per_model: Dict, tuning: Dict) -> bool:
+    """Record how the model's rows fine-tune (``tuning``: the lr of `run.FINE_TUNE_LR`); when a
+    results file recorded other settings, drop every row that fine-tunes (WFN, tfmot, the
+    control; the float and int8 rows stay) and return True. A file without the record: kept."""
+    changed = per_model.setdefault("fine_tuning", tuning) != tuning
+    if changed:
+        for rows in per_model["seeds"].values():
+            for label in [k for k in rows if k not in UNTUNED_ROWS]:
+                del rows[label]
+    per_model["fine_tuning"] = tuning
+    return changed
+
+
 def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                   float_cache: Optional[str] = None, optimizer: str = "fresh") -> None:
     data = models.dataset(name, 0)
@@ -191,6 +208,9 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
                "augment": bool(spec.get("augment", False))}
     if record_float_training(per_model, trained):
         run.say(f"[{name}] the float training changed to {trained}: redoing every seed")
+    if record_fine_tuning(per_model, {"lr": run.FINE_TUNE_LR[name]}):
+        run.say(f"[{name}] the fine-tuning lr changed to {run.FINE_TUNE_LR[name]:g}: redoing every "
+                "row that fine-tunes")
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
     # ablation rows, so that a run stopped part way has the multi-seed rows. The first seed's float
     # model is kept for the second pass: retraining it need not reproduce it.
@@ -339,11 +359,14 @@ def summarise(per_model: Dict) -> List[Dict]:
 def float_training_note(name: str, per_model: Dict) -> str:
     """`` Float models: ...`` from the model's recorded float training ("" when none)."""
     trained = per_model.get("float_training")
+    tuning = per_model.get("fine_tuning")
+    tuned = (f" Fine-tuning (WFN, tfmot, `{CONTROL_LABEL}`): Adam({tuning['lr']:g}), "
+             "un-augmented images." if tuning else "")
     if not trained:
-        return ""
+        return tuned
     cosine = ", cosine decay" if run.uses_cosine(name) else ""
     augment = ", on augmented images (reflect-pad 4, random crop, flip)" if trained["augment"] else ""
-    return f" Float models: {trained['epochs']} epochs Adam({trained['lr']:g}{cosine}){augment}."
+    return f" Float models: {trained['epochs']} epochs Adam({trained['lr']:g}{cosine}){augment}.{tuned}"
 
 
 def model_table(name: str, per_model: Dict) -> List[str]:

@@ -181,6 +181,16 @@ def test_rows_of_float_models_trained_otherwise_are_dropped():
     assert other["seeds"] == {} and other["float_training"] == trained
 
 
+def test_rows_fine_tuned_at_another_lr_are_dropped_and_the_float_and_int8_rows_kept():
+    rows = {"float": {}, "int8 PTQ": {}, "tfmot-16": {}, frontier.CONTROL_LABEL: {},
+            "WFN paper delta=0.015": {}, frontier.AUTO_LABEL: {}}
+    old = {"seeds": {"0": dict(rows)}}  # a file from before the record: kept
+    assert not frontier.record_fine_tuning(old, {"lr": 3e-4}) and old["seeds"]["0"] == rows
+    assert not frontier.record_fine_tuning(old, {"lr": 3e-4})
+    assert frontier.record_fine_tuning(old, {"lr": 1e-3})
+    assert sorted(old["seeds"]["0"]) == ["float", "int8 PTQ"] and old["fine_tuning"] == {"lr": 1e-3}
+
+
 def _augmented_reference(x, pad, top, left, flip):
     """One image at a time: reflect-pad, crop at (top, left), flip when asked."""
     h, w = x.shape[:2]
