@@ -222,6 +222,15 @@ def test_augmented_epochs_are_reflect_padded_crops_flipped_at_random_and_reprodu
     assert len(offsets) > 15 and 0.3 < np.mean(flips) < 0.7  # the draws cover the range
 
 
+def test_the_quick_mode_plans_every_rule_at_the_first_delta_and_no_tfmot():
+    for name, (deltas, every_seed, first_only, _) in frontier.PLAN.items():
+        quick = frontier._planned_rows(name, 0, quick=True)[0]
+        assert [(rule, delta) for _, rule, delta in quick if rule] == [
+            (rule, deltas[0]) for rule in (*every_seed, *first_only)]
+        labels = [label for label, _, _ in quick]
+        assert "tfmot-16" not in labels and frontier.CONTROL_LABEL in labels
+
+
 def test_the_auto_split_halves_the_test_images_per_seed_and_never_overlaps():
     validate, measure = frontier.auto_split(101, seed=0)
     assert validate.sum() == 50 and measure.sum() == 51 and not np.any(validate & measure)
