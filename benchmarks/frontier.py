@@ -25,6 +25,12 @@ seed. The float model trained on every training image, so the search validates o
 a random half of them, drawn per seed (`auto_split`); its row and the float model are then
 scored on the other half only, so its drop is paired and no image that chose the distance judges it.
 
+The row ``float fine-tuned`` (`_control_row`, every seed) is the float model fine-tuned exactly
+as the WFN rows are, with nothing fixed: what the fine-tuning alone costs. Like the auto row it
+keeps its own float model's right answers, so it stays paired where retraining a float model did
+not reproduce the saved one. The fine-tuning lr (`run.FINE_TUNE_LR`) is recorded per model: a
+rerun at another lr redoes every row that fine-tunes.
+
 Results are saved after every row (the ``.json`` beside ``--output``), so an interrupted run keeps
 what it measured and a rerun skips the rows already there (same model, seed and row).
 """
