@@ -26,7 +26,9 @@ a random half of them, drawn per seed (`auto_split`); its row and the float mode
 scored on the other half only, so its drop is paired and no image that chose the distance judges it.
 
 The row ``float fine-tuned`` (`_control_row`, every seed) is the float model fine-tuned exactly
-as the WFN rows are, with nothing fixed: what the fine-tuning alone costs. Like the auto row it
+as the WFN rows are, with nothing fixed and no regulariser: what the same training costs without
+WFN's constraints (those also hold the weights near the float model's, so a WFN row can lose less
+than this row). Like the auto row it
 keeps its own float model's right answers, so it stays paired where retraining a float model did
 not reproduce the saved one. The fine-tuning lr (`run.FINE_TUNE_LR`) is recorded per model: a
 rerun at another lr redoes every row that fine-tunes.
@@ -169,7 +171,8 @@ def _auto_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_f
 def _control_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_float: bool,
                  optimizer: str) -> Dict:
     """`run.fine_tune_alone`: ``base`` fine-tuned exactly as the seed's WFN rows are, with
-    nothing fixed, so that each WFN drop can be read against what the fine-tuning alone costs.
+    nothing fixed and no regulariser, so that each WFN drop can be read against what the same
+    training costs without WFN's constraints.
     Paired with its own float model ``base`` (``float_correct``), as `_auto_row` is."""
     model, seconds = run.fine_tune_alone(name, base, data, eps, seed, run.FINE_TUNE_LR[name],
                                          **OPTIMIZERS[optimizer])
@@ -632,8 +635,9 @@ def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
              f"{run.AUTO_TOLERANCE:g}, budget 3 runs) chooses on a random half of the seed's test "
              "images and is scored (with the float model) on the other half. "
              f"`{CONTROL_LABEL}`: the float model fine-tuned exactly as the WFN rows are (the same "
-             "epochs, lr, optimizer and batches) with nothing fixed: the part of a WFN row's drop "
-             "that the fine-tuning alone costs. Method: the script's "
+             "epochs, lr, optimizer and batches) with nothing fixed and no regulariser: what that "
+             "training costs without WFN's constraints, which also hold the weights near the float "
+             "model's (a WFN row can lose less than this row). Method: the script's "
              "docstring. " + optimizer_note(optimizer), ""]
     if picture:
         lines += [f"![accuracy drop against unique kernel values per rule]({os.path.basename(png)})", ""]
