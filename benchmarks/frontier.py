@@ -476,6 +476,7 @@ def targets_table(results: Dict) -> List[str]:
                 values = tfmot["unique_kernels"] / best["unique_kernels"]
                 entropy = tfmot["entropy_kernels"] / best["entropy_kernels"]
                 measured = (f"delta {best['delta']:g}, {best['drop']:+.2f} ± {best['se']:.2f} points "
+                            f"[seeds {best['min']:+.2f}, {best['max']:+.2f}] "
                             f"(tfmot {tfmot['drop']:+.2f}): kernel values {tfmot['unique_kernels']:,.0f} / "
                             f"{best['unique_kernels']:,.1f} = {values:.1f}x, entropy "
                             f"{tfmot['entropy_kernels']:.2f} / {best['entropy_kernels']:.2f} = "
@@ -484,7 +485,8 @@ def targets_table(results: Dict) -> List[str]:
                 met = values >= KERNEL_VALUES_TARGET and entropy >= ENTROPY_TARGET
             else:
                 measured, met = ("no lossless row (" + ", ".join(
-                    f"delta {r['delta']:g}: {r['drop']:+.2f}" for r in mine) + ")"), False
+                    f"delta {r['delta']:g}: {r['drop']:+.2f} [seeds {r['min']:+.2f}, {r['max']:+.2f}]"
+                    for r in mine) + ")"), False
             lines.append(_ratio_line(name, what, measured, met))
         for r in mine:
             delta = r["delta"]

@@ -83,6 +83,7 @@ def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_
     headline, rule, larger = _targets([seed, seed])
     # Lossless at 0.015 only (0.03 loses a point): 350 / 60 = 5.8x values, 7.5 / 3.5 = 2.14x bits.
     assert "delta 0.015, +0.50" in headline and "5.8x" in headline and "2.14x" in headline
+    assert "[seeds +0.50, +0.50]" in headline  # the seeds' spread beside the paired SE
     assert headline.endswith("| yes |")
     assert "1.10x" in rule and "1.014x" in rule and rule.endswith("| yes |")  # 66/60, 3.50/3.45
     assert "+1.00" in larger and "+0.50" in larger and larger.endswith("| **no** |")
@@ -91,7 +92,7 @@ def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_
     short = dict(seed)
     del short[f"WFN {default} delta=0.015"]
     headline = _targets([seed, short])[0]
-    assert "no lossless row" in headline and "delta 0.03: +1.00" in headline
+    assert "no lossless row" in headline and "delta 0.03: +1.00 [seeds +1.00, +1.00]" in headline
     assert headline.endswith("| **no** |")
 
 
