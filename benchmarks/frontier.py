@@ -195,15 +195,20 @@ def record_float_training(per_model: Dict, trained: Dict) -> bool:
 UNTUNED_ROWS = ("float", "int8 PTQ")
 
 
+def _drop_rows(per_model: Dict, drop) -> None:
+    """Delete every seed's rows whose label ``drop(label)`` is true."""
+    for rows in per_model["seeds"].values():
+        for label in [k for k in rows if drop(k)]:
+            del rows[label]
+
+
 def record_fine_tuning(per_model: Dict, tuning: Dict) -> bool:
     """Record how the model's rows fine-tune (``tuning``: the lr of `run.FINE_TUNE_LR`); when a
     results file recorded other settings, drop every row that fine-tunes (WFN, tfmot, the
     control; the float and int8 rows stay) and return True. A file without the record: kept."""
     changed = per_model.setdefault("fine_tuning", tuning) != tuning
     if changed:
-        for rows in per_model["seeds"].values():
-            for label in [k for k in rows if k not in UNTUNED_ROWS]:
-                del rows[label]
+        _drop_rows(per_model, lambda label: label not in UNTUNED_ROWS)
     per_model["fine_tuning"] = tuning
     return changed
 
@@ -657,11 +662,8 @@ def keep_only_peer_rows(results: Dict) -> None:
     """Drop the WFN rows and the control row (measured under the other ``--optimizer``); keep
     float, int8 and tfmot."""
     for name, per_model in results.items():
-        if name.startswith("_"):
-            continue
-        for rows in per_model["seeds"].values():
-            for label in [k for k in rows if k.startswith("WFN ") or k == CONTROL_LABEL]:
-                del rows[label]
+        if not name.startswith("_"):
+            _drop_rows(per_model, lambda label: label.startswith("WFN ") or label == CONTROL_LABEL)
 
 
 def main(argv=None) -> int:

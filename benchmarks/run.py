@@ -405,10 +405,12 @@ def fine_tune_epochs(epochs_per_stage: int) -> int:
 
 def fine_tune_alone(name, base, data, epochs_per_stage, seed, lr, fresh_optimizer=True):
     """The control of a WFN row: a copy of ``base`` fine-tuned as `fix_with_wfn` fine-tunes
-    (`fine_tune_epochs`, the same lr, Adam with clipnorm, batch size and seed; a fresh optimizer
-    every ``epochs_per_stage`` epochs when ``fresh_optimizer``, as `UpdateFixingStep` starts one
-    each stage) with nothing fixed. Returns (model, seconds)."""
+    (stage by stage, `fine_tune_epochs` in all, the same lr, Adam with clipnorm, batch size and
+    seed; a fresh optimizer each stage when ``fresh_optimizer``, as `UpdateFixingStep` starts
+    one) with nothing fixed and no regulariser. Returns (model, seconds)."""
     import keras
+
+    import tfmot_wfn
 
     spec = models.MODELS[name]
     x_train, _, y_train, _ = data
@@ -416,13 +418,12 @@ def fine_tune_alone(name, base, data, epochs_per_stage, seed, lr, fresh_optimize
     model = models.build(name, keras)
     model.set_weights(base.get_weights())
     start = time.perf_counter()
-    total, done = fine_tune_epochs(epochs_per_stage), 0
-    while done < total:
-        if fresh_optimizer or done == 0:
+    # `fine_tune_epochs`: one stage per schedule fraction before the last, then one epoch.
+    stages = [epochs_per_stage] * (len(tfmot_wfn.PAPER_FRACTIONS) - 1) + [1]
+    for stage, epochs in enumerate(stages):
+        if fresh_optimizer or stage == 0:
             compile_model(model, lr)
-        epochs = min(epochs_per_stage, total - done)
         model.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0)
-        done += epochs
     return model, time.perf_counter() - start
 
 

@@ -380,3 +380,34 @@ def test_the_control_row_is_judged_against_its_own_float_model():
     del seed[frontier.CONTROL_LABEL]["float_correct"]
     summary = {r["label"]: r for r in frontier.summarise({"test_images": n, "seeds": {"0": seed}})}
     assert summary[frontier.CONTROL_LABEL]["drop"] == pytest.approx(3.0)
+
+
+def test_the_control_fine_tunes_stage_by_stage_for_as_many_epochs_as_a_fixing_run(monkeypatch):
+    calls = []
+
+    class Model:
+        def set_weights(self, weights):
+            calls.append(("weights", weights))
+
+        def compile(self, **kwargs):
+            calls.append("compile")
+
+        def fit(self, x, y, batch_size, epochs, verbose):
+            calls.append(epochs)
+
+    class Base:
+        def get_weights(self):
+            return ["float weights"]
+
+    monkeypatch.setattr(run.models, "build", lambda name, keras: Model())
+    data = (np.zeros((4, 1)), None, np.zeros(4), None)
+    for eps in (1, 2):
+        calls.clear()
+        run.fine_tune_alone("cnn", Base(), data, eps, 0, 1e-3)
+        epochs = [c for c in calls if isinstance(c, int)]
+        assert calls[0] == ("weights", ["float weights"])
+        assert sum(epochs) == run.fine_tune_epochs(eps) and epochs[-1] == 1
+        assert calls.count("compile") == len(epochs)  # a fresh optimizer every stage
+        calls.clear()
+        run.fine_tune_alone("cnn", Base(), data, eps, 0, 1e-3, fresh_optimizer=False)
+        assert calls.count("compile") == 1
