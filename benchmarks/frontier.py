@@ -24,6 +24,8 @@ The row ``WFN distance=auto`` runs `tfmot_wfn.search_distance` (`run.auto_distan
 seed. The float model trained on every training image, so the search validates on test images:
 a random half of them, drawn per seed (`auto_split`); its row and the float model are then
 scored on the other half only, so its drop is paired and no image that chose the distance judges it.
+Each auto row records the search's version (`AUTO_SEARCH_VERSION`); a rerun redoes the rows of an
+older search, and the report says which rows are still of one.
 
 The row ``float fine-tuned`` (`_control_row`, every seed) is the float model fine-tuned exactly
 as the WFN rows are, with nothing fixed and no regulariser: what the same training costs without
@@ -85,6 +87,12 @@ BEFORE_RULE = fixing_rules.LEGACY_DEFAULT_RULE
 #: default rule at AUTO_DEFAULT_DELTA, >= AUTO_ENTROPY_TARGET times lower entropy than tfmot
 #: 16/layer (all stored parameters), at most AUTO_TIME_TARGET times one fixing run's time.
 AUTO_LABEL, AUTO_SPLIT_SEED = "WFN distance=auto", 1000
+#: How `search_distance` chooses, recorded in every auto row (rows without it: version 1).
+#: 1: after a failed full run the walk stepped down one delta at a time, and when the budget ran
+#:    out with no run within tolerance it returned the most accurate one (the photo ResNet-20,
+#:    3 seeds of 3, ended outside tolerance that way).
+#: 2: while no full run has passed, the last affordable one goes to the smallest delta.
+AUTO_SEARCH_VERSION = 2
 #: The control row (`_control_row`): the float model fine-tuned as a WFN row is, nothing fixed.
 CONTROL_LABEL = "float fine-tuned"
 #: Rows that keep which test images their own float model got right (``float_correct``), so they
@@ -164,7 +172,8 @@ def _auto_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_f
     correct = unpack(row["correct"], len(y_test))
     row.update(accuracy=float(correct[measure].mean()), measured=pack(measure),
                delta=info["distance"], wfn=info, search_seconds=seconds,
-               float_correct=float_row["correct"], own_float=bool(own_float))
+               float_correct=float_row["correct"], own_float=bool(own_float),
+               search_version=AUTO_SEARCH_VERSION)
     return row
 
 
@@ -202,6 +211,21 @@ def _drop_rows(per_model: Dict, drop) -> None:
             del rows[label]
 
 
+def auto_search_version(row: Dict) -> int:
+    """The `AUTO_SEARCH_VERSION` that measured an auto row (1 for rows written before the record)."""
+    return int(row.get("search_version", 1))
+
+
+def drop_stale_auto_rows(per_model: Dict) -> int:
+    """Delete the auto rows measured by an older search than `AUTO_SEARCH_VERSION` (a rerun
+    measures them again); the number deleted."""
+    stale = [rows for rows in per_model["seeds"].values()
+             if AUTO_LABEL in rows and auto_search_version(rows[AUTO_LABEL]) < AUTO_SEARCH_VERSION]
+    for rows in stale:
+        del rows[AUTO_LABEL]
+    return len(stale)
+
+
 def record_fine_tuning(per_model: Dict, tuning: Dict) -> bool:
     """Record how the model's rows fine-tune (``tuning``: the lr of `run.FINE_TUNE_LR`); when a
     results file recorded other settings, drop every row that fine-tunes (WFN, tfmot, the
@@ -226,6 +250,9 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     if record_fine_tuning(per_model, {"lr": run.FINE_TUNE_LR[name]}):
         run.say(f"[{name}] the fine-tuning lr changed to {run.FINE_TUNE_LR[name]:g}: redoing every "
                 "row that fine-tunes")
+    if drop_stale_auto_rows(per_model):
+        run.say(f"[{name}] redoing the auto rows of an older distance search than version "
+                f"{AUTO_SEARCH_VERSION}")
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
     # ablation rows, so that a run stopped part way has the multi-seed rows. The first seed's float
     # model is kept for the second pass: retraining it need not reproduce it.
@@ -543,6 +570,10 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
     own = sum(bool(r[AUTO_LABEL].get("own_float")) for r in seeds)
     own = (f" ({own} of them against a retrained float model: retraining did not reproduce the "
            "saved one)") if own else ""
+    old = sum(auto_search_version(r[AUTO_LABEL]) < AUTO_SEARCH_VERSION for r in seeds)
+    if old:
+        own += (f"; {old} of {len(seeds)} measured by an older search (version 1, before "
+                f"version {AUTO_SEARCH_VERSION}'s fallback to the smallest delta: rerun to redo them)")
     lines = [_ratio_line(
         name, f"distance=auto lossless with >= {AUTO_VALUES_TARGET:g}x fewer fixed unique values than "
         f"delta {AUTO_DEFAULT_DELTA:g}",

@@ -280,6 +280,27 @@ def test_the_auto_row_is_judged_only_on_the_images_it_did_not_choose_on():
     assert "+0.00" in values and "2 of them against a retrained float model" in values
 
 
+def test_auto_rows_of_an_older_search_are_named_in_the_report_and_redone_by_a_rerun():
+    default = frontier.models.default_rule("resnet20")
+    right = np.ones(200, bool)
+    validate, measure = frontier.auto_split(200, seed=0)
+    auto = _row(right, 20, 2.0)
+    auto.update(measured=frontier.pack(measure), delta=0.05, search_seconds=30.0,
+                wfn={"fixable_unique": 22, "fixable_entropy": 2.0, "full_run_seconds": 12.0})
+    current = dict(auto, search_version=frontier.AUTO_SEARCH_VERSION)
+    seeds = [{"float": _row(right, 1000, 9.0), f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
+              frontier.AUTO_LABEL: row} for row in (auto, current)]  # seed 0: written before the record
+    values = [line for line in _targets(seeds) if "distance=auto" in line][0]
+    assert "1 of 2 measured by an older search (version 1" in values
+    per_model = {"seeds": {"0": seeds[0], "1": seeds[1]}}
+    assert frontier.drop_stale_auto_rows(per_model) == 1
+    assert frontier.AUTO_LABEL not in seeds[0] and seeds[1][frontier.AUTO_LABEL] is current
+    assert "float" in seeds[0]  # only the auto row is redone
+    assert frontier.drop_stale_auto_rows(per_model) == 0
+    values = [line for line in _targets(seeds[1:]) if "distance=auto" in line][0]
+    assert "older search" not in values
+
+
 def _stub_measuring(monkeypatch, floats):
     """measure_model without training: seed s's float model is ``floats[s]`` (its row's
     ``correct``), and every missing row is 'measured' as ``{"base": the model used}``. Returns
@@ -340,11 +361,13 @@ def test_a_retrained_float_model_missing_only_the_control_row_pairs_it_with_itse
     _, loaded = _stub_measuring(monkeypatch, {0: "float0", 1: "new float1"})
     first = {label: {} for label, _, _ in frontier._planned_rows("resnet20", 0, False)[0]}
     first["float"] = {"accuracy": 1.0, "correct": "float0"}  # seed 0: every row measured
+    first[frontier.AUTO_LABEL] = {"search_version": frontier.AUTO_SEARCH_VERSION}
     planned = [label for label, _, _ in frontier._planned_rows("resnet20", 1, False)[0]]
     assert frontier.CONTROL_LABEL in planned
     spec = frontier.models.MODELS["resnet20"]
     old = {label: {"base": "old float1"} for label in planned if label != frontier.CONTROL_LABEL}
     old["float"] = {"accuracy": 1.0, "correct": "old float1"}
+    old[frontier.AUTO_LABEL]["search_version"] = frontier.AUTO_SEARCH_VERSION
     results = {"resnet20": {"title": "t", "test_images": 3, "train_images": 4,
                             "seeds": {"0": first, "1": old},
                             "float_training": {"epochs": spec["float_epochs"], "lr": spec["float_lr"],

@@ -231,3 +231,23 @@ def test_full_runs_start_at_the_last_passing_proxy_and_stop_below_a_failed_one()
     assert [d for d, source in runs if source == "proxy"] == [0.04, 0.015, 0.03]
     assert [d for d, source in runs if source == "full"] == [0.015, 0.02]
     assert row.distance == 0.02
+
+
+def test_a_failed_first_full_run_with_one_run_left_falls_back_to_the_smallest_delta():
+    # Optimistic proxies (passing up to 0.065, as on the photo ResNet-20) start the full runs at
+    # 0.04, which fails; the budget holds one more full run, and walking down one delta (0.03)
+    # would end it outside tolerance: the last run goes to 0.0075, which passes.
+    row, runs = _scripted_search(lambda d, source: d <= (0.065 if source == "proxy" else 0.0075),
+                                 overhead=0.45)
+    assert runs == [(0.04, "proxy"), (0.08, "proxy"), (0.04, "full"), (0.0075, "full")]
+    assert row.distance == 0.0075 and row.accuracy == 0.9
+
+
+def test_the_walk_steps_down_one_delta_while_the_budget_holds_two_more_runs():
+    # Cheap proxies (0.15 s against a 1.05 s full run, a budget of four runs) pass up to 0.03,
+    # full runs up to 0.02: the full run at 0.03 fails with two more affordable, so the walk
+    # steps down one delta (0.02, which passes) instead of falling back to the smallest.
+    row, runs = _scripted_search(lambda d, source: d <= (0.03 if source == "proxy" else 0.02),
+                                 overhead=0.05, budget=4.0)
+    assert [d for d, source in runs if source == "full"] == [0.03, 0.02]
+    assert row.distance == 0.02 and row.accuracy == 0.9

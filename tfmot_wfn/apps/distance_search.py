@@ -23,8 +23,9 @@ How it searches, at a bounded cost:
    ``tolerance`` the next larger delta is tried (unless its proxy fell more than
    ``5 * proxy_slack`` below the tolerance), after one outside it the next smaller, until the
    boundary is found. When proxies did not pay, the bisection goes on with full runs below
-   the smallest delta whose proxy failed; while none has passed, the last affordable run goes
-   to the smallest candidate left.
+   the smallest delta whose proxy failed. Either way, while no full run has passed, the last
+   affordable one goes to the smallest candidate left (a walk down one delta at a time would
+   end the budget outside ``tolerance`` when the first full run failed by far).
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
    runs together train at most ``budget`` times the batches of one full run) and in seconds
    (all runs together take at most ``budget`` times what one full run costs alone, i.e.
@@ -440,7 +441,8 @@ def _ceiling(runs: _Runs, candidates: List[float], floor: float) -> int:
 def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: int,
                     full_stage_steps: int, threshold: float) -> Tuple[FrontierRow, Any]:
     """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
-    after a failure, until the boundary is found or the budget ends."""
+    after a failure, until the boundary is found or the budget ends; while none has passed,
+    the last affordable run goes to the smallest candidate (as in `_bisect_full_runs`)."""
     chosen = _Chosen(threshold)
     index, direction = start, 0
     while 0 <= index < len(candidates) and (chosen.best is None or runs.affordable(full_runs=1)):
@@ -448,6 +450,8 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
         if (direction and step != direction) or index + step > ceiling:
             break  # crossed the boundary, or the next delta's proxy was far past the cliff
         index, direction = index + step, step
+        if chosen.passing is None and index > 0 and not runs.affordable(full_runs=2):
+            index = 0  # no run passed and one is left: the smallest delta, the likeliest to pass
     return chosen.result()
 
 
