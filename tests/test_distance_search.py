@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from keras_helpers import L, keras
 
 import tfmot_wfn
 from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
-                                            top1_accuracy)
+                                            _warn_if_coarse, top1_accuracy)
 
 DELTAS = (0.01, 0.03, 0.3)
 
@@ -251,3 +252,12 @@ def test_the_walk_steps_down_one_delta_while_the_budget_holds_two_more_runs():
                                  overhead=0.05, budget=4.0)
     assert [d for d, source in runs if source == "full"] == [0.03, 0.02]
     assert row.distance == 0.02 and row.accuracy == 0.9
+
+
+def test_a_validation_set_where_one_example_outweighs_the_tolerance_gets_a_warning():
+    with pytest.warns(UserWarning, match=r"180 examples: one is 0\.56 points.*at least 200 examples"):
+        _warn_if_coarse(180, 0.005)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_coarse(200, 0.005)  # one example is exactly the tolerance
+        _warn_if_coarse(10, 0.0)  # no extra error allowed: asked for

@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -173,8 +174,8 @@ def _true_labels(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y)).astype(np.int64)
 
 
-def top1_accuracy(model, data, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` arrays or a batched dataset of ``(x, y)``."""
+def _top1_counts(model, data, batch_size: int = 256) -> Tuple[int, int]:
+    """(right answers, examples) of ``model`` on ``(x, y)`` arrays or a batched dataset."""
     dataset, _ = _as_dataset(data, batch_size, shuffle=False, seed=0)
     correct = total = 0
     for x, y in dataset:
@@ -184,7 +185,25 @@ def top1_accuracy(model, data, batch_size: int = 256) -> float:
         total += len(truth)
     if total == 0:
         raise ValueError("the validation data are empty")
+    return correct, total
+
+
+def top1_accuracy(model, data, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` arrays or a batched dataset of ``(x, y)``."""
+    correct, total = _top1_counts(model, data, batch_size)
     return correct / total
+
+
+def _warn_if_coarse(examples: int, tolerance: float) -> None:
+    """Warn when one validation example weighs more than ``tolerance``: then a delta passes
+    only with no more errors than the float model, and which one does is mostly luck."""
+    if 0.0 < tolerance < 1.0 / examples:
+        warnings.warn(
+            f"the validation data have {examples} examples: one is {100.0 / examples:.2f} points of "
+            f"accuracy, more than the tolerance ({100.0 * tolerance:.2f} points), so a delta passes "
+            "only when its model makes no more errors than the float model. Pass more validation "
+            f"data (at least {int(math.ceil(1.0 / tolerance - 1e-9))} examples for this tolerance) "
+            "or a larger tolerance", UserWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------ training
@@ -549,7 +568,9 @@ def search_distance(
     full_stage_steps = epochs_per_stage * steps_per_epoch
     runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
                  say)
-    float_accuracy = top1_accuracy(model, validation_data)
+    right, examples = _top1_counts(model, validation_data)
+    float_accuracy = right / examples
+    _warn_if_coarse(examples, tolerance)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
         f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")
 
