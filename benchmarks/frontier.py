@@ -24,8 +24,9 @@ The row ``WFN distance=auto`` runs `tfmot_wfn.search_distance` (`run.auto_distan
 seed. The float model trained on every training image, so the search validates on test images:
 a random half of them, drawn per seed (`auto_split`); its row and the float model are then
 scored on the other half only, so its drop is paired and no image that chose the distance judges it.
-Each auto row records the search's version (`AUTO_SEARCH_VERSION`); a rerun redoes the rows of an
-older search, and the report says which rows are still of one.
+Each auto row records the search's version (`AUTO_SEARCH_VERSION`); a rerun redoes the rows that
+an older search measured and the current one could have chosen differently (`stale_auto_row`),
+and the report counts those still in the file.
 
 The row ``float fine-tuned`` (`_control_row`, every seed) is the float model fine-tuned exactly
 as the WFN rows are, with nothing fixed and no regulariser: what the same training costs without
@@ -93,6 +94,9 @@ AUTO_LABEL, AUTO_SPLIT_SEED = "WFN distance=auto", 1000
 #:    3 seeds of 3, ended outside tolerance that way).
 #: 2: while no full run has passed, the last affordable one goes to the smallest delta.
 AUTO_SEARCH_VERSION = 2
+#: The smallest of `search_distance`'s default deltas (`run.auto_distance` passes none); kept
+#: here so that reading results needs no TensorFlow (a test checks it against the library's).
+AUTO_SMALLEST_DELTA = 0.0075
 #: The control row (`_control_row`): the float model fine-tuned as a WFN row is, nothing fixed.
 CONTROL_LABEL = "float fine-tuned"
 #: Rows that keep which test images their own float model got right (``float_correct``), so they
@@ -216,11 +220,29 @@ def auto_search_version(row: Dict) -> int:
     return int(row.get("search_version", 1))
 
 
-def drop_stale_auto_rows(per_model: Dict) -> int:
-    """Delete the auto rows measured by an older search than `AUTO_SEARCH_VERSION` (a rerun
-    measures them again); the number deleted."""
-    stale = [rows for rows in per_model["seeds"].values()
-             if AUTO_LABEL in rows and auto_search_version(rows[AUTO_LABEL]) < AUTO_SEARCH_VERSION]
+def stale_auto_row(row: Dict) -> bool:
+    """Whether an auto row comes from an older search whose choice the current one could change.
+    Version 2 differs from 1 only after a failed first full run: 1 then walked down one delta
+    at a time, 2 sends the last affordable run to the smallest delta. A version-1 row is kept
+    when its first full run passed, or when every full run after a failed first one was at the
+    smallest delta already (the full-run bisection's last chance did that in version 1 too)."""
+    if auto_search_version(row) >= AUTO_SEARCH_VERSION:
+        return False
+    info = row["wfn"]
+    full = [r for r in info.get("runs", []) if r["source"] == "full"]
+    if not full:
+        return False
+    threshold = info["float_validation_accuracy"] - run.AUTO_TOLERANCE - 1e-9  # as search_distance
+    return full[0]["accuracy"] < threshold and any(r["distance"] != AUTO_SMALLEST_DELTA
+                                                   for r in full[1:])
+
+
+def drop_stale_auto_rows(per_model: Dict, seeds: Optional[List[int]] = None) -> int:
+    """Delete the `stale_auto_row` auto rows of ``seeds`` (all seeds: None), which a rerun
+    measures again; the number deleted."""
+    stale = [rows for seed, rows in per_model["seeds"].items()
+             if (seeds is None or int(seed) in seeds) and AUTO_LABEL in rows
+             and stale_auto_row(rows[AUTO_LABEL])]
     for rows in stale:
         del rows[AUTO_LABEL]
     return len(stale)
@@ -250,7 +272,7 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     if record_fine_tuning(per_model, {"lr": run.FINE_TUNE_LR[name]}):
         run.say(f"[{name}] the fine-tuning lr changed to {run.FINE_TUNE_LR[name]:g}: redoing every "
                 "row that fine-tunes")
-    if drop_stale_auto_rows(per_model):
+    if drop_stale_auto_rows(per_model, seeds):
         run.say(f"[{name}] redoing the auto rows of an older distance search than version "
                 f"{AUTO_SEARCH_VERSION}")
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
@@ -570,10 +592,11 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
     own = sum(bool(r[AUTO_LABEL].get("own_float")) for r in seeds)
     own = (f" ({own} of them against a retrained float model: retraining did not reproduce the "
            "saved one)") if own else ""
-    old = sum(auto_search_version(r[AUTO_LABEL]) < AUTO_SEARCH_VERSION for r in seeds)
+    old = [auto_search_version(r[AUTO_LABEL]) for r in seeds if stale_auto_row(r[AUTO_LABEL])]
     if old:
-        own += (f"; {old} of {len(seeds)} measured by an older search (version 1, before "
-                f"version {AUTO_SEARCH_VERSION}'s fallback to the smallest delta: rerun to redo them)")
+        own += (f"; {len(old)} of {len(seeds)} measured by an older search (version "
+                f"{', '.join(str(v) for v in sorted(set(old)))}) that version {AUTO_SEARCH_VERSION} "
+                "could choose differently: a rerun redoes them")
     lines = [_ratio_line(
         name, f"distance=auto lossless with >= {AUTO_VALUES_TARGET:g}x fewer fixed unique values than "
         f"delta {AUTO_DEFAULT_DELTA:g}",

@@ -280,23 +280,43 @@ def test_the_auto_row_is_judged_only_on_the_images_it_did_not_choose_on():
     assert "+0.00" in values and "2 of them against a retrained float model" in values
 
 
-def test_auto_rows_of_an_older_search_are_named_in_the_report_and_redone_by_a_rerun():
+def _auto_row(runs, version=None, float_accuracy=0.9):
+    """An auto row whose search made ``runs``: (delta, source, validation accuracy)."""
+    right = np.ones(200, bool)
+    _, measure = frontier.auto_split(200, seed=0)
+    row = _row(right, 20, 2.0)
+    row.update(measured=frontier.pack(measure), delta=runs[-1][0], search_seconds=30.0,
+               wfn={"fixable_unique": 22, "fixable_entropy": 2.0, "full_run_seconds": 12.0,
+                    "float_validation_accuracy": float_accuracy,
+                    "runs": [{"distance": d, "source": s, "accuracy": a} for d, s, a in runs]})
+    if version is not None:
+        row["search_version"] = version
+    return row
+
+
+def test_auto_rows_an_older_search_could_have_chosen_differently_are_reported_and_redone():
+    from tfmot_wfn.apps.distance_search import DEFAULT_DELTAS
+
+    assert frontier.AUTO_SMALLEST_DELTA == DEFAULT_DELTAS[0]
+    walked_down = [(0.04, "proxy", 0.9), (0.065, "full", 0.8), (0.05, "full", 0.8)]
+    fell_back = [(0.04, "proxy", 0.9), (0.015, "full", 0.8), (0.0075, "full", 0.9)]
+    passed_first = [(0.04, "proxy", 0.9), (0.03, "full", 0.9), (0.04, "full", 0.8)]
+    assert frontier.stale_auto_row(_auto_row(walked_down))  # version 2 would have jumped to 0.0075
+    assert not frontier.stale_auto_row(_auto_row(fell_back))  # version 1 went there too
+    assert not frontier.stale_auto_row(_auto_row(passed_first))  # no fallback involved
+    assert not frontier.stale_auto_row(_auto_row(walked_down, frontier.AUTO_SEARCH_VERSION))
     default = frontier.models.default_rule("resnet20")
     right = np.ones(200, bool)
-    validate, measure = frontier.auto_split(200, seed=0)
-    auto = _row(right, 20, 2.0)
-    auto.update(measured=frontier.pack(measure), delta=0.05, search_seconds=30.0,
-                wfn={"fixable_unique": 22, "fixable_entropy": 2.0, "full_run_seconds": 12.0})
-    current = dict(auto, search_version=frontier.AUTO_SEARCH_VERSION)
+    stale, current = _auto_row(walked_down), _auto_row(walked_down, frontier.AUTO_SEARCH_VERSION)
     seeds = [{"float": _row(right, 1000, 9.0), f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
-              frontier.AUTO_LABEL: row} for row in (auto, current)]  # seed 0: written before the record
+              frontier.AUTO_LABEL: row} for row in (stale, current, _auto_row(fell_back))]
     values = [line for line in _targets(seeds) if "distance=auto" in line][0]
-    assert "1 of 2 measured by an older search (version 1" in values
-    per_model = {"seeds": {"0": seeds[0], "1": seeds[1]}}
-    assert frontier.drop_stale_auto_rows(per_model) == 1
-    assert frontier.AUTO_LABEL not in seeds[0] and seeds[1][frontier.AUTO_LABEL] is current
-    assert "float" in seeds[0]  # only the auto row is redone
-    assert frontier.drop_stale_auto_rows(per_model) == 0
+    assert "1 of 3 measured by an older search (version 1) that version 2 could choose differently" in values
+    per_model = {"seeds": {str(i): rows for i, rows in enumerate(seeds)}}
+    assert frontier.drop_stale_auto_rows(per_model, seeds=[1, 2]) == 0  # only seed 0's is stale
+    assert frontier.drop_stale_auto_rows(per_model, seeds=[0]) == 1
+    assert frontier.AUTO_LABEL not in seeds[0] and "float" in seeds[0]  # only the auto row goes
+    assert seeds[1][frontier.AUTO_LABEL] is current
     values = [line for line in _targets(seeds[1:]) if "distance=auto" in line][0]
     assert "older search" not in values
 
@@ -323,6 +343,17 @@ def _stub_measuring(monkeypatch, floats):
     monkeypatch.setattr(frontier.run, "scored_row", lambda base, data: {"accuracy": 1.0, "correct": base})
     monkeypatch.setattr(frontier, "_measure_rows", measure)
     return calls, loaded
+
+
+def test_a_rerun_measures_a_stale_auto_row_again_and_keeps_the_seeds_other_rows(monkeypatch):
+    calls, _ = _stub_measuring(monkeypatch, {0: "float0"})
+    results = {}
+    frontier.measure_model("resnet20", [0], results, save=lambda: None, quick=False)
+    rows = results["resnet20"]["seeds"]["0"]
+    rows[frontier.AUTO_LABEL] = _auto_row([(0.04, "proxy", 0.9), (0.065, "full", 0.8), (0.05, "full", 0.8)])
+    calls.clear()
+    frontier.measure_model("resnet20", [0], results, save=lambda: None, quick=False)
+    assert calls == [(0, frontier.AUTO_LABEL)]
 
 
 def test_every_seeds_rows_come_before_the_first_seeds_ablation_rows_on_its_same_float_model(monkeypatch):

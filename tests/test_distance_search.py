@@ -13,7 +13,7 @@ from keras_helpers import L, keras
 
 import tfmot_wfn
 from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
-                                            _warn_if_coarse, top1_accuracy)
+                                            _warn_if_coarse, pass_threshold, top1_accuracy)
 
 DELTAS = (0.01, 0.03, 0.3)
 
@@ -261,3 +261,10 @@ def test_a_validation_set_where_one_example_outweighs_the_tolerance_gets_a_warni
         warnings.simplefilter("error")
         _warn_if_coarse(200, 0.005)  # one example is exactly the tolerance
         _warn_if_coarse(10, 0.0)  # no extra error allowed: asked for
+
+
+def test_a_drop_of_exactly_the_tolerance_passes_whatever_the_rounding():
+    for n, tolerance in ((200, 0.005), (400, 0.0025), (1000, 0.001)):
+        for right in range(2, n + 1):
+            threshold = pass_threshold(right / n, tolerance)
+            assert (right - 1) / n >= threshold and (right - 2) / n < threshold, (n, right)

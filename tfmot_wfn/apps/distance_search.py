@@ -67,6 +67,8 @@ from tfmot_wfn.utils.json_report import JsonReport
 PROXY_SHARE = 0.5
 #: Candidate deltas, from the paper's smallest (0.0075) to where accuracy usually collapses.
 DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1)
+#: Slack for float rounding in "accuracy >= float accuracy - tolerance" (far below one example).
+_ROUNDING = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +194,13 @@ def top1_accuracy(model, data, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` arrays or a batched dataset of ``(x, y)``."""
     correct, total = _top1_counts(model, data, batch_size)
     return correct / total
+
+
+def pass_threshold(float_accuracy: float, tolerance: float) -> float:
+    """The least accuracy within ``tolerance`` of ``float_accuracy``. Accuracies are ratios of
+    counts: a drop of exactly ``tolerance`` (one error in 200 at 0.005) passes despite the
+    rounding of the subtraction."""
+    return float(float_accuracy) - float(tolerance) - _ROUNDING
 
 
 def _warn_if_coarse(examples: int, tolerance: float) -> None:
@@ -575,11 +584,11 @@ def search_distance(
         f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")
 
     proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
-    threshold = float_accuracy - tolerance
+    threshold = pass_threshold(float_accuracy, tolerance)
     row, fixed = _search(runs, candidates, proxy_stage_steps, full_stage_steps, threshold, proxy_slack)
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
-        tolerance=float(tolerance), within_tolerance=row.accuracy >= float_accuracy - tolerance,
+        tolerance=float(tolerance), within_tolerance=row.accuracy >= threshold,
         frontier=runs.frontier, train_steps=runs.steps_used, budget_steps=runs.budget_steps,
         seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
         budget_seconds=float(runs.costs.budget_seconds()))
