@@ -392,6 +392,7 @@ def auto_distance(name, base, data, validation, epochs_per_stage, seed, lr):
             "budget_seconds": float(search.budget_seconds),
             "validation_images": int(len(validation[1])),
             "float_validation_accuracy": float(search.float_accuracy),
+            "drop_se": float(search.drop_se),
             "fixable_unique": rep.unique_values, "fixable_entropy": rep.entropy_bits,
             "palette_size": len(rep.palette), "fixable_weights": rep.total_weights}
     return search.model, seconds, info

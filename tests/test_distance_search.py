@@ -13,7 +13,8 @@ from keras_helpers import L, keras
 
 import tfmot_wfn
 from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
-                                            _warn_if_coarse, pass_threshold, top1_accuracy)
+                                            _top1_correct, _warn_if_coarse, _warn_if_unresolved,
+                                            paired_drop_se, pass_threshold, top1_accuracy)
 
 DELTAS = (0.01, 0.03, 0.3)
 
@@ -50,6 +51,40 @@ def test_the_chosen_model_is_a_measured_full_run_within_tolerance(search, digits
     assert search.within_tolerance
     # 0.3 is far past the cliff of this MLP: no run there is chosen.
     assert search.distance < 0.3
+
+
+def test_every_run_reports_the_paired_standard_error_of_its_drop(search, digits, digits_mlp):
+    data = (digits.x_test, digits.y_test)
+    float_correct = _top1_correct(digits_mlp, data)
+    chosen = _top1_correct(search.model, data)
+    assert search.drop_se == pytest.approx(paired_drop_se(float_correct, chosen))
+    assert all(np.isfinite(r.drop_se) and r.drop_se >= 0 for r in search.frontier)
+    assert f"{100 * search.drop_se:6.2f}" in str(search) and "± SE" in str(search)
+
+
+def _slow_paired_se(a, b):
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    variance = sum((v - mean) ** 2 for v in d) / (len(d) - 1)
+    return (variance / len(d)) ** 0.5
+
+
+def test_the_paired_standard_error_matches_a_slow_reference():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 17, 360):
+        a, b = rng.random(n) < 0.9, rng.random(n) < 0.85
+        assert paired_drop_se(a, b) == pytest.approx(_slow_paired_se(a, b), rel=1e-12, abs=1e-15)
+    assert paired_drop_se(np.ones(5, bool), np.ones(5, bool)) == 0.0  # same answers: no doubt
+    assert np.isnan(paired_drop_se(np.ones(5, bool), np.ones(4, bool)))  # not the same examples
+
+
+def test_a_chosen_run_whose_drop_the_validation_data_cannot_resolve_gets_a_warning():
+    with pytest.warns(UserWarning, match=r"standard error of 1\.90 points.*tolerance \(0\.50 points\)"):
+        _warn_if_unresolved(0.019, 0.005)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_unresolved(0.004, 0.005)
+        _warn_if_unresolved(float("nan"), 0.005)  # unknown (a dataset in another order): silent
 
 
 def test_cost_stays_within_the_budget(search, digits):

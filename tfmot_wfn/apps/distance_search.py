@@ -41,7 +41,10 @@ How it searches, at a bounded cost:
    accurate full run); `DistanceSearch.within_tolerance` says which.
 
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
-sigmoid output is thresholded at 0.5).
+sigmoid output is thresholded at 0.5). Every run also reports the paired standard error of its
+drop (float and fixed model on the same examples, so a dataset must yield them in the same order
+every pass); when the chosen run's is larger than ``tolerance`` the search warns: the validation
+data cannot tell a pass from a failure there.
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ class FrontierRow:
     source: str  # "proxy" or "full"
     seconds: float
     train_steps: int
+    #: Paired standard error of the drop against the float model (same examples; accuracy
+    #: units); NaN when the validation data did not come in the same order twice.
+    drop_se: float = float("nan")
 
 
 @dataclasses.dataclass
@@ -101,6 +107,9 @@ class DistanceSearch(JsonReport):
       full_run_seconds: what one full run costs alone (``fix_weights`` to ``strip_fixing``,
         tracing included), estimated from the search's first run.
       budget_seconds: the most the runs may take: ``budget * full_run_seconds``.
+      drop_se: the paired standard error of ``model``'s drop (accuracy units): when it is
+        larger than ``tolerance`` the validation data cannot tell a pass from a failure, and
+        which delta passed is partly chance (the search warns).
     """
 
     distance: float
@@ -115,6 +124,7 @@ class DistanceSearch(JsonReport):
     seconds: float
     full_run_seconds: float = float("nan")
     budget_seconds: float = float("nan")
+    drop_se: float = float("nan")
 
     def to_dict(self) -> Dict:
         """Everything but the model (``frontier`` as a list of dicts)."""
@@ -130,11 +140,11 @@ class DistanceSearch(JsonReport):
                  f"{self.seconds:.0f} s, {self.seconds / self.full_run_seconds:.1f}x one full run "
                  f"({self.full_run_seconds:.0f} s)",
                  f"{'delta':>8} {'source':>6} {'unique':>7} {'entropy':>8} {'accuracy':>9} "
-                 f"{'drop (pts)':>10}"]
+                 f"{'drop (pts)':>10} {'± SE':>6}"]
         for r in self.frontier:
             lines.append(f"{r.distance:>8g} {r.source:>6} {r.unique_values:>7d} "
                          f"{r.entropy_bits:>8.3f} {r.accuracy:>9.4f} "
-                         f"{100 * (self.float_accuracy - r.accuracy):>10.2f}")
+                         f"{100 * (self.float_accuracy - r.accuracy):>10.2f} {100 * r.drop_se:>6.2f}")
         return "\n".join(lines)
 
     def plot(self, path: Optional[str] = None):
@@ -176,24 +186,32 @@ def _true_labels(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y)).astype(np.int64)
 
 
-def _top1_counts(model, data, batch_size: int = 256) -> Tuple[int, int]:
-    """(right answers, examples) of ``model`` on ``(x, y)`` arrays or a batched dataset."""
+def _top1_correct(model, data, batch_size: int = 256) -> np.ndarray:
+    """Whether ``model``'s top-1 answer is right, per example of ``(x, y)`` arrays or a
+    batched dataset, in the data's order."""
     dataset, _ = _as_dataset(data, batch_size, shuffle=False, seed=0)
-    correct = total = 0
+    right = []
     for x, y in dataset:
         predicted = _predicted_labels(np.asarray(model(x, training=False)))
-        truth = _true_labels(np.asarray(y))
-        correct += int(np.sum(predicted == truth))
-        total += len(truth)
-    if total == 0:
+        right.append(predicted == _true_labels(np.asarray(y)))
+    if not right or sum(len(r) for r in right) == 0:
         raise ValueError("the validation data are empty")
-    return correct, total
+    return np.concatenate(right)
 
 
 def top1_accuracy(model, data, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` arrays or a batched dataset of ``(x, y)``."""
-    correct, total = _top1_counts(model, data, batch_size)
-    return correct / total
+    return float(np.mean(_top1_correct(model, data, batch_size)))
+
+
+def paired_drop_se(float_correct: np.ndarray, correct: np.ndarray) -> float:
+    """The standard error of the accuracy drop from ``float_correct`` to ``correct`` (per
+    example, the same examples): the spread of the per-example differences over sqrt(n).
+    NaN when the two do not cover the same number of examples, or there is only one."""
+    if len(float_correct) != len(correct) or len(correct) < 2:
+        return float("nan")
+    d = np.asarray(float_correct, np.float64) - np.asarray(correct, np.float64)
+    return float(np.std(d, ddof=1) / np.sqrt(d.size))
 
 
 def pass_threshold(float_accuracy: float, tolerance: float) -> float:
@@ -203,16 +221,30 @@ def pass_threshold(float_accuracy: float, tolerance: float) -> float:
     return float(float_accuracy) - float(tolerance) - _ROUNDING
 
 
-def _warn_if_coarse(examples: int, tolerance: float) -> None:
+def _warn_if_coarse(examples: int, tolerance: float) -> bool:
     """Warn when one validation example weighs more than ``tolerance``: then a delta passes
-    only with no more errors than the float model, and which one does is mostly luck."""
-    if 0.0 < tolerance < 1.0 / examples:
+    only with no more errors than the float model, and which one does is mostly luck.
+    Whether it warned."""
+    coarse = 0.0 < tolerance < 1.0 / examples
+    if coarse:
         warnings.warn(
             f"the validation data have {examples} examples: one is {100.0 / examples:.2f} points of "
             f"accuracy, more than the tolerance ({100.0 * tolerance:.2f} points), so a delta passes "
             "only when its model makes no more errors than the float model. Pass more validation "
             f"data (at least {int(math.ceil(1.0 / tolerance - 1e-9))} examples for this tolerance) "
             "or a larger tolerance", UserWarning, stacklevel=3)
+    return coarse
+
+
+def _warn_if_unresolved(drop_se: float, tolerance: float) -> None:
+    """Warn when the chosen run's drop has a paired standard error above ``tolerance``."""
+    if drop_se > tolerance:
+        warnings.warn(
+            f"the chosen run's accuracy drop has a paired standard error of {100 * drop_se:.2f} "
+            f"points on the validation data, more than the tolerance ({100 * tolerance:.2f} "
+            "points): the validation data cannot tell a pass from a failure, and which delta "
+            "passed is partly chance. Validate on more examples, or check the chosen model on "
+            "data the search did not see", UserWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------ training
@@ -360,6 +392,8 @@ class _Runs:
     def __init__(self, model, training: _Training, validation, budget: float, full_steps: int,
                  say: Callable[..., None]):
         self.trainer, self.training, self.validation = _Trainer(model, training), training, validation
+        #: The float model's right answers on the validation data (set before any run).
+        self.float_correct: Optional[np.ndarray] = None
         self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
         self.say = say
         self.stages = len(PAPER_FRACTIONS)
@@ -389,7 +423,7 @@ class _Runs:
         t0 = time.time()
         fixed, steps, step_seconds, tracing = self.trainer.run(distance, steps_per_stage)
         self.steps_used += steps
-        row = _measure(fixed, self.validation, distance, source, t0, steps)
+        row = _measure(fixed, self.validation, self.float_correct, distance, source, t0, steps)
         self.costs.record(row.seconds, steps, step_seconds, tracing)
         self.frontier.append(row)
         self.say(f"  {source} run, delta {distance:g}: accuracy {row.accuracy:.4f}, "
@@ -494,12 +528,14 @@ def _search(runs: _Runs, candidates: List[float], proxy_stage_steps: int, full_s
     return _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold)
 
 
-def _measure(model, validation, distance: float, source: str, started: float,
-             steps: int) -> FrontierRow:
+def _measure(model, validation, float_correct: np.ndarray, distance: float, source: str,
+             started: float, steps: int) -> FrontierRow:
+    correct = _top1_correct(model, validation)
     return FrontierRow(distance=float(distance), unique_values=int(unique_weights(model)),
                        entropy_bits=float(weight_entropy(model)),
-                       accuracy=float(top1_accuracy(model, validation)), source=source,
-                       seconds=time.time() - started, train_steps=int(steps))
+                       accuracy=float(np.mean(correct)), source=source,
+                       seconds=time.time() - started, train_steps=int(steps),
+                       drop_se=paired_drop_se(float_correct, correct))
 
 
 def _check_arguments(tolerance: float, deltas: Sequence[float], epochs_per_stage: int,
@@ -577,21 +613,24 @@ def search_distance(
     full_stage_steps = epochs_per_stage * steps_per_epoch
     runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
                  say)
-    right, examples = _top1_counts(model, validation_data)
-    float_accuracy = right / examples
-    _warn_if_coarse(examples, tolerance)
+    runs.float_correct = _top1_correct(model, validation_data)
+    float_accuracy = float(np.mean(runs.float_correct))
+    coarse = _warn_if_coarse(len(runs.float_correct), tolerance)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
         f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")
 
     proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
     threshold = pass_threshold(float_accuracy, tolerance)
     row, fixed = _search(runs, candidates, proxy_stage_steps, full_stage_steps, threshold, proxy_slack)
+    if not coarse:  # a coarse validation set was warned about already
+        _warn_if_unresolved(row.drop_se, tolerance)
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
         tolerance=float(tolerance), within_tolerance=row.accuracy >= threshold,
         frontier=runs.frontier, train_steps=runs.steps_used, budget_steps=runs.budget_steps,
         seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
-        budget_seconds=float(runs.costs.budget_seconds()))
+        budget_seconds=float(runs.costs.budget_seconds()), drop_se=row.drop_se)
 
 
-__all__ = ["DEFAULT_DELTAS", "DistanceSearch", "FrontierRow", "search_distance", "top1_accuracy"]
+__all__ = ["DEFAULT_DELTAS", "DistanceSearch", "FrontierRow", "paired_drop_se", "search_distance",
+           "top1_accuracy"]
