@@ -65,6 +65,7 @@ from rule_ablation import SMALL_DELTAS  # noqa: E402
 from rule_ablation import VALUES_TARGET as RULE_VALUES_TARGET  # noqa: E402
 
 from tfmot_wfn.core import fixing_rules  # noqa: E402
+from tfmot_wfn.core.paired_accuracy import pass_threshold  # noqa: E402
 
 #: Table and plot order: the rules ``rule="auto"`` picks first, then `fixing_rules.RULES`' order.
 _CHOSEN = (fixing_rules.PLAIN_RULE, fixing_rules.DEPTHWISE_RULE)
@@ -232,7 +233,7 @@ def stale_auto_row(row: Dict) -> bool:
     full = [r for r in info.get("runs", []) if r["source"] == "full"]
     if not full:
         return False
-    threshold = info["float_validation_accuracy"] - run.AUTO_TOLERANCE - 1e-9  # as search_distance
+    threshold = pass_threshold(info["float_validation_accuracy"], run.AUTO_TOLERANCE)
     return full[0]["accuracy"] < threshold and any(r["distance"] != AUTO_SMALLEST_DELTA
                                                    for r in full[1:])
 

@@ -16,6 +16,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from tfmot_wfn.core.paired_accuracy import paired_drop_se
+
 #: A row is lossless when its mean drop over the seeds is at most this many points.
 LOSSLESS_POINTS = 0.5
 
@@ -23,9 +25,7 @@ LOSSLESS_POINTS = 0.5
 def paired_drop(correct_float: np.ndarray, correct_row: np.ndarray):
     """(drop in points, its paired standard error in points) on the same test images."""
     d = correct_float.astype(np.float64) - correct_row.astype(np.float64)
-    n = d.size
-    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return 100.0 * float(d.mean()), 100.0 * se
+    return 100.0 * float(d.mean()), 100.0 * paired_drop_se(correct_float, correct_row)
 
 
 def combine_seeds(drops: List[float], errors: List[float]) -> Dict:

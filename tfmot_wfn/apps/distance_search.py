@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfmot_wfn.core.paired_accuracy import paired_drop_se, pass_threshold
 from tfmot_wfn.keras.compat import keras, tf
 from tfmot_wfn.keras.fix import fix_weights, strip_fixing
 from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
@@ -70,8 +71,6 @@ from tfmot_wfn.utils.json_report import JsonReport
 PROXY_SHARE = 0.5
 #: Candidate deltas, from the paper's smallest (0.0075) to where accuracy usually collapses.
 DEFAULT_DELTAS = (0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1)
-#: Slack for float rounding in "accuracy >= float accuracy - tolerance" (far below one example).
-_ROUNDING = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +85,8 @@ class FrontierRow:
     seconds: float
     train_steps: int
     #: Paired standard error of the drop against the float model (same examples; accuracy
-    #: units); NaN when the validation data did not come in the same order twice.
+    #: units; `paired_drop_se`): NaN when the two passes over the validation data gave
+    #: different numbers of examples (a different order is not detected).
     drop_se: float = float("nan")
 
 
@@ -202,23 +202,6 @@ def _top1_correct(model, data, batch_size: int = 256) -> np.ndarray:
 def top1_accuracy(model, data, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` arrays or a batched dataset of ``(x, y)``."""
     return float(np.mean(_top1_correct(model, data, batch_size)))
-
-
-def paired_drop_se(float_correct: np.ndarray, correct: np.ndarray) -> float:
-    """The standard error of the accuracy drop from ``float_correct`` to ``correct`` (per
-    example, the same examples): the spread of the per-example differences over sqrt(n).
-    NaN when the two do not cover the same number of examples, or there is only one."""
-    if len(float_correct) != len(correct) or len(correct) < 2:
-        return float("nan")
-    d = np.asarray(float_correct, np.float64) - np.asarray(correct, np.float64)
-    return float(np.std(d, ddof=1) / np.sqrt(d.size))
-
-
-def pass_threshold(float_accuracy: float, tolerance: float) -> float:
-    """The least accuracy within ``tolerance`` of ``float_accuracy``. Accuracies are ratios of
-    counts: a drop of exactly ``tolerance`` (one error in 200 at 0.005) passes despite the
-    rounding of the subtraction."""
-    return float(float_accuracy) - float(tolerance) - _ROUNDING
 
 
 def _warn_if_coarse(examples: int, tolerance: float) -> bool:

@@ -1,0 +1,42 @@
+"""Paired accuracy statistics: a compressed model against its float model on the same examples.
+
+```python
+import numpy as np
+from tfmot_wfn.core.paired_accuracy import paired_drop_se, pass_threshold
+
+float_right = np.array([1, 1, 0, 1], bool)       # per example: the float model's answer right?
+fixed_right = np.array([1, 0, 0, 1], bool)
+paired_drop_se(float_right, fixed_right)          # the drop's standard error (accuracy units)
+pass_threshold(0.75, 0.25)                        # the least accuracy within 0.25 of 0.75
+```
+
+Both models answer the same examples, so the drop's standard error is that of the per-example
+differences: far below the unpaired binomial error when the two agree on most examples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Slack for float rounding in "accuracy >= float accuracy - tolerance" (far below one example).
+ROUNDING = 1e-9
+
+
+def paired_drop_se(float_correct: np.ndarray, correct: np.ndarray) -> float:
+    """The standard error of the accuracy drop from ``float_correct`` to ``correct`` (per
+    example, the same examples in the same order): the spread of the per-example differences
+    over sqrt(n). NaN when the two cover different numbers of examples, or only one."""
+    if len(float_correct) != len(correct) or len(correct) < 2:
+        return float("nan")
+    d = np.asarray(float_correct, np.float64) - np.asarray(correct, np.float64)
+    return float(np.std(d, ddof=1) / np.sqrt(d.size))
+
+
+def pass_threshold(float_accuracy: float, tolerance: float) -> float:
+    """The least accuracy within ``tolerance`` of ``float_accuracy``. Accuracies are ratios of
+    counts: a drop of exactly ``tolerance`` (one error in 200 at 0.005) passes despite the
+    rounding of the subtraction."""
+    return float(float_accuracy) - float(tolerance) - ROUNDING
+
+
+__all__ = ["ROUNDING", "paired_drop_se", "pass_threshold"]
