@@ -373,10 +373,10 @@ class _Runs:
     """Runs fixing jobs for the search and keeps the frontier and what they cost."""
 
     def __init__(self, model, training: _Training, validation, budget: float, full_steps: int,
-                 say: Callable[..., None]):
+                 say: Callable[..., None], float_correct: Optional[np.ndarray] = None):
         self.trainer, self.training, self.validation = _Trainer(model, training), training, validation
-        #: The float model's right answers on the validation data (set before any run).
-        self.float_correct: Optional[np.ndarray] = None
+        #: The float model's right answers on the validation data (each run's drop is paired).
+        self.float_correct = float_correct
         self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
         self.say = say
         self.stages = len(PAPER_FRACTIONS)
@@ -594,11 +594,11 @@ def search_distance(
                          optimizer_config=optimizer_config, fix_kwargs=dict(fix_kwargs),
                          seed=seed)
     full_stage_steps = epochs_per_stage * steps_per_epoch
+    float_correct = _top1_correct(model, validation_data)
+    float_accuracy = float(np.mean(float_correct))
+    coarse = _warn_if_coarse(len(float_correct), tolerance)
     runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
-                 say)
-    runs.float_correct = _top1_correct(model, validation_data)
-    float_accuracy = float(np.mean(runs.float_correct))
-    coarse = _warn_if_coarse(len(runs.float_correct), tolerance)
+                 say, float_correct)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
         f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")
 
