@@ -65,7 +65,6 @@ from rule_ablation import SMALL_DELTAS  # noqa: E402
 from rule_ablation import VALUES_TARGET as RULE_VALUES_TARGET  # noqa: E402
 
 from tfmot_wfn.core import fixing_rules  # noqa: E402
-from tfmot_wfn.core.paired_accuracy import pass_threshold  # noqa: E402
 
 #: Table and plot order: the rules ``rule="auto"`` picks first, then `fixing_rules.RULES`' order.
 _CHOSEN = (fixing_rules.PLAIN_RULE, fixing_rules.DEPTHWISE_RULE)
@@ -94,10 +93,9 @@ AUTO_LABEL, AUTO_SPLIT_SEED = "WFN distance=auto", 1000
 #:    out with no run within tolerance it returned the most accurate one (the photo ResNet-20,
 #:    3 seeds of 3, ended outside tolerance that way).
 #: 2: while no full run has passed, the last affordable one goes to the smallest delta.
-AUTO_SEARCH_VERSION = 2
-#: The smallest of `search_distance`'s default deltas (`run.auto_distance` passes none); kept
-#: here so that reading results needs no TensorFlow (a test checks it against the library's).
-AUTO_SMALLEST_DELTA = 0.0075
+#: 3: a full run passes when its drop plus one paired standard error is within tolerance
+#:    (``margin_se=1``), and when none passes the best accuracy less one SE is returned.
+AUTO_SEARCH_VERSION = 3
 #: The control row (`_control_row`): the float model fine-tuned as a WFN row is, nothing fixed.
 CONTROL_LABEL = "float fine-tuned"
 #: Rows that keep which test images their own float model got right (``float_correct``), so they
@@ -222,20 +220,10 @@ def auto_search_version(row: Dict) -> int:
 
 
 def stale_auto_row(row: Dict) -> bool:
-    """Whether an auto row comes from an older search whose choice the current one could change.
-    Version 2 differs from 1 only after a failed first full run: 1 then walked down one delta
-    at a time, 2 sends the last affordable run to the smallest delta. A version-1 row is kept
-    when its first full run passed, or when every full run after a failed first one was at the
-    smallest delta already (the full-run bisection's last chance did that in version 1 too)."""
-    if auto_search_version(row) >= AUTO_SEARCH_VERSION:
-        return False
-    info = row["wfn"]
-    full = [r for r in info.get("runs", []) if r["source"] == "full"]
-    if not full:
-        return False
-    threshold = pass_threshold(info["float_validation_accuracy"], run.AUTO_TOLERANCE)
-    return full[0]["accuracy"] < threshold and any(r["distance"] != AUTO_SMALLEST_DELTA
-                                                   for r in full[1:])
+    """Whether an auto row comes from an older search whose choice the current one could change:
+    every row before version 3, whose pass test (the drop alone) differs from version 3's (the
+    drop plus one paired standard error) for every run whose drop has a spread."""
+    return auto_search_version(row) < AUTO_SEARCH_VERSION
 
 
 def drop_stale_auto_rows(per_model: Dict, seeds: Optional[List[int]] = None) -> int:
@@ -694,7 +682,7 @@ def write_report(results: Dict, output: str, seconds: Optional[float]) -> str:
              + f" on {os.cpu_count()} CPUs{_measured_note(per_models)}. Drops are paired (float and "
              "compressed model on the same test images, per seed); a row is lossless when its mean drop is at most "
              f"{LOSSLESS_POINTS} points. `{AUTO_LABEL}`: `tfmot_wfn.search_distance` (tolerance "
-             f"{run.AUTO_TOLERANCE:g}, budget 3 runs) chooses on a random half of the seed's test "
+             f"{run.AUTO_TOLERANCE:g}, margin one paired SE, budget 3 runs) chooses on a random half of the seed's test "
              "images and is scored (with the float model) on the other half. "
              f"`{CONTROL_LABEL}`: the float model fine-tuned exactly as the WFN rows are (the same "
              "epochs, lr, optimizer and batches) with nothing fixed and no regulariser: what that "

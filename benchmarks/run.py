@@ -392,7 +392,7 @@ def auto_distance(name, base, data, validation, epochs_per_stage, seed, lr):
             "budget_seconds": float(search.budget_seconds),
             "validation_images": int(len(validation[1])),
             "float_validation_accuracy": float(search.float_accuracy),
-            "drop_se": float(search.drop_se),
+            "drop_se": float(search.drop_se), "margin_se": float(search.margin_se),
             "fixable_unique": rep.unique_values, "fixable_entropy": rep.entropy_bits,
             "palette_size": len(rep.palette), "fixable_weights": rep.total_weights}
     return search.model, seconds, info
@@ -677,7 +677,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
         final, seconds, info = auto_distance(name, base, data, validation, eps, seed, lr)
         row = measure_keras_row(final, data, folder, "wfn_auto")
         row.update(hardware_cost_rows.row_columns(final, "wfn"))
-        add("WFN distance=auto", f"tfmot_wfn.search_distance(tolerance={AUTO_TOLERANCE}, budget 3, "
+        add("WFN distance=auto", f"tfmot_wfn.search_distance(tolerance={AUTO_TOLERANCE}, margin 1 SE, budget 3, "
             f"validation: {info['validation_images']} held-out training images no model trained on), "
             f"chose delta={info['distance']:g}; "
             f"{eps} epochs a stage, Adam({lr:g}, clipnorm {CLIPNORM}), {common}", row, seconds,

@@ -294,30 +294,27 @@ def _auto_row(runs, version=None, float_accuracy=0.9):
     return row
 
 
-def test_auto_rows_an_older_search_could_have_chosen_differently_are_reported_and_redone():
-    from tfmot_wfn.apps.distance_search import DEFAULT_DELTAS
-
-    assert frontier.AUTO_SMALLEST_DELTA == DEFAULT_DELTAS[0]
+def test_auto_rows_of_an_older_search_are_reported_and_redone():
     walked_down = [(0.04, "proxy", 0.9), (0.065, "full", 0.8), (0.05, "full", 0.8)]
     fell_back = [(0.04, "proxy", 0.9), (0.015, "full", 0.8), (0.0075, "full", 0.9)]
-    passed_first = [(0.04, "proxy", 0.9), (0.03, "full", 0.9), (0.04, "full", 0.8)]
-    assert frontier.stale_auto_row(_auto_row(walked_down))  # version 2 would have jumped to 0.0075
-    assert not frontier.stale_auto_row(_auto_row(fell_back))  # version 1 went there too
-    assert not frontier.stale_auto_row(_auto_row(passed_first))  # no fallback involved
+    assert frontier.AUTO_SEARCH_VERSION == 3  # version 3 changed every run's pass test
+    assert frontier.stale_auto_row(_auto_row(fell_back))  # no record: version 1
+    assert frontier.stale_auto_row(_auto_row(walked_down, 2))
     assert not frontier.stale_auto_row(_auto_row(walked_down, frontier.AUTO_SEARCH_VERSION))
     default = frontier.models.default_rule("resnet20")
     right = np.ones(200, bool)
-    stale, current = _auto_row(walked_down), _auto_row(walked_down, frontier.AUTO_SEARCH_VERSION)
+    stale, current = _auto_row(walked_down, 2), _auto_row(walked_down, frontier.AUTO_SEARCH_VERSION)
     seeds = [{"float": _row(right, 1000, 9.0), f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
               frontier.AUTO_LABEL: row} for row in (stale, current, _auto_row(fell_back))]
     values = [line for line in _targets(seeds) if "distance=auto" in line][0]
-    assert "1 of 3 measured by an older search (version 1) that version 2 could choose differently" in values
+    assert "2 of 3 measured by an older search (version 1, 2) that version 3 could choose differently" in values
     per_model = {"seeds": {str(i): rows for i, rows in enumerate(seeds)}}
-    assert frontier.drop_stale_auto_rows(per_model, seeds=[1, 2]) == 0  # only seed 0's is stale
+    assert frontier.drop_stale_auto_rows(per_model, seeds=[1]) == 0  # seed 1's is current
     assert frontier.drop_stale_auto_rows(per_model, seeds=[0]) == 1
     assert frontier.AUTO_LABEL not in seeds[0] and "float" in seeds[0]  # only the auto row goes
     assert seeds[1][frontier.AUTO_LABEL] is current
-    values = [line for line in _targets(seeds[1:]) if "distance=auto" in line][0]
+    assert frontier.drop_stale_auto_rows(per_model) == 1  # seed 2's
+    values = [line for line in _targets(seeds[1:2]) if "distance=auto" in line][0]
     assert "older search" not in values
 
 

@@ -15,6 +15,7 @@ import tfmot_wfn
 from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
                                             _top1_correct, _warn_if_coarse, _warn_if_unresolved,
                                             paired_drop_se, pass_threshold, top1_accuracy)
+from tfmot_wfn.core.paired_accuracy import lower_accuracy
 
 DELTAS = (0.01, 0.03, 0.3)
 
@@ -44,7 +45,9 @@ def test_the_chosen_model_is_a_measured_full_run_within_tolerance(search, digits
     # Whether proxies paid depends on this machine's timings; the scripted tests below fix them.
     chosen = [r for r in search.frontier if r.source == "full" and r.distance == search.distance]
     assert len(chosen) == 1
-    assert search.within_tolerance == (search.accuracy >= search.float_accuracy - 0.01)
+    assert search.margin_se == 1.0  # the default: the drop plus one paired SE within tolerance
+    assert search.within_tolerance == (
+        search.accuracy - search.drop_se >= pass_threshold(search.float_accuracy, 0.01))
     assert search.accuracy == chosen[0].accuracy == pytest.approx(
         top1_accuracy(search.model, (digits.x_test, digits.y_test)))
     assert tfmot_wfn.unique_weights(search.model) == chosen[0].unique_values
@@ -182,6 +185,7 @@ def test_accuracy_reads_one_hot_and_datasets(digits_mlp, digits):
     ({"tolerance": 1.5}, "tolerance is an absolute accuracy drop"),
     ({"deltas": ()}, "deltas must be positive"),
     ({"budget": 0.5}, "budget must be >= 1"),
+    ({"margin_se": -1.0}, "margin_se is a number of standard errors"),
     ({"distance": 0.01}, "chooses distance"),
 ])
 def test_bad_arguments_are_refused(digits_mlp, digits, kwargs, message):
@@ -207,22 +211,35 @@ class _ScriptedRuns(_Runs):
         super().__init__(None, None, None, budget, 10 * 10, lambda *a: None)
         self.passes, self.overhead = passes, overhead
 
+    def measured(self, distance, source):
+        """(accuracy, paired SE of the drop) of a run."""
+        return (0.9 if self.passes(distance, source) else 0.5), 0.0
+
     def run(self, distance, steps_per_stage, source):
         steps = self.stages * steps_per_stage
         seconds = self.overhead + steps * self.STEP
+        accuracy, drop_se = self.measured(distance, source)
         row = FrontierRow(distance=distance, unique_values=1, entropy_bits=0.0,
-                          accuracy=0.9 if self.passes(distance, source) else 0.5, source=source,
-                          seconds=seconds, train_steps=steps)
+                          accuracy=accuracy, source=source, seconds=seconds, train_steps=steps,
+                          drop_se=drop_se)
         self.steps_used += steps
         self.costs.record(seconds, steps, self.STEP, tracing=0.0)
         self.frontier.append(row)
         return row, f"model at {distance:g}"
 
 
-def _scripted_search(passes, overhead, budget=3.0):
-    runs = _ScriptedRuns(passes, overhead, budget)
+class _NoisyRuns(_ScriptedRuns):
+    """`_ScriptedRuns` whose runs measure ``measured(delta, source)``: (accuracy, drop SE)."""
+
+    def __init__(self, measured, overhead, budget=3.0):
+        super().__init__(None, overhead, budget)
+        self.measured = measured
+
+
+def _scripted_search(passes, overhead, budget=3.0, margin=0.0, runs=None):
+    runs = runs or _ScriptedRuns(passes, overhead, budget)
     row, fixed = _search(runs, list(DEFAULT_DELTAS), proxy_stage_steps=1, full_stage_steps=10,
-                         threshold=0.8, proxy_slack=0.0)
+                         threshold=0.8, proxy_slack=0.0, margin=margin)
     assert runs.stages == 10 and fixed == f"model at {row.distance:g}"
     assert runs.steps_used <= runs.budget_steps
     assert runs.costs.used <= runs.costs.budget_seconds() + 1e-9
@@ -287,6 +304,44 @@ def test_the_walk_steps_down_one_delta_while_the_budget_holds_two_more_runs():
                                  overhead=0.05, budget=4.0)
     assert [d for d, source in runs if source == "full"] == [0.03, 0.02]
     assert row.distance == 0.02 and row.accuracy == 0.9
+
+
+def _lucky_large_deltas(distance, source):
+    # Above 0.015 the validation accuracy passes (0.85 >= 0.8) only by a noisy draw (drop SE
+    # 0.08); at 0.015 and below it passes by far (SE 0.02).
+    return (0.85, 0.08) if distance > 0.015 else (0.9, 0.02)
+
+
+@pytest.mark.parametrize("margin, chosen, full_runs", [
+    (0.0, 0.08, [0.04, 0.08]),  # judged on accuracy alone: the largest lucky delta
+    (1.0, 0.0075, [0.04, 0.0075]),  # 0.85 - 0.08 < 0.8: 0.04 fails, the last run goes to 0.0075
+])
+def test_a_run_passes_when_its_accuracy_less_margin_standard_errors_is_within_tolerance(
+        margin, chosen, full_runs):
+    # Proxies cost most of a full run (overhead 1 s): a bisection by full runs after one proxy.
+    row, runs = _scripted_search(None, overhead=1.0, margin=margin,
+                                 runs=_NoisyRuns(_lucky_large_deltas, overhead=1.0))
+    assert [d for d, source in runs if source == "full"] == full_runs
+    assert row.distance == chosen
+
+
+@pytest.mark.parametrize("margin, chosen", [(0.0, 0.015), (1.0, 0.0075)])
+def test_when_every_run_fails_the_best_accuracy_less_margin_standard_errors_is_returned(margin, chosen):
+    # Every run fails; from 0.015 up the most accurate (0.79) but noisy (SE 0.05: 0.74 less
+    # one SE), 0.0075 less accurate (0.78) and certain (SE 0.01: 0.77).
+    def measured(distance, source):
+        return (0.79, 0.05) if distance >= 0.015 else (0.78, 0.01) if distance == 0.0075 else (0.5, 0.0)
+
+    row, runs = _scripted_search(None, overhead=1.0, margin=margin,
+                                 runs=_NoisyRuns(measured, overhead=1.0))
+    assert [d for d, source in runs if source == "full"] == [0.015, 0.0075]
+    assert row.distance == chosen
+
+
+def test_lower_accuracy_subtracts_margin_standard_errors_and_ignores_an_unknown_one():
+    assert lower_accuracy(0.8, 0.03, 1.0) == pytest.approx(0.77)
+    assert lower_accuracy(0.8, 0.03, 0.0) == 0.8
+    assert lower_accuracy(0.8, float("nan"), 2.0) == 0.8
 
 
 def test_a_validation_set_where_one_example_outweighs_the_tolerance_gets_a_warning():

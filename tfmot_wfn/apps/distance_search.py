@@ -37,14 +37,18 @@ How it searches, at a bounded cost:
    next run is estimated from what the later runs of its kind (full or proxy) cost besides
    their batches (fixing stages, stripping, evaluation). Two full runs are left for when the
    budget holds them, so a first full run outside ``tolerance`` can fall back to a smaller
-   delta. The chosen model is the largest-delta full run within tolerance (else the most
-   accurate full run); `DistanceSearch.within_tolerance` says which.
+   delta. The chosen model is the largest-delta full run within tolerance (else the full run
+   with the best accuracy less ``margin_se`` standard errors); `DistanceSearch.within_tolerance`
+   says which.
 
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5). Every run also reports the paired standard error of its
 drop (float and fixed model on the same examples, so a dataset must yield them in the same order
 every pass); when the chosen run's is larger than ``tolerance`` the search warns: the validation
-data cannot tell a pass from a failure there.
+data cannot tell a pass from a failure there. A full run is within tolerance when its drop plus
+``margin_se`` (1 by default) of those standard errors is at most ``tolerance``: judged on the
+drop alone, the largest delta that passes is often the one whose validation draw was luckiest,
+and it loses more on examples the search did not see (the winner's curse).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.core.paired_accuracy import paired_drop_se, pass_threshold
+from tfmot_wfn.core.paired_accuracy import lower_accuracy, paired_drop_se, pass_threshold
 from tfmot_wfn.keras.compat import keras, tf
 from tfmot_wfn.keras.fix import fix_weights, strip_fixing
 from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
@@ -100,7 +104,8 @@ class DistanceSearch(JsonReport):
       float_accuracy: the float model's validation accuracy.
       accuracy: ``model``'s validation accuracy.
       tolerance: the allowed drop (absolute accuracy).
-      within_tolerance: whether ``accuracy >= float_accuracy - tolerance``.
+      within_tolerance: whether ``model``'s drop plus ``margin_se`` paired standard errors
+        (``drop_se``) is at most ``tolerance``.
       frontier: every run, proxies and full runs, in the order they ran.
       train_steps / budget_steps: training batches used, and the most allowed.
       seconds: wall time of the search.
@@ -110,6 +115,8 @@ class DistanceSearch(JsonReport):
       drop_se: the paired standard error of ``model``'s drop (accuracy units): when it is
         larger than ``tolerance`` the validation data cannot tell a pass from a failure, and
         which delta passed is partly chance (the search warns).
+      margin_se: standard errors added to every full run's drop before it is compared with
+        ``tolerance`` (`search_distance`'s argument).
     """
 
     distance: float
@@ -125,6 +132,7 @@ class DistanceSearch(JsonReport):
     full_run_seconds: float = float("nan")
     budget_seconds: float = float("nan")
     drop_se: float = float("nan")
+    margin_se: float = 0.0
 
     def to_dict(self) -> Dict:
         """Everything but the model (``frontier`` as a list of dicts)."""
@@ -136,7 +144,7 @@ class DistanceSearch(JsonReport):
         lines = [f"distance search: float accuracy {self.float_accuracy:.4f}, tolerance "
                  f"{self.tolerance:.4f}; chose delta {self.distance:g} (accuracy "
                  f"{self.accuracy:.4f}, {'within' if self.within_tolerance else 'NOT within'} "
-                 f"tolerance); {self.train_steps} of {self.budget_steps} budgeted training steps; "
+                 f"tolerance, drop + {self.margin_se:g} SE); {self.train_steps} of {self.budget_steps} budgeted training steps; "
                  f"{self.seconds:.0f} s, {self.seconds / self.full_run_seconds:.1f}x one full run "
                  f"({self.full_run_seconds:.0f} s)",
                  f"{'delta':>8} {'source':>6} {'unique':>7} {'entropy':>8} {'accuracy':>9} "
@@ -437,18 +445,24 @@ def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int
 
 
 class _Chosen:
-    """The full runs so far: the largest-delta one within tolerance, else the most accurate."""
+    """The full runs so far: the largest-delta one within tolerance, else the one with the
+    highest accuracy less ``margin`` standard errors of its drop (`lower_accuracy`: with
+    ``margin`` 0, the most accurate). A run is within tolerance when that lower accuracy
+    reaches ``threshold``."""
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
+    def __init__(self, threshold: float, margin: float = 0.0):
+        self.threshold, self.margin = threshold, float(margin)
         self.passing: Optional[Tuple[FrontierRow, Any]] = None
         self.best: Optional[Tuple[FrontierRow, Any]] = None
 
+    def _lower(self, row: FrontierRow) -> float:
+        return lower_accuracy(row.accuracy, row.drop_se, self.margin)
+
     def add(self, row: FrontierRow, fixed) -> bool:
         """Keeps ``(row, fixed)`` where it wins; whether the run is within tolerance."""
-        if self.best is None or row.accuracy > self.best[0].accuracy:
+        if self.best is None or self._lower(row) > self._lower(self.best[0]):
             self.best = (row, fixed)
-        passed = row.accuracy >= self.threshold
+        passed = self._lower(row) >= self.threshold
         if passed and (self.passing is None or row.distance > self.passing[0].distance):
             self.passing = (row, fixed)
         return passed
@@ -458,12 +472,12 @@ class _Chosen:
 
 
 def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stage_steps: int,
-                      threshold: float) -> Tuple[FrontierRow, Any]:
+                      threshold: float, margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Bisection by full runs below ``candidates[high]`` (when a proxy costs about as much as
     a full run). While no run has passed, the last affordable one goes to the smallest
     candidate left, the likeliest to pass."""
     low, high = -1, max(int(high), 1)  # the smallest candidate always gets its full run
-    chosen = _Chosen(threshold)
+    chosen = _Chosen(threshold, margin)
     while high - low > 1 and (chosen.best is None or runs.affordable(full_runs=1)):
         last_chance = (chosen.passing is None and chosen.best is not None
                        and not runs.affordable(full_runs=2))
@@ -484,11 +498,12 @@ def _ceiling(runs: _Runs, candidates: List[float], floor: float) -> int:
 
 
 def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: int,
-                    full_stage_steps: int, threshold: float) -> Tuple[FrontierRow, Any]:
+                    full_stage_steps: int, threshold: float,
+                    margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
     after a failure, until the boundary is found or the budget ends; while none has passed,
     the last affordable run goes to the smallest candidate (as in `_bisect_full_runs`)."""
-    chosen = _Chosen(threshold)
+    chosen = _Chosen(threshold, margin)
     index, direction = start, 0
     while 0 <= index < len(candidates) and (chosen.best is None or runs.affordable(full_runs=1)):
         step = 1 if chosen.add(*runs.run(candidates[index], full_stage_steps, "full")) else -1
@@ -501,14 +516,16 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
 
 
 def _search(runs: _Runs, candidates: List[float], proxy_stage_steps: int, full_stage_steps: int,
-            threshold: float, proxy_slack: float) -> Tuple[FrontierRow, Any]:
+            threshold: float, proxy_slack: float, margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Proxies, then full runs (the module docstring's steps 1 and 2); the chosen run: the
-    largest-delta full run within tolerance, else the most accurate one."""
+    largest-delta full run within tolerance (its accuracy less ``margin`` standard errors of
+    its drop reaches ``threshold``), else the one whose accuracy less those is highest.
+    Proxies are judged on their accuracy alone (they only rank deltas)."""
     start_at, high, paid = _bisect_proxies(runs, candidates, proxy_stage_steps, threshold - proxy_slack)
     if not paid:
-        return _bisect_full_runs(runs, candidates, high, full_stage_steps, threshold)
+        return _bisect_full_runs(runs, candidates, high, full_stage_steps, threshold, margin)
     ceiling = max(start_at, _ceiling(runs, candidates, threshold - 5 * proxy_slack))
-    return _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold)
+    return _walk_full_runs(runs, candidates, start_at, ceiling, full_stage_steps, threshold, margin)
 
 
 def _measure(model, validation, float_correct: np.ndarray, distance: float, source: str,
@@ -522,10 +539,13 @@ def _measure(model, validation, float_correct: np.ndarray, distance: float, sour
 
 
 def _check_arguments(tolerance: float, deltas: Sequence[float], epochs_per_stage: int,
-                     budget: float) -> List[float]:
+                     budget: float, margin_se: float) -> List[float]:
     if not (0.0 <= float(tolerance) < 1.0):
         raise ValueError(f"tolerance is an absolute accuracy drop in [0, 1), got {tolerance!r} "
                          "(0.005 = half a point)")
+    if not (math.isfinite(float(margin_se)) and float(margin_se) >= 0.0):
+        raise ValueError(f"margin_se is a number of standard errors >= 0, got {margin_se!r} "
+                         "(1.0 by default; 0 judges each run on its accuracy alone)")
     if int(epochs_per_stage) < 1:
         raise ValueError(f"epochs_per_stage must be >= 1, got {epochs_per_stage!r}")
     if not float(budget) >= 1.0:
@@ -550,6 +570,7 @@ def search_distance(
     budget: float = 3.0,
     proxy_steps: Optional[int] = None,
     proxy_slack: float = 0.02,
+    margin_se: float = 1.0,
     seed: int = 0,
     verbose: int = 1,
     **fix_kwargs,
@@ -572,6 +593,11 @@ def search_distance(
         least a measured later full run plus that tracing).
       proxy_steps: batches a stage in a proxy run (default: a fifth of an epoch, at least 1).
       proxy_slack: extra accuracy drop a proxy may show and still be tried in a full run.
+      margin_se: a full run is within ``tolerance`` when its drop plus this many paired
+        standard errors of the drop is at most ``tolerance`` (1.0: about 84% one-sided
+        confidence that the drop on the examples the validation data stand for is within
+        it); 0 judges each run on the validation accuracy alone, which favours the run with
+        the luckiest draw (the largest delta that passes by chance).
       seed: seeds Keras (weights order, shuffling) for every run.
       verbose: 1 prints a line per run.
       **fix_kwargs: passed to `fix_weights` (``regularization``, ``fix_batchnorm``, ...).
@@ -582,7 +608,7 @@ def search_distance(
     if "distance" in fix_kwargs or "fixing_schedule" in fix_kwargs:
         raise TypeError("search_distance chooses distance and the schedule itself; do not pass "
                         "distance= or fixing_schedule=")
-    candidates = _check_arguments(tolerance, deltas, epochs_per_stage, budget)
+    candidates = _check_arguments(tolerance, deltas, epochs_per_stage, budget, margin_se)
     say: Callable[..., None] = print if verbose else (lambda *a, **k: None)
     started = time.time()
     loss, optimizer_config = _compiled_settings(model, loss, optimizer)
@@ -604,15 +630,18 @@ def search_distance(
 
     proxy_stage_steps = int(proxy_steps or max(1, steps_per_epoch // 5))
     threshold = pass_threshold(float_accuracy, tolerance)
-    row, fixed = _search(runs, candidates, proxy_stage_steps, full_stage_steps, threshold, proxy_slack)
+    row, fixed = _search(runs, candidates, proxy_stage_steps, full_stage_steps, threshold, proxy_slack,
+                         margin_se)
     if not coarse:  # a coarse validation set was warned about already
         _warn_if_unresolved(row.drop_se, tolerance)
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
-        tolerance=float(tolerance), within_tolerance=row.accuracy >= threshold,
+        tolerance=float(tolerance),
+        within_tolerance=lower_accuracy(row.accuracy, row.drop_se, margin_se) >= threshold,
         frontier=runs.frontier, train_steps=runs.steps_used, budget_steps=runs.budget_steps,
         seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
-        budget_seconds=float(runs.costs.budget_seconds()), drop_se=row.drop_se)
+        budget_seconds=float(runs.costs.budget_seconds()), drop_se=row.drop_se,
+        margin_se=float(margin_se))
 
 
 __all__ = ["DEFAULT_DELTAS", "DistanceSearch", "FrontierRow", "paired_drop_se", "search_distance",

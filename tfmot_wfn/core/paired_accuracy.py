@@ -2,12 +2,13 @@
 
 ```python
 import numpy as np
-from tfmot_wfn.core.paired_accuracy import paired_drop_se, pass_threshold
+from tfmot_wfn.core.paired_accuracy import lower_accuracy, paired_drop_se, pass_threshold
 
 float_right = np.array([1, 1, 0, 1], bool)       # per example: the float model's answer right?
 fixed_right = np.array([1, 0, 0, 1], bool)
 paired_drop_se(float_right, fixed_right)          # the drop's standard error (accuracy units)
 pass_threshold(0.75, 0.25)                        # the least accuracy within 0.25 of 0.75
+lower_accuracy(0.75, 0.1, margin=1.0)             # 0.65: the accuracy less one standard error
 ```
 
 Both models answer the same examples, so the drop's standard error is that of the per-example
@@ -39,4 +40,13 @@ def pass_threshold(float_accuracy: float, tolerance: float) -> float:
     return float(float_accuracy) - float(tolerance) - ROUNDING
 
 
-__all__ = ["ROUNDING", "paired_drop_se", "pass_threshold"]
+def lower_accuracy(accuracy: float, drop_se: float, margin: float) -> float:
+    """``accuracy`` less ``margin`` standard errors of its drop (``drop_se``; NaN counts as 0):
+    the accuracy a model is credited with when "within tolerance" must hold with some
+    confidence (one standard error: about 84% one-sided), not only on the examples at hand.
+    Compare it with `pass_threshold`; ``margin`` 0 is the plain accuracy."""
+    se = 0.0 if not np.isfinite(drop_se) else float(drop_se)
+    return float(accuracy) - float(margin) * se
+
+
+__all__ = ["ROUNDING", "lower_accuracy", "paired_drop_se", "pass_threshold"]
