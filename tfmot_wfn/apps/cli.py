@@ -187,7 +187,8 @@ def _add_fix_parser(sub) -> None:
     fix.add_argument("--distance", type=_distance_or_auto, default=None,
                      help="delta, the allowed relative distance at the last stage "
                           "(default: tfmot_wfn.DEFAULT_DISTANCE), or 'auto': the largest delta "
-                          "whose fixed model stays within --tolerance of the float model "
+                          "whose fixed model stays within --tolerance of the float model, "
+                          "with a margin of one paired standard error "
                           "(tfmot_wfn.search_distance; at most 3x the time of one run)")
     fix.add_argument("--rule", choices=sorted(RULES) + [AUTO_RULE], default=None,
                      help="the fixing rule: which weights a greedy step may fix to its centre "

@@ -86,7 +86,8 @@ class FixJobConfig:
       dataset: a tfds name, optionally ``NAME:SPLIT`` (exclusive with `data_dir`).
       data_dir: a folder of images in class sub-folders (see `tfmot_wfn.apps.data.from_directory`).
       distance: the paper's delta, or ``"auto"``: `tfmot_wfn.search_distance` picks the
-        largest delta within ``tolerance`` of the float model's evaluation accuracy (its
+        largest delta whose drop plus one paired standard error is within ``tolerance`` of
+        the float model's evaluation accuracy (its
         budget: two full runs), then the job runs at that delta (three full runs in all).
       tolerance: the accuracy drop allowed by ``distance="auto"`` (absolute; 0.005 = half a point).
       epochs_per_stage: training epochs after each stage but the last.
