@@ -221,8 +221,8 @@ def auto_search_version(row: Dict) -> int:
 
 def stale_auto_row(row: Dict) -> bool:
     """Whether an auto row comes from an older search whose choice the current one could change:
-    every row before version 3, whose pass test (the drop alone) differs from version 3's (the
-    drop plus one paired standard error) for every run whose drop has a spread."""
+    every row before version 3 (they judged each run on its drop alone, version 3 on its drop
+    plus one paired standard error, which older rows did not all record)."""
     return auto_search_version(row) < AUTO_SEARCH_VERSION
 
 

@@ -202,18 +202,16 @@ def test_an_uncompiled_model_needs_loss_and_optimizer(digits):
 
 
 class _ScriptedRuns(_Runs):
-    """`_Runs` whose runs are scripted: ``passes(delta, source)`` says whether a run is within
-    tolerance, and a run costs ``overhead`` seconds plus 0.01 s a batch (full: 100 batches)."""
+    """`_Runs` whose runs are scripted: ``measured(delta, source)`` gives a run's (accuracy,
+    paired SE of its drop), or ``passes(delta, source)`` whether it is within tolerance (0.9,
+    else 0.5, no spread); a run costs ``overhead`` seconds plus 0.01 s a batch (full: 100)."""
 
     STEP = 0.01
 
-    def __init__(self, passes, overhead, budget=3.0):
+    def __init__(self, passes, overhead, budget=3.0, measured=None):
         super().__init__(None, None, None, budget, 10 * 10, lambda *a: None)
-        self.passes, self.overhead = passes, overhead
-
-    def measured(self, distance, source):
-        """(accuracy, paired SE of the drop) of a run."""
-        return (0.9 if self.passes(distance, source) else 0.5), 0.0
+        self.overhead = overhead
+        self.measured = measured or (lambda d, source: (0.9 if passes(d, source) else 0.5, 0.0))
 
     def run(self, distance, steps_per_stage, source):
         steps = self.stages * steps_per_stage
@@ -228,16 +226,8 @@ class _ScriptedRuns(_Runs):
         return row, f"model at {distance:g}"
 
 
-class _NoisyRuns(_ScriptedRuns):
-    """`_ScriptedRuns` whose runs measure ``measured(delta, source)``: (accuracy, drop SE)."""
-
-    def __init__(self, measured, overhead, budget=3.0):
-        super().__init__(None, overhead, budget)
-        self.measured = measured
-
-
-def _scripted_search(passes, overhead, budget=3.0, margin=0.0, runs=None):
-    runs = runs or _ScriptedRuns(passes, overhead, budget)
+def _scripted_search(passes, overhead, budget=3.0, margin=0.0, measured=None):
+    runs = _ScriptedRuns(passes, overhead, budget, measured)
     row, fixed = _search(runs, list(DEFAULT_DELTAS), proxy_stage_steps=1, full_stage_steps=10,
                          threshold=0.8, proxy_slack=0.0, margin=margin)
     assert runs.stages == 10 and fixed == f"model at {row.distance:g}"
@@ -319,8 +309,7 @@ def _lucky_large_deltas(distance, source):
 def test_a_run_passes_when_its_accuracy_less_margin_standard_errors_is_within_tolerance(
         margin, chosen, full_runs):
     # Proxies cost most of a full run (overhead 1 s): a bisection by full runs after one proxy.
-    row, runs = _scripted_search(None, overhead=1.0, margin=margin,
-                                 runs=_NoisyRuns(_lucky_large_deltas, overhead=1.0))
+    row, runs = _scripted_search(None, overhead=1.0, margin=margin, measured=_lucky_large_deltas)
     assert [d for d, source in runs if source == "full"] == full_runs
     assert row.distance == chosen
 
@@ -332,8 +321,7 @@ def test_when_every_run_fails_the_best_accuracy_less_margin_standard_errors_is_r
     def measured(distance, source):
         return (0.79, 0.05) if distance >= 0.015 else (0.78, 0.01) if distance == 0.0075 else (0.5, 0.0)
 
-    row, runs = _scripted_search(None, overhead=1.0, margin=margin,
-                                 runs=_NoisyRuns(measured, overhead=1.0))
+    row, runs = _scripted_search(None, overhead=1.0, margin=margin, measured=measured)
     assert [d for d, source in runs if source == "full"] == [0.015, 0.0075]
     assert row.distance == chosen
 

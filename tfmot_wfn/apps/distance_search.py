@@ -444,11 +444,16 @@ def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int
     return max(low, 0), high, True
 
 
+def _within(row: FrontierRow, threshold: float, margin: float) -> bool:
+    """Whether a full run is within tolerance: its accuracy less ``margin`` standard errors of
+    its drop (`lower_accuracy`) reaches ``threshold`` (`pass_threshold`)."""
+    return lower_accuracy(row.accuracy, row.drop_se, margin) >= threshold
+
+
 class _Chosen:
-    """The full runs so far: the largest-delta one within tolerance, else the one with the
-    highest accuracy less ``margin`` standard errors of its drop (`lower_accuracy`: with
-    ``margin`` 0, the most accurate). A run is within tolerance when that lower accuracy
-    reaches ``threshold``."""
+    """The full runs so far: the largest-delta one within tolerance (`_within`), else the one
+    with the highest accuracy less ``margin`` standard errors of its drop (with ``margin`` 0,
+    the most accurate)."""
 
     def __init__(self, threshold: float, margin: float = 0.0):
         self.threshold, self.margin = threshold, float(margin)
@@ -462,7 +467,7 @@ class _Chosen:
         """Keeps ``(row, fixed)`` where it wins; whether the run is within tolerance."""
         if self.best is None or self._lower(row) > self._lower(self.best[0]):
             self.best = (row, fixed)
-        passed = self._lower(row) >= self.threshold
+        passed = _within(row, self.threshold, self.margin)
         if passed and (self.passing is None or row.distance > self.passing[0].distance):
             self.passing = (row, fixed)
         return passed
@@ -637,7 +642,7 @@ def search_distance(
     return DistanceSearch(
         distance=row.distance, model=fixed, float_accuracy=float_accuracy, accuracy=row.accuracy,
         tolerance=float(tolerance),
-        within_tolerance=lower_accuracy(row.accuracy, row.drop_se, margin_se) >= threshold,
+        within_tolerance=_within(row, threshold, margin_se),
         frontier=runs.frontier, train_steps=runs.steps_used, budget_steps=runs.budget_steps,
         seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
         budget_seconds=float(runs.costs.budget_seconds()), drop_se=row.drop_se,
