@@ -15,7 +15,7 @@ import tfmot_wfn
 from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
                                             _top1_correct, _warn_if_coarse, _warn_if_unresolved,
                                             paired_drop_se, pass_threshold, top1_accuracy)
-from tfmot_wfn.core.paired_accuracy import lower_accuracy
+from tfmot_wfn.core.paired_accuracy import chosen_run, lower_accuracy
 
 DELTAS = (0.01, 0.03, 0.3)
 
@@ -324,6 +324,28 @@ def test_when_every_run_fails_the_best_accuracy_less_margin_standard_errors_is_r
     row, runs = _scripted_search(None, overhead=1.0, margin=margin, measured=measured)
     assert [d for d, source in runs if source == "full"] == [0.015, 0.0075]
     assert row.distance == chosen
+
+
+def _slow_chosen_run(distances, lower, threshold):
+    best_passing = best_any = None
+    for i in range(len(lower)):
+        if lower[i] >= threshold and (best_passing is None or distances[i] > distances[best_passing]):
+            best_passing = i
+        if best_any is None or lower[i] > lower[best_any]:
+            best_any = i
+    return best_any if best_passing is None else best_passing
+
+
+def test_chosen_run_matches_a_slow_reference_on_random_runs():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(1, 7))
+        distances = list(rng.permutation(DEFAULT_DELTAS)[:n])
+        lower = list(np.round(rng.uniform(0.6, 0.9, n), 2))  # rounded: ties happen
+        threshold = float(rng.uniform(0.6, 0.95))
+        assert chosen_run(distances, lower, threshold) == _slow_chosen_run(distances, lower, threshold)
+    with pytest.raises(ValueError, match="no run"):
+        chosen_run([], [], 0.5)
 
 
 def test_lower_accuracy_subtracts_margin_standard_errors_and_ignores_an_unknown_one():

@@ -61,7 +61,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.core.paired_accuracy import lower_accuracy, paired_drop_se, pass_threshold
+from tfmot_wfn.core.paired_accuracy import chosen_run, lower_accuracy, paired_drop_se, pass_threshold
 from tfmot_wfn.keras.compat import keras, tf
 from tfmot_wfn.keras.fix import fix_weights, strip_fixing
 from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
@@ -451,29 +451,27 @@ def _within(row: FrontierRow, threshold: float, margin: float) -> bool:
 
 
 class _Chosen:
-    """The full runs so far: the largest-delta one within tolerance (`_within`), else the one
-    with the highest accuracy less ``margin`` standard errors of its drop (with ``margin`` 0,
-    the most accurate)."""
+    """The full runs so far, and the one the search keeps (`chosen_run`): the largest-delta one
+    within tolerance (`_within`), else the one with the highest accuracy less ``margin``
+    standard errors of its drop (with ``margin`` 0, the most accurate)."""
 
     def __init__(self, threshold: float, margin: float = 0.0):
         self.threshold, self.margin = threshold, float(margin)
-        self.passing: Optional[Tuple[FrontierRow, Any]] = None
-        self.best: Optional[Tuple[FrontierRow, Any]] = None
-
-    def _lower(self, row: FrontierRow) -> float:
-        return lower_accuracy(row.accuracy, row.drop_se, self.margin)
+        self.runs: List[Tuple[FrontierRow, Any]] = []
+        self.passed = False  # whether any run is within tolerance
 
     def add(self, row: FrontierRow, fixed) -> bool:
-        """Keeps ``(row, fixed)`` where it wins; whether the run is within tolerance."""
-        if self.best is None or self._lower(row) > self._lower(self.best[0]):
-            self.best = (row, fixed)
+        """Keeps ``(row, fixed)``; whether the run is within tolerance."""
+        self.runs.append((row, fixed))
         passed = _within(row, self.threshold, self.margin)
-        if passed and (self.passing is None or row.distance > self.passing[0].distance):
-            self.passing = (row, fixed)
+        self.passed = self.passed or passed
         return passed
 
     def result(self) -> Tuple[FrontierRow, Any]:
-        return self.passing or self.best
+        rows = [row for row, _ in self.runs]
+        return self.runs[chosen_run([r.distance for r in rows],
+                                    [lower_accuracy(r.accuracy, r.drop_se, self.margin) for r in rows],
+                                    self.threshold)]
 
 
 def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stage_steps: int,
@@ -483,9 +481,8 @@ def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stag
     candidate left, the likeliest to pass."""
     low, high = -1, max(int(high), 1)  # the smallest candidate always gets its full run
     chosen = _Chosen(threshold, margin)
-    while high - low > 1 and (chosen.best is None or runs.affordable(full_runs=1)):
-        last_chance = (chosen.passing is None and chosen.best is not None
-                       and not runs.affordable(full_runs=2))
+    while high - low > 1 and (not chosen.runs or runs.affordable(full_runs=1)):
+        last_chance = not chosen.passed and bool(chosen.runs) and not runs.affordable(full_runs=2)
         middle = low + 1 if last_chance else (low + high + 1) // 2
         if chosen.add(*runs.run(candidates[middle], full_stage_steps, "full")):
             low = middle
@@ -510,12 +507,12 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
     the last affordable run goes to the smallest candidate (as in `_bisect_full_runs`)."""
     chosen = _Chosen(threshold, margin)
     index, direction = start, 0
-    while 0 <= index < len(candidates) and (chosen.best is None or runs.affordable(full_runs=1)):
+    while 0 <= index < len(candidates) and (not chosen.runs or runs.affordable(full_runs=1)):
         step = 1 if chosen.add(*runs.run(candidates[index], full_stage_steps, "full")) else -1
         if (direction and step != direction) or index + step > ceiling:
             break  # crossed the boundary, or the next delta's proxy was far past the cliff
         index, direction = index + step, step
-        if chosen.passing is None and index > 0 and not runs.affordable(full_runs=2):
+        if not chosen.passed and index > 0 and not runs.affordable(full_runs=2):
             index = 0  # no run passed and one is left: the smallest delta, the likeliest to pass
     return chosen.result()
 

@@ -9,6 +9,7 @@ fixed_right = np.array([1, 0, 0, 1], bool)
 paired_drop_se(float_right, fixed_right)          # the drop's standard error (accuracy units)
 pass_threshold(0.75, 0.25)                        # the least accuracy within 0.25 of 0.75
 lower_accuracy(0.75, 0.1, margin=1.0)             # 0.65: the accuracy less one standard error
+chosen_run([0.01, 0.02], [0.7, 0.6], 0.65)        # 0: the largest distance that reaches 0.65
 ```
 
 Both models answer the same examples, so the drop's standard error is that of the per-example
@@ -16,6 +17,8 @@ differences: far below the unpaired binomial error when the two agree on most ex
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -49,4 +52,16 @@ def lower_accuracy(accuracy: float, drop_se: float, margin: float) -> float:
     return float(accuracy) - float(margin) * se
 
 
-__all__ = ["ROUNDING", "lower_accuracy", "paired_drop_se", "pass_threshold"]
+def chosen_run(distances: Sequence[float], lower: Sequence[float], threshold: float) -> int:
+    """Which run a distance search keeps: the index of the largest distance whose ``lower``
+    accuracy (`lower_accuracy`) reaches ``threshold`` (`pass_threshold`), else of the highest
+    ``lower`` accuracy (the first, on a tie)."""
+    if not len(lower):
+        raise ValueError("no run to choose from")
+    passing = [i for i, value in enumerate(lower) if value >= threshold]
+    if passing:
+        return max(passing, key=lambda i: distances[i])
+    return int(np.argmax(lower))
+
+
+__all__ = ["ROUNDING", "chosen_run", "lower_accuracy", "paired_drop_se", "pass_threshold"]
