@@ -18,6 +18,7 @@ if IS_LEGACY_KERAS:
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
+import auto_margin  # noqa: E402
 import frontier  # noqa: E402
 import run  # noqa: E402
 
@@ -462,3 +463,21 @@ def test_the_control_fine_tunes_stage_by_stage_for_as_many_epochs_as_a_fixing_ru
         calls.clear()
         run.fine_tune_alone("cnn", Base(), data, eps, 0, 1e-3, fresh_optimizer=False)
         assert calls.count("compile") == 1
+
+
+def test_auto_margin_scores_the_chosen_row_on_the_unseen_half():
+    # Float right on 190 of 200; 0.03 as right as float (passes at every margin); 0.05 wrong on
+    # 40 more images (fails everywhere): every half chooses 0.03, which loses nothing anywhere.
+    right = np.arange(200) < 190
+    worse = right & (np.arange(200) >= 40)
+    rule = frontier.models.default_rule("resnet20")
+    seeds = {"0": {"float": _row(right, 1000, 9.0), f"WFN {rule} delta=0.03": _row(right, 30, 3.0),
+                   f"WFN {rule} delta=0.05": _row(worse, 20, 2.5)}}
+    got = auto_margin.evaluate({"test_images": 200, "seeds": seeds}, "resnet20", np.random.default_rng(0))
+    assert got["deltas"] == [0.03, 0.05]
+    for margin in auto_margin.MARGINS:
+        assert got["margins"][margin] == {"drop": 0.0, "kernel_values": 30.0, "chosen": [1.0, 0.0]}
+    # With 0.05 as right as float too, the largest delta wins.
+    seeds["0"][f"WFN {rule} delta=0.05"] = _row(right, 20, 2.5)
+    got = auto_margin.evaluate({"test_images": 200, "seeds": seeds}, "resnet20", np.random.default_rng(0))
+    assert got["margins"][1.0]["chosen"] == [0.0, 1.0] and got["margins"][1.0]["kernel_values"] == 20.0
