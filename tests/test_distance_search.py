@@ -12,8 +12,8 @@ import keras_helpers
 from keras_helpers import L, keras
 
 import tfmot_wfn
-from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
-                                            _top1_correct, _warn_if_coarse, _warn_if_unresolved,
+from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _last_chance, _Runs,
+                                            _search, _top1_correct, _warn_if_coarse, _warn_if_unresolved,
                                             paired_drop_se, pass_threshold, top1_accuracy)
 from tfmot_wfn.core.paired_accuracy import chosen_run, lower_accuracy
 
@@ -294,6 +294,57 @@ def test_the_walk_steps_down_one_delta_while_the_budget_holds_two_more_runs():
                                  overhead=0.05, budget=4.0)
     assert [d for d, source in runs if source == "full"] == [0.03, 0.02]
     assert row.distance == 0.02 and row.accuracy == 0.9
+
+
+def _certain_up_to_004_lucky_to_0065(distance, source):
+    # Proxies and full runs alike: certain passes up to 0.04 (SE 0.02), passes on accuracy alone
+    # up to 0.065 (a noisy draw, SE 0.08), far failures above.
+    return (0.9, 0.02) if distance <= 0.04 else (0.85, 0.08) if distance <= 0.065 else (0.5, 0.0)
+
+
+@pytest.mark.parametrize("margin, full_runs", [
+    (0.0, [0.065]),  # 0.065 passes on its accuracy; 0.08's proxy failed: the climb stops
+    (1.0, [0.065, 0.04]),  # 0.065 fails by its margin; 0.04's proxy passed with it
+])
+def test_the_last_chance_goes_to_the_largest_delta_whose_proxy_passed_with_the_margin(
+        margin, full_runs):
+    # Cheap proxies (0.35 s against a 1.25 s full run): 0.04, 0.08, 0.065; the budget then holds
+    # one full run after the first. With the margin, the last one goes to 0.04 (its proxy passed
+    # the full runs' test), not to the smallest delta, 0.0075.
+    row, runs = _scripted_search(None, overhead=0.25, margin=margin,
+                                 measured=_certain_up_to_004_lucky_to_0065)
+    assert [d for d, source in runs if source == "proxy"] == [0.04, 0.08, 0.065]
+    assert [d for d, source in runs if source == "full"] == full_runs
+    assert row.distance == full_runs[-1]
+
+
+def _slow_last_chance(frontier, candidates, lowest, highest, threshold, margin):
+    best = lowest
+    for row in frontier:
+        index = candidates.index(row.distance)
+        had_full = any(r.distance == row.distance and r.source == "full" for r in frontier)
+        if (row.source == "proxy" and not had_full and lowest <= index <= highest
+                and row.accuracy - margin * row.drop_se >= threshold and index > best):
+            best = index
+    return best
+
+
+def test_last_chance_matches_a_slow_reference_on_random_runs():
+    rng = np.random.default_rng(1)
+    candidates = list(DEFAULT_DELTAS)
+    for _ in range(300):
+        runs = _ScriptedRuns(lambda d, s: True, overhead=0.0)
+        for _ in range(rng.integers(0, 8)):
+            runs.frontier.append(FrontierRow(
+                distance=candidates[rng.integers(len(candidates))], unique_values=1,
+                entropy_bits=0.0, accuracy=float(rng.uniform(0.7, 0.95)),
+                source=str(rng.choice(["proxy", "full"])), seconds=0.0, train_steps=0,
+                drop_se=float(rng.choice([0.0, 0.02, 0.08]))))
+        lowest = int(rng.integers(len(candidates)))
+        highest = int(rng.integers(lowest, len(candidates)))
+        margin = float(rng.choice([0.0, 1.0]))
+        assert _last_chance(runs, candidates, lowest, highest, 0.8, margin) == _slow_last_chance(
+            runs.frontier, candidates, lowest, highest, 0.8, margin)
 
 
 def _lucky_large_deltas(distance, source):

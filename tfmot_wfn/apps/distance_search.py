@@ -24,8 +24,11 @@ How it searches, at a bounded cost:
    ``5 * proxy_slack`` below the tolerance), after one outside it the next smaller, until the
    boundary is found. When proxies did not pay, the bisection goes on with full runs below
    the smallest delta whose proxy failed. Either way, while no full run has passed, the last
-   affordable one goes to the smallest candidate left (a walk down one delta at a time would
-   end the budget outside ``tolerance`` when the first full run failed by far).
+   affordable one goes to the largest delta left whose proxy passed the full runs' own test
+   (accuracy less ``margin_se`` standard errors within ``tolerance``), else to the smallest
+   candidate left (a walk down one delta at a time would end the budget outside ``tolerance``
+   when the first full run failed by far; a full run that failed only by its margin, on a
+   small validation set, still leaves a larger delta than the smallest to try).
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
    runs together train at most ``budget`` times the batches of one full run) and in seconds
    (all runs together take at most ``budget`` times what one full run costs alone, i.e.
@@ -474,16 +477,29 @@ class _Chosen:
                                     self.threshold)]
 
 
+def _last_chance(runs: _Runs, candidates: List[float], lowest: int, highest: int,
+                 threshold: float, margin: float) -> int:
+    """Where the last affordable full run goes while none has passed: the index of the largest
+    candidate in ``candidates[lowest:highest + 1]`` that had no full run and whose proxy passed
+    the full runs' test (`_within`, with the ``margin``), else ``lowest`` (the smallest
+    candidate left, the likeliest to pass)."""
+    full = {r.distance for r in runs.frontier if r.source == "full"}
+    passed = [candidates.index(r.distance) for r in runs.frontier
+              if r.source == "proxy" and r.distance not in full and _within(r, threshold, margin)]
+    return max((i for i in passed if lowest <= i <= highest), default=lowest)
+
+
 def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stage_steps: int,
                       threshold: float, margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Bisection by full runs below ``candidates[high]`` (when a proxy costs about as much as
-    a full run). While no run has passed, the last affordable one goes to the smallest
-    candidate left, the likeliest to pass."""
+    a full run). While no run has passed, the last affordable one goes where `_last_chance`
+    says (the smallest candidate left unless a proxy passed with the margin)."""
     low, high = -1, max(int(high), 1)  # the smallest candidate always gets its full run
     chosen = _Chosen(threshold, margin)
     while high - low > 1 and (not chosen.runs or runs.affordable(full_runs=1)):
         last_chance = not chosen.passed and bool(chosen.runs) and not runs.affordable(full_runs=2)
-        middle = low + 1 if last_chance else (low + high + 1) // 2
+        middle = (_last_chance(runs, candidates, low + 1, high - 1, threshold, margin) if last_chance
+                  else (low + high + 1) // 2)
         if chosen.add(*runs.run(candidates[middle], full_stage_steps, "full")):
             low = middle
         else:
@@ -504,7 +520,7 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
                     margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
     after a failure, until the boundary is found or the budget ends; while none has passed,
-    the last affordable run goes to the smallest candidate (as in `_bisect_full_runs`)."""
+    the last affordable run goes where `_last_chance` says (as in `_bisect_full_runs`)."""
     chosen = _Chosen(threshold, margin)
     index, direction = start, 0
     while 0 <= index < len(candidates) and (not chosen.runs or runs.affordable(full_runs=1)):
@@ -513,7 +529,7 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
             break  # crossed the boundary, or the next delta's proxy was far past the cliff
         index, direction = index + step, step
         if not chosen.passed and index > 0 and not runs.affordable(full_runs=2):
-            index = 0  # no run passed and one is left: the smallest delta, the likeliest to pass
+            index = _last_chance(runs, candidates, 0, index, threshold, margin)
     return chosen.result()
 
 
