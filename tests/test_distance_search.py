@@ -14,7 +14,7 @@ from keras_helpers import L, keras
 import tfmot_wfn
 from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _last_chance, _Runs,
                                             _search, _top1_correct, _warn_if_coarse, _warn_if_unresolved,
-                                            paired_drop_se, pass_threshold, top1_accuracy)
+                                            _within, paired_drop_se, pass_threshold, top1_accuracy)
 from tfmot_wfn.core.paired_accuracy import chosen_run, lower_accuracy
 
 DELTAS = (0.01, 0.03, 0.3)
@@ -412,6 +412,31 @@ def test_a_validation_set_where_one_example_outweighs_the_tolerance_gets_a_warni
         warnings.simplefilter("error")
         _warn_if_coarse(200, 0.005)  # one example is exactly the tolerance
         _warn_if_coarse(10, 0.0)  # no extra error allowed: asked for
+    with pytest.warns(UserWarning, match=r"fewer errors than the float model, or exactly its errors"):
+        _warn_if_coarse(180, 0.005, margin=1.0)
+
+
+@pytest.mark.parametrize("margin", [0.0, 1.0])
+def test_on_a_coarse_validation_set_a_run_passes_only_as_the_warning_says(margin):
+    # 180 examples, tolerance 0.005: the fixed model gains `gained` examples the float model got
+    # wrong and loses `lost` it got right (the float model gets 170 right).
+    n, threshold = 180, pass_threshold(170 / 180, 0.005)
+    for gained in range(8):
+        for lost in range(8):
+            float_right = np.zeros(n, bool)
+            float_right[:170] = True
+            fixed_right = float_right.copy()
+            fixed_right[:lost] = False
+            fixed_right[170:170 + gained] = True
+            row = FrontierRow(0.01, 1, 0.0, float(fixed_right.mean()), "full", 0.0, 0,
+                              paired_drop_se(float_right, fixed_right))
+            passed = _within(row, threshold, margin)
+            if margin == 0.0:
+                assert passed == (lost <= gained)
+            elif gained <= lost:  # a tie passes only when the errors are the very same
+                assert passed == (gained == lost == 0)
+            elif lost == 0:  # strictly fewer errors and none new: always within one SE
+                assert passed
 
 
 def test_a_drop_of_exactly_the_tolerance_passes_whatever_the_rounding():

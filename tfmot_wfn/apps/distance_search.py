@@ -215,16 +215,19 @@ def top1_accuracy(model, data, batch_size: int = 256) -> float:
     return float(np.mean(_top1_correct(model, data, batch_size)))
 
 
-def _warn_if_coarse(examples: int, tolerance: float) -> bool:
+def _warn_if_coarse(examples: int, tolerance: float, margin: float = 0.0) -> bool:
     """Warn when one validation example weighs more than ``tolerance``: then a delta passes
-    only with no more errors than the float model, and which one does is mostly luck.
-    Whether it warned."""
+    only with no more errors than the float model (with a ``margin`` of standard errors: fewer
+    errors, or the very same ones), and which one does is mostly luck. Whether it warned."""
     coarse = 0.0 < tolerance < 1.0 / examples
     if coarse:
+        passes = ("no more errors than the float model" if margin <= 0.0 else
+                  f"fewer errors than the float model, or exactly its errors (the margin of {margin:g} "
+                  "standard errors fails a tie between different errors)")
         warnings.warn(
             f"the validation data have {examples} examples: one is {100.0 / examples:.2f} points of "
             f"accuracy, more than the tolerance ({100.0 * tolerance:.2f} points), so a delta passes "
-            "only when its model makes no more errors than the float model. Pass more validation "
+            f"only when its model makes {passes}. Pass more validation "
             f"data (at least {int(math.ceil(1.0 / tolerance - 1e-9))} examples for this tolerance) "
             "or a larger tolerance", UserWarning, stacklevel=3)
     return coarse
@@ -640,7 +643,7 @@ def search_distance(
     full_stage_steps = epochs_per_stage * steps_per_epoch
     float_correct = _top1_correct(model, validation_data)
     float_accuracy = float(np.mean(float_correct))
-    coarse = _warn_if_coarse(len(float_correct), tolerance)
+    coarse = _warn_if_coarse(len(float_correct), tolerance, margin_se)
     runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
                  say, float_correct)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
