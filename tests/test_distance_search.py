@@ -181,6 +181,21 @@ def test_accuracy_reads_one_hot_and_datasets(digits_mlp, digits):
     assert sparse == pytest.approx(expected)
 
 
+def test_a_validation_dataset_that_reshuffles_every_pass_is_refused_before_any_run(digits_mlp, digits):
+    import tensorflow as tf
+
+    x, y = digits.x_test, digits.y_test
+    reshuffled = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=1).batch(64)
+    with pytest.raises(ValueError, match="same examples in the same order every pass"):
+        tfmot_wfn.search_distance(digits_mlp, (digits.x_train, digits.y_train), reshuffled,
+                                  budget=1.0, verbose=0)
+    # Shuffled once (the same order every pass): the check passes, the same answers twice.
+    once = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        len(y), seed=1, reshuffle_each_iteration=False).batch(64)
+    first = _top1_correct(digits_mlp, once)
+    assert 0 < first.mean() < 1 and np.array_equal(first, _top1_correct(digits_mlp, once))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"tolerance": 1.5}, "tolerance is an absolute accuracy drop"),
     ({"deltas": ()}, "deltas must be positive"),

@@ -47,8 +47,8 @@ How it searches, at a bounded cost:
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5). Every run also reports the paired standard error of its
 drop (float and fixed model on the same examples, so a dataset must yield them in the same order
-every pass); when the chosen run's is larger than ``tolerance`` the search warns: the validation
-data cannot tell a pass from a failure there. A full run is within tolerance when its drop plus
+every pass: the search refuses one whose second pass differs); when the chosen run's is larger
+than ``tolerance`` the search warns: the validation data cannot tell a pass from a failure there. A full run is within tolerance when its drop plus
 ``margin_se`` (1 by default) of those standard errors is at most ``tolerance``: judged on the
 drop alone, the largest delta that passes is often the one whose validation draw was luckiest,
 and it loses more on examples the search did not see (the winner's curse).
@@ -208,6 +208,19 @@ def _top1_correct(model, data, batch_size: int = 256) -> np.ndarray:
     if not right or sum(len(r) for r in right) == 0:
         raise ValueError("the validation data are empty")
     return np.concatenate(right)
+
+
+def _check_same_order(first: np.ndarray, second: np.ndarray) -> None:
+    """Refuse validation data whose two passes under the float model differ (per-example right
+    answers ``first`` and ``second``): every run's drop is paired with the float model example
+    by example, so the data must yield the same examples in the same order every pass."""
+    if len(first) != len(second) or not np.array_equal(first, second):
+        raise ValueError(
+            "validation_data gave other examples, or the same ones in another order, on a second "
+            "pass (a dataset shuffled every iteration, or randomly augmented?): every run's accuracy "
+            "drop is paired with the float model's example by example. Pass a dataset that yields "
+            "the same examples in the same order every pass (no shuffle, or "
+            "shuffle(..., reshuffle_each_iteration=False)), or (x, y) arrays")
 
 
 def top1_accuracy(model, data, batch_size: int = 256) -> float:
@@ -603,7 +616,9 @@ def search_distance(
         settings are used (a fresh optimizer for every run) unless ``loss``/``optimizer`` are given.
       train_data, validation_data: ``(x, y)`` arrays, or batched ``tf.data.Dataset``s of
         ``(x, y)``. A training dataset must know its cardinality or be repeated by you (then
-        pass a finite one: the search repeats it itself).
+        pass a finite one: the search repeats it itself). A validation dataset must yield the
+        same examples in the same order every pass (each drop is paired example by example;
+        the search checks it with a second pass of the float model).
       tolerance: the allowed accuracy drop, absolute (0.005 = half a point).
       deltas: the candidate distances.
       epochs_per_stage: epochs of re-training between stages in the full runs.
@@ -642,6 +657,8 @@ def search_distance(
                          seed=seed)
     full_stage_steps = epochs_per_stage * steps_per_epoch
     float_correct = _top1_correct(model, validation_data)
+    if isinstance(validation_data, tf.data.Dataset):  # arrays are read in order
+        _check_same_order(float_correct, _top1_correct(model, validation_data))
     float_accuracy = float(np.mean(float_correct))
     coarse = _warn_if_coarse(len(float_correct), tolerance, margin_se)
     runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
