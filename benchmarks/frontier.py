@@ -65,7 +65,6 @@ from rule_ablation import SMALL_DELTAS  # noqa: E402
 from rule_ablation import VALUES_TARGET as RULE_VALUES_TARGET  # noqa: E402
 
 from tfmot_wfn.core import fixing_rules  # noqa: E402
-from tfmot_wfn.core.paired_accuracy import lower_accuracy, pass_threshold  # noqa: E402
 
 #: Table and plot order: the rules ``rule="auto"`` picks first, then `fixing_rules.RULES`' order.
 _CHOSEN = (fixing_rules.PLAIN_RULE, fixing_rules.DEPTHWISE_RULE)
@@ -96,10 +95,7 @@ AUTO_LABEL, AUTO_SPLIT_SEED = "WFN distance=auto", 1000
 #: 2: while no full run has passed, the last affordable one goes to the smallest delta.
 #: 3: a full run passes when its drop plus one paired standard error is within tolerance
 #:    (``margin_se=1``), and when none passes the best accuracy less one SE is returned.
-#: 4: while no full run has passed, the last affordable one goes to the largest delta left whose
-#:    proxy passed with the margin (else the smallest left): on 180 validation digits a full run
-#:    one image better than float failed by its margin and the search fell to 0.0075.
-AUTO_SEARCH_VERSION = 4
+AUTO_SEARCH_VERSION = 3
 #: The control row (`_control_row`): the float model fine-tuned as a WFN row is, nothing fixed.
 CONTROL_LABEL = "float fine-tuned"
 #: Rows that keep which test images their own float model got right (``float_correct``), so they
@@ -226,33 +222,8 @@ def auto_search_version(row: Dict) -> int:
 def stale_auto_row(row: Dict) -> bool:
     """Whether an auto row comes from an older search whose choice the current one could change:
     every row before version 3 (they judged each run on its drop alone, version 3 on its drop
-    plus one paired standard error, which older rows did not all record); a version-3 row where
-    `last_chance_could_differ`."""
-    version = auto_search_version(row)
-    if version >= AUTO_SEARCH_VERSION:
-        return False
-    return version < 3 or last_chance_could_differ(row["wfn"])
-
-
-def last_chance_could_differ(info: Dict) -> bool:
-    """Whether search version 4 could have chosen differently from version 3's runs
-    (``info["runs"]``, in order). Version 4 changed only where the last affordable full run
-    goes while none has passed: to the largest delta left whose proxy passed the full runs'
-    test, where version 3 went to the smallest left. So only a search whose full runs before
-    the last all failed, with such a proxy between the last full run's delta and the smallest
-    failed one, could differ (a superset of those that did)."""
-    threshold = pass_threshold(info["float_validation_accuracy"], run.AUTO_TOLERANCE)
-    margin = float(info.get("margin_se", 1.0))
-
-    def within(r):
-        return lower_accuracy(r["accuracy"], r.get("drop_se", float("nan")), margin) >= threshold
-
-    full = [r for r in info["runs"] if r["source"] == "full"]
-    if len(full) < 2 or any(within(r) for r in full[:-1]):
-        return False
-    top = min(r["distance"] for r in full[:-1])
-    return any(r["source"] == "proxy" and within(r) and full[-1]["distance"] < r["distance"] < top
-               for r in info["runs"])
+    plus one paired standard error, which older rows did not all record)."""
+    return auto_search_version(row) < AUTO_SEARCH_VERSION
 
 
 def drop_stale_auto_rows(per_model: Dict, seeds: Optional[List[int]] = None) -> int:

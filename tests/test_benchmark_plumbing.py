@@ -298,9 +298,9 @@ def _auto_row(runs, version=None, float_accuracy=0.9):
 def test_auto_rows_of_an_older_search_are_reported_and_redone():
     walked_down = [(0.04, "proxy", 0.9), (0.065, "full", 0.8), (0.05, "full", 0.8)]
     fell_back = [(0.04, "proxy", 0.9), (0.015, "full", 0.8), (0.0075, "full", 0.9)]
-    assert frontier.AUTO_SEARCH_VERSION == 4  # version 4 changed the last chance only
+    assert frontier.AUTO_SEARCH_VERSION == 3  # version 3 changed every run's pass test
     assert frontier.stale_auto_row(_auto_row(fell_back))  # no record: version 1
-    assert frontier.stale_auto_row(_auto_row(walked_down, 2))  # version 3 changed every pass test
+    assert frontier.stale_auto_row(_auto_row(walked_down, 2))
     assert not frontier.stale_auto_row(_auto_row(walked_down, frontier.AUTO_SEARCH_VERSION))
     default = frontier.models.default_rule("resnet20")
     right = np.ones(200, bool)
@@ -308,7 +308,7 @@ def test_auto_rows_of_an_older_search_are_reported_and_redone():
     seeds = [{"float": _row(right, 1000, 9.0), f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
               frontier.AUTO_LABEL: row} for row in (stale, current, _auto_row(fell_back))]
     values = [line for line in _targets(seeds) if "distance=auto" in line][0]
-    assert "2 of 3 measured by an older search (version 1, 2) that version 4 could choose differently" in values
+    assert "2 of 3 measured by an older search (version 1, 2) that version 3 could choose differently" in values
     per_model = {"seeds": {str(i): rows for i, rows in enumerate(seeds)}}
     assert frontier.drop_stale_auto_rows(per_model, seeds=[1]) == 0  # seed 1's is current
     assert frontier.drop_stale_auto_rows(per_model, seeds=[0]) == 1
@@ -317,36 +317,6 @@ def test_auto_rows_of_an_older_search_are_reported_and_redone():
     assert frontier.drop_stale_auto_rows(per_model) == 1  # seed 2's
     values = [line for line in _targets(seeds[1:2]) if "distance=auto" in line][0]
     assert "older search" not in values
-
-
-@pytest.mark.parametrize("runs, stale", [
-    # Every full run but the last failed, and the 0.04 proxy (passing) lies between the last
-    # full run's 0.0075 and the failed 0.065: version 4's last chance goes to 0.04.
-    ([(0.04, "proxy", 0.9), (0.08, "proxy", 0.5), (0.065, "proxy", 0.9), (0.065, "full", 0.8),
-      (0.0075, "full", 0.9)], True),
-    # The same, but the proxy between them failed: both versions go to 0.0075.
-    ([(0.04, "proxy", 0.8), (0.08, "proxy", 0.5), (0.065, "proxy", 0.9), (0.065, "full", 0.8),
-      (0.0075, "full", 0.9)], False),
-    # The passing proxy (0.04) lies above the failed full run (0.015): no last chance there.
-    ([(0.04, "proxy", 0.9), (0.015, "full", 0.8), (0.0075, "full", 0.9)], False),
-    # The first full run passed: no last chance at all.
-    ([(0.04, "proxy", 0.9), (0.065, "full", 0.9), (0.08, "full", 0.8)], False),
-    # One full run: no last chance.
-    ([(0.04, "proxy", 0.9), (0.065, "full", 0.8)], False),
-])
-def test_a_version_3_auto_row_is_stale_only_where_the_last_chance_could_differ(runs, stale):
-    # float 0.9, tolerance 0.005: 0.9 passes, 0.8 fails (no drop SE recorded: margin adds 0)
-    assert frontier.stale_auto_row(_auto_row(runs, 3)) is stale
-    assert not frontier.stale_auto_row(_auto_row(runs, frontier.AUTO_SEARCH_VERSION))
-
-
-def test_the_last_chance_replay_counts_the_margin():
-    # The proxy between is 0.9 accurate but its drop SE (0.01) puts it below 0.895 with the margin.
-    row = _auto_row([(0.04, "proxy", 0.9), (0.065, "full", 0.8), (0.0075, "full", 0.9)], 3)
-    row["wfn"]["runs"][0]["drop_se"] = 0.01
-    assert not frontier.stale_auto_row(row)
-    row["wfn"]["margin_se"] = 0.0
-    assert frontier.stale_auto_row(row)
 
 
 def _stub_measuring(monkeypatch, floats):

@@ -24,11 +24,8 @@ How it searches, at a bounded cost:
    ``5 * proxy_slack`` below the tolerance), after one outside it the next smaller, until the
    boundary is found. When proxies did not pay, the bisection goes on with full runs below
    the smallest delta whose proxy failed. Either way, while no full run has passed, the last
-   affordable one goes to the largest delta left whose proxy passed the full runs' own test
-   (accuracy less ``margin_se`` standard errors within ``tolerance``), else to the smallest
-   candidate left (a walk down one delta at a time would end the budget outside ``tolerance``
-   when the first full run failed by far; a full run that failed only by its margin, on a
-   small validation set, still leaves a larger delta than the smallest to try).
+   affordable one goes to the smallest candidate left (a walk down one delta at a time would
+   end the budget outside ``tolerance`` when the first full run failed by far).
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
    runs together train at most ``budget`` times the batches of one full run) and in seconds
    (all runs together take at most ``budget`` times what one full run costs alone, i.e.
@@ -47,7 +44,7 @@ How it searches, at a bounded cost:
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5). Every run also reports the paired standard error of its
 drop (float and fixed model on the same examples, so a dataset must yield them in the same order
-every pass: the search refuses one whose second pass differs); when the chosen run's is larger
+every pass: the search refuses one whose per-example results differ on a second pass); when the chosen run's is larger
 than ``tolerance`` the search warns: the validation data cannot tell a pass from a failure there. A full run is within tolerance when its drop plus
 ``margin_se`` (1 by default) of those standard errors is at most ``tolerance``: judged on the
 drop alone, the largest delta that passes is often the one whose validation draw was luckiest,
@@ -228,15 +225,23 @@ def top1_accuracy(model, data, batch_size: int = 256) -> float:
     return float(np.mean(_top1_correct(model, data, batch_size)))
 
 
+def _ties_fail(examples: int, tolerance: float, margin: float) -> bool:
+    """Whether ``margin`` standard errors alone fail the smallest tie between different errors
+    (the fixed model gets one example right that the float model got wrong, and one wrong
+    that it got right: a drop of 0 with a paired standard error of sqrt(2 / (n (n - 1))))."""
+    return examples > 1 and margin * math.sqrt(2.0 / (examples * (examples - 1))) > tolerance
+
+
 def _warn_if_coarse(examples: int, tolerance: float, margin: float = 0.0) -> bool:
     """Warn when one validation example weighs more than ``tolerance``: then a delta passes
-    only with no more errors than the float model (with a ``margin`` of standard errors: fewer
-    errors, or the very same ones), and which one does is mostly luck. Whether it warned."""
+    only with no more errors than the float model (and, where ``margin`` standard errors fail
+    every tie between different errors (`_ties_fail`), only with fewer errors or exactly the
+    float model's), and which one does is mostly luck. Whether it warned."""
     coarse = 0.0 < tolerance < 1.0 / examples
     if coarse:
-        passes = ("no more errors than the float model" if margin <= 0.0 else
-                  f"fewer errors than the float model, or exactly its errors (the margin of {margin:g} "
-                  "standard errors fails a tie between different errors)")
+        passes = (f"fewer errors than the float model, or exactly its errors (the margin of {margin:g} "
+                  "standard errors fails a tie between different errors)"
+                  if _ties_fail(examples, tolerance, margin) else "no more errors than the float model")
         warnings.warn(
             f"the validation data have {examples} examples: one is {100.0 / examples:.2f} points of "
             f"accuracy, more than the tolerance ({100.0 * tolerance:.2f} points), so a delta passes "
@@ -493,29 +498,16 @@ class _Chosen:
                                     self.threshold)]
 
 
-def _last_chance(runs: _Runs, candidates: List[float], lowest: int, highest: int,
-                 threshold: float, margin: float) -> int:
-    """Where the last affordable full run goes while none has passed: the index of the largest
-    candidate in ``candidates[lowest:highest + 1]`` that had no full run and whose proxy passed
-    the full runs' test (`_within`, with the ``margin``), else ``lowest`` (the smallest
-    candidate left, the likeliest to pass)."""
-    full = {r.distance for r in runs.frontier if r.source == "full"}
-    passed = [candidates.index(r.distance) for r in runs.frontier
-              if r.source == "proxy" and r.distance not in full and _within(r, threshold, margin)]
-    return max((i for i in passed if lowest <= i <= highest), default=lowest)
-
-
 def _bisect_full_runs(runs: _Runs, candidates: List[float], high: int, full_stage_steps: int,
                       threshold: float, margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Bisection by full runs below ``candidates[high]`` (when a proxy costs about as much as
-    a full run). While no run has passed, the last affordable one goes where `_last_chance`
-    says (the smallest candidate left unless a proxy passed with the margin)."""
+    a full run). While no run has passed, the last affordable one goes to the smallest
+    candidate left, the likeliest to pass."""
     low, high = -1, max(int(high), 1)  # the smallest candidate always gets its full run
     chosen = _Chosen(threshold, margin)
     while high - low > 1 and (not chosen.runs or runs.affordable(full_runs=1)):
         last_chance = not chosen.passed and bool(chosen.runs) and not runs.affordable(full_runs=2)
-        middle = (_last_chance(runs, candidates, low + 1, high - 1, threshold, margin) if last_chance
-                  else (low + high + 1) // 2)
+        middle = low + 1 if last_chance else (low + high + 1) // 2
         if chosen.add(*runs.run(candidates[middle], full_stage_steps, "full")):
             low = middle
         else:
@@ -536,7 +528,7 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
                     margin: float = 0.0) -> Tuple[FrontierRow, Any]:
     """Full runs from ``candidates[start]``: up (to ``ceiling`` at most) after a pass, down
     after a failure, until the boundary is found or the budget ends; while none has passed,
-    the last affordable run goes where `_last_chance` says (as in `_bisect_full_runs`)."""
+    the last affordable run goes to the smallest candidate (as in `_bisect_full_runs`)."""
     chosen = _Chosen(threshold, margin)
     index, direction = start, 0
     while 0 <= index < len(candidates) and (not chosen.runs or runs.affordable(full_runs=1)):
@@ -545,7 +537,7 @@ def _walk_full_runs(runs: _Runs, candidates: List[float], start: int, ceiling: i
             break  # crossed the boundary, or the next delta's proxy was far past the cliff
         index, direction = index + step, step
         if not chosen.passed and index > 0 and not runs.affordable(full_runs=2):
-            index = _last_chance(runs, candidates, 0, index, threshold, margin)
+            index = 0  # no run passed and one is left: the smallest delta, the likeliest to pass
     return chosen.result()
 
 
