@@ -44,8 +44,9 @@ How it searches, at a bounded cost:
 Accuracy is top-1 on the validation data (sparse integer labels or one-hot rows; a single
 sigmoid output is thresholded at 0.5). Every run also reports the paired standard error of its
 drop (float and fixed model on the same examples, so a dataset must yield them in the same order
-every pass: the search refuses one whose per-example results differ on a second pass); when the chosen run's is larger
-than ``tolerance`` the search warns: the validation data cannot tell a pass from a failure there. A full run is within tolerance when its drop plus
+every pass: the search refuses one whose per-example results differ on a second pass); when the
+chosen run's is larger than ``tolerance`` the search warns: the validation data cannot tell a
+pass from a failure there. A full run is within tolerance when its drop plus
 ``margin_se`` (1 by default) of those standard errors is at most ``tolerance``: judged on the
 drop alone, the largest delta that passes is often the one whose validation draw was luckiest,
 and it loses more on examples the search did not see (the winner's curse).
@@ -211,7 +212,7 @@ def _check_same_order(first: np.ndarray, second: np.ndarray) -> None:
     """Refuse validation data whose two passes under the float model differ (per-example right
     answers ``first`` and ``second``): every run's drop is paired with the float model example
     by example, so the data must yield the same examples in the same order every pass."""
-    if len(first) != len(second) or not np.array_equal(first, second):
+    if not np.array_equal(first, second):
         raise ValueError(
             "validation_data gave other examples, or the same ones in another order, on a second "
             "pass (a dataset shuffled every iteration, or randomly augmented?): every run's accuracy "
@@ -227,9 +228,11 @@ def top1_accuracy(model, data, batch_size: int = 256) -> float:
 
 def _ties_fail(examples: int, tolerance: float, margin: float) -> bool:
     """Whether ``margin`` standard errors alone fail the smallest tie between different errors
-    (the fixed model gets one example right that the float model got wrong, and one wrong
-    that it got right: a drop of 0 with a paired standard error of sqrt(2 / (n (n - 1))))."""
-    return examples > 1 and margin * math.sqrt(2.0 / (examples * (examples - 1))) > tolerance
+    on ``examples`` examples: the fixed model gets one example right that the float model got
+    wrong, and one wrong that it got right (a drop of 0, with `paired_drop_se`'s spread)."""
+    float_right, fixed_right = np.zeros(examples, bool), np.zeros(examples, bool)
+    float_right[:1], fixed_right[1:2] = True, True
+    return bool(margin * paired_drop_se(float_right, fixed_right) > tolerance)  # NaN: False
 
 
 def _warn_if_coarse(examples: int, tolerance: float, margin: float = 0.0) -> bool:
@@ -482,14 +485,16 @@ class _Chosen:
     def __init__(self, threshold: float, margin: float = 0.0):
         self.threshold, self.margin = threshold, float(margin)
         self.runs: List[Tuple[FrontierRow, Any]] = []
-        self.passed = False  # whether any run is within tolerance
+
+    @property
+    def passed(self) -> bool:
+        """Whether any run so far is within tolerance."""
+        return any(_within(row, self.threshold, self.margin) for row, _ in self.runs)
 
     def add(self, row: FrontierRow, fixed) -> bool:
         """Keeps ``(row, fixed)``; whether the run is within tolerance."""
         self.runs.append((row, fixed))
-        passed = _within(row, self.threshold, self.margin)
-        self.passed = self.passed or passed
-        return passed
+        return _within(row, self.threshold, self.margin)
 
     def result(self) -> Tuple[FrontierRow, Any]:
         rows = [row for row, _ in self.runs]

@@ -19,12 +19,13 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   itself is larger. Far moves (BatchNorm gammas dragging kernel weights of 0.3-0.5 onto
   1.0, popular centres pulling whole ranges at a large ``a``) are out, and scattered
   weights may join a centre already in use instead of opening a new one, as under the
-  paper's rule. It still lets the bulk join centres that are not its nearest, which
-  MobileNetV2 does not tolerate (benchmarks/FRONTIER.md).
+  paper's rule. It still lets the bulk join centres that are not its nearest
+  (benchmarks/FRONTIER.md measures what that costs on MobileNetV2).
 * ``"late_third"``: ``"nearest_capped"`` while the schedule fixes the first ``LATE_AFTER``
   (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on its nearest
   candidate, and the last, scattered weights join centres in use instead of growing the
-  palette. Gentler on MobileNetV2 at small deltas: `DEPTHWISE_RULE`.
+  palette. `DEPTHWISE_RULE` (chosen on MobileNetV2 rows that a rerun on other float models
+  did not confirm: benchmarks/FRONTIER.md).
 * ``"bounded_third"``: ``"bounded"`` for the first ``LATE_AFTER`` of the weights, then as
   ``"third"``. Early stages, whose allowed distance is large, may put weights on a popular
   centre that is not their nearest (as the paper's rule does, within ``max(a, min(3a, 1/3))``),
@@ -40,7 +41,8 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
 
 ``"auto"`` (the default, `AUTO_RULE`) is not a rule of its own: `fix_weights` replaces it by
 `DEPTHWISE_RULE` when the network has depthwise or separable convolutions (MobileNet-style
-networks lose accuracy when the bulk of their weights leaves its nearest candidate) and by
+networks, where keeping the bulk of the weights on its nearest candidate was meant to hold
+their accuracy) and by
 `PLAIN_RULE` otherwise (`choose_rule`); the wrappers, the report and a saved model hold the
 rule it chose.
 

@@ -200,8 +200,8 @@ def fix_weights(
         ``max(a, min(3a, 1/3))`` of it (a the stage's distance) until the schedule has
         fixed 90% of the weights, then ``"third"``: close to the paper rule's values and
         entropy without dragging far weights. ``"late_third"``: only the centre's own
-        voters (``"nearest_capped"``) until 90%, then ``"third"``: gentler on MobileNet-style
-        networks at small deltas. ``"gentle"``: ``"late_third"``, and no stage allows more
+        voters (``"nearest_capped"``) until 90%, then ``"third"``: the bulk stays on its
+        nearest candidate. ``"gentle"``: ``"late_third"``, and no stage allows more
         than 4x ``distance`` (the schedule's first stages allow up to 10x): fewer large
         moves at once, at the price of more values and entropy (finer early centres).
         ``"third"`` (any free weight within ``max(a, 1/3)``: no weight moves more than
