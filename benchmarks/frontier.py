@@ -25,8 +25,9 @@ seed. The float model trained on every training image, so the search validates o
 a random half of them, drawn per seed (`auto_split`); its row and the float model are then
 scored on the other half only, so its drop is paired and no image that chose the distance judges it.
 Each auto row records the search's version (`AUTO_SEARCH_VERSION`); a rerun redoes the rows that
-an older search measured and the current one could have chosen differently (`stale_auto_row`),
-and the report counts those still in the file.
+an older search measured and the current one could have chosen differently, or that ran under a
+rule other than the one ``rule="auto"`` picks for the model today (`stale_auto_row`), and the
+report counts those still in the file.
 
 The row ``float fine-tuned`` (`_control_row`, every seed) is the float model fine-tuned exactly
 as the WFN rows are, with nothing fixed and no regulariser: what the same training costs without
@@ -176,7 +177,7 @@ def _auto_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_f
     row.update(accuracy=float(correct[measure].mean()), measured=pack(measure),
                delta=info["distance"], wfn=info, search_seconds=seconds,
                float_correct=float_row["correct"], own_float=bool(own_float),
-               search_version=AUTO_SEARCH_VERSION)
+               search_version=AUTO_SEARCH_VERSION, rule=models.default_rule(name))
     return row
 
 
@@ -219,19 +220,28 @@ def auto_search_version(row: Dict) -> int:
     return int(row.get("search_version", 1))
 
 
-def stale_auto_row(row: Dict) -> bool:
-    """Whether an auto row comes from an older search whose choice the current one could change:
-    every row before version 3 (they judged each run on its drop alone, version 3 on its drop
-    plus one paired standard error, which older rows did not all record)."""
-    return auto_search_version(row) < AUTO_SEARCH_VERSION
+def auto_rule(name: str, row: Dict) -> str:
+    """The fixing rule an auto row of model `name` ran under. Rows written before the record
+    ran under the defaults of then: `late_third` for the depthwise models, `bounded_third`."""
+    depthwise = models.MODELS[name].get("depthwise", False)
+    return row.get("rule", "late_third" if depthwise else "bounded_third")
 
 
-def drop_stale_auto_rows(per_model: Dict, seeds: Optional[List[int]] = None) -> int:
-    """Delete the `stale_auto_row` auto rows of ``seeds`` (all seeds: None), which a rerun
-    measures again; the number deleted."""
+def stale_auto_row(row: Dict, name: str) -> bool:
+    """Whether an auto row of model `name` is out of date: it comes from an older search whose
+    choice the current one could change (every row before version 3: they judged each run on its
+    drop alone, version 3 on its drop plus one paired standard error, which older rows did not
+    all record), or it ran under another rule than ``rule="auto"`` picks for `name` today."""
+    return (auto_search_version(row) < AUTO_SEARCH_VERSION
+            or auto_rule(name, row) != models.default_rule(name))
+
+
+def drop_stale_auto_rows(name: str, per_model: Dict, seeds: Optional[List[int]] = None) -> int:
+    """Delete model `name`'s `stale_auto_row` auto rows of ``seeds`` (all seeds: None), which a
+    rerun measures again; the number deleted."""
     stale = [rows for seed, rows in per_model["seeds"].items()
              if (seeds is None or int(seed) in seeds) and AUTO_LABEL in rows
-             and stale_auto_row(rows[AUTO_LABEL])]
+             and stale_auto_row(rows[AUTO_LABEL], name)]
     for rows in stale:
         del rows[AUTO_LABEL]
     return len(stale)
@@ -261,9 +271,9 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     if record_fine_tuning(per_model, {"lr": run.FINE_TUNE_LR[name]}):
         run.say(f"[{name}] the fine-tuning lr changed to {run.FINE_TUNE_LR[name]:g}: redoing every "
                 "row that fine-tunes")
-    if drop_stale_auto_rows(per_model, seeds):
+    if drop_stale_auto_rows(name, per_model, seeds):
         run.say(f"[{name}] redoing the auto rows of an older distance search than version "
-                f"{AUTO_SEARCH_VERSION}")
+                f"{AUTO_SEARCH_VERSION} or of another rule than {models.default_rule(name)}")
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
     # ablation rows, so that a run stopped part way has the multi-seed rows. The first seed's float
     # model is kept for the second pass: retraining it need not reproduce it.
@@ -581,11 +591,17 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
     own = sum(bool(r[AUTO_LABEL].get("own_float")) for r in seeds)
     own = (f" ({own} of them against a retrained float model: retraining did not reproduce the "
            "saved one)") if own else ""
-    old = [auto_search_version(r[AUTO_LABEL]) for r in seeds if stale_auto_row(r[AUTO_LABEL])]
+    old = [auto_search_version(r[AUTO_LABEL]) for r in seeds
+           if auto_search_version(r[AUTO_LABEL]) < AUTO_SEARCH_VERSION]
     if old:
         own += (f"; {len(old)} of {len(seeds)} measured by an older search (version "
                 f"{', '.join(str(v) for v in sorted(set(old)))}) that version {AUTO_SEARCH_VERSION} "
                 "could choose differently: a rerun redoes them")
+    other = sorted({auto_rule(name, r[AUTO_LABEL]) for r in seeds} - {models.default_rule(name)})
+    if other:
+        n_other = sum(auto_rule(name, r[AUTO_LABEL]) != models.default_rule(name) for r in seeds)
+        own += (f"; {n_other} of {len(seeds)} ran under the rule {', '.join(other)}, not today's "
+                f"default {models.default_rule(name)}: a rerun redoes them")
     lines = [_ratio_line(
         name, f"distance=auto lossless with >= {AUTO_VALUES_TARGET:g}x fewer fixed unique values than "
         f"delta {AUTO_DEFAULT_DELTA:g}",

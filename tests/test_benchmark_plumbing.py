@@ -299,9 +299,9 @@ def test_auto_rows_of_an_older_search_are_reported_and_redone():
     walked_down = [(0.04, "proxy", 0.9), (0.065, "full", 0.8), (0.05, "full", 0.8)]
     fell_back = [(0.04, "proxy", 0.9), (0.015, "full", 0.8), (0.0075, "full", 0.9)]
     assert frontier.AUTO_SEARCH_VERSION == 3  # version 3 changed every run's pass test
-    assert frontier.stale_auto_row(_auto_row(fell_back))  # no record: version 1
-    assert frontier.stale_auto_row(_auto_row(walked_down, 2))
-    assert not frontier.stale_auto_row(_auto_row(walked_down, frontier.AUTO_SEARCH_VERSION))
+    assert frontier.stale_auto_row(_auto_row(fell_back), "resnet20")  # no record: version 1
+    assert frontier.stale_auto_row(_auto_row(walked_down, 2), "resnet20")
+    assert not frontier.stale_auto_row(_auto_row(walked_down, frontier.AUTO_SEARCH_VERSION), "resnet20")
     default = frontier.models.default_rule("resnet20")
     right = np.ones(200, bool)
     stale, current = _auto_row(walked_down, 2), _auto_row(walked_down, frontier.AUTO_SEARCH_VERSION)
@@ -310,13 +310,41 @@ def test_auto_rows_of_an_older_search_are_reported_and_redone():
     values = [line for line in _targets(seeds) if "distance=auto" in line][0]
     assert "2 of 3 measured by an older search (version 1, 2) that version 3 could choose differently" in values
     per_model = {"seeds": {str(i): rows for i, rows in enumerate(seeds)}}
-    assert frontier.drop_stale_auto_rows(per_model, seeds=[1]) == 0  # seed 1's is current
-    assert frontier.drop_stale_auto_rows(per_model, seeds=[0]) == 1
+    assert frontier.drop_stale_auto_rows("resnet20", per_model, seeds=[1]) == 0  # seed 1's is current
+    assert frontier.drop_stale_auto_rows("resnet20", per_model, seeds=[0]) == 1
     assert frontier.AUTO_LABEL not in seeds[0] and "float" in seeds[0]  # only the auto row goes
     assert seeds[1][frontier.AUTO_LABEL] is current
-    assert frontier.drop_stale_auto_rows(per_model) == 1  # seed 2's
+    assert frontier.drop_stale_auto_rows("resnet20", per_model) == 1  # seed 2's
     values = [line for line in _targets(seeds[1:2]) if "distance=auto" in line][0]
     assert "older search" not in values
+
+
+def test_auto_rows_of_another_rule_than_todays_default_are_reported_and_redone():
+    # A row without a rule record ran under the defaults of then: late_third on the depthwise
+    # models, bounded_third on the others; rows record their rule since.
+    runs = [(0.04, "proxy", 0.9), (0.0075, "full", 0.9)]
+    current = frontier.AUTO_SEARCH_VERSION
+    unrecorded, gentle = _auto_row(runs, current), _auto_row(runs, current)
+    gentle["rule"] = "gentle"
+    assert frontier.auto_rule("mobilenetv2", unrecorded) == "late_third"
+    assert frontier.auto_rule("resnet20", unrecorded) == "bounded_third"
+    assert frontier.models.default_rule("mobilenetv2") == "gentle"
+    assert frontier.stale_auto_row(unrecorded, "mobilenetv2")
+    assert not frontier.stale_auto_row(gentle, "mobilenetv2")
+    assert not frontier.stale_auto_row(unrecorded, "resnet20")
+    assert frontier.stale_auto_row(gentle, "resnet20")
+    # The report says how many seeds ran under another rule; a rerun drops only those.
+    default = frontier.models.default_rule("resnet20")
+    right = np.ones(200, bool)
+    seeds = [{"float": _row(right, 1000, 9.0),
+              f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
+              frontier.AUTO_LABEL: row} for row in (gentle, unrecorded)]
+    values = [line for line in _targets(seeds) if "distance=auto" in line][0]
+    assert "1 of 2 ran under the rule gentle, not today's default bounded_third" in values
+    assert "older search" not in values
+    per_model = {"seeds": {str(i): rows for i, rows in enumerate(seeds)}}
+    assert frontier.drop_stale_auto_rows("resnet20", per_model) == 1
+    assert frontier.AUTO_LABEL not in seeds[0] and seeds[1][frontier.AUTO_LABEL] is unrecorded
 
 
 def _stub_measuring(monkeypatch, floats):

@@ -51,7 +51,7 @@ def test_unknown_rule_names_the_choices():
 
 
 def test_auto_chooses_by_depthwise_convolutions_and_names_pass_through():
-    assert fixing_rules.choose_rule("auto", depthwise=True) == fixing_rules.DEPTHWISE_RULE == "late_third"
+    assert fixing_rules.choose_rule("auto", depthwise=True) == fixing_rules.DEPTHWISE_RULE == "gentle"
     assert fixing_rules.choose_rule("auto", depthwise=False) == fixing_rules.PLAIN_RULE == "bounded_third"
     for name in fixing_rules.RULES:
         assert fixing_rules.choose_rule(name, depthwise=True) == name
@@ -250,14 +250,14 @@ def test_fix_weights_auto_picks_one_rule_for_the_whole_network():
     plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
                               keras.layers.Flatten(), keras.layers.Dense(2)])
     fixed = tfmot_wfn.fix_weights(mobile)
-    assert _rules_of(fixed) == {"late_third"}
-    assert tfmot_wfn.report(fixed).rule == "late_third"
+    assert _rules_of(fixed) == {"gentle"}
+    assert tfmot_wfn.report(fixed).rule == "gentle"
     assert _rules_of(tfmot_wfn.fix_weights(plain)) == {"bounded_third"}
     assert _rules_of(tfmot_wfn.fix_weights(mobile, rule="paper")) == {"paper"}  # a name is kept
     # A list is one network; a wrapper on its own chooses by its layer; configs save the choice.
     wrappers = tfmot_wfn.fix_weights([keras.layers.Dense(2), keras.layers.SeparableConv2D(2, 3)])
-    assert {w.fixing_config.rule for w in wrappers} == {"late_third"}
-    assert tfmot_wfn.WeightFixingWrapper(keras.layers.DepthwiseConv2D(3)).get_config()["rule"] == "late_third"
+    assert {w.fixing_config.rule for w in wrappers} == {"gentle"}
+    assert tfmot_wfn.WeightFixingWrapper(keras.layers.DepthwiseConv2D(3)).get_config()["rule"] == "gentle"
     assert tfmot_wfn.WeightFixingWrapper(keras.layers.Dense(3)).fixing_config.rule == "bounded_third"
 
 

@@ -178,12 +178,18 @@ def trained_small(digits):
     return model
 
 
+#: The fixing rule of the schedule runs below (the default before "gentle" on depthwise networks).
+PINNED_RULE = "late_third"
+
+
 @pytest.fixture(scope="module")
 def exact_run(trained_small, digits):
     import keras_helpers
 
+    # The rule is pinned where the constraint has work to do: under "gentle", the default of
+    # this depthwise network, every channel came out exact without a snap.
     return keras_helpers.run_full_schedule(trained_small, digits, steps_per_stage=10,
-                                           int8_exact=True)
+                                           int8_exact=True, rule=PINNED_RULE)
 
 
 def _kernels(model):
@@ -217,7 +223,8 @@ def test_every_kernel_channel_is_exact_after_the_schedule(exact_run, trained_sma
     # Without the constraint the same run leaves some channels inexact (27 of 34).
     import keras_helpers
 
-    free = keras_helpers.run_full_schedule(trained_small, digits, steps_per_stage=10)
+    free = keras_helpers.run_full_schedule(trained_small, digits, steps_per_stage=10,
+                                           rule=PINNED_RULE)
     assert not all(fit_power_of_two(row).exact for _, rows in _kernels(free.model) for row in rows)
     assert all(s.int8_snapped == 0 for s in free.callback.history)
     report = tfmot_wfn.report(exact_run.model)

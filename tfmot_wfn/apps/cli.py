@@ -192,7 +192,7 @@ def _add_fix_parser(sub) -> None:
                           "(tfmot_wfn.search_distance; at most 3x the time of one run)")
     fix.add_argument("--rule", choices=sorted(RULES) + [AUTO_RULE], default=None,
                      help="the fixing rule: which weights a greedy step may fix to its centre "
-                          "(default: auto, late_third for a network with depthwise "
+                          "(default: auto, gentle for a network with depthwise "
                           "convolutions, else bounded_third; 'paper' is the paper's text)")
     fix.add_argument("--int8-exact", action="store_true", default=None,
                      help="constrain every kernel channel to exact int8 codes times one power of "

@@ -24,8 +24,8 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
 * ``"late_third"``: ``"nearest_capped"`` while the schedule fixes the first ``LATE_AFTER``
   (90%) of the weights, ``"third"`` in the stages after it: the bulk lands on its nearest
   candidate, and the last, scattered weights join centres in use instead of growing the
-  palette. `DEPTHWISE_RULE` (chosen on MobileNetV2 rows that a rerun on other float models
-  did not confirm: benchmarks/FRONTIER.md).
+  palette. The depthwise default before ``"gentle"``: its MobileNetV2 rows were within run-to-run
+  noise of ``"bounded_third"``'s (benchmarks/FRONTIER.md).
 * ``"bounded_third"``: ``"bounded"`` for the first ``LATE_AFTER`` of the weights, then as
   ``"third"``. Early stages, whose allowed distance is large, may put weights on a popular
   centre that is not their nearest (as the paper's rule does, within ``max(a, min(3a, 1/3))``),
@@ -36,13 +36,14 @@ The rules differ in who may join that prefix (see `tfmot_wfn.core.fixing_stage`)
   first two stages fix 30% and then 60% of the weights with mean moves of up to 10 and 9
   times ``distance`` (15% and 13.5% at 0.015), which is where a MobileNetV2 can lose accuracy
   that its fine-tuning does not win back; here the same shares are fixed with smaller moves,
-  at the price of finer centres (more values, higher entropy). An option; frontier.py's
-  MobileNetV2 rows measure it.
+  at the price of finer centres (more values, higher entropy). `DEPTHWISE_RULE`: at the
+  default distance it is the one rule that keeps a MobileNetV2 trained on digits within half a
+  point of its float model (benchmarks/FRONTIER.md).
 
 ``"auto"`` (the default, `AUTO_RULE`) is not a rule of its own: `fix_weights` replaces it by
-`DEPTHWISE_RULE` when the network has depthwise or separable convolutions (MobileNet-style
-networks, where keeping the bulk of the weights on its nearest candidate was meant to hold
-their accuracy) and by
+`DEPTHWISE_RULE` (``"gentle"``) when the network has depthwise or separable convolutions
+(MobileNet-style networks, whose accuracy the large early moves of the other rules can cost)
+and by
 `PLAIN_RULE` otherwise (`choose_rule`); the wrappers, the report and a saved model hold the
 rule it chose.
 
@@ -53,7 +54,7 @@ fixing_rules.stage_options("paper")
 fixing_rules.stage_options("late_third", fraction=0.95)   # a stage past 90%: as "third"
 # {'nearest_only': False, 'distance_cap': None, 'max_move': 0.333...}
 fixing_rules.choose_rule("auto", depthwise=True)
-# 'late_third'
+# 'gentle'
 fixing_rules.get_rule("gentle").stage_distance(0.015, 10.0)   # a first stage: 4 x 0.015
 # 0.06
 ```
@@ -126,7 +127,7 @@ RULES["gentle"] = dataclasses.replace(
     summary=f"late_third, no stage's distance above {REACH:g} x delta")
 #: ``rule="auto"``: `choose_rule` picks `DEPTHWISE_RULE` for a network with depthwise or
 #: separable convolutions, `PLAIN_RULE` for any other.
-AUTO_RULE, PLAIN_RULE, DEPTHWISE_RULE = "auto", "bounded_third", "late_third"
+AUTO_RULE, PLAIN_RULE, DEPTHWISE_RULE = "auto", "bounded_third", "gentle"
 DEFAULT_RULE = AUTO_RULE
 #: The rule of wrapper configs saved before ``rule`` was written into every config.
 LEGACY_DEFAULT_RULE = "nearest_capped"

@@ -194,7 +194,7 @@ def fix_weights(
         fractions apply to the remaining weights (a stage at fraction f fixes
         ``s + (1 - s) * f`` of all weights, s the share of zeros). Needs built layers.
       rule: which free weights a greedy step may fix to the centre it chose
-        (`tfmot_wfn.core.fixing_rules`). ``"auto"`` (default): ``"late_third"`` if the
+        (`tfmot_wfn.core.fixing_rules`). ``"auto"`` (default): ``"gentle"`` if the
         network has depthwise or separable convolutions, else ``"bounded_third"``; the
         wrappers hold the rule chosen. ``"bounded_third"``: any free weight within
         ``max(a, min(3a, 1/3))`` of it (a the stage's distance) until the schedule has
@@ -203,7 +203,8 @@ def fix_weights(
         voters (``"nearest_capped"``) until 90%, then ``"third"``: the bulk stays on its
         nearest candidate. ``"gentle"``: ``"late_third"``, and no stage allows more
         than 4x ``distance`` (the schedule's first stages allow up to 10x): fewer large
-        moves at once, at the price of more values and entropy (finer early centres).
+        moves at once, which a MobileNet's accuracy needs, at the price of more values and
+        entropy (finer early centres).
         ``"third"`` (any free weight within ``max(a, 1/3)``: no weight moves more than
         rounding it to a power of two could), ``"nearest_capped"``
         (only weights whose nearest candidate is that centre, none farther than 3a: the
