@@ -607,7 +607,7 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
         f"delta {AUTO_DEFAULT_DELTA:g}",
         f"chose {chosen} over {len(seeds)} seeds; drop {auto['drop']:+.2f} ± {auto['se']:.2f} "
         f"[{auto['min']:+.2f}, {auto['max']:+.2f}] on the {half} test images it did not see{own}; "
-        f"{default_values:.1f} / {auto_values:.1f} = {values:.2f}x",
+        f"{default_values:.1f} / {auto_values:.1f} = {values:.2f}x; {_validation_needed(seeds, default, n)}",
         lossless and values >= AUTO_VALUES_TARGET)]
     tfmot = [r["tfmot-16"] for r in seeds if "tfmot-16" in r]
     if len(tfmot) == len(seeds):
@@ -629,6 +629,20 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
         "own estimate of one run alone; RESULTS.md times it against a run in the same process)",
         f"{np.mean(times):.2f}x [{min(times):.2f}, {max(times):.2f}]", max(times) <= AUTO_TIME_TARGET))
     return lines
+
+
+def _validation_needed(seeds: List[Dict], default: str, n: int) -> str:
+    """How many validation examples the search would need for one paired standard error of a
+    drop to be at most the tolerance, at the default delta: a share f of the examples changes
+    answer between the float and the fixed model (mean over the seeds, all test images), the
+    drop's paired SE on m examples is about sqrt(f / m), so m >= f / tolerance^2. The search's
+    margin of one SE can pass a run that changes answers only with more examples than that."""
+    flips = float(np.mean([np.mean(unpack(r["float"]["correct"], n) != unpack(r[default]["correct"], n))
+                           for r in seeds]))
+    had = seeds[0][AUTO_LABEL].get("wfn", {}).get("validation_images", n - n // 2)
+    return (f"at delta {AUTO_DEFAULT_DELTA:g} {100 * flips:.1f}% of the test images change answer, so one "
+            f"paired SE within the tolerance needs about {flips / run.AUTO_TOLERANCE ** 2:,.0f} "
+            f"validation images (the search had {had})")
 
 
 def plot(results: Dict, path: str) -> Optional[str]:

@@ -347,6 +347,28 @@ def test_auto_rows_of_another_rule_than_todays_default_are_reported_and_redone()
     assert frontier.AUTO_LABEL not in seeds[0] and seeds[1][frontier.AUTO_LABEL] is unrecorded
 
 
+def test_the_auto_target_says_how_many_validation_images_one_se_within_tolerance_needs():
+    # At the default delta 2 of 200 test images change answer on one seed, 4 on the other (one
+    # gained, three lost): 1.5% flip, so m >= 0.015 / 0.005^2 = 600 validation images.
+    default = frontier.models.default_rule("resnet20")
+    right = np.ones(200, bool)
+    two, four = right.copy(), right.copy()
+    two[:2] = False
+    four[:3] = False
+    float_four = right.copy()
+    float_four[199] = False  # the float model's error that the fixed one gets right
+    runs = [(0.04, "proxy", 0.9), (0.0075, "full", 0.9)]
+    seeds = [{"float": _row(f, 1000, 9.0), f"WFN {default} delta=0.015": _row(w, 60, 3.5, default, 0.015, (66, 3.5)),
+              frontier.AUTO_LABEL: _auto_row(runs, frontier.AUTO_SEARCH_VERSION)}
+             for f, w in ((right, two), (float_four, four))]
+    values = [line for line in _targets(seeds) if "distance=auto" in line][0]
+    assert ("at delta 0.015 1.5% of the test images change answer, so one paired SE within the "
+            "tolerance needs about 600 validation images (the search had 100)") in values
+    # Paired SE of a drop with f = 1.5% flips on 600 examples: about the tolerance.
+    diff = np.r_[np.ones(9), np.zeros(591)]  # 9 of 600 change answer (all lost: the worst case)
+    assert diff.std() / np.sqrt(600) <= frontier.run.AUTO_TOLERANCE
+
+
 def _stub_measuring(monkeypatch, floats):
     """measure_model without training: seed s's float model is ``floats[s]`` (its row's
     ``correct``), and every missing row is 'measured' as ``{"base": the model used}``. Returns
