@@ -177,7 +177,7 @@ def _auto_row(name: str, base, data, eps: int, seed: int, float_row: Dict, own_f
     row.update(accuracy=float(correct[measure].mean()), measured=pack(measure),
                delta=info["distance"], wfn=info, search_seconds=seconds,
                float_correct=float_row["correct"], own_float=bool(own_float),
-               search_version=AUTO_SEARCH_VERSION, rule=models.default_rule(name))
+               search_version=AUTO_SEARCH_VERSION, search_rule=models.default_rule(name))
     return row
 
 
@@ -221,10 +221,11 @@ def auto_search_version(row: Dict) -> int:
 
 
 def auto_rule(name: str, row: Dict) -> str:
-    """The fixing rule an auto row of model `name` ran under. Rows written before the record
-    ran under the defaults of then: `late_third` for the depthwise models, `bounded_third`."""
+    """The fixing rule an auto row of model `name` ran under (``search_rule``: not ``rule``,
+    which marks the rows of one rule at one delta). Rows written before the record ran under the
+    defaults of then: `late_third` for the depthwise models, `bounded_third`."""
     depthwise = models.MODELS[name].get("depthwise", False)
-    return row.get("rule", "late_third" if depthwise else "bounded_third")
+    return row.get("search_rule", "late_third" if depthwise else "bounded_third")
 
 
 def stale_auto_row(row: Dict, name: str) -> bool:

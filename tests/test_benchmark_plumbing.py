@@ -325,7 +325,7 @@ def test_auto_rows_of_another_rule_than_todays_default_are_reported_and_redone()
     runs = [(0.04, "proxy", 0.9), (0.0075, "full", 0.9)]
     current = frontier.AUTO_SEARCH_VERSION
     unrecorded, gentle = _auto_row(runs, current), _auto_row(runs, current)
-    gentle["rule"] = "gentle"
+    gentle["search_rule"] = "gentle"
     assert frontier.auto_rule("mobilenetv2", unrecorded) == "late_third"
     assert frontier.auto_rule("resnet20", unrecorded) == "bounded_third"
     assert frontier.models.default_rule("mobilenetv2") == "gentle"
@@ -342,6 +342,10 @@ def test_auto_rows_of_another_rule_than_todays_default_are_reported_and_redone()
     values = [line for line in _targets(seeds) if "distance=auto" in line][0]
     assert "1 of 2 ran under the rule gentle, not today's default bounded_third" in values
     assert "older search" not in values
+    # The record is not ``rule``, which would make the auto row one of the rule's rows at the
+    # delta it chose (the headline and collapse targets would judge the search's row).
+    summary = frontier.summarise({"test_images": 200, "seeds": {str(i): s for i, s in enumerate(seeds)}})
+    assert [r["rule"] for r in summary if r["label"] == frontier.AUTO_LABEL] == [None]
     per_model = {"seeds": {str(i): rows for i, rows in enumerate(seeds)}}
     assert frontier.drop_stale_auto_rows("resnet20", per_model) == 1
     assert frontier.AUTO_LABEL not in seeds[0] and seeds[1][frontier.AUTO_LABEL] is unrecorded
