@@ -223,7 +223,7 @@ def auto_search_version(row: Dict) -> int:
 def auto_rule(name: str, row: Dict) -> str:
     """The fixing rule an auto row of model `name` ran under (``search_rule``: not ``rule``,
     which marks the rows of one rule at one delta). Rows written before the record ran under the
-    defaults of then: `late_third` for the depthwise models, `bounded_third`."""
+    defaults of then: `late_third` for the depthwise models, `bounded_third` for the others."""
     depthwise = models.MODELS[name].get("depthwise", False)
     return row.get("search_rule", "late_third" if depthwise else "bounded_third")
 
@@ -637,10 +637,13 @@ def _validation_needed(seeds: List[Dict], default: str, n: int) -> str:
     drop to be at most the tolerance, at the default delta: a share f of the examples changes
     answer between the float and the fixed model (mean over the seeds, all test images), the
     drop's paired SE on m examples is about sqrt(f / m), so m >= f / tolerance^2. The search's
-    margin of one SE can pass a run that changes answers only with more examples than that."""
+    margin of one SE can pass a run that changes answers and loses nothing only with more
+    examples than that (one that gains can pass with fewer); f is that of the default delta,
+    larger deltas change more answers. Rows without ``validation_images`` validated on n // 2
+    test images (`auto_split`)."""
     flips = float(np.mean([np.mean(unpack(r["float"]["correct"], n) != unpack(r[default]["correct"], n))
                            for r in seeds]))
-    had = seeds[0][AUTO_LABEL].get("wfn", {}).get("validation_images", n - n // 2)
+    had = seeds[0][AUTO_LABEL].get("wfn", {}).get("validation_images", n // 2)
     return (f"at delta {AUTO_DEFAULT_DELTA:g} {100 * flips:.1f}% of the test images change answer, so one "
             f"paired SE within the tolerance needs about {flips / run.AUTO_TOLERANCE ** 2:,.0f} "
             f"validation images (the search had {had})")

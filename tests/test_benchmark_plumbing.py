@@ -368,9 +368,29 @@ def test_the_auto_target_says_how_many_validation_images_one_se_within_tolerance
     values = [line for line in _targets(seeds) if "distance=auto" in line][0]
     assert ("at delta 0.015 1.5% of the test images change answer, so one paired SE within the "
             "tolerance needs about 600 validation images (the search had 100)") in values
-    # Paired SE of a drop with f = 1.5% flips on 600 examples: about the tolerance.
-    diff = np.r_[np.ones(9), np.zeros(591)]  # 9 of 600 change answer (all lost: the worst case)
-    assert diff.std() / np.sqrt(600) <= frontier.run.AUTO_TOLERANCE
+    # A row that records its validation set says so; one that does not validated on n // 2
+    # test images (`auto_split`: 100 of 201, scored on the other 101).
+    odd = [dict(s, float=_row(np.r_[right, True], 1000, 9.0),
+                **{f"WFN {default} delta=0.015": _row(np.r_[right, False], 60, 3.5, default, 0.015, (66, 3.5))})
+           for s in seeds]
+    assert frontier.auto_split(201, seed=0)[0].sum() == 100
+    assert "(the search had 100)" in frontier._validation_needed(odd, f"WFN {default} delta=0.015", 201)
+    odd[0][frontier.AUTO_LABEL] = dict(odd[0][frontier.AUTO_LABEL], wfn={"validation_images": 180})
+    assert "(the search had 180)" in frontier._validation_needed(odd, f"WFN {default} delta=0.015", 201)
+
+
+def test_an_auto_row_records_the_rule_of_its_search_apart_from_the_rule_rows(monkeypatch):
+    # `_auto_row` itself (the search and the scoring stubbed): the rule ``rule="auto"`` picks for
+    # the model goes to ``search_rule``, so the row is current and not one of gentle's rows.
+    right = np.ones(200, bool)
+    data = (np.zeros((4, 2)), np.zeros((200, 2)), np.zeros(4), np.zeros(200))
+    monkeypatch.setattr(frontier.run, "auto_distance",
+                        lambda *args: ("final", 30.0, {"distance": 0.015, "full_run_seconds": 12.0}))
+    monkeypatch.setattr(frontier.run, "scored_row", lambda model, data: _row(right, 60, 3.5))
+    row = frontier._auto_row("mobilenetv2", "base", data, 1, 0, _row(right, 1000, 9.0), False)
+    assert row["search_rule"] == frontier.models.default_rule("mobilenetv2") == "gentle"
+    assert "rule" not in row and row["delta"] == 0.015
+    assert not frontier.stale_auto_row(row, "mobilenetv2")
 
 
 def _stub_measuring(monkeypatch, floats):

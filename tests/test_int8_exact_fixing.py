@@ -232,6 +232,18 @@ def test_every_kernel_channel_is_exact_after_the_schedule(exact_run, trained_sma
     assert exact_run.accuracy > 0.8
 
 
+def test_every_kernel_channel_is_exact_under_the_depthwise_default(trained_small, digits):
+    # The same run under rule="auto", which picks "gentle" for this depthwise network.
+    import keras_helpers
+    import tfmot_wfn
+
+    run = keras_helpers.run_full_schedule(trained_small, digits, steps_per_stage=10, int8_exact=True)
+    assert tfmot_wfn.report(run.model).rule == "gentle"
+    channels = [fit_power_of_two(row).exact for _, rows in _kernels(run.model) for row in rows]
+    assert len(channels) == 8 + 16 + 10 and all(channels)
+    assert run.accuracy > 0.8
+
+
 def test_fixed_weights_never_move_between_stages(exact_run):
     snapshots = exact_run.snapshots
     assert len(snapshots) == 10
