@@ -592,17 +592,17 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
     own = sum(bool(r[AUTO_LABEL].get("own_float")) for r in seeds)
     own = (f" ({own} of them against a retrained float model: retraining did not reproduce the "
            "saved one)") if own else ""
-    old = [auto_search_version(r[AUTO_LABEL]) for r in seeds
-           if auto_search_version(r[AUTO_LABEL]) < AUTO_SEARCH_VERSION]
+    versions = [auto_search_version(r[AUTO_LABEL]) for r in seeds]
+    old = [v for v in versions if v < AUTO_SEARCH_VERSION]
     if old:
         own += (f"; {len(old)} of {len(seeds)} measured by an older search (version "
                 f"{', '.join(str(v) for v in sorted(set(old)))}) that version {AUTO_SEARCH_VERSION} "
                 "could choose differently: a rerun redoes them")
-    other = sorted({auto_rule(name, r[AUTO_LABEL]) for r in seeds} - {models.default_rule(name)})
+    rule = models.default_rule(name)
+    other = [r for r in (auto_rule(name, s[AUTO_LABEL]) for s in seeds) if r != rule]
     if other:
-        n_other = sum(auto_rule(name, r[AUTO_LABEL]) != models.default_rule(name) for r in seeds)
-        own += (f"; {n_other} of {len(seeds)} ran under the rule {', '.join(other)}, not today's "
-                f"default {models.default_rule(name)}: a rerun redoes them")
+        own += (f"; {len(other)} of {len(seeds)} ran under the rule {', '.join(sorted(set(other)))}, "
+                f"not today's default {rule}: a rerun redoes them")
     lines = [_ratio_line(
         name, f"distance=auto lossless with >= {AUTO_VALUES_TARGET:g}x fewer fixed unique values than "
         f"delta {AUTO_DEFAULT_DELTA:g}",
