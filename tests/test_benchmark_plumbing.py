@@ -97,6 +97,29 @@ def test_the_targets_judge_the_default_rule_on_every_seed_against_tfmot_and_the_
     assert headline.endswith("| **no** |")
 
 
+def test_the_hindsight_table_asks_whether_any_lossless_row_meets_both_auto_targets():
+    default = frontier.models.default_rule("resnet20")
+    right = np.ones(200, bool)
+    two_wrong = right.copy()
+    two_wrong[:2] = False  # 1 point: not lossless
+    seed = {"float": _row(right, 1000, 9.0), "tfmot-16": _row(right, 350, 7.5),  # 7.6 bits stored
+            f"WFN {default} delta=0.015": _row(right, 60, 3.5, default, 0.015, (66, 3.5)),
+            f"WFN {default} delta=0.03": _row(right, 40, 4.4, default, 0.03, (40, 4.4)),
+            f"WFN {default} delta=0.05": _row(two_wrong, 10, 1.0, default, 0.05, (11, 1.0)),
+            "WFN paper delta=0.03": _row(right, 30, 3.9, "paper", 0.03, (30, 3.9))}
+    per_model = {"title": "t", "test_images": 200, "train_images": 10, "seeds": {"0": seed, "1": seed}}
+    line = [x for x in frontier.hindsight_table({"resnet20": per_model}) if x.startswith("| resnet20")]
+    cells = [c.strip() for c in line[0].split("|")[1:-1]]
+    assert cells[1] == "0.015, 0.03 (swept 0.015, 0.03, 0.05)"  # 0.05 loses a point
+    # Neither lossless default row meets both: 0.03 has 66 / 40 = 1.65x values, 7.6 / 4.5 = 1.69x.
+    assert cells[2] == f"`{default}` 0.03: +0.00, 1.65x / 1.69x" and cells[3] == "**no**"
+    assert cells[4] == "`paper` 0.03: +0.00, 2.20x / 1.90x (both)"  # 66 / 30, 7.6 / 4.0
+    # Without tfmot on every seed there is nothing to compare the entropy with: no line.
+    del seed["tfmot-16"]
+    per_model["seeds"]["1"] = dict(seed)
+    assert not [x for x in frontier.hindsight_table({"resnet20": per_model}) if x.startswith("| resnet20")]
+
+
 def test_every_seed_runs_each_models_default_rule_and_the_paper_rule_where_it_is_judged():
     # The targets count only rows measured on every seed (the test above).
     for name, (deltas, every_seed, first_only, _) in frontier.PLAN.items():
