@@ -49,7 +49,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -632,13 +632,25 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
     return lines
 
 
+def _hindsight_cell(row: Optional[Dict], base: Dict, tfmot: Dict) -> Tuple[float, str]:
+    """A lossless row against the automatic-distance targets: (score, table cell). Its ratios
+    are ``base``'s fixed unique values over its own and ``tfmot``'s entropy (all stored
+    parameters) over its own; the score is the smaller of the two as a share of its target,
+    so a row meets both targets exactly when its score is at least 1."""
+    if row is None:
+        return -1.0, "-"
+    values = base["fixed_unique"] / row["fixed_unique"]
+    entropy = tfmot["entropy"] / row["entropy"]
+    score = min(values / AUTO_VALUES_TARGET, entropy / AUTO_ENTROPY_TARGET)
+    return score, f"`{row['rule']}` {row['delta']:g}: {row['drop']:+.2f}, {values:.2f}x / {entropy:.2f}x"
+
+
 def hindsight_table(results: Dict) -> List[str]:
     """What any swept delta could give the automatic-distance targets, in hindsight: per model,
-    the lossless rows (mean drop over every seed) of the default rule and of any rule, with
-    their fixed unique values against the default rule at `AUTO_DEFAULT_DELTA` and their
-    entropy (all stored parameters) against tfmot 16/layer, each model's best row (one that
-    meets both targets, else the one whose larger shortfall is the smallest). A search that can
-    only choose among these deltas meets both auto targets only where one row does."""
+    the lossless rows (mean drop over every seed) of the default rule and of any rule, and each
+    one's best row (`_hindsight_cell`: one that meets both targets, else the one whose larger
+    shortfall is the smallest). A search that can only choose among these deltas meets both
+    auto targets only where one row does."""
     lines = ["### What any swept delta could give (hindsight)", "",
              f"The lossless rows on every seed (mean drop at most {LOSSLESS_POINTS} points on all the "
              "test images, chosen with hindsight: no search is this lucky) against the automatic-distance "
@@ -659,34 +671,17 @@ def hindsight_table(results: Dict) -> List[str]:
         tfmot = next((r for r in rows if r["label"] == "tfmot-16" and r["seeds"] == every), None)
         if base is None or tfmot is None:
             continue
-
-        def ratios(r):
-            return base["fixed_unique"] / r["fixed_unique"], tfmot["entropy"] / r["entropy"]
-
-        def meets(r):
-            values, entropy = ratios(r)
-            return values >= AUTO_VALUES_TARGET and entropy >= AUTO_ENTROPY_TARGET
-
-        def describe(r):
-            values, entropy = ratios(r)
-            return (f"`{r['rule']}` {r['delta']:g}: {r['drop']:+.2f}, {values:.2f}x / {entropy:.2f}x")
-
         lossless = [r for r in full if r["drop"] <= LOSSLESS_POINTS]
         mine = sorted((r for r in lossless if r["rule"] == default), key=lambda r: r["delta"])
         swept = sorted({r["delta"] for r in full if r["rule"] == default})
-        # The best row: one that meets both if any, else the one nearest to it (the larger
-        # of the two shortfalls, each as a share of its target, is the smallest).
-        def key(r):
-            values, entropy = ratios(r)
-            return meets(r), min(values / AUTO_VALUES_TARGET, entropy / AUTO_ENTROPY_TARGET)
-
-        best_mine = max(mine, key=key) if mine else None
-        best_any = max(lossless, key=key) if lossless else None
+        # The first of equal scores: the rules in table order, `rule="auto"`'s first.
+        best = [max((_hindsight_cell(r, base, tfmot) for r in group), key=lambda cell: cell[0],
+                    default=_hindsight_cell(None, base, tfmot)) for group in (mine, lossless)]
         lines.append(
             f"| {name} | {', '.join(format(r['delta'], 'g') for r in mine) or 'none'} (swept "
-            f"{', '.join(f'{d:g}' for d in swept)}) | {describe(best_mine) if best_mine else '-'} | "
-            f"{'yes' if best_mine and meets(best_mine) else '**no**'} | "
-            f"{(describe(best_any) + (' (both)' if meets(best_any) else '')) if best_any else '-'} |")
+            f"{', '.join(format(d, 'g') for d in swept)}) | {best[0][1]} | "
+            f"{'yes' if best[0][0] >= 1.0 else '**no**'} | "
+            f"{best[1][1]}{' (both)' if best[1][0] >= 1.0 else ''} |")
     return lines + [""]
 
 
