@@ -38,7 +38,10 @@ not reproduce the saved one. The fine-tuning lr (`run.FINE_TUNE_LR`) is recorded
 rerun at another lr redoes every row that fine-tunes.
 
 Results are saved after every row (the ``.json`` beside ``--output``), so an interrupted run keeps
-what it measured and a rerun skips the rows already there (same model, seed and row).
+what it measured and a rerun skips the rows already there (same model, seed and row). Each model,
+seed and pass runs in a process of its own (`measure_in_processes`; ``--in-process``: all in
+this one), because TensorFlow keeps every traced graph alive in a process: one process running
+every row of the digit MobileNetV2's five seeds grew to 17.8 GB.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -259,12 +263,11 @@ def record_fine_tuning(per_model: Dict, tuning: Dict) -> bool:
     return changed
 
 
-def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
-                  float_cache: Optional[str] = None, optimizer: str = "fresh") -> None:
-    data = models.dataset(name, 0)
+def refresh_model(name: str, per_model: Dict, quick: bool, seeds: List[int]) -> None:
+    """Clear model `name`'s rows that today's settings would measure differently: every seed
+    when its float training changed, every fine-tuned row when the fine-tuning lr changed, the
+    `stale_auto_row` auto rows of ``seeds``. Idempotent: a second call changes nothing."""
     spec = models.MODELS[name]
-    per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),
-                                          "train_images": int(len(data[0])), "seeds": {}})
     trained = {"epochs": 2 if quick else spec["float_epochs"], "lr": spec["float_lr"],
                "augment": bool(spec.get("augment", False))}
     if record_float_training(per_model, trained):
@@ -275,12 +278,44 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
     if drop_stale_auto_rows(name, per_model, seeds):
         run.say(f"[{name}] redoing the auto rows of an older distance search than version "
                 f"{AUTO_SEARCH_VERSION} or of another rule than {models.default_rule(name)}")
+
+
+#: The two passes over the seeds (`measure_model`): every seed's rows, then the first seed's
+#: first-seed-only ablation rules.
+PASSES = {"seeds": False, "ablation": True}
+
+
+def pending_seeds(name: str, per_model: Dict, seeds: List[int], quick: bool, ablation: bool) -> List[int]:
+    """The seeds whose rows of one pass (``ablation``: the whole plan, else every seed's rows)
+    are not all in ``per_model``."""
+    out = []
+    for index, seed in enumerate(seeds):
+        done = per_model["seeds"].get(str(seed), {})
+        planned = _planned_rows(name, index, quick, ablation=ablation)[0]
+        if not all(label in done for label, _, _ in planned):
+            out.append(seed)
+    return out
+
+
+def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
+                  float_cache: Optional[str] = None, optimizer: str = "fresh",
+                  only_seed: Optional[int] = None, passes=tuple(PASSES.values())) -> None:
+    """Measures model `name`'s missing rows on ``seeds`` (only ``only_seed`` of them when given;
+    its place in ``seeds`` still says whether it is the first seed), in the ``passes`` given
+    (`PASSES`' values), saving after every row."""
+    data = models.dataset(name, 0)
+    spec = models.MODELS[name]
+    per_model = results.setdefault(name, {"title": spec["title"], "test_images": int(len(data[1])),
+                                          "train_images": int(len(data[0])), "seeds": {}})
+    refresh_model(name, per_model, quick, seeds)
     # Two passes: every seed's rows first (the headline needs all seeds), then the first seed's
     # ablation rows, so that a run stopped part way has the multi-seed rows. The first seed's float
     # model is kept for the second pass: retraining it need not reproduce it.
     first_float = None  # the first seed's (base, float row, own_float), for the second pass
-    for ablation in (False, True):
+    for ablation in passes:
         for index, seed in enumerate(seeds):
+            if only_seed is not None and seed != only_seed:
+                continue
             done = per_model["seeds"].setdefault(str(seed), {})
             whole, eps = _planned_rows(name, index, quick)
             planned = whole if ablation else _planned_rows(name, index, quick, ablation=False)[0]
@@ -298,6 +333,50 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
             base, float_row, own_float = got
             _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_float,
                           optimizer, save)
+
+
+def _child_command(args, name: str, seed: int, pass_name: str, float_cache: str) -> List[str]:
+    """The command that measures one model, seed and pass in a process of its own."""
+    return [sys.executable, os.path.abspath(__file__), "--models", name, "--seeds", str(args.seeds),
+            "--only-seed", str(seed), "--only-pass", pass_name, "--output", args.output,
+            "--float-cache", float_cache, "--optimizer", args.optimizer] + (["--quick"] if args.quick else [])
+
+
+def save_results(results: Dict, json_path: str) -> None:
+    """Write ``results`` to ``json_path`` atomically (a crash leaves the previous file)."""
+    tmp = json_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f)
+    os.replace(tmp, json_path)
+
+
+def measure_in_processes(args, json_path: str, results: Dict) -> Dict:
+    """Every model, pass and seed with rows missing measured in a process of its own (TensorFlow
+    keeps every traced graph alive in a process, so one process for every row grows by tens to
+    hundreds of MB a row: benchmarks/README). The processes share the float models through
+    ``--float-cache`` (a temporary folder when none is given), so that the first seed's float
+    model is the same in both passes. ``results`` are saved first (the processes read them);
+    returns them as the processes left them."""
+    save_results(results, json_path)
+    seeds = list(range(args.seeds))
+    with tempfile.TemporaryDirectory(prefix="wfn_frontier_floats_") as scratch:
+        cache = args.float_cache or scratch
+        for name in args.models:
+            if name in results:  # the same checks as the processes, said once here
+                refresh_model(name, results[name], args.quick, seeds)
+                save_results(results, json_path)
+            for pass_name, ablation in PASSES.items():
+                todo = pending_seeds(name, results[name], seeds, args.quick, ablation) if name in results else seeds
+                for seed in todo:
+                    code = subprocess.call(_child_command(args, name, seed, pass_name, cache))
+                    if code != 0:
+                        raise SystemExit(f"[{name} seed {seed}] the {pass_name} pass failed (exit "
+                                         f"{code}); the rows measured so far are in {json_path}: "
+                                         "rerun the same command to go on")
+                    with open(json_path) as f:
+                        results = json.load(f)
+            write_report(results, args.output, None)
+    return results
 
 
 def _float_for_seed(name, data, spec, seed, done, planned, quick, float_cache):
@@ -810,6 +889,11 @@ def main(argv=None) -> int:
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="fresh",
                         help="a fresh optimizer at every stage (default, as UpdateFixingStep) or "
                              "the state carried over between stages")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure every model and seed in this process (default: a process "
+                             "for each model, seed and pass, whose memory goes back when it ends)")
+    parser.add_argument("--only-seed", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--only-pass", choices=sorted(PASSES), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     json_path = os.path.splitext(args.output)[0] + ".json"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -825,16 +909,22 @@ def main(argv=None) -> int:
     results["_optimizer"] = args.optimizer
 
     def save():
-        tmp = json_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f)
-        os.replace(tmp, json_path)
+        save_results(results, json_path)
 
     start = time.time()
-    for name in args.models:
-        measure_model(name, list(range(args.seeds)), results, save, args.quick, args.float_cache,
-                      args.optimizer)
-        write_report(results, args.output, None)
+    if args.only_seed is not None:  # one model, seed and pass, for `measure_in_processes`
+        passes = (PASSES[args.only_pass],) if args.only_pass else tuple(PASSES.values())
+        for name in args.models:
+            measure_model(name, list(range(args.seeds)), results, save, args.quick, args.float_cache,
+                          args.optimizer, only_seed=args.only_seed, passes=passes)
+        return 0
+    if not args.in_process:
+        results = measure_in_processes(args, json_path, results)
+    else:
+        for name in args.models:
+            measure_model(name, list(range(args.seeds)), results, save, args.quick, args.float_cache,
+                          args.optimizer)
+            write_report(results, args.output, None)
     print(write_report(results, args.output, time.time() - start))
     return 0
 

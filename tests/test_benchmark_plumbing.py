@@ -4,6 +4,7 @@ plans per seed and in what order it measures them, and how its reports judge the
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -578,3 +579,60 @@ def test_auto_margin_scores_the_chosen_row_on_the_unseen_half():
     seeds["0"][f"WFN {rule} delta=0.05"] = _row(right, 20, 2.5)
     got = auto_margin.evaluate({"test_images": 200, "seeds": seeds}, "resnet20", np.random.default_rng(0))
     assert got["margins"][1.0]["chosen"] == [0.0, 1.0] and got["margins"][1.0]["kernel_values"] == 20.0
+
+
+def _complete(name, seed_index, quick, ablation):
+    """Every planned row of one seed and pass, as empty rows (the auto row of today's search)."""
+    current = {"search_version": frontier.AUTO_SEARCH_VERSION, "search_rule": frontier.models.default_rule(name)}
+    return {label: dict(current) if label == frontier.AUTO_LABEL else {}
+            for label, _, _ in frontier._planned_rows(name, seed_index, quick, ablation=ablation)[0]}
+
+
+def test_pending_seeds_are_those_missing_a_row_of_the_pass():
+    seeds = [0, 1, 2]
+    per_model = {"seeds": {"0": _complete("cnn", 0, False, ablation=False),
+                           "1": _complete("cnn", 1, False, ablation=False)}}
+    assert frontier.pending_seeds("cnn", per_model, seeds, False, ablation=False) == [2]
+    # Seed 0 lacks its first-seed-only rules; seeds 1 and 2 have none to add in that pass, but
+    # seed 2 still lacks every row.
+    assert frontier.pending_seeds("cnn", per_model, seeds, False, ablation=True) == [0, 2]
+    per_model["seeds"]["0"] = _complete("cnn", 0, False, ablation=True)
+    assert frontier.pending_seeds("cnn", per_model, seeds, False, ablation=True) == [2]
+
+
+def test_each_seed_and_pass_runs_in_a_process_of_its_own_that_shares_the_float_models(tmp_path, monkeypatch):
+    json_path = str(tmp_path / "F.json")
+    args = frontier.argparse.Namespace(models=["cnn", "mlp"], seeds=2, quick=True, output=str(tmp_path / "F.md"),
+                                       float_cache=None, optimizer="fresh")
+    # The MLP is complete already (with today's settings, so the checks keep its rows); the CNN
+    # has seed 1's rows only.
+    results = {"_optimizer": "fresh",
+               "cnn": {"seeds": {"1": _complete("cnn", 1, True, ablation=True)}},
+               "mlp": {"seeds": {str(s): _complete("mlp", s, True, ablation=True) for s in (0, 1)}}}
+    calls = []
+
+    def fake_call(command):
+        """A child: measures (here: adds) every row of its seed and pass."""
+        flag = dict(zip(command[2::2], command[3::2]))
+        calls.append((flag["--models"], int(flag["--only-seed"]), flag["--only-pass"], flag["--float-cache"]))
+        with open(json_path) as f:
+            saved = json.load(f)
+        seed = int(flag["--only-seed"])
+        saved[flag["--models"]]["seeds"].setdefault(str(seed), {}).update(
+            _complete(flag["--models"], seed, True, ablation=flag["--only-pass"] == "ablation"))
+        frontier.save_results(saved, json_path)
+        return 0
+
+    monkeypatch.setattr(frontier.subprocess, "call", fake_call)
+    monkeypatch.setattr(frontier, "write_report", lambda *a, **k: "")
+    out = frontier.measure_in_processes(args, json_path, results)
+    # Seed 0 of the CNN in both passes, nothing for the complete MLP; one float cache for all.
+    assert [c[:3] for c in calls] == [("cnn", 0, "seeds"), ("cnn", 0, "ablation")]
+    assert len({c[3] for c in calls}) == 1
+    assert frontier.pending_seeds("cnn", out["cnn"], [0, 1], True, ablation=True) == []
+
+    # A process that fails stops the run with the command to go on.
+    del out["cnn"]["seeds"]["1"]
+    monkeypatch.setattr(frontier.subprocess, "call", lambda command: 3)
+    with pytest.raises(SystemExit, match=r"\[cnn seed 1\] the seeds pass failed \(exit 3\).*rerun"):
+        frontier.measure_in_processes(args, json_path, out)
