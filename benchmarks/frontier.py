@@ -285,16 +285,16 @@ def refresh_model(name: str, per_model: Dict, quick: bool, seeds: List[int]) -> 
 PASSES = {"seeds": False, "ablation": True}
 
 
+def _pass_done(name: str, index: int, done: Dict, quick: bool, ablation: bool) -> bool:
+    """Whether seed number ``index``'s rows of one pass (``ablation``: the whole plan, else every
+    seed's rows) are all in ``done``."""
+    return all(label in done for label, _, _ in _planned_rows(name, index, quick, ablation=ablation)[0])
+
+
 def pending_seeds(name: str, per_model: Dict, seeds: List[int], quick: bool, ablation: bool) -> List[int]:
-    """The seeds whose rows of one pass (``ablation``: the whole plan, else every seed's rows)
-    are not all in ``per_model``."""
-    out = []
-    for index, seed in enumerate(seeds):
-        done = per_model["seeds"].get(str(seed), {})
-        planned = _planned_rows(name, index, quick, ablation=ablation)[0]
-        if not all(label in done for label, _, _ in planned):
-            out.append(seed)
-    return out
+    """The seeds whose rows of one pass are not all in ``per_model`` (`_pass_done`)."""
+    return [seed for index, seed in enumerate(seeds)
+            if not _pass_done(name, index, per_model["seeds"].get(str(seed), {}), quick, ablation)]
 
 
 def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
@@ -317,10 +317,10 @@ def measure_model(name: str, seeds: List[int], results: Dict, save, quick: bool,
             if only_seed is not None and seed != only_seed:
                 continue
             done = per_model["seeds"].setdefault(str(seed), {})
+            if _pass_done(name, index, done, quick, ablation):
+                continue
             whole, eps = _planned_rows(name, index, quick)
             planned = whole if ablation else _planned_rows(name, index, quick, ablation=False)[0]
-            if all(label in done for label, _, _ in planned):
-                continue
             eps = 1 if quick else eps
             if index == 0 and first_float is not None:
                 got = first_float
