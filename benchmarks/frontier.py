@@ -252,8 +252,18 @@ def drop_stale_auto_rows(name: str, per_model: Dict, seeds: Optional[List[int]] 
     return len(stale)
 
 
+def fine_tuning(name: str) -> Dict:
+    """How model ``name``'s rows fine-tune today: ``lr`` (`run.FINE_TUNE_LR`) and, for models
+    whose spec says ``augment``, ``augment: True`` (`run.fine_tune_inputs`; the key is left out
+    otherwise, so that the records of the models that fine-tune on plain images still match)."""
+    tuning = {"lr": run.FINE_TUNE_LR[name]}
+    if models.MODELS[name].get("augment"):
+        tuning["augment"] = True
+    return tuning
+
+
 def record_fine_tuning(per_model: Dict, tuning: Dict) -> bool:
-    """Record how the model's rows fine-tune (``tuning``: the lr of `run.FINE_TUNE_LR`); when a
+    """Record how the model's rows fine-tune (``tuning``: `fine_tuning`); when a
     results file recorded other settings, drop every row that fine-tunes (WFN, tfmot, the
     control; the float and int8 rows stay) and return True. A file without the record: kept."""
     changed = per_model.setdefault("fine_tuning", tuning) != tuning
@@ -265,16 +275,16 @@ def record_fine_tuning(per_model: Dict, tuning: Dict) -> bool:
 
 def refresh_model(name: str, per_model: Dict, quick: bool, seeds: List[int]) -> None:
     """Clear model `name`'s rows that today's settings would measure differently: every seed
-    when its float training changed, every fine-tuned row when the fine-tuning lr changed, the
+    when its float training changed, every fine-tuned row when the fine-tuning changed, the
     `stale_auto_row` auto rows of ``seeds``. Idempotent: a second call changes nothing."""
     spec = models.MODELS[name]
     trained = {"epochs": 2 if quick else spec["float_epochs"], "lr": spec["float_lr"],
                "augment": bool(spec.get("augment", False))}
     if record_float_training(per_model, trained):
         run.say(f"[{name}] the float training changed to {trained}: redoing every seed")
-    if record_fine_tuning(per_model, {"lr": run.FINE_TUNE_LR[name]}):
-        run.say(f"[{name}] the fine-tuning lr changed to {run.FINE_TUNE_LR[name]:g}: redoing every "
-                "row that fine-tunes")
+    if record_fine_tuning(per_model, fine_tuning(name)):
+        run.say(f"[{name}] the fine-tuning changed to {fine_tuning(name)}: redoing every row "
+                "that fine-tunes")
     if drop_stale_auto_rows(name, per_model, seeds):
         run.say(f"[{name}] redoing the auto rows of an older distance search than version "
                 f"{AUTO_SEARCH_VERSION} or of another rule than {models.default_rule(name)}")
@@ -425,7 +435,8 @@ def _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_flo
                                   "data_in": data_in,
                                   "weights_out": out, "clusters": 16,
                                   "epochs": run.fine_tune_epochs(eps), "lr": run.FINE_TUNE_LR[name],
-                                  "clipnorm": run.CLIPNORM, "seed": seed})
+                                  "clipnorm": run.CLIPNORM, "seed": seed,
+                                  "augment": bool(models.MODELS[name].get("augment"))})
                 clustered = models.build(name, keras)
                 models.load_layer_weights(clustered, out)
                 row = run.scored_row(clustered, data)
@@ -503,8 +514,10 @@ def float_training_note(name: str, per_model: Dict) -> str:
     """`` Float models: ...`` from the model's recorded float training ("" when none)."""
     trained = per_model.get("float_training")
     tuning = per_model.get("fine_tuning")
-    tuned = (f" Fine-tuning (WFN, tfmot, `{CONTROL_LABEL}`): Adam({tuning['lr']:g}), "
-             "un-augmented images." if tuning else "")
+    images = ("augmented images (a new crop and flip of each image every epoch)"
+              if tuning and tuning.get("augment") else "un-augmented images")
+    tuned = (f" Fine-tuning (WFN, tfmot, `{CONTROL_LABEL}`): Adam({tuning['lr']:g}), {images}."
+             if tuning else "")
     if not trained:
         return tuned
     cosine = ", cosine decay" if run.uses_cosine(name) else ""

@@ -25,7 +25,8 @@ if ROOT not in sys.path:
 #: (digits are 8x8; the applications model gets them upscaled, 3 channels). ``depthwise``:
 #: the model has depthwise convolutions (``fix_weights(rule="auto")`` then picks
 #: `fixing_rules.DEPTHWISE_RULE`). ``augment``: the float model trains on augmented copies of
-#: the images (`run.augmented_epochs`; without it the photo ResNet-20 stopped at 55-57%).
+#: the images (`run.augmented_epochs`; without it the photo ResNet-20 stopped at 55-57%), and
+#: every fine-tuning (WFN, tfmot, the control, the distance search) on `augmented_dataset`.
 MODELS: Dict[str, Dict] = {
     "cnn": dict(
         title="demo CNN with BatchNorm (tfmot_wfn.apps.demo.build_cnn)",
@@ -102,6 +103,33 @@ def dataset(name: str, seed: int = 0):
     if spec.get("data") == "cifar10":
         return cifar10_photos(use_tfds=bool(os.environ.get("WFN_CIFAR10_TFDS")))
     return digits(spec["image"], spec["channels"], seed)
+
+
+def augmented_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, pad: int = 4):
+    """A batched ``tf.data.Dataset`` of augmented ``(x, y)`` for fine-tuning: every pass
+    reshuffles the images and draws a new augmentation of each, with the recipe of the float
+    training (`run.augmented_epochs`: reflect-pad by ``pad``, a random crop back to H x W, a
+    random horizontal flip), from seeds derived from ``seed`` (the same sequence of passes for
+    the same seed). One pass is ``ceil(len(x) / batch)`` batches, as ``fit(x, y, batch)``
+    takes, so step-based fixing schedules are unchanged. Usable by Keras 3 and tf_keras (both
+    take a dataset in ``fit``) and by `tfmot_wfn.search_distance`."""
+    import tensorflow as tf
+
+    n, h, w, c = x.shape
+    images = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
+        n, seed=int(seed), reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=int(seed) + 1, rerandomize_each_iteration=True).batch(2)
+
+    def crop_and_flip(pair, draw):
+        image, label = pair
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(draw, 2))
+        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        image = tf.image.stateless_random_crop(image, (h, w, c), seed=crop_seed)
+        return tf.image.stateless_random_flip_left_right(image, seed=flip_seed), label
+
+    return (tf.data.Dataset.zip((images, seeds))
+            .map(crop_and_flip, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch).prefetch(tf.data.AUTOTUNE))
 
 
 def resnet20(keras, classes: int = 10, blocks: int = 3):

@@ -84,8 +84,12 @@ def cluster(spec) -> dict:
     setup_seconds = time.perf_counter() - start
     _compile(clustered, spec["lr"], spec["clipnorm"])
     start = time.perf_counter()
-    clustered.fit(x_train, y_train, batch_size=m["batch"], epochs=spec["epochs"], verbose=0,
-                  shuffle=True)
+    if spec.get("augment"):  # as the Keras 3 process fine-tunes (`run.fine_tune_inputs`)
+        clustered.fit(models.augmented_dataset(x_train, y_train, m["batch"], spec["seed"]),
+                      epochs=spec["epochs"], verbose=0)
+    else:
+        clustered.fit(x_train, y_train, batch_size=m["batch"], epochs=spec["epochs"], verbose=0,
+                      shuffle=True)
     fit_seconds = time.perf_counter() - start
     final = tfmot.clustering.keras.strip_clustering(clustered)
     accuracy = _accuracy(final, x_test, y_test)

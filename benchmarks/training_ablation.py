@@ -102,7 +102,7 @@ def fix_row(name, base, data, delta, seed, variant):
         run.compile_model(fixed, run.FINE_TUNE_LR[name])
         update = tfmot_wfn.UpdateFixingStep(verbose=0, fresh_optimizer=fresh)
         start = time.perf_counter()
-        fixed.fit(x_train, y_train, batch_size=spec["batch"], epochs=epochs, verbose=0,
+        fixed.fit(**run.fine_tune_inputs(name, x_train, y_train, seed), epochs=epochs, verbose=0,
                   callbacks=[update])
         seconds = time.perf_counter() - start
     final = tfmot_wfn.strip_fixing(fixed)

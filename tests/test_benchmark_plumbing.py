@@ -248,6 +248,57 @@ def test_augmented_epochs_are_reflect_padded_crops_flipped_at_random_and_reprodu
     assert len(offsets) > 15 and 0.3 < np.mean(flips) < 0.7  # the draws cover the range
 
 
+def _passes(dataset):
+    """Two passes over a batched (x, y) dataset, each as (images, labels) arrays."""
+    out = []
+    for _ in range(2):
+        batches = [(np.asarray(x), np.asarray(y)) for x, y in dataset]
+        out.append((batches, np.concatenate([b[0] for b in batches]),
+                    np.concatenate([b[1] for b in batches])))
+    return out
+
+
+def test_augmented_fine_tuning_data_are_padded_crops_reshuffled_every_pass():
+    rng = np.random.default_rng(5)
+    x = rng.random((30, 8, 6, 3)).astype(np.float32)
+    y = np.arange(30)  # a label per image: which image each augmented copy came from
+    (batches, first, labels), (_, second, labels2) = _passes(
+        run.models.augmented_dataset(x, y, batch=8, seed=3, pad=2))
+    assert [len(b[1]) for b in batches] == [8, 8, 8, 6]  # fit(x, y, batch_size=8)'s batches
+    assert sorted(labels) == list(range(30)) and sorted(labels2) == list(range(30))
+    assert not np.array_equal(labels, labels2)  # each pass is a new order ...
+    offsets, flips = set(), []
+    for images, order in ((first, labels), (second, labels2)):
+        for crop, index in zip(images, order):
+            matches = [(t, left, f) for t in range(5) for left in range(5) for f in (False, True)
+                       if np.array_equal(crop, _augmented_reference(x[index], 2, t, left, f))]
+            assert matches, "a copy that is no crop of its reflect-padded image"
+            offsets.add(matches[0][:2])
+            flips.append(matches[0][2])
+    assert len(offsets) > 12 and 0.25 < np.mean(flips) < 0.75  # ... and new crops and flips
+    again = _passes(run.models.augmented_dataset(x, y, batch=8, seed=3, pad=2))
+    np.testing.assert_array_equal(again[0][1], first)  # a seed gives the same passes
+    np.testing.assert_array_equal(again[1][1], second)
+
+
+def test_only_the_models_trained_on_augmented_images_fine_tune_on_them():
+    x = np.zeros((10, 32, 32, 3), np.float32)
+    y = np.zeros(10, np.int64)
+    for name, spec in run.models.MODELS.items():
+        inputs = run.fine_tune_inputs(name, x, y, seed=0)
+        tuning = frontier.fine_tuning(name)
+        if spec.get("augment"):
+            assert set(inputs) == {"x", "shuffle"} and not inputs["shuffle"]
+            assert tuning == {"lr": run.FINE_TUNE_LR[name], "augment": True}
+        else:  # the records of the digit models match the files written before the key
+            assert inputs["x"] is x and inputs["y"] is y and inputs["batch_size"] == spec["batch"]
+            assert tuning == {"lr": run.FINE_TUNE_LR[name]}
+    per_model = {"seeds": {"0": {"float": {}, "tfmot-16": {}}}, "fine_tuning": {"lr": 3e-4}}
+    assert frontier.record_fine_tuning(per_model, frontier.fine_tuning("resnet20"))
+    assert per_model["seeds"]["0"] == {"float": {}}  # rows fine-tuned on plain photos go
+    assert "augmented images (a new crop" in frontier.float_training_note("resnet20", per_model)
+
+
 def test_the_quick_mode_plans_every_rule_at_the_first_delta_and_no_tfmot():
     for name, (deltas, every_seed, first_only, _) in frontier.PLAN.items():
         quick = frontier._planned_rows(name, 0, quick=True)[0]
