@@ -687,3 +687,68 @@ def test_each_seed_and_pass_runs_in_a_process_of_its_own_that_shares_the_float_m
     monkeypatch.setattr(frontier.subprocess, "call", lambda command: 3)
     with pytest.raises(SystemExit, match=r"\[cnn seed 1\] the seeds pass failed \(exit 3\).*rerun"):
         frontier.measure_in_processes(args, json_path, out)
+
+
+def _readme_results():
+    """Two seeds of the photo ResNet-20: lossless at 0.015, a point lost at 0.03 and by tfmot."""
+    default = frontier.models.default_rule("resnet20")
+    right = np.ones(200, bool)
+    two_wrong = right.copy()
+    two_wrong[:2] = False
+    seed = {"float": _row(right, 1000, 9.0), "tfmot-16": _row(two_wrong, 350, 7.5),
+            f"WFN {default} delta=0.015": _row(right, 50, 3.5, default, 0.015, (60, 3.6)),
+            f"WFN {default} delta=0.03": _row(two_wrong, 25, 3.0, default, 0.03, (30, 3.1)),
+            "WFN paper delta=0.015": _row(two_wrong, 40, 3.4, "paper", 0.015, (45, 3.45))}
+    auto = {**_row(right, 50, 3.5), "delta": 0.015,
+            "wfn": {"fixable_unique": 40, "fixable_entropy": 3.5}}
+    seeds = {"0": {**seed, frontier.AUTO_LABEL: auto}, "1": dict(seed)}
+    return {"resnet20": {"title": "t", "test_images": 200, "train_images": 10, "seeds": seeds}}
+
+
+def test_readme_tables_are_built_from_the_results():
+    import frontier_readme
+
+    over = frontier_readme.over_seeds_table(_readme_results())
+    assert len(over) == 3 and over[2].startswith("| ResNet-20, photos (2 seeds, float 100.0 ± 0.0%)")
+    cells = [c.strip() for c in over[2].split("|")[1:-1]]
+    assert cells[1] == "`bounded_third`: 0.015"  # 0.03 loses a point
+    assert cells[2] == "0.015: +0.00 ± 0.00; 350 / 50.0 = 7.0x, 7.50 / 3.50 = 2.14x"
+    assert cells[3] == "**+1.00 ± 0.50**"  # bold: more than half a point (paired SE of 2 of 200)
+    # The auto row ran on seed 0 only: 60 / 40 fixed values, 7.6 / 3.6 bits over all parameters.
+    assert cells[4] == "0.015: +0.00 (1 seed); 1.50x, 2.11x"
+    rules = frontier_readme.rule_table(_readme_results())
+    by_rule = {line.split("|")[1].strip(): line for line in rules[2:]}
+    assert "| 60 / 3.60, +0.00 ± 0.00 | not run |" in by_rule[frontier_readme.RULE_LABELS["bounded_third"]]
+    assert "| 45 / 3.45, **+1.00 ± 0.50** |" in by_rule["`paper`"]
+    assert by_rule["`third`"].count("not run") == len(frontier_readme.RULE_COLUMNS)
+
+
+def test_the_readme_tables_are_rewritten_between_their_markers_only(tmp_path):
+    import frontier_readme
+
+    path = tmp_path / "README.md"
+    text = ("intro\n<!-- frontier:over-seeds -->\n| old | table |\n<!-- /frontier:over-seeds -->\n"
+            "middle\n<!-- frontier:rules -->\n<!-- /frontier:rules -->\nend\n")
+    path.write_text(text)
+    assert frontier_readme.update_readme(str(path), _readme_results()) == ["over-seeds", "rules"]
+    new = path.read_text()
+    assert "| old | table |" not in new and new.startswith("intro\n") and new.endswith("end\n")
+    assert "\n".join(frontier_readme.over_seeds_table(_readme_results())) in new
+    assert "\n".join(frontier_readme.rule_table(_readme_results())) + "\n<!-- /frontier:rules -->" in new
+    frontier_readme.update_readme(str(path), _readme_results())
+    assert path.read_text() == new  # idempotent
+    bare = tmp_path / "OTHER.md"
+    bare.write_text("no markers\n")
+    assert frontier_readme.update_readme(str(bare), _readme_results()) == []
+    assert bare.read_text() == "no markers\n"
+
+
+def test_only_the_committed_report_rewrites_the_readme(tmp_path, monkeypatch):
+    import frontier_readme
+
+    called = []
+    monkeypatch.setattr(frontier_readme, "update_readme", lambda path, results: called.append(path) or [])
+    frontier.update_readme(str(tmp_path / "FRONTIER.md"), {})  # a scratch report (the CI's)
+    assert called == []
+    frontier.update_readme(frontier.DEFAULT_OUTPUT, {})
+    assert called == [frontier.README]
