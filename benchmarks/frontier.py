@@ -285,9 +285,9 @@ def refresh_model(name: str, per_model: Dict, quick: bool, seeds: List[int]) -> 
                "augment": bool(spec.get("augment", False))}
     if record_float_training(per_model, trained):
         run.say(f"[{name}] the float training changed to {trained}: redoing every seed")
-    if record_fine_tuning(per_model, fine_tuning(name)):
-        run.say(f"[{name}] the fine-tuning changed to {fine_tuning(name)}: redoing every row "
-                "that fine-tunes")
+    tuning = fine_tuning(name)
+    if record_fine_tuning(per_model, tuning):
+        run.say(f"[{name}] the fine-tuning changed to {tuning}: redoing every row that fine-tunes")
     if drop_stale_auto_rows(name, per_model, seeds):
         run.say(f"[{name}] redoing the auto rows of an older distance search than version "
                 f"{AUTO_SEARCH_VERSION} or of another rule than {models.default_rule(name)}")
@@ -438,8 +438,7 @@ def _measure_rows(name, base, data, planned, done, eps, seed, float_row, own_flo
                                   "data_in": data_in,
                                   "weights_out": out, "clusters": 16,
                                   "epochs": run.fine_tune_epochs(eps), "lr": run.FINE_TUNE_LR[name],
-                                  "clipnorm": run.CLIPNORM, "seed": seed,
-                                  "augment": bool(models.MODELS[name].get("augment"))})
+                                  "clipnorm": run.CLIPNORM, "seed": seed})
                 clustered = models.build(name, keras)
                 models.load_layer_weights(clustered, out)
                 row = run.scored_row(clustered, data)
@@ -669,18 +668,37 @@ def targets_table(results: Dict) -> List[str]:
     return lines + [""]
 
 
-def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
-    """The `AUTO_LABEL` row's targets on every seed that has it and the rows it is compared
-    with (the default rule at `AUTO_DEFAULT_DELTA`, tfmot 16/layer; the same seeds)."""
+def auto_compared(name: str, per_model: Dict) -> Optional[Dict]:
+    """The `AUTO_LABEL` row against what it is compared with, on every seed that has it and the
+    default rule's `AUTO_DEFAULT_DELTA` row: ``seeds`` (their rows), ``default`` (that row's
+    label), mean fixed values ``default_values`` / ``auto_values`` and, when every such seed has
+    tfmot-16, mean entropies ``h_tfmot`` / ``h_auto`` (all stored parameters) and ``k_tfmot`` /
+    ``k_auto`` (kernels); None without such a seed."""
     default = f"WFN {models.default_rule(name)} delta={AUTO_DEFAULT_DELTA:g}"
     seeds = [r for r in per_model["seeds"].values() if AUTO_LABEL in r and default in r and "float" in r]
     if not seeds:
+        return None
+    out = {"seeds": seeds, "default": default,
+           "default_values": float(np.mean([r[default]["wfn"]["fixable_unique"] for r in seeds])),
+           "auto_values": float(np.mean([r[AUTO_LABEL]["wfn"]["fixable_unique"] for r in seeds]))}
+    if all("tfmot-16" in r for r in seeds):
+        for key, field in (("h", "entropy_all"), ("k", "entropy_kernels")):
+            out[f"{key}_tfmot"] = float(np.mean([r["tfmot-16"][field] for r in seeds]))
+            out[f"{key}_auto"] = float(np.mean([r[AUTO_LABEL][field] for r in seeds]))
+    return out
+
+
+def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
+    """The `AUTO_LABEL` row's targets on the seeds of `auto_compared` (the default rule at
+    `AUTO_DEFAULT_DELTA`, tfmot 16/layer; the same seeds)."""
+    compared = auto_compared(name, per_model)
+    if compared is None:
         return []
+    seeds, default = compared["seeds"], compared["default"]
     n = per_model["test_images"]
     auto = next(r for r in rows if r["label"] == AUTO_LABEL)
     chosen = ", ".join(f"{r[AUTO_LABEL]['delta']:g}" for r in seeds)
-    default_values = float(np.mean([r[default]["wfn"]["fixable_unique"] for r in seeds]))
-    auto_values = float(np.mean([r[AUTO_LABEL]["wfn"]["fixable_unique"] for r in seeds]))
+    default_values, auto_values = compared["default_values"], compared["auto_values"]
     values = default_values / max(auto_values, 1e-9)
     lossless = auto["drop"] <= LOSSLESS_POINTS
     half = int(unpack(seeds[0][AUTO_LABEL]["measured"], n).sum())
@@ -705,12 +723,9 @@ def auto_targets(name: str, per_model: Dict, rows: List[Dict]) -> List[str]:
         f"[{auto['min']:+.2f}, {auto['max']:+.2f}] on the {half} test images it did not see{own}; "
         f"{default_values:.1f} / {auto_values:.1f} = {values:.2f}x; {_validation_needed(seeds, default, n)}",
         lossless and values >= AUTO_VALUES_TARGET)]
-    tfmot = [r["tfmot-16"] for r in seeds if "tfmot-16" in r]
-    if len(tfmot) == len(seeds):
-        h_tfmot = float(np.mean([r["entropy_all"] for r in tfmot]))
-        h_auto = float(np.mean([r[AUTO_LABEL]["entropy_all"] for r in seeds]))
-        k_tfmot = float(np.mean([r["entropy_kernels"] for r in tfmot]))
-        k_auto = float(np.mean([r[AUTO_LABEL]["entropy_kernels"] for r in seeds]))
+    if "h_tfmot" in compared:
+        h_tfmot, h_auto = compared["h_tfmot"], compared["h_auto"]
+        k_tfmot, k_auto = compared["k_tfmot"], compared["k_auto"]
         lines.append(_ratio_line(
             name, f"distance=auto >= {AUTO_ENTROPY_TARGET:g}x lower entropy than tfmot 16/layer "
             "(all stored parameters)",

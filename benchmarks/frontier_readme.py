@@ -16,8 +16,6 @@ import os
 import re
 from typing import Dict, List, Optional
 
-import numpy as np
-
 import frontier
 import models
 from paired_stats import LOSSLESS_POINTS
@@ -37,7 +35,6 @@ RULE_LABELS = {"bounded_third": '`bounded_third` (`"auto"` without depthwise)',
                "late_third": "`late_third` (the depthwise default before `gentle`)",
                "nearest_capped": "`nearest_capped` (0.1's default)",
                "third": "`third`", "capped": "`capped`", "paper": "`paper`"}
-BASE_DELTA = 0.015
 
 
 def _drop(row: Dict) -> str:
@@ -52,20 +49,16 @@ def _drop(row: Dict) -> str:
 
 
 def _auto_cell(name: str, per_model: Dict, auto: Optional[Dict]) -> str:
-    """The auto row: chosen deltas, drop, and its ratios on the seeds that have it."""
+    """The auto row: chosen deltas, drop, and its ratios (`frontier.auto_compared`)."""
     if auto is None:
         return "not run"
     seeds = [rows for rows in per_model["seeds"].values() if frontier.AUTO_LABEL in rows]
     chosen = ", ".join(f"{rows[frontier.AUTO_LABEL]['delta']:g}" for rows in seeds)
     text = f"{chosen}: {_drop(auto)}"
-    base = f"WFN {models.default_rule(name)} delta={BASE_DELTA}"
-    paired = [rows for rows in seeds if base in rows and "tfmot-16" in rows]
-    if paired:
-        values = (np.mean([rows[base]["wfn"]["fixable_unique"] for rows in paired])
-                  / np.mean([rows[frontier.AUTO_LABEL]["wfn"]["fixable_unique"] for rows in paired]))
-        bits = (np.mean([rows["tfmot-16"]["entropy_all"] for rows in paired])
-                / np.mean([rows[frontier.AUTO_LABEL]["entropy_all"] for rows in paired]))
-        text += f"; {values:.2f}x, {bits:.2f}x"
+    compared = frontier.auto_compared(name, per_model)
+    if compared is not None and "h_tfmot" in compared:
+        text += (f"; {compared['default_values'] / compared['auto_values']:.2f}x, "
+                 f"{compared['h_tfmot'] / compared['h_auto']:.2f}x")
     return text
 
 

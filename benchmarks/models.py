@@ -105,27 +105,27 @@ def dataset(name: str, seed: int = 0):
     return digits(spec["image"], spec["channels"], seed)
 
 
-def augmented_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, pad: int = 4):
+def augmented_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
     """A batched ``tf.data.Dataset`` of augmented ``(x, y)`` for fine-tuning: every pass
-    reshuffles the images and draws a new augmentation of each, with the recipe of the float
-    training (`run.augmented_epochs`: reflect-pad by ``pad``, a random crop back to H x W, a
-    random horizontal flip), from seeds derived from ``seed`` (the same sequence of passes for
-    the same seed). One pass is ``ceil(len(x) / batch)`` batches, as ``fit(x, y, batch)``
-    takes, so step-based fixing schedules are unchanged. Usable by Keras 3 and tf_keras (both
-    take a dataset in ``fit``) and by `tfmot_wfn.search_distance`."""
+    reshuffles the images and draws a new augmentation of each with
+    `tfmot_wfn.apps.data.random_crop_and_flip` (the CLI's training augmentation, and the recipe
+    of the float training's `run.augmented_epochs` at 32x32: reflect-pad by a eighth of the side,
+    a random crop back, a random horizontal flip), from seeds derived from ``seed`` (the same
+    sequence of passes for the same seed). One pass is ``ceil(len(x) / batch)`` batches, as
+    ``fit(x, y, batch)`` takes, so step-based fixing schedules are unchanged. Usable by Keras 3
+    and tf_keras (both take a dataset in ``fit``) and by `tfmot_wfn.search_distance`."""
     import tensorflow as tf
 
-    n, h, w, c = x.shape
+    from tfmot_wfn.apps.data import random_crop_and_flip
+
+    size = x.shape[1:3]
     images = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        n, seed=int(seed), reshuffle_each_iteration=True)
+        len(x), seed=int(seed), reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=int(seed) + 1, rerandomize_each_iteration=True).batch(2)
 
     def crop_and_flip(pair, draw):
         image, label = pair
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(draw, 2))
-        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-        image = tf.image.stateless_random_crop(image, (h, w, c), seed=crop_seed)
-        return tf.image.stateless_random_flip_left_right(image, seed=flip_seed), label
+        return random_crop_and_flip(image, size, draw), label
 
     return (tf.data.Dataset.zip((images, seeds))
             .map(crop_and_flip, num_parallel_calls=tf.data.AUTOTUNE)

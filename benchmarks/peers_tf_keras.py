@@ -84,7 +84,7 @@ def cluster(spec) -> dict:
     setup_seconds = time.perf_counter() - start
     _compile(clustered, spec["lr"], spec["clipnorm"])
     start = time.perf_counter()
-    if spec.get("augment"):  # as the Keras 3 process fine-tunes (`run.fine_tune_inputs`)
+    if m.get("augment"):  # as the Keras 3 process fine-tunes (`run.fine_tune_inputs`)
         clustered.fit(models.augmented_dataset(x_train, y_train, m["batch"], spec["seed"]),
                       epochs=spec["epochs"], verbose=0)
     else:

@@ -622,8 +622,7 @@ def compression_benchmark(name, cfg, seed, work) -> Dict:
         out_weights = os.path.join(folder, f"tfmot{k}.npz")
         res = run_tf_keras({"mode": "cluster", "model": name, "weights_in": weights,
                             "data_in": data_in, "weights_out": out_weights, "clusters": k, "epochs": ft_epochs, "lr": lr,
-                            "clipnorm": CLIPNORM, "seed": seed,
-                            "augment": bool(spec.get("augment"))})
+                            "clipnorm": CLIPNORM, "seed": seed})
         clustered = models.build(name, keras)
         models.load_layer_weights(clustered, out_weights)
         row = measure_keras_row(clustered, data, folder, f"tfmot{k}")

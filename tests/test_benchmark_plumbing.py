@@ -260,10 +260,10 @@ def _passes(dataset):
 
 def test_augmented_fine_tuning_data_are_padded_crops_reshuffled_every_pass():
     rng = np.random.default_rng(5)
-    x = rng.random((30, 8, 6, 3)).astype(np.float32)
+    x = rng.random((30, 16, 16, 3)).astype(np.float32)  # padded by 16 / 8 = 2
     y = np.arange(30)  # a label per image: which image each augmented copy came from
     (batches, first, labels), (_, second, labels2) = _passes(
-        run.models.augmented_dataset(x, y, batch=8, seed=3, pad=2))
+        run.models.augmented_dataset(x, y, batch=8, seed=3))
     assert [len(b[1]) for b in batches] == [8, 8, 8, 6]  # fit(x, y, batch_size=8)'s batches
     assert sorted(labels) == list(range(30)) and sorted(labels2) == list(range(30))
     assert not np.array_equal(labels, labels2)  # each pass is a new order ...
@@ -276,7 +276,7 @@ def test_augmented_fine_tuning_data_are_padded_crops_reshuffled_every_pass():
             offsets.add(matches[0][:2])
             flips.append(matches[0][2])
     assert len(offsets) > 12 and 0.25 < np.mean(flips) < 0.75  # ... and new crops and flips
-    again = _passes(run.models.augmented_dataset(x, y, batch=8, seed=3, pad=2))
+    again = _passes(run.models.augmented_dataset(x, y, batch=8, seed=3))
     np.testing.assert_array_equal(again[0][1], first)  # a seed gives the same passes
     np.testing.assert_array_equal(again[1][1], second)
 
