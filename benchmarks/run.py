@@ -973,7 +973,7 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           f"(1437 training, 360 test images: one test image = 0.28 points)"
           + (", and for " + ", ".join(photo_models) + " real CIFAR-10 photographs (4,000 training, "
              "1,085 held-out test images, `benchmarks/models.py` `cifar10_photos`: one test image = "
-             "0.09 points; one seed here: FRONTIER.md has three)" if photo_models else "") + ". "
+             "0.09 points; one seed here: FRONTIER.md has three to five)" if photo_models else "") + ". "
           f"Every model here trains on the first {1 - VALIDATION_SHARE:.0%} of its training images "
           f"({', '.join(f'{n:,}' for n in sorted({r['train_images'] for r in results}))}); the last "
           f"{VALIDATION_SHARE:.0%} validate `search_distance` only. "
