@@ -52,10 +52,12 @@ def _auto_cell(name: str, per_model: Dict, auto: Optional[Dict]) -> str:
     """The auto row: chosen deltas, drop, and its ratios (`frontier.auto_compared`)."""
     if auto is None:
         return "not run"
-    seeds = [rows for rows in per_model["seeds"].values() if frontier.AUTO_LABEL in rows]
+    compared = frontier.auto_compared(name, per_model)
+    # The chosen deltas of the seeds the ratios are over (those with the default rule's row too).
+    seeds = (compared["seeds"] if compared is not None else
+             [rows for rows in per_model["seeds"].values() if frontier.AUTO_LABEL in rows])
     chosen = ", ".join(f"{rows[frontier.AUTO_LABEL]['delta']:g}" for rows in seeds)
     text = f"{chosen}: {_drop(auto)}"
-    compared = frontier.auto_compared(name, per_model)
     if compared is not None and "h_tfmot" in compared:
         text += (f"; {compared['default_values'] / compared['auto_values']:.2f}x, "
                  f"{compared['h_tfmot'] / compared['h_auto']:.2f}x")
