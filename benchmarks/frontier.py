@@ -112,7 +112,7 @@ AUTO_VALUES_TARGET, AUTO_ENTROPY_TARGET, AUTO_TIME_TARGET = (
 #: model -> (deltas, rules on every seed, rules on the first seed only, epochs per stage)
 PLAN = {
     "resnet20": ((0.0075, 0.015, 0.03), ("bounded_third", "paper", "nearest_capped"), ("late_third", "third", "capped", "bounded", "nearest"), 1),
-    "mobilenetv2_cifar": ((0.015,), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "gentle"), ("paper", "bounded"), 1),
+    "mobilenetv2_cifar": ((0.015, 0.03), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "gentle"), ("paper", "bounded"), 1),
     "cnn": ((0.015, 0.03, 0.05, 0.065, 0.08), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mlp": ((0.015, 0.03, 0.05, 0.065, 0.08), ("late_third", "bounded_third", "third", "nearest_capped", "capped", "paper"), ("bounded", "nearest"), 2),
     "mobilenetv2": ((0.005, 0.0075, 0.015), ("late_third", "bounded_third", "third", "nearest_capped", "gentle"), ("capped", "paper"), 1),
