@@ -1,6 +1,6 @@
 """The compression frontier over seeds: accuracy against unique values per fixing rule, with paired errors.
 
-    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png); ResNet-20 alone ~3.5 h on 2 cores
+    python benchmarks/frontier.py                        # benchmarks/FRONTIER.md (+ .json, .png); ResNet-20 alone (three seeds) ~2.8 h on 2 cores
     python benchmarks/frontier.py --models resnet20 mobilenetv2_cifar --seeds 4   # then the photo models' seed 3
     python benchmarks/frontier.py --models mobilenetv2 cnn mlp --seeds 5   # then the digit models' seeds 3-4 (~35 min)
     python benchmarks/frontier.py --float-cache ~/wfn_floats   # the same, keeping the float models for a rerun

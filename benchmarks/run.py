@@ -973,7 +973,7 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           f"(1437 training, 360 test images: one test image = 0.28 points)"
           + (", and for " + ", ".join(photo_models) + " real CIFAR-10 photographs (4,000 training, "
              "1,085 held-out test images, `benchmarks/models.py` `cifar10_photos`: one test image = "
-             "0.09 points; one seed here: FRONTIER.md has three to five)" if photo_models else "") + ". "
+             "0.09 points; one seed here: FRONTIER.md has four or five)" if photo_models else "") + ". "
           f"Every model here trains on the first {1 - VALIDATION_SHARE:.0%} of its training images "
           f"({', '.join(f'{n:,}' for n in sorted({r['train_images'] for r in results}))}); the last "
           f"{VALIDATION_SHARE:.0%} validate `search_distance` only. "
@@ -1171,7 +1171,7 @@ def rule_ablation_section(frontier_md: str) -> List[str]:
             "Copied from `benchmarks/frontier.py`'s report when this one is written: the paper's rule, "
             "cap only (`capped`), nearest only (`nearest`), both (`nearest_capped`, the default of "
             "0.1), `bounded`, `third`, `gentle` and the default, with paired drops over the seeds "
-            "its seeds column gives (three to five for the rules a model's targets judge, the "
+            "its seeds column gives (four or five for the rules a model's targets judge, the "
             "first seed for the others; one seed here could not tell them apart).", "", body, ""]
 
 
