@@ -118,3 +118,18 @@ def test_order_zero_candidates_are_pure_powers_of_two(max_abs, order):
         assert len(signed_digits(v)) == 1
     # Higher orders keep (at least) the covering power of two for the top of the range.
     assert candidate_centres(max_abs, 0.05, order).max() >= max_abs / math.sqrt(2) * (1 - 1e-6)
+
+
+@settings(deadline=None, max_examples=60)
+@given(zero_distance=st.floats(1e-4, 0.2), order=st.integers(0, 3),
+       distance=st.sampled_from([0.0075, 0.015, 0.05]))
+def test_candidates_are_sums_of_powers_of_two_for_any_zero_distance(zero_distance, order, distance):
+    """A zero_distance that is not a power of two (0.01, say) still gives candidates that are
+    0 or sums of at most order + 1 signed powers of two, none below 2**min_exponent."""
+    c = candidate_centres(1.0, distance, order, zero_distance=zero_distance)
+    floor = min_exponent(order, zero_distance)
+    assert floor == math.floor(floor)
+    for v in c[c > 0].tolist():
+        digits = signed_digits(v)
+        assert 1 <= len(digits) <= order + 1, (v, digits)
+        assert min(e for _, e in digits) >= floor, (v, digits)

@@ -47,6 +47,8 @@ def test_zero_distance_is_two_to_minus_seven():
 def test_min_exponent(order, expected):
     assert min_exponent(order) == expected
     assert min_exponent(order, 2.0**-5) == expected + 2
+    # A g0 that is not a power of two takes the power of two below it (0.01 -> 2**-7).
+    assert min_exponent(order, 0.01) == expected
 
 
 # ----------------------------------------------------------------------------- round_to_power_of_two

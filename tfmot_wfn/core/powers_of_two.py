@@ -18,8 +18,14 @@ ZERO_DISTANCE = 2.0**-7
 
 
 def min_exponent(order: int, zero_distance: float = ZERO_DISTANCE) -> float:
-    """Smallest power-of-two exponent allowed at `order`: log2(g0) - order - 1."""
-    return math.log2(zero_distance) - order - 1
+    """Smallest power-of-two exponent allowed at `order`: floor(log2(g0)) - order - 1.
+
+    For the paper's g0 = 2**-7 this is log2(g0) - order - 1. The floor keeps every term a
+    power of two (an integer exponent) when a user's ``zero_distance`` is not one: with
+    log2(0.01) - 2, the smallest "term" would be 0.0025 and a candidate such as
+    -(2**-4 + 0.0025) would not be a sum of signed powers of two.
+    """
+    return float(math.floor(math.log2(zero_distance)) - order - 1)
 
 
 def round_to_power_of_two(values: np.ndarray, floor_exponent: float) -> np.ndarray:

@@ -22,7 +22,7 @@ def power_of_two_scalar(v: float, floor_exponent: float) -> float:
 
 
 def additive_powers_of_two_scalar(v: float, distance: float, order: int, g0: float = ZERO_DISTANCE) -> float:
-    floor = math.log2(g0) - order - 1
+    floor = math.floor(math.log2(g0)) - order - 1  # an integer exponent: terms are powers of two
     current = 0.0 if abs(v) < g0 else power_of_two_scalar(v, floor)
     for _ in range(order):
         residual = v - current
