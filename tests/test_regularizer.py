@@ -137,6 +137,15 @@ def test_per_weight_term_is_exact_while_the_palette_fits_the_window(palette):
                                rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("palette", [[40.0, 48.0], [-64.0, 50.0], [-40.0]])
+def test_small_weights_far_from_every_centre_without_zero(palette):
+    # No 0 in the palette and every centre more than ~745 tau away: the softmin factors
+    # of the small-weight branch would all underflow to 0 without their common scaling.
+    palette = np.float32(palette)
+    w = np.float32([0.0, 1e-3, -3e-3, G0, -G0])
+    np.testing.assert_allclose(per_weight(w, palette), dense_reference(w, palette), rtol=1e-6)
+
+
 # ------------------------------------------------------------------ R itself
 def test_r_is_zero_before_the_first_stage_and_positive_after():
     fixed = tfmot_wfn.fix_weights(kh.dense_model(seed=1))

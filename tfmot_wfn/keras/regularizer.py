@@ -67,11 +67,17 @@ def _small_weight_term(w, palette, valid, padded, temperature, zero_distance):
     nonzero = valid & tf.not_equal(palette, 0.0)
     has_zero = tf.reduce_any(valid & tf.equal(palette, 0.0))
     limit = 2.0 * zero_distance
+    # Without a 0 in the palette, every factor is scaled by exp(shift / tau) (numerator and
+    # denominator alike), shift = the nearest centre's magnitude less `limit`: else, with every
+    # centre more than ~745 tau away, all of them underflow to 0 and so would the term.
+    nearest = tf.reduce_min(tf.where(nonzero, tf.abs(palette), tf.constant(float("inf"), tf.float64)))
+    shift = tf.where(has_zero | ~tf.reduce_any(nonzero), tf.constant(0.0, tf.float64),
+                     tf.maximum(nearest - limit, 0.0))
     # Centres right of a small weight are >= -g0, those left of it <= g0: zero the
     # others so the exponentials cannot overflow (they never enter a needed sum).
     zeros = tf.zeros_like(palette)
-    right = tf.where(nonzero & (palette >= -limit), tf.exp(-palette / tau), zeros)
-    left = tf.where(nonzero & (palette <= limit), tf.exp(palette / tau), zeros)
+    right = tf.where(nonzero & (palette >= -limit), tf.exp(-(palette - shift) / tau), zeros)
+    left = tf.where(nonzero & (palette <= limit), tf.exp((palette + shift) / tau), zeros)
     zero = tf.zeros([1], tf.float64)
     right_sum = tf.concat([tf.cumsum(right, reverse=True), zero], 0)
     right_csum = tf.concat([tf.cumsum(right * palette, reverse=True), zero], 0)
