@@ -56,6 +56,23 @@ def test_epoch_based_schedule_runs_one_stage_per_epoch(capsys):
     assert "step 10: fixed" in out and "(100.00%)" in out
 
 
+def test_a_schedule_reused_for_a_second_model_is_resolved_afresh():
+    # fit resolves an epoch-based schedule's steps_per_stage in the wrappers' copy, not in
+    # the caller's object: a second run with another batch size still gets a stage an epoch.
+    x, y = kh.classification_data(n=40)
+    schedule = tfmot_wfn.StagedFixing((0.5, 0.8, 1.0))
+    first = _fixed_dense(schedule)
+    first.fit(x, y, batch_size=20, epochs=3, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    assert schedule.steps_per_stage is None
+    assert wrappers_of(first)[0].fixing_schedule.steps_per_stage == 2
+    second = _fixed_dense(schedule)
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    recorder = kh.StageRecorder(update)
+    second.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[update, recorder])
+    assert [s["step"] for s in recorder.snapshots] == [0, 5, 10]
+    assert schedule.steps_per_stage is None
+
+
 def test_silent_callback_prints_nothing(capsys):
     x, y = kh.classification_data(n=16)
     fixed = _fixed_dense(tfmot_wfn.StagedFixing((1.0,), steps_per_stage=1))

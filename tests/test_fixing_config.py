@@ -52,7 +52,7 @@ def test_config_is_frozen_normalised_and_round_trips_through_fix_weights():
     chosen = dataclasses.replace(config, rule="bounded_third")
     for w in wrappers:
         assert w.fixing_config == chosen
-        assert w.fixing_schedule is schedule
+        assert w.fixing_schedule == schedule and w.fixing_schedule is not schedule
         assert [v is w.layer.kernel for v in w.fixable_variables] == [True]  # no biases
     # A serialized schedule is accepted (old saved configs hold dicts).
     from_dict = FixingConfig(fixing_schedule={"class_name": "StagedFixing",

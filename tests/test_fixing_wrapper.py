@@ -280,6 +280,48 @@ def test_keras_save_load_mid_schedule_is_exact_and_resumes(tmp_path):
     np.testing.assert_array_equal(rec_a.snapshots[2]["masks"], mask_at_save)
 
 
+class _TwoStages(tfmot_wfn.FixingSchedule):
+    """A user's own schedule: half the weights at step 0, all at step ``every``."""
+
+    def __init__(self, every=2):
+        self.every = every
+
+    def __call__(self, step):
+        return step in (0, self.every), (0.5 if step < self.every else 1.0)
+
+    def distance_multiplier(self, step):
+        return 2.0 if step < self.every else 1.0
+
+    @property
+    def end_step(self):
+        return self.every
+
+    def get_config(self):
+        return {"every": self.every}
+
+
+_RegisteredTwoStages = keras.saving.register_keras_serializable(package="wfn_tests")(
+    type("RegisteredTwoStages", (_TwoStages,), {}))
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_a_model_with_a_schedule_of_ones_own_loads_back(registered, tmp_path):
+    cls = _RegisteredTwoStages if registered else _TwoStages
+    x, y = kh.classification_data(n=16)
+    fixed = tfmot_wfn.fix_weights(kh.dense_model(), fixing_schedule=cls(2))
+    fixed.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fixed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    path = str(tmp_path / "own_schedule.keras")
+    fixed.save(path)
+    if not registered:
+        with pytest.raises(ValueError, match="custom_objects="):
+            keras.models.load_model(path)
+    loaded = keras.models.load_model(path, custom_objects=None if registered else {cls.__name__: cls})
+    for wrapper in wrappers_of(loaded):
+        assert type(wrapper.fixing_schedule) is cls and wrapper.fixing_schedule.every == 2
+    kh.assert_states_equal(kh.network_state(loaded), kh.network_state(fixed))
+
+
 def test_saved_fully_fixed_model_round_trips(fixed_cnn, digits, tmp_path):
     path = str(tmp_path / "fixed.keras")
     fixed_cnn.model.save(path)

@@ -106,7 +106,9 @@ def test_settings_come_from_the_config():
     assert isinstance(config, tfmot_wfn.FixingConfig)
     assert (network.distance, network.regularization, network.temperature,
             network.zero_distance, network.palette_capacity) == (0.02, 0.3, 0.07, 2 ** -6, 512)
-    assert network.fixing_schedule is schedule
+    # A copy of it, shared by the wrappers (fit resolves it in place; the caller's stays as is).
+    assert network.fixing_schedule == schedule and network.fixing_schedule is not schedule
+    assert all(w.fixing_schedule is network.fixing_schedule for w in network.wrappers)
     for w in network.wrappers:
         assert w.fixing_config == config
         assert w.distance == 0.02 and w.palette_capacity == 512

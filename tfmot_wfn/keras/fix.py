@@ -241,6 +241,11 @@ def fix_weights(
         fix_batchnorm=fix_batchnorm, preserve_sparsity=preserve_sparsity, rule=rule,
         int8_exact=int8_exact,
         palette_capacity=kwargs.get("palette_capacity", DEFAULT_PALETTE_CAPACITY))
+    # One copy of the schedule for the wrappers of this call: fit resolves an epoch-based
+    # schedule in place (its steps_per_stage), which must not reach the caller's object (a
+    # second fix_weights with it would run every stage at the first run's step counts).
+    schedule = config.fixing_schedule
+    config = dataclasses.replace(config, fixing_schedule=type(schedule).from_config(schedule.get_config()))
     if config.rule == AUTO_RULE:  # one rule for the whole network
         if isinstance(to_fix, keras.Model):
             layers = walk_layers(to_fix)

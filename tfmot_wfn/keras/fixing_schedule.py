@@ -265,15 +265,41 @@ class PolynomialFixing(FixingSchedule):
         }
 
 
+_BUILT_IN = {"StagedFixing": StagedFixing, "PolynomialFixing": PolynomialFixing}
+
+
 def serialize(schedule: FixingSchedule) -> Dict[str, Any]:
-    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+    """``{"class_name", "config"}``; a schedule class of your own also records its Keras
+    registered name (``"package>Name"``), by which `deserialize` finds it again."""
+    config = {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+    if type(schedule).__name__ not in _BUILT_IN:
+        config["registered_name"] = keras.saving.get_registered_name(type(schedule))
+    return config
 
 
-def deserialize(config) -> FixingSchedule:
+def _custom_class(config, custom_objects=None):
+    """The schedule class of a config that is not built in: Keras-registered
+    (``@keras.saving.register_keras_serializable``), in ``custom_objects`` or in the active
+    custom object scope (``load_model(..., custom_objects={...})`` opens one)."""
+    for name in (config.get("registered_name"), config.get("class_name")):
+        if name:
+            cls = keras.saving.get_registered_object(name, custom_objects=custom_objects)
+            if isinstance(cls, type) and issubclass(cls, FixingSchedule):
+                return cls
+    return None
+
+
+def deserialize(config, custom_objects: Optional[Dict[str, Any]] = None) -> FixingSchedule:
+    """The schedule of a `serialize` config (a schedule is returned as it is); a class of
+    your own is looked up as `_custom_class` says."""
     if isinstance(config, FixingSchedule):
         return config
-    classes = {"StagedFixing": StagedFixing, "PolynomialFixing": PolynomialFixing}
     name = config.get("class_name")
-    if name not in classes:
-        raise ValueError(f"Unknown fixing schedule {name!r}; expected one of {sorted(classes)}")
-    return classes[name].from_config(config["config"])
+    cls = _BUILT_IN.get(name) or _custom_class(config, custom_objects)
+    if cls is None:
+        raise ValueError(
+            f"Unknown fixing schedule {name!r}; expected one of {sorted(_BUILT_IN)} or a "
+            "FixingSchedule subclass known to Keras: decorate it with "
+            "@keras.saving.register_keras_serializable() before loading, or pass "
+            f"custom_objects={{{name!r}: {name}}} to keras.models.load_model")
+    return cls.from_config(config["config"])

@@ -348,5 +348,5 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         config.setdefault("rule", LEGACY_DEFAULT_RULE)  # saved by tfmot_wfn 0.1
         schedule = config.pop("fixing_schedule", None)
         if isinstance(schedule, dict):
-            schedule = schedules.deserialize(schedule)
+            schedule = schedules.deserialize(schedule, custom_objects)
         return cls(layer, fixing_schedule=schedule, **config)
