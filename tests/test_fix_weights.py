@@ -346,6 +346,31 @@ def test_input_model_unchanged_through_fix_train_strip():
     np.testing.assert_array_equal(model.predict(x, verbose=0, batch_size=512), snap["predictions"])
 
 
+def _triple(t):
+    return t * 3.0
+
+
+@pytest.mark.parametrize("function", [lambda t: t * 3.0, _triple], ids=["lambda", "named"])
+def test_tensor_operators_and_lambda_layers_are_carried_over(function):
+    # `h + inp` (a Keras 3 operation, not a layer) and Lambda layers (Python code in their
+    # config, which Keras refuses to rebuild) hold no weights: they are shared as they are.
+    inp = keras.Input((6,))
+    h = L.Dense(6)(inp)
+    h = L.Lambda(function)(h + inp)
+    model = keras.Model(inp, L.Dense(2)(h))
+    x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+    snap = kh.snapshot_float(model, x)
+    fixed = tfmot_wfn.fix_weights(model)
+    assert len(wrappers_of(fixed)) == 2
+    np.testing.assert_allclose(fixed(x), model(x), rtol=1e-6)
+    run_fixing_stage(fixed, 1.0, 0.05)
+    stripped = tfmot_wfn.strip_fixing(fixed)
+    np.testing.assert_allclose(stripped(x), fixed(x), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(stripped(x), model(x))  # the fixed weights, not the float ones
+    assert_weights_equal(weights_of(model), snap["weights"])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), snap["predictions"])
+
+
 # ----------------------------------------------------------------- strip_fixing
 def test_strip_fixing_returns_the_original_architecture_with_palette_weights(
         float_cnn, fixed_cnn, stripped_cnn, digits):

@@ -66,9 +66,20 @@ def rebuilt_layer(layer, config=None):
     return new
 
 
+def _shared_as_is(layer) -> bool:
+    """Whether `copy_layer` hands `layer` itself to the new model: a Keras 3 operation that
+    is not a layer (``h + x`` in a Functional model becomes an ``Add`` op), or a ``Lambda``
+    (no state; its config holds Python code, which Keras refuses to rebuild outside
+    ``safe_mode=False``, or a function it cannot find by name)."""
+    return not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.layers.Lambda)
+
+
 def copy_layer(layer):
     """A new layer with the same config, built the same way, holding the same weights
-    (a layer without weights is not built: Keras builds it at its first call)."""
+    (a layer without weights is not built: Keras builds it at its first call). Stateless
+    operations and ``Lambda`` layers are shared as they are (`_shared_as_is`)."""
+    if _shared_as_is(layer):
+        return layer
     if not (layer.built and layer.weights):
         return layer.__class__.from_config(layer.get_config())
     new = rebuilt_layer(layer)

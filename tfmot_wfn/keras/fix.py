@@ -271,7 +271,7 @@ def fix_weights(
 
         def clone_function(layer):
             new = copy_layer(layer)
-            if layer.weights and fixable_layer.is_supported(layer):
+            if new is not layer and layer.weights and fixable_layer.is_supported(layer):
                 return WeightFixingWrapper(new, **params)
             return new
 
