@@ -143,6 +143,15 @@ def test_export_shows_progress_and_quiet_silences_it(saved_fixed_model, tmp_path
     assert captured.out == "" and captured.err == "" and target.stat().st_size > 0
 
 
+def test_export_refuses_to_write_over_its_own_model(saved_fixed_model, tmp_path):
+    path, _ = saved_fixed_model
+    copy = tmp_path / "model.keras"
+    copy.write_bytes(path.read_bytes())
+    with pytest.raises(SystemExit, match="is the model itself"):
+        cli.main(["export", str(copy), "--output", str(copy), "--quiet"])
+    assert copy.read_bytes() == path.read_bytes()
+
+
 def test_export_and_inspect_refuse_missing_files(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         cli.main(["export", str(tmp_path / "missing.keras")])

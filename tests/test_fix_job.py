@@ -220,6 +220,14 @@ def test_fix_refuses_bad_starts_clearly(digits_run, tmp_path, capsys):
     # A folder that holds a run: --resume, --overwrite or another folder.
     assert cli.main(["fix", model, "--data-dir", data_dir, "--output", out, "--quiet"]) == 1
     assert "already holds a finished run" in capsys.readouterr().err
+    # --overwrite in the run's folder, fixing that run's own fixed model again: it would be
+    # removed before it is read; refused, and nothing is removed.
+    final = os.path.join(out, fix_job.FINAL_MODEL)
+    before = sorted(os.listdir(out))
+    assert cli.main(["fix", final, "--data-dir", data_dir, "--output", out, "--overwrite",
+                     "--quiet"]) == 1
+    assert "would remove" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == before and os.path.isfile(final)
     # Nothing to resume.
     assert cli.main(["fix", model, "--output", str(tmp_path / "none"), "--resume", "--quiet"]) == 1
     assert "nothing to resume" in capsys.readouterr().err

@@ -374,6 +374,9 @@ def _export(args) -> int:
     if not os.path.isfile(args.model):
         raise SystemExit(f"tfmot-wfn export: no such file: {args.model}")
     output = args.output or _default_output(args.model, args.format)
+    if os.path.exists(output) and os.path.samefile(output, args.model):
+        raise SystemExit(f"tfmot-wfn export: --output {output} is the model itself; writing "
+                         "there would replace it. Choose another --output")
     say = (lambda *a: None) if args.quiet else print
     from tqdm.auto import tqdm
 

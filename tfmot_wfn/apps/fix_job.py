@@ -353,12 +353,27 @@ def _prepare_output(config: FixJobConfig, overwrite: bool) -> None:
         what = "a finished run" if state.get("finished") else f"an unfinished run ({done}/{total} stages)"
         raise FixJobError(f"{config.output} already holds {what}. Pass --resume to continue it, "
                           "--overwrite to start again there, or choose another --output.")
-    for name in (STATE_FILE, FINAL_MODEL, REPORT_JSON, REPORT_TXT):
-        path = os.path.join(config.output, name)
+    files = [os.path.join(config.output, name) for name in (STATE_FILE, FINAL_MODEL, REPORT_JSON, REPORT_TXT)]
+    folders = [os.path.join(config.output, name)
+               for name in (CHECKPOINT_DIR, PLOTS_DIR) + ((LOGS_DIR,) if config.log_dir is None else ())]
+    _refuse_removing_the_model(config.model_path, files, folders)
+    for path in files:
         if os.path.exists(path):
             os.remove(path)
-    for name in (CHECKPOINT_DIR, PLOTS_DIR) + ((LOGS_DIR,) if config.log_dir is None else ()):
-        shutil.rmtree(os.path.join(config.output, name), ignore_errors=True)
+    for path in folders:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _refuse_removing_the_model(model_path: str, files: Sequence[str], folders: Sequence[str]) -> None:
+    """FixJobError when ``--overwrite`` would remove the model to fix (say, the previous
+    run's fixed model, fixed again into the same --output): nothing is removed then."""
+    model = os.path.realpath(model_path)
+    doomed = [f for f in files if os.path.realpath(f) == model]
+    doomed += [d for d in folders if model.startswith(os.path.realpath(d) + os.sep)]
+    if doomed:
+        raise FixJobError(f"--overwrite would remove {model_path}, the model to fix (it is part of "
+                          f"the run in {os.path.dirname(doomed[0]) or '.'}): copy it elsewhere "
+                          "first, or choose another --output")
 
 
 def run_fix_job(config: FixJobConfig, overwrite: bool = False, callbacks: Sequence = (),
