@@ -28,18 +28,24 @@ from tfmot_wfn.archive.wfn_format import (
     le_bytes, total_order_keys,
 )
 
-# A coded stream may undercut its histogram's entropy by at most the coder's
-# state (the last 64-bit ANS state is partly "free"); 128 bits is a safe margin.
+# A coded stream may undercut the code length of its histogram's symbols by the coder's
+# state (the last 64-bit ANS state is partly "free") and by the rounding of the
+# probabilities to the coder's fixed point; 128 bits and 2% are safe margins.
 _STREAM_SLACK_BITS = 128
+_STREAM_SLACK_SHARE = 0.02
 
 
 def _entropy_bits_of_counts(counts: np.ndarray) -> float:
-    """Total ideal code length ``sum c log2(N / c)`` in bits of a histogram."""
+    """A lower bound of a histogram's coded length in bits: its ideal code length
+    ``sum c log2(N / c)`` without the first used symbol's share. The decoder reads zero
+    bits past the end of the stream, and zeros decode as that symbol (its cumulative
+    frequency is 0): a run of it at the end of the decoding order costs nothing (a
+    tensor's trailing zeros, when no palette value is negative)."""
     c = counts[counts > 0].astype(np.float64)
     if c.size <= 1:
         return 0.0
     n = c.sum()
-    return float((c * (np.log2(n) - np.log2(c))).sum())
+    return float((c[1:] * (np.log2(n) - np.log2(c[1:]))).sum())
 
 
 def _numpy_dtype(code: int) -> np.dtype:
@@ -168,7 +174,7 @@ def _decode_stream(words: np.ndarray, groups: Sequence[Tuple[int, np.ndarray]],
                    index_dtype) -> List[np.ndarray]:
     """Decode (count, histogram) groups from one ANS stream into palette indices."""
     ideal = sum(_entropy_bits_of_counts(c) for _, c in groups)
-    if 32.0 * words.size + _STREAM_SLACK_BITS < ideal:
+    if 32.0 * words.size + _STREAM_SLACK_BITS < (1.0 - _STREAM_SLACK_SHARE) * ideal:
         raise ArchiveError(
             f"Corrupt archive: the index histogram needs at least {ideal / 8:.0f} bytes of coded "
             f"stream, the file holds {4 * words.size}.")
