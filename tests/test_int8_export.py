@@ -358,9 +358,7 @@ def test_multi_input_model_calibrates_each_input_by_name():
     assert result.calibration_samples == 60 and not result.inexact
     assert result.exact_channels == result.total_channels == 10
     interpreter = lite.load_interpreter(data)
-    by_width = {4: xa.astype("float32"), 6: xb.astype("float32")}
-    got = lite.run_interpreter(interpreter, *[by_width[int(d["shape"][-1])]
-                                              for d in interpreter.get_input_details()])
+    got = lite.run_interpreter(interpreter, small=xa.astype("float32"), large=xb.astype("float32"))
     reference = np.asarray(model([xa, xb]))
     assert np.abs(got - reference).max() <= 0.02 * np.abs(reference).max()
     with pytest.raises(ValueError, match="2 inputs"):

@@ -1060,3 +1060,30 @@ def test_check_tool_on_the_real_tflite_runtime(check_bundle_dir):
     done = _run_tool(folder, python=os.environ["TFLITE_RUNTIME_PYTHON"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "6 passed, 0 failed"
+
+
+def test_run_interpreter_takes_several_inputs_by_name_and_returns_outputs_in_keras_order():
+    # TFLite orders a Keras model's inputs and outputs its own way (here neither by position
+    # nor alphabetically): several inputs go by name, outputs come back in Keras order.
+    keras.utils.set_random_seed(0)
+    zeta, alpha, mid = keras.Input((3,), name="zeta"), keras.Input((5,), name="alpha"), keras.Input((2,), name="mid")
+    h = L.Concatenate()([L.Dense(4)(zeta), L.Dense(4)(alpha), L.Dense(4)(mid)])
+    model = keras.Model([zeta, alpha, mid], [L.Dense(2, name="yy")(h), L.Dense(3, name="aa")(h)])
+    fixed = fully_fixed(model)
+    rng = np.random.default_rng(0)
+    xs = {"zeta": rng.normal(size=(4, 3)), "alpha": rng.normal(size=(4, 5)), "mid": rng.normal(size=(4, 2))}
+    xs = {k: v.astype("float32") for k, v in xs.items()}
+    expected = [np.asarray(t) for t in fixed([xs["zeta"], xs["alpha"], xs["mid"]])]
+    data, _ = lite.export_tflite_bytes(fixed)
+    for decode in (True, False):
+        interpreter = lite.load_interpreter(data, decode=decode)
+        for got in (lite.run_interpreter(interpreter, **xs), lite.run_interpreter(interpreter, xs)):
+            if IS_LEGACY_KERAS:  # tf_keras's converter names the outputs after their layers
+                got = sorted(got, key=lambda g: g.shape[-1])
+            assert [g.shape for g in got] == [(4, 2), (4, 3)]
+            for g, e in zip(got, expected):
+                np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="alpha=..., mid=..., zeta=..."):
+            lite.run_interpreter(interpreter, xs["zeta"], xs["alpha"], xs["mid"])
+        with pytest.raises(ValueError, match="named"):
+            lite.run_interpreter(interpreter, zeta=xs["zeta"])

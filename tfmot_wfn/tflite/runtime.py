@@ -130,10 +130,68 @@ def load_interpreter(
     return interpreter
 
 
-def run_interpreter(interpreter, *inputs):
+def _signature(interpreter) -> Optional[Tuple[dict, dict]]:
+    """The first signature's ``({input name: details}, {output name: details})``, or None
+    for a file without one."""
+    signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
+    if not signatures:
+        return None
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    return runner.get_input_details(), runner.get_output_details()
+
+
+def _output_order(interpreter, signature) -> List[dict]:
+    """The output details in the Keras model's order: the converter names a Keras model's
+    outputs ``output_0``, ``output_1``, ... in its signature (the interpreter's own order
+    differs); the interpreter's order for other files."""
+    details = interpreter.get_output_details()
+    if signature is None:
+        return details
+    names = list(signature[1])
+    if sorted(names) != sorted(f"output_{i}" for i in range(len(names))) or len(names) != len(details):
+        return details
+    by_index = {d["index"]: d for d in details}
+    return [by_index[signature[1][f"output_{i}"]["index"]] for i in range(len(names))]
+
+
+def _input_details(interpreter, signature, inputs, named) -> List[Tuple[dict, object]]:
+    """``(details, array)`` per input: positional for a single input, by signature name
+    (``run_interpreter(it, query=q, value=v)`` or one dict) for several."""
+    details = interpreter.get_input_details()
+    if len(inputs) == 1 and isinstance(inputs[0], dict) and not named:
+        named, inputs = dict(inputs[0]), ()
+    if named:
+        if inputs:
+            raise TypeError("pass the inputs either by position or by name, not both")
+        if signature is None:
+            raise ValueError("this TFLite file has no signature, so its inputs have no names: pass "
+                             "them by position, in the order of interpreter.get_input_details()")
+        names = sorted(signature[0])
+        if sorted(named) != names:
+            raise ValueError(f"the model's inputs are named {names}, got {sorted(named)}")
+        by_index = {d["index"]: d for d in details}
+        return [(by_index[signature[0][name]["index"]], named[name]) for name in names]
+    if len(inputs) != len(details):
+        raise ValueError(f"the model takes {len(details)} inputs, got {len(inputs)}")
+    if len(details) > 1 and signature is not None:
+        names = ", ".join(f"{name}=..." for name in sorted(signature[0]))
+        raise ValueError(
+            f"the model takes {len(details)} inputs; TFLite orders them differently from the "
+            f"Keras model, so pass them by name: run_interpreter(interpreter, {names}) (or one "
+            "dict of them)")
+    return list(zip(details, inputs))
+
+
+def run_interpreter(interpreter, *inputs, **named_inputs):
     """Run one batch through an allocated interpreter; resizes the batch if needed.
 
-    Returns the first output (or a list when the model has several).
+    A model with one input takes it by position; one with several takes them by the names
+    of the Keras model's inputs (``run_interpreter(interpreter, query=q, value=v)``, or one
+    dict), since TFLite orders them its own way. Returns the output, or the list of outputs
+    in the Keras model's order when it has several (files converted under Keras 3, whose
+    signature names them ``output_0``, ``output_1``, ...; tf_keras's converter names them
+    after their layers, and they come in the file's order: map them by name with
+    ``interpreter.get_signature_runner()``).
 
     ```python
     probabilities = run_interpreter(load_interpreter("model.tflite"), x_test)
@@ -141,18 +199,17 @@ def run_interpreter(interpreter, *inputs):
     """
     import numpy as np
 
-    details = interpreter.get_input_details()
-    if len(inputs) != len(details):
-        raise ValueError(f"the model takes {len(details)} inputs, got {len(inputs)}")
+    signature = _signature(interpreter)
+    feeds = _input_details(interpreter, signature, inputs, named_inputs)
     resized = False
-    for d, x in zip(details, inputs):
+    for d, x in feeds:
         if tuple(d["shape"]) != tuple(np.shape(x)):
             interpreter.resize_tensor_input(d["index"], list(np.shape(x)))
             resized = True
     if resized:
         interpreter.allocate_tensors()
-    for d, x in zip(details, inputs):
+    for d, x in feeds:
         interpreter.set_tensor(d["index"], np.asarray(x, dtype=d["dtype"]))
     interpreter.invoke()
-    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    outputs = [interpreter.get_tensor(d["index"]) for d in _output_order(interpreter, signature)]
     return outputs[0] if len(outputs) == 1 else outputs
