@@ -54,7 +54,9 @@ def test_every_layer_with_weights_is_wrapped_or_explained(run):
         if not layer.weights:
             continue
         if layer.name in wrapped:
-            assert isinstance(run.fixed.get_layer(f"fix_{layer.name}"), tfmot_wfn.WeightFixingWrapper)
+            # An output layer's wrapper keeps its name (the model's output names), others get fix_.
+            name = layer.name if layer.name in run.float_model.output_names else f"fix_{layer.name}"
+            assert isinstance(run.fixed.get_layer(name), tfmot_wfn.WeightFixingWrapper)
             continue
         # Not wrapped: only layers whose weights are not trained, with the reason in the report.
         reason = fixable_layer.kept_float_reason(layer)

@@ -647,7 +647,7 @@ def test_mixed_float16_model_trains_with_exact_float16_palette(policy):
     palette = tfmot_wfn.palette(fixed)
     assert palette.size > 1 and _is_exact(palette, np.float16)
     # The wrappers compute like the layers they wrap (the output layer stays float32).
-    assert fixed.get_layer("fix_out").compute_dtype == "float32"
+    assert fixed.get_layer("out").compute_dtype == "float32"  # an output layer: its name kept
     assert fixed.get_layer("fix_probe").compute_dtype == "float16"
     assert fixed.predict(kh.classification_data(n=8)[0], verbose=0).dtype == np.float32
     for w in wrappers_of(fixed):

@@ -133,8 +133,12 @@ def test_every_supported_layer_with_weights_is_wrapped(zoo):
     fixed = tfmot_wfn.fix_weights(model)
 
     assert fixed is not model
+    # A wrapper is named fix_<layer>, but one making a model output keeps the layer's name,
+    # and so the model its output names (loss / y / metric dicts keyed by them still work).
+    assert fixed.output_names == model.output_names
     assert [layer.name for layer in fixed.layers] == [
-        f"fix_{layer.name}" if layer.weights else layer.name for layer in model.layers]
+        f"fix_{layer.name}" if layer.weights and layer.name not in model.output_names else layer.name
+        for layer in model.layers]
     for orig, new in zip(model.layers, fixed.layers):
         if orig.weights:
             assert isinstance(new, Wrapper)
@@ -369,6 +373,29 @@ def test_tensor_operators_and_lambda_layers_are_carried_over(function):
     assert not np.allclose(stripped(x), model(x))  # the fixed weights, not the float ones
     assert_weights_equal(weights_of(model), snap["weights"])
     np.testing.assert_array_equal(model.predict(x, verbose=0), snap["predictions"])
+
+
+def test_a_multi_output_model_keeps_its_output_names_through_fit_save_and_load(tmp_path):
+    # Keras names outputs after the layers making them: their wrappers keep those names, so
+    # the float model's loss / y dicts work on the fixed model, also after a reload.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    h = L.Dense(4, activation="relu", name="trunk")(inp)
+    model = keras.Model(inp, [L.Dense(2, name="o1")(h), L.Dense(1, name="o2")(h)])
+    x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+    y = {"o1": np.zeros((8, 2), np.float32), "o2": np.ones((8, 1), np.float32)}
+    fixed = tfmot_wfn.fix_weights(model, fixing_schedule=tfmot_wfn.StagedFixing((0.5, 1.0), steps_per_stage=1))
+    assert fixed.output_names == model.output_names == ["o1", "o2"]
+    assert [layer.name for layer in fixed.layers[1:]] == ["fix_trunk", "o1", "o2"]
+    fixed.compile(optimizer="adam", loss={"o1": "mse", "o2": "mse"})
+    fixed.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    assert tfmot_wfn.fixed_fraction(fixed) == 1.0
+    path = str(tmp_path / "two_heads.keras")
+    fixed.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.output_names == ["o1", "o2"]
+    assert tfmot_wfn.strip_fixing(loaded).output_names == ["o1", "o2"]
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
 
 
 # ----------------------------------------------------------------- strip_fixing

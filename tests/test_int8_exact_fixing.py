@@ -327,10 +327,10 @@ def test_int8_exact_is_validated_and_round_trips_through_the_config():
     with pytest.raises(TypeError, match="int8_exact must be True or False"):
         tfmot_wfn.fix_weights(model, int8_exact=1)
     fixed = tfmot_wfn.fix_weights(model, int8_exact=True)
-    config = fixed.get_layer("fix_dense").get_config()
+    config = fixed.get_layer("dense").get_config()  # the output layer: its name kept
     assert config["int8_exact"] is True
     assert WeightFixingWrapper.from_config(config).fixing_config.int8_exact is True
-    plain = tfmot_wfn.fix_weights(model).get_layer("fix_dense").get_config()
+    plain = tfmot_wfn.fix_weights(model).get_layer("dense").get_config()
     assert "int8_exact" not in plain  # configs stay those of earlier versions
     assert WeightFixingWrapper.from_config(plain).int8_exact is False
     assert tfmot_wfn.report(fixed).int8_exact is True

@@ -36,7 +36,7 @@ def nested_model():
 def staged():
     """A wrapped model after one stage at 50%, with exact zeros among its weights."""
     fixed = tfmot_wfn.fix_weights(nested_model(), distance=0.02)
-    head = fixed.get_layer("fix_head")
+    head = fixed.get_layer("head")  # the output layer's wrapper keeps its name
     kernel = head.fixable_variables[0]
     kernel.assign(np.where(np.arange(kernel.shape[0])[:, None] % 2 == 0, kernel.numpy(), 0.0))
     run_fixing_stage(fixed, 0.5, 0.05)

@@ -21,6 +21,7 @@ from tfmot_wfn.keras.cloning import (
 from tfmot_wfn.keras.compat import (
     autocasts,
     keras,
+    producing_layer,
     tf,
     variable_path,
 )
@@ -131,6 +132,14 @@ def _check_layer_values(layer, fix_biases: bool, fix_batchnorm: bool) -> None:
                     "(dtype='float32') or rescale the weights.")
 
 
+def _output_layer_ids(model) -> set:
+    """``id`` of each layer whose call makes an output of ``model`` (Keras names a model's
+    outputs after those layers, unless the outputs are a dict)."""
+    if isinstance(model, keras.Sequential):
+        return {id(model.layers[-1])} if model.layers else set()
+    return {id(producing_layer(t)) for t in tf.nest.flatten(model.outputs)}
+
+
 def _check_single_layer(layer, fix_biases: bool, fix_batchnorm: bool,
                         preserve_sparsity: bool = False) -> None:
     check_wrappable(layer)
@@ -222,7 +231,9 @@ def fix_weights(
       **kwargs: `palette_capacity` (int, default 4096).
 
     Returns:
-      A new model, wrapper or list of wrappers.
+      A new model, wrapper or list of wrappers. A wrapper is named ``fix_<layer name>``,
+      but one around a layer that makes an output of the model keeps the layer's name:
+      Keras names a model's outputs after those layers (``loss={"head": ...}``).
 
     Raises:
       ValueError / TypeError: bad arguments, a subclassed or unbuilt model, an
@@ -268,11 +279,15 @@ def fix_weights(
         return [fix_weights(layer, **params) for layer in to_fix]
     if isinstance(to_fix, keras.Model):
         _check_model(to_fix, fix_biases, fix_batchnorm)
+        outputs = _output_layer_ids(to_fix)
 
         def clone_function(layer):
             new = copy_layer(layer)
             if new is not layer and layer.weights and fixable_layer.is_supported(layer):
-                return WeightFixingWrapper(new, **params)
+                # A layer that makes an output of the model keeps its name on the wrapper:
+                # Keras names the outputs after it (loss={"head": ...}, y dicts, metrics).
+                name = {"name": layer.name} if id(layer) in outputs else {}
+                return WeightFixingWrapper(new, **params, **name)
             return new
 
         model = clone_model(to_fix, clone_function)
