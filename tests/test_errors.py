@@ -177,6 +177,39 @@ def test_subclassed_model_is_refused_and_the_workaround_in_the_message_works():
             assert np.isin(a, palette).all()
 
 
+def test_layers_wrapped_one_by_one_share_the_rule_auto_chooses_for_the_network():
+    # rule="auto" for one layer picks "gentle" for a depthwise layer and "bounded_third" for a
+    # Dense; the network chooses again for all its layers (as fix_weights(model) does)
+    # instead of refusing them as different settings.
+    schedule = tfmot_wfn.StagedFixing((0.5, 1.0), steps_per_stage=2)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dw = tfmot_wfn.fix_weights(L.DepthwiseConv2D(3), fixing_schedule=schedule)
+            self.flat = L.Flatten()
+            self.dense = tfmot_wfn.fix_weights(L.Dense(3), fixing_schedule=schedule)
+
+        def call(self, x):
+            return self.dense(self.flat(self.dw(x)))
+
+    net = Net()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 6, 6, 2), dtype=np.float32), rng.integers(0, 3, 8)
+    net(x)
+    assert (net.dw.fixing_config.rule, net.dense.fixing_config.rule) == ("gentle", "bounded_third")
+    kh.compile_classifier(net, from_logits=True)
+    net.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    assert (net.dw.fixing_config.rule, net.dense.fixing_config.rule) == ("gentle", "gentle")
+    assert tfmot_wfn.fixed_fraction(net) == 1.0
+    # A rule given explicitly is the user's: two different ones are still refused.
+    a = tfmot_wfn.fix_weights(L.Dense(3), rule="paper")
+    b = tfmot_wfn.fix_weights(L.Dense(3), rule="nearest")
+    a.build((None, 4)), b.build((None, 3))
+    with pytest.raises(ValueError, match="different fixing settings"):
+        tfmot_wfn.FixingNetwork([a, b])
+
+
 def test_strip_fixing_of_a_subclassed_model_names_the_per_layer_way():
     model = Sub()
     model(kh.classification_data(n=4)[0])

@@ -257,11 +257,10 @@ def fix_weights(
     # second fix_weights with it would run every stage at the first run's step counts).
     schedule = config.fixing_schedule
     config = dataclasses.replace(config, fixing_schedule=type(schedule).from_config(schedule.get_config()))
-    if config.rule == AUTO_RULE:  # one rule for the whole network
-        if isinstance(to_fix, keras.Model):
-            layers = walk_layers(to_fix)
-        else:
-            layers = to_fix if isinstance(to_fix, (list, tuple)) else [to_fix]
+    if config.rule == AUTO_RULE and isinstance(to_fix, (keras.Model, list, tuple)):
+        # One rule for the whole network. A single layer keeps "auto": its wrapper chooses
+        # for it alone, and the network again for all its layers (layers wrapped one by one).
+        layers = walk_layers(to_fix) if isinstance(to_fix, keras.Model) else to_fix
         config = dataclasses.replace(
             config, rule=choose_rule(AUTO_RULE, fixable_layer.has_depthwise(layers)))
     params = config.to_kwargs()

@@ -128,11 +128,15 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
             fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
             preserve_sparsity=preserve_sparsity, rule=rule, int8_exact=int8_exact)
-        if config.rule == AUTO_RULE:  # fix_weights chooses for the whole network instead
+        chosen_alone = config.rule == AUTO_RULE  # fix_weights(model) chooses for the network
+        if chosen_alone:
             config = dataclasses.replace(
                 config, rule=choose_rule(AUTO_RULE, fixable_layer.has_depthwise([layer])))
         super().__init__(layer, **kwargs)
         self.fixing_config = config
+        #: ``rule="auto"`` was chosen for this layer alone: the network (`FixingNetwork`)
+        #: chooses again for all its layers, as ``fix_weights(model)`` does.
+        self.rule_chosen_alone = chosen_alone
         self.preserved_zeros = None
         self._fixable: List = []
         self.masks: List = []

@@ -35,11 +35,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfmot_wfn.core.fixing_rules import stage_options
+from tfmot_wfn.core.fixing_rules import AUTO_RULE, choose_rule, stage_options
 from tfmot_wfn.core.greedy_fixing import fixing_stage
 from tfmot_wfn.core.int8_channels import ChannelBlock, snap_stage
 from tfmot_wfn.core.weight_statistics import WeightSummary, summarize, value_counts
-from tfmot_wfn.keras import regularizer_table
+from tfmot_wfn.keras import fixable_layer, regularizer_table
 from tfmot_wfn.keras.compat import keras, numpy_dtype, variable_path
 from tfmot_wfn.keras.compute_dtypes import round_for_compute_dtypes
 from tfmot_wfn.keras.fixing_config import FixingConfig
@@ -130,8 +130,23 @@ def _slots(wrappers: Sequence[WeightFixingWrapper]) -> Tuple[WeightSlot, ...]:
     return tuple(slots)
 
 
+def _one_auto_rule(wrappers: Sequence[WeightFixingWrapper]) -> None:
+    """Give every wrapper whose rule ``"auto"`` was chosen for its layer alone
+    (``fix_weights(layer)``, the way to wrap a subclassed model's layers one by one:
+    ``"gentle"`` for a depthwise layer, ``"bounded_third"`` for a Dense) the rule ``"auto"``
+    stands for in the whole network, as ``fix_weights(model)`` chooses it."""
+    alone = [w for w in wrappers if getattr(w, "rule_chosen_alone", False)]
+    if not alone:
+        return
+    rule = choose_rule(AUTO_RULE, fixable_layer.has_depthwise([w.layer for w in wrappers]))
+    for w in alone:
+        if w.fixing_config.rule != rule:
+            w.fixing_config = dataclasses.replace(w.fixing_config, rule=rule)
+
+
 def _check_consistent(wrappers: Sequence[WeightFixingWrapper]) -> FixingConfig:
     """The shared config of `wrappers`; ValueError if two disagree on a network setting."""
+    _one_auto_rule(wrappers)
     first, *others = wrappers
     for w in others:
         if w.fixing_config.network_settings() != first.fixing_config.network_settings():
