@@ -210,6 +210,21 @@ def test_layers_wrapped_one_by_one_share_the_rule_auto_chooses_for_the_network()
         tfmot_wfn.FixingNetwork([a, b])
 
 
+def test_a_subclassed_model_nested_in_a_functional_one_is_refused_by_name():
+    class Block(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.d = L.Dense(4)
+
+        def call(self, x):
+            return self.d(x)
+
+    inp = keras.Input((6,))
+    model = keras.Model(inp, L.Dense(2)(Block(name="block")(inp)), name="outer")
+    refused(ValueError, r"'block' \(nested in model 'outer'\) is a subclassed keras.Model.*fix_weights\(keras.layers.Dense",
+            lambda: tfmot_wfn.fix_weights(model), model)
+
+
 def test_strip_fixing_of_a_subclassed_model_names_the_per_layer_way():
     model = Sub()
     model(kh.classification_data(n=4)[0])

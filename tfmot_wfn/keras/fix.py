@@ -17,6 +17,7 @@ from tfmot_wfn.keras.cloning import (
     is_functional_or_sequential,
     rebuilt_layer,
     walk_layers,
+    walk_models,
 )
 from tfmot_wfn.keras.compat import (
     autocasts,
@@ -65,10 +66,12 @@ SUBCLASSED_MODEL_HELP = (
 
 
 def _check_model(model, fix_biases: bool = True, fix_batchnorm: bool = True) -> None:
-    if not is_functional_or_sequential(model):
-        raise ValueError(
-            f"Model {model.name!r} is a subclassed keras.Model; fix_weights supports "
-            "Sequential and Functional models (as tfmot does). " + SUBCLASSED_MODEL_HELP)
+    for inner in walk_models(model):  # nested models too: Keras cannot clone a subclassed one
+        if not is_functional_or_sequential(inner):
+            where = "" if inner is model else f" (nested in model {model.name!r})"
+            raise ValueError(
+                f"Model {inner.name!r}{where} is a subclassed keras.Model; fix_weights supports "
+                "Sequential and Functional models (as tfmot does). " + SUBCLASSED_MODEL_HELP)
     if not model.built:
         raise ValueError(
             f"Model {model.name!r} is not built, so its weights do not exist yet. Build it "

@@ -1,10 +1,13 @@
 """`FixingConfig`: the fixing parameters of `fix_weights` and `WeightFixingWrapper`, validated once.
 
 ```python
-config = tfmot_wfn.FixingConfig(distance=0.01, fix_batchnorm=False)
+config = tfmot_wfn.FixingConfig(distance=0.01, fix_batchnorm=False, rule="bounded_third")
 fixed = tfmot_wfn.fix_weights(model, **config.to_kwargs())
 fixed.layers[1].fixing_config == config   # True
 ```
+
+(With the default ``rule="auto"`` the wrappers hold the rule it chose for the network, so
+their config differs from the one passed in that field.)
 
 `fix_weights` and `WeightFixingWrapper` keep their keyword arguments; both build
 a `FixingConfig` from them, which checks every argument (TypeError for a wrong
