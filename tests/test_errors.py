@@ -680,6 +680,27 @@ def _is_exact(values, dtype) -> bool:
     return bool(np.all(values.astype(dtype).astype(np.float32) == values))
 
 
+def test_a_model_fixed_under_mixed_float16_exports_to_tflite(policy):
+    # The converter cannot lower float16 convolutions / matmuls to built-in ops: the export
+    # computes in float32 (the fixed values are exact in float16, so the weights are the same).
+    from tfmot_wfn import lite
+
+    policy("mixed_float16")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(4, 3), L.ReLU(), L.Flatten(),
+                              L.Dense(3), L.Activation("linear", dtype="float32")])
+    fixed = tfmot_wfn.fix_weights(model)
+    run_fixing_stage(fixed, 1.0, 0.05)
+    x = np.random.default_rng(0).random((4, 6, 6, 2), dtype=np.float32)
+    expected = np.asarray(fixed(x))
+    for mode in ("palette", "dense"):
+        data, _ = lite.export_tflite_bytes(fixed, mode=mode)
+        got = lite.run_interpreter(lite.load_interpreter(data), x)
+        np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)  # float16 activations
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert all(layer.compute_dtype == "float16" for layer in fixed.layers[:-1])
+
+
 def test_mixed_float16_model_trains_with_exact_float16_palette(policy):
     policy("mixed_float16")
     keras.utils.set_random_seed(0)

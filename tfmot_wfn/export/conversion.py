@@ -16,6 +16,7 @@ from typing import Tuple
 
 import numpy as np
 
+from tfmot_wfn.keras.cloning import computes_below_float32, float32_model
 from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, tf
 from tfmot_wfn.keras.fix import strip_fixing
 from tfmot_wfn.keras.network import is_wrapped
@@ -28,12 +29,16 @@ def deployable(model) -> Tuple[object, np.ndarray]:
     A wrapped model (from `fix_weights`) is stripped with `tfmot_wfn.strip_fixing`
     and its palette holds the fixed values only; for a plain model the palette is
     every value of its fixable weights (kernels, biases, normalization gamma/beta).
+    A model under a mixed precision policy is copied to compute in float32 (its weights
+    are float32 variables, and the fixed values exact in its compute dtype).
     """
     if not hasattr(model, "layers") or not hasattr(model, "inputs"):
         raise TypeError(
             f"expected a Keras Functional or Sequential model, got {type(model).__name__}")
     pal = palette(model)
     plain = strip_fixing(model) if is_wrapped(model) else model
+    if computes_below_float32(plain):  # mixed precision: the converter needs float32 ops
+        plain = float32_model(plain)
     return plain, np.asarray(pal, dtype=np.float32)
 
 

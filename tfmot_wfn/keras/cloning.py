@@ -87,6 +87,34 @@ def copy_layer(layer):
     return new
 
 
+def computes_below_float32(model) -> bool:
+    """Whether a layer of `model` (nested models opened) computes in a float narrower than
+    float32 (a mixed precision policy: ``mixed_float16``, ``mixed_bfloat16``)."""
+    def narrow(layer) -> bool:
+        dtype = getattr(layer, "compute_dtype", None)
+        return dtype in ("float16", "bfloat16")
+    return any(narrow(layer) for layer in walk_layers(model))
+
+
+def float32_model(model):
+    """A copy of `model` whose every layer computes in float32 (the same weights: a mixed
+    precision policy keeps float32 variables). The TFLite converter cannot lower float16
+    convolutions and matmuls to built-in ops."""
+    def as_float32(layer):
+        if _shared_as_is(layer):
+            return layer
+        config = dict(layer.get_config())
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        if not (layer.built and layer.weights):
+            return layer.__class__.from_config(config)
+        new = rebuilt_layer(layer, config)
+        new.set_weights(layer.get_weights())
+        return new
+
+    return clone_model(model, as_float32)
+
+
 def clone_model(model, clone_function: Callable):
     """`keras.models.clone_model`, recursing into nested models, keeping input names.
 
@@ -112,5 +140,5 @@ def clone_model(model, clone_function: Callable):
     return keras.models.clone_model(model, input_tensors=inputs, clone_function=visit)
 
 
-__all__ = ["clone_model", "copy_layer", "is_functional_or_sequential", "is_model",
-           "rebuilt_layer", "walk_layers", "walk_models"]
+__all__ = ["clone_model", "computes_below_float32", "copy_layer", "float32_model",
+           "is_functional_or_sequential", "is_model", "rebuilt_layer", "walk_layers", "walk_models"]
