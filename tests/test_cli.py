@@ -152,6 +152,18 @@ def test_export_refuses_to_write_over_its_own_model(saved_fixed_model, tmp_path)
     assert copy.read_bytes() == path.read_bytes()
 
 
+def test_export_refuses_inference_type_without_int8_and_a_file_that_is_not_keras(saved_fixed_model, tmp_path, capsys):
+    path, _ = saved_fixed_model
+    with pytest.raises(SystemExit) as info:
+        cli.main(["export", str(path), "--format", "palette", "--inference-type", "int8"])
+    assert info.value.code == 2 and "--format int8 only" in capsys.readouterr().err
+    fake = tmp_path / "notes.keras"
+    fake.write_text("not a model")
+    for command in (["export", str(fake)], ["report", str(fake)]):
+        assert cli.main(command + ["--quiet"]) == 1
+        assert "is not a .keras file" in capsys.readouterr().err
+
+
 def test_export_and_inspect_refuse_missing_files(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         cli.main(["export", str(tmp_path / "missing.keras")])

@@ -476,6 +476,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                           or args.data_dir):
                 _subparser(parser, "export").error(
                     "--representative-data/--dataset/--data-dir calibrate --format int8 only")
+            if args.format != "int8" and args.inference_type != "float32":
+                _subparser(parser, "export").error(
+                    "--inference-type sets the input and output type of --format int8 only")
             return _export(args)
         if args.command == "inspect":
             return _inspect(args)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -147,6 +148,9 @@ def load_keras_model(path: Union[str, os.PathLike]):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no Keras model file at {path!r}")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a .keras file (a .keras file is a zip archive): "
+                         "pass a model saved with model.save('....keras')")
     with fixing_scope():
         return keras.models.load_model(path, compile=False)
 
