@@ -225,6 +225,17 @@ def test_a_subclassed_model_nested_in_a_functional_one_is_refused_by_name():
             lambda: tfmot_wfn.fix_weights(model), model)
 
 
+def test_a_layer_shared_by_a_nested_model_and_the_outer_one_is_refused():
+    # Cloning copies each model alone: the fixed model would hold two untied copies.
+    shared = L.Dense(6, name="shared")
+    inner_in = keras.Input((6,))
+    inner = keras.Model(inner_in, shared(inner_in), name="inner")
+    inp = keras.Input((6,))
+    model = keras.Model(inp, L.Dense(2)(shared(inner(inp))), name="outer")
+    refused(ValueError, r"'shared' is used in two models of the network, 'outer' and 'inner'.*untied",
+            lambda: tfmot_wfn.fix_weights(model), model)
+
+
 def test_strip_fixing_of_a_subclassed_model_names_the_per_layer_way():
     model = Sub()
     model(kh.classification_data(n=4)[0])

@@ -66,12 +66,22 @@ SUBCLASSED_MODEL_HELP = (
 
 
 def _check_model(model, fix_biases: bool = True, fix_batchnorm: bool = True) -> None:
+    owner = {}  # id(layer) -> the first model holding it
     for inner in walk_models(model):  # nested models too: Keras cannot clone a subclassed one
         if not is_functional_or_sequential(inner):
             where = "" if inner is model else f" (nested in model {model.name!r})"
             raise ValueError(
                 f"Model {inner.name!r}{where} is a subclassed keras.Model; fix_weights supports "
                 "Sequential and Functional models (as tfmot does). " + SUBCLASSED_MODEL_HELP)
+        for layer in inner.layers:
+            first = owner.setdefault(id(layer), inner)
+            if first is not inner and getattr(layer, "weights", None) and not isinstance(layer, keras.Model):
+                raise ValueError(
+                    f"Layer {layer.name!r} is used in two models of the network, {first.name!r} "
+                    f"and {inner.name!r}: cloning copies each model alone, so the "
+                    "fixed model would hold two untied copies of its weights (Keras's "
+                    "clone_model does the same). Call the layer in one of the two models only "
+                    "(e.g. build the nested part as plain layers of the outer model).")
     if not model.built:
         raise ValueError(
             f"Model {model.name!r} is not built, so its weights do not exist yet. Build it "
