@@ -1087,3 +1087,19 @@ def test_run_interpreter_takes_several_inputs_by_name_and_returns_outputs_in_ker
             lite.run_interpreter(interpreter, xs["zeta"], xs["alpha"], xs["mid"])
         with pytest.raises(ValueError, match="named"):
             lite.run_interpreter(interpreter, zeta=xs["zeta"])
+
+
+def test_a_batchnorm_folded_into_a_transposed_convolution_is_explained():
+    # The converter folds the BatchNorm into Conv2DTranspose's kernel per output channel
+    # (neither fold_batchnorm nor the kept-scale MUL handle that layer): the reason says so.
+    keras.utils.set_random_seed(0)
+    model = randomize_batchnorm(keras.Sequential([
+        keras.Input((4, 4, 3)), L.Conv2DTranspose(5, 3, strides=2, padding="same", name="up"),
+        L.BatchNormalization(), L.Flatten(), L.Dense(3)]))
+    fixed = fully_fixed(model)
+    data, result = lite.export_tflite_bytes(fixed)
+    x = np.random.default_rng(0).random((2, 4, 4, 3), dtype=np.float32)
+    np.testing.assert_allclose(tflite_predict(data, x), keras_predict(fixed, x), rtol=1e-4, atol=1e-4)
+    kernel = [t for t in result.non_palette if t.dtype == "FLOAT32" and t.elements == 135]
+    assert len(kernel) == 1
+    assert "'up/kernel' of layer 'up' multiplied per output channel" in kernel[0].reason

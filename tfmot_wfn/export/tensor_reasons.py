@@ -58,10 +58,13 @@ def _origins(model) -> Dict[int, List[_Origin]]:
         rows = layer_weights(model)
     except ValueError:
         rows = []
+    transposed = {layer.name for layer in walk_layers(model, descend=is_functional_or_sequential)
+                  if type(layer).__name__.endswith("Transpose")}
     for layer_name, weight_path, values, _ in rows:
         kind = "bias" if weight_path.endswith("bias") else "weight"
         add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True, weight_path,
-            channels=_channel_rows(values, weight_path.endswith("depthwise_kernel")))
+            channels=_channel_rows(values, weight_path.endswith("depthwise_kernel"),
+                                   transposed=layer_name in transposed))
     for layer, bn in foldable_layer_pairs(model):
         values = folded_weights(layer, bn)
         for name, v in values.items():
@@ -102,18 +105,21 @@ def _match(origins: Dict[int, List[_Origin]], t: ConstantTensor) -> Optional[_Or
     return None
 
 
-#: Channel axis of an op's weight (input 1) in the TFLite layout; Keras kernels keep it last.
-_CHANNEL_AXIS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1}
+#: Channel axis of an op's weight (input 1) in the TFLite layout; Keras kernels keep it last
+#: (transposed convolutions: second to last).
+_CHANNEL_AXIS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1,
+                 "TRANSPOSE_CONV": 0}
 
 
-def _channel_rows(values: np.ndarray, depthwise: bool) -> Optional[np.ndarray]:
+def _channel_rows(values: np.ndarray, depthwise: bool, transposed: bool = False) -> Optional[np.ndarray]:
     """A Keras kernel as sorted rows, one per output channel (None for vectors)."""
     w = np.asarray(values, np.float32)
     if w.ndim < 2:
         return None
     if depthwise:  # (..., in, multiplier) -> (..., in * multiplier), as TFLite stores it
         w = w.reshape(w.shape[:-2] + (-1,))
-    return np.sort(np.moveaxis(w, -1, 0).reshape(w.shape[-1], -1), axis=1)
+    axis = -2 if transposed and w.ndim >= 3 else -1
+    return np.sort(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1), axis=1)
 
 
 def _scale_factors(origin_rows: np.ndarray, rows: np.ndarray) -> Optional[np.ndarray]:
