@@ -59,6 +59,7 @@ model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
                           keras.layers.Dense(3)])
 schedule = tfmot_wfn.StagedFixing()  # the paper's ten stages; steps_per_stage from fit
 fixed = tfmot_wfn.fix_weights(model, fixing_schedule=schedule)
+schedule = wrappers_of(fixed)[0].fixing_schedule  # the wrappers' copy, which fit resolves
 fixed.compile(optimizer=keras.optimizers.Adam(1e-2),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
@@ -230,7 +231,8 @@ def test_checkpoint_resume_keeps_the_resolved_stage_length(tmp_path):
         tfmot_wfn.fix_weights(kh.dense_model(), fixing_schedule=schedule), from_logits=True)
     fixed.fit(x, y, batch_size=16, epochs=1, verbose=0,
               callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
-    assert schedule.steps_per_stage == 4
+    assert wrappers_of(fixed)[0].fixing_schedule.steps_per_stage == 4
+    assert schedule.steps_per_stage is None  # resolved in the wrappers' copy, not the caller's
     path = str(tmp_path / "checkpoint.keras")
     fixed.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
