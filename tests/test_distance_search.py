@@ -232,6 +232,20 @@ def test_an_uncompiled_model_needs_loss_and_optimizer(digits):
                                   (digits.x_test, digits.y_test))
 
 
+def test_every_run_follows_the_schedule_given_by_fractions(digits_mlp, digits):
+    # Two stages a run (the fix job passes its --fractions): a full run trains two epochs.
+    n = 256
+    result = tfmot_wfn.search_distance(
+        digits_mlp, (digits.x_train[:n], digits.y_train[:n]), (digits.x_test, digits.y_test),
+        tolerance=0.5, deltas=(0.01, 0.05), fractions=(0.5, 1.0), batch_size=64, budget=1.0,
+        verbose=0)
+    full = [r for r in result.frontier if r.source == "full"]
+    assert full and all(r.train_steps == 2 * (n // 64) for r in full)
+    assert result.budget_steps == 2 * (n // 64)
+    chosen = [r for r in full if r.distance == result.distance][-1]
+    assert tfmot_wfn.unique_weights(result.model) == chosen.unique_values
+
+
 class _ScriptedRuns(_Runs):
     """`_Runs` whose runs are scripted: ``measured(delta, source)`` gives a run's (accuracy,
     paired SE of its drop), or ``passes(delta, source)`` whether it is within tolerance (0.9,

@@ -362,7 +362,48 @@ def test_distance_auto_searches_then_runs_at_the_chosen_delta(digits_run, tmp_pa
     assert report["settings"]["distance"] == search["distance"]
     assert search["train_steps"] <= search["budget_steps"]
     assert {r["source"] for r in search["frontier"]} >= {"full"}
+    # The search follows the job's schedule (--fractions) and has the default budget of 3 runs.
+    full = [r["train_steps"] for r in search["frontier"] if r["source"] == "full"]
+    assert set(full) == {search["budget_steps"] // 3}
+    stage = wrappers_of(_load(os.path.join(out, "checkpoints", "stage_01.keras")))[0].fixing_schedule
+    assert search["budget_steps"] // 3 == len(FRACTIONS.split(",")) * stage.steps_per_stage
     assert os.path.getsize(os.path.join(out, "distance_search.png")) > 1000
+    # "The same command with --resume" works with --distance auto (a finished run: its report).
+    assert cli.main(["fix", digits_run["model"], "--output", out, "--distance", "auto",
+                     "--rule", "auto", "--resume"] + RUN_FLAGS) == 0
+    # --overwrite with a fixed delta removes the old search's files with the old run.
+    assert cli.main(["fix", digits_run["model"], "--data-dir", digits_run["data"], "--output", out,
+                     "--distance", "0.05", "--overwrite"] + RUN_FLAGS) == 0
+    assert not os.path.exists(os.path.join(out, "distance_search.json"))
+    assert not os.path.exists(os.path.join(out, "distance_search.png"))
+
+
+def test_resume_takes_a_new_learning_rate(digits_run, tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() >= 1 and batch == 1 and interrupt[0]:
+                raise KeyboardInterrupt
+
+    class LearningRate(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(float(np.asarray(self.model.optimizer.learning_rate)))
+
+    interrupt, seen, out = [False], [], str(tmp_path / "lr")
+    config = fix_job.FixJobConfig(
+        model_path=digits_run["model"], data_dir=digits_run["data"], output=out,
+        fractions=tuple(float(f) for f in FRACTIONS.split(",")), batch_size=32,
+        learning_rate=1e-3, augment=False, verbose=0)
+
+    class Second(keras.callbacks.Callback):  # interrupt the second stage's fit
+        def on_train_begin(self, logs=None):
+            interrupt[0] = fix_job.read_state(out)["completed_stages"] >= 1
+
+    with pytest.raises(KeyboardInterrupt):
+        fix_job.run_fix_job(config, callbacks=[Second(), Interrupt()])
+    report = fix_job.resume_fix_job(out, callbacks=[LearningRate()],
+                                    overrides={"learning_rate": 0.02})
+    assert seen and all(lr == pytest.approx(0.02) for lr in seen)
+    assert report["settings"]["learning_rate"] == 0.02
 
 
 def test_distance_auto_and_bad_tolerance_are_parsed_clearly(capsys):

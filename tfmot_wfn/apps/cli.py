@@ -189,7 +189,8 @@ def _add_fix_parser(sub) -> None:
                           "(default: tfmot_wfn.DEFAULT_DISTANCE), or 'auto': the largest delta "
                           "whose fixed model stays within --tolerance of the float model, "
                           "with a margin of one paired standard error "
-                          "(tfmot_wfn.search_distance; at most 3x the time of one run)")
+                          "(tfmot_wfn.search_distance, with the job's schedule: at most 3x the "
+                          "time of one run; then the job's run at that delta)")
     fix.add_argument("--rule", choices=sorted(RULES) + [AUTO_RULE], default=None,
                      help="the fixing rule: which weights a greedy step may fix to its centre "
                           "(default: auto, gentle for a network with depthwise "

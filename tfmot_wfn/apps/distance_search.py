@@ -275,6 +275,8 @@ class _Training:
     optimizer_config: Dict
     fix_kwargs: Dict
     seed: int
+    #: The schedule's cumulative fixed fractions, one stage each.
+    fractions: Tuple[float, ...] = PAPER_FRACTIONS
 
 
 def _compiled_settings(model, loss, optimizer) -> Tuple[Any, Dict]:
@@ -317,7 +319,7 @@ class _Trainer:
         """Fix at ``distance`` with ``steps_per_stage`` batches a stage; (stripped model,
         steps, median seconds of a training batch, seconds the first batch took beyond
         the median: the tracing, on the first run)."""
-        schedule = StagedFixing(steps_per_stage=steps_per_stage)
+        schedule = StagedFixing(self.training.fractions, steps_per_stage=steps_per_stage)
         if self.fixed is None:
             self.fixed = fix_weights(self.model, fixing_schedule=schedule, distance=distance,
                                      **self.training.fix_kwargs)
@@ -326,7 +328,7 @@ class _Trainer:
             self._restart = FixingRestart(self.fixed)
         else:
             self._restart.restart(distance=distance, fixing_schedule=schedule)
-        epochs = len(PAPER_FRACTIONS)  # one epoch a stage; the last fires at its first batch
+        epochs = len(self.training.fractions)  # one epoch a stage; the last fires at its first batch
         timer = _StepTimer()
         self.fixed.fit(self.training.train, epochs=epochs, steps_per_epoch=steps_per_stage, verbose=0,
                        shuffle=False, callbacks=[UpdateFixingStep(verbose=0), timer])
@@ -414,7 +416,7 @@ class _Runs:
         self.float_correct = float_correct
         self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
         self.say = say
-        self.stages = len(PAPER_FRACTIONS)
+        self.stages = len(training.fractions)
         self.frontier: List[FrontierRow] = []
         self.steps_used = 0
         self.costs = _Costs(full_steps, budget)
@@ -595,6 +597,7 @@ def search_distance(
     *,
     deltas: Sequence[float] = DEFAULT_DELTAS,
     epochs_per_stage: int = 1,
+    fractions: Sequence[float] = PAPER_FRACTIONS,
     batch_size: int = 32,
     loss=None,
     optimizer=None,
@@ -619,6 +622,8 @@ def search_distance(
       tolerance: the allowed accuracy drop, absolute (0.005 = half a point).
       deltas: the candidate distances.
       epochs_per_stage: epochs of re-training between stages in the full runs.
+      fractions: the schedule's cumulative fixed fractions (`StagedFixing`; default the
+        paper's ten stages): every run, proxy or full, uses this schedule.
       batch_size: for ``(x, y)`` arrays.
       budget: all runs together train at most this many times the batches of one full run,
         and take at most this many times the seconds one full run takes alone (estimated
@@ -651,14 +656,14 @@ def search_distance(
                          "(dataset.apply(tf.data.experimental.assert_cardinality(n))) or arrays")
     training = _Training(train=train.repeat(), loss=loss,
                          optimizer_config=optimizer_config, fix_kwargs=dict(fix_kwargs),
-                         seed=seed)
+                         seed=seed, fractions=tuple(StagedFixing(fractions, steps_per_stage=1).fractions))
     full_stage_steps = epochs_per_stage * steps_per_epoch
     float_correct = _top1_correct(model, validation_data)
     if isinstance(validation_data, tf.data.Dataset):  # arrays are read in order
         _check_same_order(float_correct, _top1_correct(model, validation_data))
     float_accuracy = float(np.mean(float_correct))
     coarse = _warn_if_coarse(len(float_correct), tolerance, margin_se)
-    runs = _Runs(model, training, validation_data, budget, len(PAPER_FRACTIONS) * full_stage_steps,
+    runs = _Runs(model, training, validation_data, budget, len(training.fractions) * full_stage_steps,
                  say, float_correct)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
         f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")

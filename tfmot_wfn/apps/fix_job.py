@@ -58,9 +58,12 @@ REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 PLOTS_DIR = "plots"
 LOGS_DIR = "logs"
-#: ``distance="auto"``: `search_distance` chooses delta, within this many full runs.
+#: What ``--distance auto`` writes (the search's frontier, as JSON and as a plot).
+SEARCH_FILES = ("distance_search.json", "distance_search.png")
+#: ``distance="auto"``: `search_distance` chooses delta, within this many full runs (its
+#: default; the job's own run at that delta comes after).
 AUTO = "auto"
-AUTO_BUDGET = 2.0
+AUTO_BUDGET = 3.0
 #: A float accuracy below this many times chance gets a warning (a wrong --normalize).
 NEAR_CHANCE = 1.5
 #: Settings a resumed run must share with the run it continues (they define the schedule).
@@ -353,7 +356,8 @@ def _prepare_output(config: FixJobConfig, overwrite: bool) -> None:
         what = "a finished run" if state.get("finished") else f"an unfinished run ({done}/{total} stages)"
         raise FixJobError(f"{config.output} already holds {what}. Pass --resume to continue it, "
                           "--overwrite to start again there, or choose another --output.")
-    files = [os.path.join(config.output, name) for name in (STATE_FILE, FINAL_MODEL, REPORT_JSON, REPORT_TXT)]
+    files = [os.path.join(config.output, name)
+             for name in (STATE_FILE, FINAL_MODEL, REPORT_JSON, REPORT_TXT) + SEARCH_FILES]
     folders = [os.path.join(config.output, name)
                for name in (CHECKPOINT_DIR, PLOTS_DIR) + ((LOGS_DIR,) if config.log_dir is None else ())]
     _refuse_removing_the_model(config.model_path, files, folders)
@@ -520,11 +524,12 @@ def _search_distance(run: _JobRun, model) -> float:
     train = train.take(run.steps_per_epoch)
     search = search_distance(
         model, train, run.eval_ds, tolerance=config.tolerance,
-        epochs_per_stage=config.epochs_per_stage, budget=AUTO_BUDGET, seed=config.seed,
+        epochs_per_stage=config.epochs_per_stage, fractions=config.fractions, budget=AUTO_BUDGET,
+        seed=config.seed,
         verbose=config.verbose, regularization=config.regularization, rule=config.rule,
         int8_exact=config.int8_exact)
-    search.to_json(run.path("distance_search.json"))
-    search.plot(run.path("distance_search.png"))
+    search.to_json(run.path(SEARCH_FILES[0]))
+    search.plot(run.path(SEARCH_FILES[1]))
     run.say(str(search))
     run.say(f"--distance auto: delta {search.distance:g}")
     return float(search.distance)
@@ -540,6 +545,9 @@ def _continue_from_checkpoint(run: _JobRun, model, state: Dict) -> None:
     run.rows = list(state["stages"])
     run.completed_stages = int(state["completed_stages"])
     run.checkpoint = state["checkpoint"]
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:  # --learning-rate may change on resume: the checkpoint's is the old
+        optimizer.learning_rate.assign(run.config.learning_rate)
     steps_per_stage = run.config.epochs_per_stage * run.steps_per_epoch
     schedule = FixingNetwork.of(model).fixing_schedule
     if schedule.steps_per_stage != steps_per_stage:
@@ -758,6 +766,8 @@ def resume_fix_job(output: str, verbose: Optional[int] = None, callbacks: Sequen
                           "without --resume)")
     values = dict(state["config"])
     for name, value in (overrides or {}).items():
+        if name in ("distance", "rule") and value == AUTO:
+            continue  # the same command with --resume: the run holds what "auto" chose
         if name in SCHEDULE_SETTINGS and _normalised(value) != _normalised(values.get(name)):
             raise FixJobError(f"--resume continues the run with its own settings, but {name} was "
                               f"{values.get(name)!r} there and {value!r} now; drop the option, or "
