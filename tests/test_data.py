@@ -165,10 +165,12 @@ def test_directory_with_train_and_val_folders(tmp_path):
     np.testing.assert_array_equal(_labels(folder.eval_dataset()), [0, 0, 1, 1, 2, 2])
 
 
-def test_directory_with_a_validation_split(tmp_path):
+def test_directory_with_a_validation_split(tmp_path, capsys):
     _write_pngs(str(tmp_path), per_class=10, channels=3)
+    capsys.readouterr()
     folder = data.from_directory(str(tmp_path), image_size=6, batch_size=8, validation_split=0.2,
                                  seed=0)
+    assert capsys.readouterr().out == ""  # Keras's "Using 24 files for training." (verbose=False)
     assert folder.train_examples == 24 and folder.eval_examples == 6
     assert _images(folder.eval_dataset()).shape == (6, 6, 6, 3)
     none = data.from_directory(str(tmp_path), image_size=6, validation_split=None)
@@ -183,6 +185,17 @@ def test_directory_errors(tmp_path):
         data.from_directory(str(tmp_path / "one"), image_size=8, validation_split=None)
     with pytest.raises(ValueError, match="channels"):
         data.from_directory(str(tmp_path / "one"), channels=2)
+    # Too few images for the split: said so (Keras would say "No training images found").
+    _write_pngs(str(tmp_path / "few"), classes=("a", "b"), per_class=2)
+    with pytest.raises(ValueError, match="holds 4 images: a validation split of 0.2 keeps 0"):
+        data.from_directory(str(tmp_path / "few"), image_size=8, validation_split=0.2)
+
+
+def test_imagenet_normalization_leaves_an_alpha_channel_in_unit_range():
+    x = np.full((1, 2, 2, 4), 255, np.uint8)
+    rgba = np.asarray(data.normalize(x, "imagenet"))
+    np.testing.assert_allclose(rgba[..., :3], np.asarray(data.normalize(x[..., :3], "imagenet")))
+    np.testing.assert_allclose(rgba[..., 3], 1.0)
 
 
 def test_arrays_give_the_same_pipelines_as_tfds():

@@ -34,7 +34,9 @@ Nothing is downloaded unless you ask for a tfds dataset that is not prepared yet
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 import os
 from typing import List, Optional, Sequence, Tuple, Union
@@ -200,11 +202,12 @@ def normalize(image, normalization: str = "unit"):
     x = x / 255.0
     if normalization == "imagenet":
         channels = image.shape[-1]
-        mean = tf.constant(IMAGENET_MEAN[:channels] if channels != 1 else (np.mean(IMAGENET_MEAN),),
-                           tf.float32)
-        std = tf.constant(IMAGENET_STD[:channels] if channels != 1 else (np.mean(IMAGENET_STD),),
-                          tf.float32)
-        x = (x - mean) / std
+        if channels == 1:
+            mean, std = (float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),)
+        else:  # RGB; an alpha channel (RGBA) is left in [0, 1]
+            mean = tuple(IMAGENET_MEAN) + (0.0,) * (channels - len(IMAGENET_MEAN))
+            std = tuple(IMAGENET_STD) + (1.0,) * (channels - len(IMAGENET_STD))
+        x = (x - tf.constant(mean[:channels], tf.float32)) / tf.constant(std[:channels], tf.float32)
     return x
 
 
@@ -528,6 +531,28 @@ def _class_folders(directory: str) -> List[str]:
                   and not d.startswith("."))
 
 
+#: The image files ``keras.utils.image_dataset_from_directory`` reads.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def _quiet(verbose: bool):
+    """Silences stdout unless ``verbose``."""
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+
+
+def _check_split_sizes(directory: str, validation_split: float) -> None:
+    """Refuse a split that leaves no file on one side (Keras then says "No training images
+    found", hiding the cause)."""
+    files = sum(1 for _, _, names in os.walk(directory) for name in names
+                if name.lower().endswith(IMAGE_SUFFIXES))
+    held_out = int(validation_split * files)
+    if files and not 0 < held_out < files:
+        raise ValueError(
+            f"{directory} holds {files} images: a validation split of {validation_split:g} keeps "
+            f"{held_out} of them for evaluation and {files - held_out} for training. Add images, "
+            "change --validation-split, or pass 0 for no evaluation data")
+
+
 def from_directory(
     directory: str,
     image_size: Optional[Size] = None,
@@ -570,9 +595,11 @@ def from_directory(
             os.path.join(directory, eval_dir), shuffle=False, class_names=class_names, **common)
         train_split, eval_split = "train", eval_dir
     elif validation_split:
-        raw_train, raw_eval = keras.utils.image_dataset_from_directory(
-            directory, shuffle=True, seed=int(seed), validation_split=float(validation_split),
-            subset="both", **common)
+        _check_split_sizes(directory, float(validation_split))
+        with _quiet(verbose):  # Keras prints "Using N files for training." whatever verbose says
+            raw_train, raw_eval = keras.utils.image_dataset_from_directory(
+                directory, shuffle=True, seed=int(seed), validation_split=float(validation_split),
+                subset="both", **common)
         class_names = list(raw_train.class_names)
         train_split = f"{1 - validation_split:.0%} of the files"
         eval_split = f"{validation_split:.0%} of the files"
