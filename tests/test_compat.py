@@ -34,9 +34,17 @@ def _half_fixed(batchnorm=True):
 
 
 def test_keras_flavour_follows_the_environment():
-    legacy = os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS") in ("true", "True", "1")  # TensorFlow's reading
     assert compat.IS_LEGACY_KERAS == tfmot_wfn.IS_LEGACY_KERAS == legacy
     assert keras.__name__ == ("tf_keras" if legacy else "keras")
+
+
+@pytest.mark.parametrize("value, legacy", [("1", True), ("true", True), ("True", True),
+                                           ("yes", False), ("TRUE", False), (" 1", False), ("0", False)])
+def test_the_legacy_flag_is_read_as_tensorflow_reads_it(monkeypatch, value, legacy):
+    # Else tfmot_wfn would use tf_keras while tf.keras (and the user's model) is Keras 3.
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", value)
+    assert compat._legacy_requested() is legacy
 
 
 def test_importing_tfmot_wfn_never_imports_tfmot():

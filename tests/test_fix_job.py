@@ -447,3 +447,21 @@ def test_rule_and_int8_exact_flags_reach_the_job_settings(digits_run, tmp_path, 
     report = json.loads(open(os.path.join(out, "report.json")).read())
     assert report["settings"]["rule"] == report["rule"] == "paper"
     assert report["settings"]["int8_exact"] is report["int8_exact"] is True
+
+
+def test_each_stage_seeds_the_random_layers_from_the_stage_alone():
+    # A resumed run's Dropout must draw what the uninterrupted run drew in that stage:
+    # the generator state (not in the checkpoints) is set from (seed, stage) at its start.
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5)])
+
+    x = np.ones((2, 64), np.float32)
+    advanced, fresh = model(), model()
+    for _ in range(3):
+        advanced(x, training=True)  # an uninterrupted run has drawn before this stage
+    fix_job._seed_random_layers(advanced, 7)
+    fix_job._seed_random_layers(fresh, 7)
+    a, b = np.asarray(advanced(x, training=True)), np.asarray(fresh(x, training=True))
+    assert 0 < np.count_nonzero(a) < a.size
+    np.testing.assert_array_equal(a, b)

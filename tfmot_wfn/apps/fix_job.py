@@ -615,6 +615,16 @@ def _stage_epochs(config: FixJobConfig, k: int) -> Tuple[int, int]:
     return k * config.epochs_per_stage, epochs
 
 
+def _seed_random_layers(model, seed: int) -> None:
+    """Every random layer's generator (Dropout's) starts stage `seed`'s fit from a state that
+    depends only on it: the checkpoints do not hold those states, so a resumed run would
+    otherwise draw other dropout masks than the uninterrupted one."""
+    from tfmot_wfn.keras.compat import seed_generator_states
+
+    for i, state in enumerate(seed_generator_states(model)):
+        state.assign(np.array([seed * 7919 + i, 0], dtype=state.dtype))
+
+
 def _fit_stage(run: _JobRun, k: int, callbacks: _StageCallbacks) -> Tuple[Dict, Dict[str, float]]:
     """Stage `k`'s fit; its fixing stage runs at the first batch. (stage summary, train metrics)."""
     from tfmot_wfn.apps.fit_callbacks import BatchProgress
@@ -626,6 +636,7 @@ def _fit_stage(run: _JobRun, k: int, callbacks: _StageCallbacks) -> Tuple[Dict, 
     # again clears TensorFlow's kernel caches, a slow re-instantiation per stage.
     random.seed(config.seed * 1000 + k)
     np.random.seed(config.seed * 1000 + k)
+    _seed_random_layers(run.model, config.seed * 1000 + k)
     train = run.data.train_dataset(seed=config.seed * 1000 + k, augment=config.augment)
     if config.steps_per_epoch:
         train = train.take(run.steps_per_epoch)

@@ -21,7 +21,9 @@ from tensorflow.python.ops import control_flow_util  # private: see in_xla_compi
 
 
 def _legacy_requested() -> bool:
-    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+    """TensorFlow's own reading of ``TF_USE_LEGACY_KERAS`` (tensorflow/__init__.py): any
+    other value leaves ``tf.keras`` at Keras 3, and so must it leave us."""
+    return os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
 
 
 IS_LEGACY_KERAS = _legacy_requested()
@@ -94,6 +96,16 @@ def optimizer_built(optimizer) -> bool:
     """Whether the optimizer made its slot variables (Keras 3: ``built``; tf_keras: only the
     private ``_built``, read here because tf_keras has no public flag)."""
     return bool(getattr(optimizer, "built", False) or getattr(optimizer, "_built", False))
+
+
+def seed_generator_states(model) -> list:
+    """The state variables of the Keras 3 ``SeedGenerator``s in `model` (Dropout, random
+    augmentation layers): ``model.variables`` lists them, named ``seed_generator_state``
+    (Keras's own name; there is no public list). Empty under tf_keras, whose random layers
+    draw from TensorFlow's seeded ops."""
+    if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+        return []
+    return [v for v in model.variables if v.name == "seed_generator_state"]
 
 
 def steps_per_execution(model) -> int:
