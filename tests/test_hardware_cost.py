@@ -301,6 +301,7 @@ def _small_cnn(seed=0):
     return keras.Model(inp, L.Dense(3)(h))
 
 
+@pytest.mark.legacy  # also under tf_keras (a plain model's weights are read there too)
 def test_wrapped_stripped_and_float_models():
     base = _small_cnn()
     float_cost = tfmot_wfn.hardware_cost(base)
@@ -435,6 +436,7 @@ def test_benchmark_rows_cost_each_method_in_its_deployed_form():
     assert "hw_error" in rows.row_columns(keras.Sequential([L.Dense(2)]), "float")
 
 
+@pytest.mark.legacy  # also under tf_keras (a plain model's weights are read there too)
 def test_nested_subclassed_and_1d_models():
     inner = keras.Sequential([keras.Input((10, 2)), L.Conv1D(4, 3), L.ReLU()], name="inner")
     inp = keras.Input((10, 2))

@@ -92,7 +92,7 @@ class _Values:
 
     def __call__(self, variable) -> np.ndarray:
         found = self.effective.get(id(variable))
-        return np.asarray(found if found is not None else keras.ops.convert_to_numpy(variable))
+        return np.asarray(found if found is not None else variable.numpy())
 
 
 def _groups(layer, x, y, values: _Values) -> List[WeightGroup]:
