@@ -236,6 +236,15 @@ def test_a_layer_shared_by_a_nested_model_and_the_outer_one_is_refused():
             lambda: tfmot_wfn.fix_weights(model), model)
 
 
+def test_fit_on_a_subclassed_model_never_called_says_to_call_it_first():
+    model = Sub()  # layers wrapped one by one, the model not built yet
+    kh.compile_classifier(model, from_logits=True)
+    with pytest.raises(ValueError, match=r"are not built yet.*Call the model on a batch once"):
+        model.fit(callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)], epochs=1, **_fit_args())
+    model(kh.classification_data(n=4)[0])  # as the message says: then fit works
+    model.fit(callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)], epochs=1, **_fit_args())
+
+
 def test_strip_fixing_of_a_subclassed_model_names_the_per_layer_way():
     model = Sub()
     model(kh.classification_data(n=4)[0])

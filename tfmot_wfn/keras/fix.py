@@ -59,8 +59,9 @@ def fixing_scope():
 SUBCLASSED_MODEL_HELP = (
     "Wrap the supported layers inside your subclass instead, all with the same schedule "
     "and distance: in __init__, schedule = tfmot_wfn.StagedFixing(...); self.dense = "
-    "tfmot_wfn.fix_weights(keras.layers.Dense(10), fixing_schedule=schedule); then train "
-    "with callbacks=[tfmot_wfn.UpdateFixingStep()] as usual, and get plain layers with "
+    "tfmot_wfn.fix_weights(keras.layers.Dense(10), fixing_schedule=schedule); call the model "
+    "on a batch once (model(x[:1])) to build it, then train with "
+    "callbacks=[tfmot_wfn.UpdateFixingStep()] as usual, and get plain layers with "
     "tfmot_wfn.strip_fixing(self.dense) (or copy their effective weights into a plain "
     "instance of your model).")
 

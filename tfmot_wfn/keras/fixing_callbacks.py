@@ -107,6 +107,13 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._network = self._collect()  # refuses wrappers with different settings
+        unbuilt = [w.name for w in self._network.wrappers if not w.built]
+        if unbuilt:  # a subclassed model is built only when fit traces its first step
+            raise ValueError(
+                f"the WeightFixingWrappers {unbuilt} are not built yet, so their first fixing "
+                "stage (at the first batch) has no weights to fix. Call the model on a batch "
+                "once before fit (model(x[:1])), as a subclassed model whose layers are "
+                "wrapped one by one needs.")
         self._wrappers = list(self._network.wrappers)
         self._network.resolve_schedules(callback_params(self).get("steps"))
         if self.fresh_optimizer and getattr(self.model, "optimizer", None) is None:
