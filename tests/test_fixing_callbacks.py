@@ -444,3 +444,17 @@ def test_fresh_optimizer_is_the_default_and_keeps_a_schedules_step_count():
     assert seen[1][1] > 0 and seen[2][1] == 0
     with pytest.raises(TypeError, match="fresh_optimizer must be True or False"):
         tfmot_wfn.UpdateFixingStep(fresh_optimizer="yes")
+
+
+@pytest.mark.skipif(not tfmot_wfn.IS_LEGACY_KERAS, reason="tf_keras's legacy OptimizerV2")
+def test_fresh_optimizer_resets_a_legacy_optimizer_v2():
+    # tf_keras.optimizers.legacy.Adam has no build flag and a variables() method: it was
+    # silently never reset.
+    x, y = kh.classification_data(n=32)
+    fixed = tfmot_wfn.fix_weights(kh.dense_model(), fixing_schedule=tfmot_wfn.StagedFixing(
+        (0.3, 0.6, 1.0), steps_per_stage=3))
+    optimizer = keras.optimizers.legacy.Adam(1e-2)
+    fixed.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fixed.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)])
+    assert int(optimizer.iterations.numpy()) == 2  # 8 steps, reset after the stage at step 6
+    assert float(keras.backend.get_value(optimizer.learning_rate)) == pytest.approx(1e-2)

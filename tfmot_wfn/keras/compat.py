@@ -92,10 +92,37 @@ def callback_params(callback) -> dict:
     return getattr(callback, "params", None) or {}
 
 
+def _is_optimizer_v2(optimizer) -> bool:
+    """A tf_keras legacy optimizer (``tf_keras.optimizers.legacy.*``, OptimizerV2): no build
+    flag, ``variables`` is a method, and slots are made by the private ``_create_all_weights``."""
+    return IS_LEGACY_KERAS and callable(getattr(optimizer, "variables", None)) \
+        and hasattr(optimizer, "_create_all_weights")
+
+
+def optimizer_variables(optimizer) -> list:
+    """The optimizer's variables (a property in Keras 3 and tf_keras's optimizers, a method
+    of tf_keras's legacy OptimizerV2)."""
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
+
+
 def optimizer_built(optimizer) -> bool:
     """Whether the optimizer made its slot variables (Keras 3: ``built``; tf_keras: only the
-    private ``_built``, read here because tf_keras has no public flag)."""
+    private ``_built``, read here because tf_keras has no public flag; a legacy OptimizerV2:
+    whether it holds more than its step counter)."""
+    if _is_optimizer_v2(optimizer):  # pragma: no cover - legacy CI job
+        return len(optimizer_variables(optimizer)) > 1
     return bool(getattr(optimizer, "built", False) or getattr(optimizer, "_built", False))
+
+
+def build_optimizer(optimizer, variables) -> None:
+    """Make the optimizer's state for `variables` (slots, step counter) without a step:
+    ``build`` in Keras 3 and tf_keras, the private ``_create_all_weights`` of a legacy
+    OptimizerV2 (it has no public one)."""
+    if _is_optimizer_v2(optimizer):  # pragma: no cover - legacy CI job
+        optimizer._create_all_weights(list(variables))
+    else:
+        optimizer.build(list(variables))
 
 
 def seed_generator_states(model) -> list:

@@ -15,9 +15,11 @@ from tfmot_wfn.core.fixing_rules import stage_distance
 from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.compat import (
     assign_scalar,
+    build_optimizer,
     callback_params,
     keras,
     optimizer_built,
+    optimizer_variables,
     steps_per_execution,
     tf,
     variable_path,
@@ -221,8 +223,8 @@ def reset_optimizer(optimizer, variables) -> None:
     if not optimizer_built(optimizer):
         return
     fresh = type(optimizer).from_config(optimizer.get_config())
-    fresh.build(list(variables))
-    old, new = list(optimizer.variables), list(fresh.variables)
+    build_optimizer(fresh, variables)
+    old, new = optimizer_variables(optimizer), optimizer_variables(fresh)
     if len(old) != len(new) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(old, new)):
         raise RuntimeError(
             f"fresh_optimizer: {type(optimizer).__name__} holds {len(old)} variables, a fresh copy "
