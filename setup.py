@@ -10,7 +10,7 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
 
 setup(
     name="tfmot-wfn",
-    version="0.1.0",
+    version="0.2.0",
     description=("Weight Fixing Networks for Keras: whole-network weight sharing with few unique "
                  "power-of-two weights, low entropy and no accuracy loss, tfmot-style API."),
     long_description=LONG_DESCRIPTION,

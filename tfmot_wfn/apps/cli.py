@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train a small CNN on scikit-learn digits and fix its weights",
         description="Train a small CNN with BatchNorm on scikit-learn's digits, run the "
                     "paper's ten-stage WFN schedule, print accuracy, unique values, entropy "
-                    "and the palette, and write fixed_model.keras and report.json.")
+                    "and the palette, and write fixed_model.keras, report.json, the palette and dense "
+                    "TFLite files and the .wfn archive.")
     demo.add_argument("--output", default="wfn_demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--distance", type=_unit_fraction, default=None,
                       help="delta, the allowed relative distance (default: tfmot_wfn.DEFAULT_DISTANCE)")

@@ -164,7 +164,9 @@ def regularization_value(model_or_wrappers, exact: bool = False):
     By default R comes from the per-stage lookup table (`regularizer_table`: no
     search, two gathers per weight; within about 1e-6 of the exact term for every
     weight, see its ``max_error``); ``exact=True`` evaluates `per_weight_term` on
-    every weight instead (much slower; for checking).
+    every weight instead (much slower; for checking): exact for ``|w| <= g0`` and while
+    the palette fits the window of ``NEIGHBOURS`` centres on each side, else within
+    `truncation_bound`, which on large palettes exceeds the table's error.
     """
     network = FixingNetwork.find(model_or_wrappers)
     if network is None:
