@@ -43,3 +43,20 @@ def test_json_is_written_whole_or_not_at_all(tmp_path):
     assert os.listdir(tmp_path) == ["state.json"]
     write_json_atomically(target, {"n": 3}, default=str, indent=None)
     assert target.read_text() == '{"n": 3}'
+
+
+def test_reports_write_strict_json(tmp_path):
+    import dataclasses
+
+    from tfmot_wfn.utils.json_report import JsonReport
+
+    @dataclasses.dataclass
+    class Report(JsonReport):
+        se: float
+        rows: list
+
+    path = tmp_path / "r.json"
+    Report(float("nan"), [{"x": float("inf"), "y": 1.5}, (2.0, -float("inf"))]).to_json(path)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"se": None, "rows": [{"x": None, "y": 1.5}, [2.0, None]]}
