@@ -416,7 +416,7 @@ class _Runs:
         self.float_correct = float_correct
         self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
         self.say = say
-        self.stages = len(training.fractions)
+        self.stages = len(getattr(training, "fractions", PAPER_FRACTIONS))  # None: scripted tests
         self.frontier: List[FrontierRow] = []
         self.steps_used = 0
         self.costs = _Costs(full_steps, budget)
