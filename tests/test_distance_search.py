@@ -12,7 +12,7 @@ import keras_helpers
 from keras_helpers import L, keras
 
 import tfmot_wfn
-from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search,
+from tfmot_wfn.apps.distance_search import (DEFAULT_DELTAS, FrontierRow, _Costs, _Runs, _search, _Training,
                                             _ties_fail, _top1_correct, _warn_if_coarse,
                                             _warn_if_unresolved, _within, paired_drop_se, pass_threshold,
                                             top1_accuracy)
@@ -254,7 +254,8 @@ class _ScriptedRuns(_Runs):
     STEP = 0.01
 
     def __init__(self, passes, overhead, budget=3.0, measured=None):
-        super().__init__(None, None, None, budget, 10 * 10, lambda *a: None)
+        training = _Training(train=None, loss=None, optimizer_config={}, fix_kwargs={}, seed=0)
+        super().__init__(None, training, None, budget, 10 * 10, lambda *a: None)
         self.overhead = overhead
         self.measured = measured or (lambda d, source: (0.9 if passes(d, source) else 0.5, 0.0))
 

@@ -242,7 +242,9 @@ def test_fit_on_a_subclassed_model_never_called_says_to_call_it_first():
     with pytest.raises(ValueError, match=r"are not built yet.*Call the model on a batch once"):
         model.fit(callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)], epochs=1, **_fit_args())
     model(kh.classification_data(n=4)[0])  # as the message says: then fit works
-    model.fit(callbacks=[tfmot_wfn.UpdateFixingStep(verbose=0)], epochs=1, **_fit_args())
+    update = tfmot_wfn.UpdateFixingStep(verbose=0)
+    model.fit(callbacks=[update], epochs=1, **_fit_args())
+    assert update.history and tfmot_wfn.fixed_fraction(model) > 0
 
 
 def test_strip_fixing_of_a_subclassed_model_names_the_per_layer_way():

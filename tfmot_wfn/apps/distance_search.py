@@ -67,7 +67,7 @@ from tfmot_wfn.keras.compat import keras, tf
 from tfmot_wfn.keras.fix import fix_weights, strip_fixing
 from tfmot_wfn.keras.fixing_callbacks import UpdateFixingStep
 from tfmot_wfn.keras.fixing_restart import FixingRestart
-from tfmot_wfn.keras.fixing_schedule import PAPER_FRACTIONS, StagedFixing
+from tfmot_wfn.keras.fixing_schedule import PAPER_FRACTIONS, StagedFixing, check_fractions
 from tfmot_wfn.keras.report import unique_weights, weight_entropy
 from tfmot_wfn.utils.json_report import JsonReport
 
@@ -416,7 +416,7 @@ class _Runs:
         self.float_correct = float_correct
         self.budget_steps, self.full_steps = int(budget * full_steps), int(full_steps)
         self.say = say
-        self.stages = len(getattr(training, "fractions", PAPER_FRACTIONS))  # None: scripted tests
+        self.stages = len(training.fractions)
         self.frontier: List[FrontierRow] = []
         self.steps_used = 0
         self.costs = _Costs(full_steps, budget)
@@ -656,7 +656,7 @@ def search_distance(
                          "(dataset.apply(tf.data.experimental.assert_cardinality(n))) or arrays")
     training = _Training(train=train.repeat(), loss=loss,
                          optimizer_config=optimizer_config, fix_kwargs=dict(fix_kwargs),
-                         seed=seed, fractions=tuple(StagedFixing(fractions, steps_per_stage=1).fractions))
+                         seed=seed, fractions=check_fractions(fractions))
     full_stage_steps = epochs_per_stage * steps_per_epoch
     float_correct = _top1_correct(model, validation_data)
     if isinstance(validation_data, tf.data.Dataset):  # arrays are read in order

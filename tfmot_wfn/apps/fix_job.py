@@ -525,8 +525,7 @@ def _search_distance(run: _JobRun, model) -> float:
     search = search_distance(
         model, train, run.eval_ds, tolerance=config.tolerance,
         epochs_per_stage=config.epochs_per_stage, fractions=config.fractions, budget=AUTO_BUDGET,
-        seed=config.seed,
-        verbose=config.verbose, regularization=config.regularization, rule=config.rule,
+        seed=config.seed, verbose=config.verbose, regularization=config.regularization, rule=config.rule,
         int8_exact=config.int8_exact)
     search.to_json(run.path(SEARCH_FILES[0]))
     search.plot(run.path(SEARCH_FILES[1]))

@@ -74,15 +74,15 @@ def _shared_as_is(layer) -> bool:
     return not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.layers.Lambda)
 
 
-def copy_layer(layer):
-    """A new layer with the same config, built the same way, holding the same weights
-    (a layer without weights is not built: Keras builds it at its first call). Stateless
-    operations and ``Lambda`` layers are shared as they are (`_shared_as_is`)."""
+def copy_layer(layer, config=None):
+    """A new layer with the same config (or `config`), built the same way, holding the same
+    weights (a layer without weights is not built: Keras builds it at its first call).
+    Stateless operations and ``Lambda`` layers are shared as they are (`_shared_as_is`)."""
     if _shared_as_is(layer):
         return layer
     if not (layer.built and layer.weights):
-        return layer.__class__.from_config(layer.get_config())
-    new = rebuilt_layer(layer)
+        return layer.__class__.from_config(layer.get_config() if config is None else config)
+    new = rebuilt_layer(layer, config)
     new.set_weights(layer.get_weights())
     return new
 
@@ -101,16 +101,9 @@ def float32_model(model):
     precision policy keeps float32 variables). The TFLite converter cannot lower float16
     convolutions and matmuls to built-in ops."""
     def as_float32(layer):
-        if _shared_as_is(layer):
-            return layer
-        config = dict(layer.get_config())
-        if "dtype" in config:
-            config["dtype"] = "float32"
-        if not (layer.built and layer.weights):
-            return layer.__class__.from_config(config)
-        new = rebuilt_layer(layer, config)
-        new.set_weights(layer.get_weights())
-        return new
+        if _shared_as_is(layer) or "dtype" not in layer.get_config():
+            return copy_layer(layer)
+        return copy_layer(layer, dict(layer.get_config(), dtype="float32"))
 
     return clone_model(model, as_float32)
 

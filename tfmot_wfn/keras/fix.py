@@ -269,8 +269,7 @@ def fix_weights(
     # One copy of the schedule for the wrappers of this call: fit resolves an epoch-based
     # schedule in place (its steps_per_stage), which must not reach the caller's object (a
     # second fix_weights with it would run every stage at the first run's step counts).
-    schedule = config.fixing_schedule
-    config = dataclasses.replace(config, fixing_schedule=type(schedule).from_config(schedule.get_config()))
+    config = dataclasses.replace(config, fixing_schedule=config.fixing_schedule.copy())
     if config.rule == AUTO_RULE and isinstance(to_fix, (keras.Model, list, tuple)):
         # One rule for the whole network. A single layer keeps "auto": its wrapper chooses
         # for it alone, and the network again for all its layers (layers wrapped one by one).

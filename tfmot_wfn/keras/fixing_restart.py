@@ -87,8 +87,7 @@ class FixingRestart:
         wrappers = self._network.wrappers
         configs = [dataclasses.replace(w.fixing_config, **settings) for w in wrappers]  # checks
         if "fixing_schedule" in settings:  # one copy for the wrappers, as fix_weights makes
-            schedule = configs[0].fixing_schedule
-            schedule = type(schedule).from_config(schedule.get_config())
+            schedule = configs[0].fixing_schedule.copy()
             configs = [dataclasses.replace(c, fixing_schedule=schedule) for c in configs]
         for variable, value in zip(self._variables, self._initial):
             variable.assign(value)

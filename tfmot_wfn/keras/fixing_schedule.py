@@ -46,6 +46,11 @@ class FixingSchedule(metaclass=abc.ABCMeta):
     def from_config(cls, config: Dict[str, Any]) -> "FixingSchedule":
         return cls(**config)
 
+    def copy(self) -> "FixingSchedule":
+        """A new schedule of the same config: `fix_weights` gives its wrappers one, since
+        `resolve` changes an epoch-based schedule in place."""
+        return type(self).from_config(self.get_config())
+
     def resolve(self, steps_per_epoch: Optional[int]) -> None:
         """Hook for schedules that count in epochs; called by `UpdateFixingStep`."""
 
@@ -66,6 +71,25 @@ class FixingSchedule(metaclass=abc.ABCMeta):
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def check_fractions(fractions: Sequence[float]) -> Tuple[float, ...]:
+    """The cumulative fixed fractions of a staged schedule as a tuple, each in (0, 1] and
+    strictly increasing; TypeError / ValueError saying what was wrong otherwise."""
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) and not (
+            hasattr(fractions, "__iter__") and hasattr(fractions, "__len__")):
+        raise TypeError(
+            "fractions must be a sequence of numbers such as (0.3, 0.6, 0.9, 1.0), got "
+            f"{type(fractions).__name__} {fractions!r}")
+    fractions = tuple(check_number("every fraction", f) for f in fractions)
+    if not fractions:
+        raise ValueError("fractions must not be empty; e.g. (0.3, 0.6, 0.9, 1.0)")
+    for f in fractions:
+        if not (0.0 < f <= 1.0) or math.isnan(f):
+            raise ValueError(f"every fraction must be in (0, 1], got {fractions}")
+    if any(b <= a for a, b in zip(fractions, fractions[1:])):
+        raise ValueError(f"fractions must be strictly increasing, got {fractions}")
+    return fractions
 
 
 @keras.saving.register_keras_serializable(package="tfmot_wfn")
@@ -99,20 +123,7 @@ class StagedFixing(FixingSchedule):
         begin_step: int = 0,
         epochs_per_stage: int = 1,
     ):
-        if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) and not (
-                hasattr(fractions, "__iter__") and hasattr(fractions, "__len__")):
-            raise TypeError(
-                "fractions must be a sequence of numbers such as (0.3, 0.6, 0.9, 1.0), got "
-                f"{type(fractions).__name__} {fractions!r}")
-        fractions = tuple(check_number("every fraction", f) for f in fractions)
-        if not fractions:
-            raise ValueError("fractions must not be empty; e.g. (0.3, 0.6, 0.9, 1.0)")
-        for f in fractions:
-            if not (0.0 < f <= 1.0) or math.isnan(f):
-                raise ValueError(f"every fraction must be in (0, 1], got {fractions}")
-        if any(b <= a for a, b in zip(fractions, fractions[1:])):
-            raise ValueError(f"fractions must be strictly increasing, got {fractions}")
-        self.fractions = fractions
+        self.fractions = check_fractions(fractions)
         self.steps_per_stage = None if steps_per_stage is None else check_int(
             "steps_per_stage", steps_per_stage, 1)
         self.begin_step = check_int("begin_step", begin_step, 0)

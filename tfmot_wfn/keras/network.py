@@ -135,7 +135,7 @@ def _one_auto_rule(wrappers: Sequence[WeightFixingWrapper]) -> None:
     (``fix_weights(layer)``, the way to wrap a subclassed model's layers one by one:
     ``"gentle"`` for a depthwise layer, ``"bounded_third"`` for a Dense) the rule ``"auto"``
     stands for in the whole network, as ``fix_weights(model)`` chooses it."""
-    alone = [w for w in wrappers if getattr(w, "rule_chosen_alone", False)]
+    alone = [w for w in wrappers if w.rule_chosen_alone]
     if not alone:
         return
     rule = choose_rule(AUTO_RULE, fixable_layer.has_depthwise([w.layer for w in wrappers]))
@@ -146,7 +146,6 @@ def _one_auto_rule(wrappers: Sequence[WeightFixingWrapper]) -> None:
 
 def _check_consistent(wrappers: Sequence[WeightFixingWrapper]) -> FixingConfig:
     """The shared config of `wrappers`; ValueError if two disagree on a network setting."""
-    _one_auto_rule(wrappers)
     first, *others = wrappers
     for w in others:
         if w.fixing_config.network_settings() != first.fixing_config.network_settings():
@@ -198,6 +197,7 @@ class FixingNetwork:
             if not isinstance(w, WeightFixingWrapper):
                 raise TypeError(
                     f"FixingNetwork takes WeightFixingWrappers, got {type(w).__name__}")
+        _one_auto_rule(wrappers)
         self.config: FixingConfig = _check_consistent(wrappers)
         self.wrappers = wrappers
         self.slots = _slots(wrappers)
