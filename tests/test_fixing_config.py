@@ -24,12 +24,14 @@ L = keras.layers
 def test_defaults_are_those_of_fix_weights_and_the_wrapper():
     config = FixingConfig()
     fields = {f.name for f in dataclasses.fields(FixingConfig)}
-    for function in (tfmot_wfn.fix_weights, tfmot_wfn.WeightFixingWrapper.__init__):
-        parameters = inspect.signature(function).parameters
-        for name in fields - {"fixing_schedule", "palette_capacity"}:
-            assert parameters[name].default == getattr(config, name), (function, name)
-    assert inspect.signature(tfmot_wfn.WeightFixingWrapper.__init__).parameters[
-        "palette_capacity"].default == config.palette_capacity == 4096
+    parameters = inspect.signature(tfmot_wfn.fix_weights).parameters
+    for name in fields - {"fixing_schedule", "palette_capacity"}:
+        assert parameters[name].default == getattr(config, name), name
+    # The wrapper takes its settings as keywords: given none, it holds the defaults (with
+    # the rule "auto" chose for its layer).
+    wrapper = tfmot_wfn.WeightFixingWrapper(L.Dense(3))
+    assert wrapper.fixing_config == dataclasses.replace(config, rule="bounded_third")
+    assert wrapper.palette_capacity == config.palette_capacity == 4096
     assert config.distance == tfmot_wfn.DEFAULT_DISTANCE
     assert config.fixing_schedule == tfmot_wfn.StagedFixing()  # None -> the paper's schedule
 
@@ -59,6 +61,31 @@ def test_config_is_frozen_normalised_and_round_trips_through_fix_weights():
                                               "config": schedule.get_config()})
     assert from_dict.fixing_schedule == schedule
     assert config.network_settings() == tuple(getattr(config, n) for n in NETWORK_SETTINGS)
+
+
+def test_wrapper_takes_a_whole_config_and_keywords_beside_it():
+    schedule = tfmot_wfn.StagedFixing((0.5, 1.0))
+    config = FixingConfig(distance=0.03, fix_biases=False, rule="paper", palette_capacity=32)
+    wrapper = tfmot_wfn.WeightFixingWrapper(L.Dense(3, name="d"), fixing_config=config)
+    assert wrapper.fixing_config == config and wrapper.name == "fix_d"
+    # The schedule (positional, as tfmot's wrappers take theirs) and keyword settings replace
+    # the config's fields and are validated like the others.
+    wrapper = tfmot_wfn.WeightFixingWrapper(L.Dense(3), schedule, fixing_config=config,
+                                            distance=0.01, name="w")
+    assert wrapper.fixing_config == dataclasses.replace(
+        config, fixing_schedule=schedule, distance=0.01)
+    assert wrapper.name == "w" and wrapper.fix_biases is False
+    with pytest.raises(ValueError, match=r"distance must be in \(0.0, 1.0\), got 2"):
+        tfmot_wfn.WeightFixingWrapper(L.Dense(3), fixing_config=config, distance=2)
+    with pytest.raises(TypeError, match="fixing_config must be a tfmot_wfn.FixingConfig, got dict"):
+        tfmot_wfn.WeightFixingWrapper(L.Dense(3), fixing_config={"distance": 0.03})
+    # Settings are keyword-only: a third positional argument is refused, not taken as delta.
+    with pytest.raises(TypeError, match="positional"):
+        tfmot_wfn.WeightFixingWrapper(L.Dense(3), schedule, 0.03)
+    # A keyword that is neither a setting nor a Layer argument is refused by Keras (Keras 3:
+    # ValueError, tf_keras: TypeError).
+    with pytest.raises((TypeError, ValueError), match="distanse"):
+        tfmot_wfn.WeightFixingWrapper(L.Dense(3), distanse=0.03)
 
 
 def test_wrapper_config_without_newer_keys_still_loads():

@@ -7,17 +7,10 @@ from typing import List, Optional
 
 import numpy as np
 
-from tfmot_wfn.core.fixing_rules import AUTO_RULE, DEFAULT_RULE, LEGACY_DEFAULT_RULE, choose_rule
-from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
+from tfmot_wfn.core.fixing_rules import AUTO_RULE, LEGACY_DEFAULT_RULE, choose_rule
 from tfmot_wfn.keras import fixable_layer
 from tfmot_wfn.keras import fixing_schedule as schedules
-from tfmot_wfn.keras.fixing_config import (
-    DEFAULT_DISTANCE,
-    DEFAULT_PALETTE_CAPACITY,
-    DEFAULT_REGULARIZATION,
-    DEFAULT_TEMPERATURE,
-    FixingConfig,
-)
+from tfmot_wfn.keras.fixing_config import FixingConfig
 from tfmot_wfn.keras.compat import (
     IS_LEGACY_KERAS,
     SubstitutedWeights,
@@ -44,6 +37,24 @@ def check_wrappable(layer) -> None:
                 "nothing to fix in it; pass only layers with weights (fix_weights(model) "
                 "leaves weightless layers as they are).")
         raise fixable_layer.unsupported_layer_error(layer)
+
+
+#: The `FixingConfig` fields the wrapper takes as keyword arguments (the schedule
+#: also positionally, second, as tfmot's wrappers take theirs).
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(FixingConfig) if f.name != "fixing_schedule")
+
+
+def _config(fixing_schedule, fixing_config: Optional[FixingConfig], settings) -> FixingConfig:
+    """The wrapper's validated `FixingConfig`: ``fixing_config`` (or the defaults) with the
+    schedule and the keyword settings given beside it."""
+    if fixing_config is None:
+        return FixingConfig(fixing_schedule=fixing_schedule, **settings)
+    if not isinstance(fixing_config, FixingConfig):
+        raise TypeError(
+            f"fixing_config must be a tfmot_wfn.FixingConfig, got {type(fixing_config).__name__}")
+    if fixing_schedule is not None:
+        settings["fixing_schedule"] = fixing_schedule
+    return dataclasses.replace(fixing_config, **settings)  # validated again
 
 
 def _setting(name: str) -> property:
@@ -87,27 +98,24 @@ class WeightFixingWrapper(keras.layers.Wrapper):
       rule: the fixing rule of the greedy stages (see `tfmot_wfn.fix_weights`).
       int8_exact: keep every kernel output channel exactly int8 codes times one
         power-of-two scale (see `tfmot_wfn.fix_weights`).
+      fixing_config: all of the settings above at once, as a `FixingConfig`.
 
-    The arguments are validated into ``wrapper.fixing_config``, a frozen
-    `FixingConfig`; ``wrapper.distance`` etc. read it.
+    All but ``layer`` and ``fixing_schedule`` are keyword-only. They are validated
+    into ``wrapper.fixing_config``, a frozen `FixingConfig`; ``wrapper.distance`` etc.
+    read it. A whole `FixingConfig` can be passed as ``fixing_config=`` (the keyword
+    settings and the schedule given beside it replace its fields); the remaining
+    keyword arguments go to `keras.layers.Wrapper` (``name``, ``dtype``, ...).
     """
 
     def __init__(
         self,
         layer,
         fixing_schedule: Optional[schedules.FixingSchedule] = None,
-        distance: float = DEFAULT_DISTANCE,
-        regularization: float = DEFAULT_REGULARIZATION,
-        temperature: float = DEFAULT_TEMPERATURE,
-        zero_distance: float = ZERO_DISTANCE,
-        fix_biases: bool = True,
-        fix_batchnorm: bool = True,
-        palette_capacity: int = DEFAULT_PALETTE_CAPACITY,
-        preserve_sparsity: bool = False,
-        rule: str = DEFAULT_RULE,
-        int8_exact: bool = False,
+        *,
+        fixing_config: Optional[FixingConfig] = None,
         **kwargs,
     ):
+        settings = {name: kwargs.pop(name) for name in SETTING_NAMES if name in kwargs}
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 f"WeightFixingWrapper wraps a keras.layers.Layer, got {type(layer).__name__}")
@@ -123,11 +131,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             # mixed precision a layer kept in float32 (e.g. the output layer) must not
             # receive float16 inputs from its wrapper.
             kwargs["dtype"] = layer.dtype_policy
-        config = FixingConfig(
-            fixing_schedule=fixing_schedule, distance=distance, regularization=regularization,
-            temperature=temperature, zero_distance=zero_distance, fix_biases=fix_biases,
-            fix_batchnorm=fix_batchnorm, palette_capacity=palette_capacity,
-            preserve_sparsity=preserve_sparsity, rule=rule, int8_exact=int8_exact)
+        config = _config(fixing_schedule, fixing_config, settings)
         chosen_alone = config.rule == AUTO_RULE  # fix_weights(model) chooses for the network
         if chosen_alone:
             config = dataclasses.replace(
