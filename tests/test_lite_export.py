@@ -150,6 +150,23 @@ def test_fold_batchnorm_sequential_depthwise_separable_dense():
     np.testing.assert_allclose(keras_predict(folded, x), keras_predict(model, x), atol=ATOL)
 
 
+def test_fold_batchnorm_transposed_convolutions():
+    # Their kernels are (..., out, in): the scale goes on the second-to-last axis.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((4, 4, 3)), L.Conv2DTranspose(5, 3, strides=2, padding="same"),
+        L.BatchNormalization(), L.Reshape((64, 5)),
+        L.Conv1DTranspose(4, 3, use_bias=False), L.BatchNormalization(), L.Reshape((66, 4, 1, 1)),
+        L.Conv3DTranspose(2, 2), L.BatchNormalization(), L.Flatten(), L.Dense(3)])
+    randomize_batchnorm(model)
+    folded = lite.fold_batchnorm(model)
+    assert [p.layer for p in lite.foldable_batchnorms(model)] == [
+        model.layers[i].name for i in (0, 3, 6)]
+    assert not any(isinstance(layer, L.BatchNormalization) for layer in folded.layers)
+    x = np.random.default_rng(1).normal(size=(4, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(keras_predict(folded, x), keras_predict(model, x), atol=ATOL)
+
+
 def test_fold_batchnorm_functional_skips_shared_outputs_and_folds_nested_models():
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 3))
@@ -752,7 +769,7 @@ def test_out_of_range_index_and_newer_version_are_refused(cnn_export):
 
 # ----------------------------------------------- BatchNorm kept as a scale MUL
 SCALE_REASON = "BatchNorm scale kept as a separate MUL (float, per channel)"
-HOSTS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+HOSTS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
 @pytest.fixture(scope="module")
@@ -941,11 +958,21 @@ BN_MODELS = {
     "conv1d_depthwise1d": lambda: keras.Sequential([
         keras.Input((16, 3)), L.Conv1D(8, 3), L.BatchNormalization(), L.ReLU(),
         L.DepthwiseConv1D(3), L.BatchNormalization(), L.GlobalAveragePooling1D(), L.Dense(4)]),
+    # TRANSPOSE_CONV: filter OHWI, bias at input 3.
+    "conv2d_transpose": lambda: keras.Sequential([
+        keras.Input((4, 4, 3)), L.Conv2DTranspose(5, 3, strides=2, padding="same", name="up"),
+        L.BatchNormalization(), L.ReLU(), L.Flatten(), L.Dense(3)]),
 }
+if not IS_LEGACY_KERAS:
+    # Keras 3's Conv1DTranspose converts to a TRANSPOSE_CONV the BatchNorm is folded into
+    # (tf_keras's keeps a SQUEEZE between them: no fold, the BatchNorm stays MUL and ADD).
+    BN_MODELS["conv1d_transpose"] = lambda: keras.Sequential([
+        keras.Input((6, 3)), L.Conv1DTranspose(4, 3, strides=2, use_bias=False),
+        L.BatchNormalization(), L.GlobalAveragePooling1D(), L.Dense(3)])
 
 
 @pytest.mark.parametrize("kind", sorted(BN_MODELS))
-def test_scale_op_for_depthwise_separable_dense_and_1d_layers(kind, tmp_path):
+def test_scale_op_for_every_kind_of_host_layer(kind, tmp_path):
     keras.utils.set_random_seed(11)
     model = randomize_batchnorm(BN_MODELS[kind]())
     fixed = fully_fixed(model)
@@ -1087,19 +1114,3 @@ def test_run_interpreter_takes_several_inputs_by_name_and_returns_outputs_in_ker
             lite.run_interpreter(interpreter, xs["zeta"], xs["alpha"], xs["mid"])
         with pytest.raises(ValueError, match="named"):
             lite.run_interpreter(interpreter, zeta=xs["zeta"])
-
-
-def test_a_batchnorm_folded_into_a_transposed_convolution_is_explained():
-    # The converter folds the BatchNorm into Conv2DTranspose's kernel per output channel
-    # (neither fold_batchnorm nor the kept-scale MUL handle that layer): the reason says so.
-    keras.utils.set_random_seed(0)
-    model = randomize_batchnorm(keras.Sequential([
-        keras.Input((4, 4, 3)), L.Conv2DTranspose(5, 3, strides=2, padding="same", name="up"),
-        L.BatchNormalization(), L.Flatten(), L.Dense(3)]))
-    fixed = fully_fixed(model)
-    data, result = lite.export_tflite_bytes(fixed)
-    x = np.random.default_rng(0).random((2, 4, 4, 3), dtype=np.float32)
-    np.testing.assert_allclose(tflite_predict(data, x), keras_predict(fixed, x), rtol=1e-4, atol=1e-4)
-    kernel = [t for t in result.non_palette if t.dtype == "FLOAT32" and t.elements == 135]
-    assert len(kernel) == 1
-    assert "'up/kernel' of layer 'up' multiplied per output channel" in kernel[0].reason

@@ -40,13 +40,14 @@ import numpy as np
 from tfmot_wfn.core.batchnorm_affine import float32_batchnorm_scale
 from tfmot_wfn.export.tensor_reasons import FOLD_HINT
 from tfmot_wfn.keras.batchnorm_folding import (
-    batchnorm_scale_shift, batchnorm_values, foldable_layer_pairs, is_depthwise, kernel_key,
+    batchnorm_scale_shift, batchnorm_values, foldable_layer_pairs, is_depthwise, is_transposed,
+    kernel_key,
 )
 from tfmot_wfn.keras.compat import short_name
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.scale_ops import (
-    BIAS_SLOT, HOST_OPS, MIN_SCALE, SCALE_PREFIX, SCALE_REASON, UNSCALED_SUFFIX, KeptScale,
-    channels_last, from_channels_last, host_weight, mul_op, optional_bias, set_constant,
+    HOST_OPS, MIN_SCALE, SCALE_PREFIX, SCALE_REASON, UNSCALED_SUFFIX, KeptScale,
+    bias_slot, channels_last, from_channels_last, host_weight, mul_op, optional_bias, set_constant,
     unique_tensor_name,
 )
 
@@ -76,6 +77,8 @@ def _keras_pairs(model, palette: np.ndarray) -> List[_Pair]:
         kernel = values[key]
         if is_depthwise(layer):  # (..., in, multiplier): channel = in * mult + m
             kernel = kernel.reshape(kernel.shape[:-2] + (-1,))
+        elif is_transposed(layer):  # (..., out, in): channels last
+            kernel = np.moveaxis(kernel, -2, -1)
         scale64, _ = batchnorm_scale_shift(bn)
         channels = scale64.size
         if kernel.shape[-1] != channels:
@@ -252,7 +255,7 @@ class _ScaleRewrite:
                     "not kept as a separate MUL; values are not in the palette")
                 return None
             exact = exact and bias_exact
-            bias_name = self._replace(subgraph, op, BIAS_SLOT, new_bias, readers)
+            bias_name = self._replace(subgraph, op, bias_slot(self.fbm, op), new_bias, readers)
             self.reasons[(s, bias_name)] = (
                 f"bias of size {new_bias.size} not in palette: BatchNorm "
                 f"{pair.bn.name!r} shift divided by its scale (kept as a separate MUL "

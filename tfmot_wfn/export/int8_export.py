@@ -28,7 +28,8 @@ import numpy as np
 
 from tfmot_wfn.core.batchnorm_affine import float32_batchnorm_scale
 from tfmot_wfn.keras.batchnorm_folding import (
-    batchnorm_values, folded_weights, foldable_layer_pairs, is_depthwise, kernel_key,
+    batchnorm_values, folded_weights, foldable_layer_pairs, is_depthwise, is_transposed,
+    kernel_key,
 )
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.int8_exact import (
@@ -179,7 +180,8 @@ def _candidates(model) -> List[_Candidate]:
                 continue
             if key == "depthwise_kernel" or is_depthwise(layer):
                 kernel = kernel.reshape(kernel.shape[:-2] + (-1,))
-            bn = folded.get(id(layer)) if key == main else None
+            # (No int8 host takes a transposed convolution: its BatchNorm is not matched.)
+            bn = folded.get(id(layer)) if key == main and not is_transposed(layer) else None
             if bn is not None:
                 found.append(_Candidate(layer.name, kernel, _batchnorm_scale(bn),
                                         folded_weights(layer, bn)["bias"], bn.name))

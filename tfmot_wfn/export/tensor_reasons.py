@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfmot_wfn.keras.batchnorm_folding import (
-    batchnorm_scale_shift, foldable_layer_pairs, folded_weights, is_depthwise,
+    batchnorm_scale_shift, foldable_layer_pairs, folded_weights, is_depthwise, is_transposed,
 )
 from tfmot_wfn.keras.cloning import is_functional_or_sequential, walk_layers
 from tfmot_wfn.keras.report import layer_weights
@@ -59,7 +59,7 @@ def _origins(model) -> Dict[int, List[_Origin]]:
     except ValueError:
         rows = []
     transposed = {layer.name for layer in walk_layers(model, descend=is_functional_or_sequential)
-                  if type(layer).__name__.endswith("Transpose")}
+                  if is_transposed(layer)}
     for layer_name, weight_path, values, _ in rows:
         kind = "bias" if weight_path.endswith("bias") else "weight"
         add(values, f"{kind} {weight_path!r} of layer {layer_name!r}", True, weight_path,

@@ -11,7 +11,7 @@ fixed = tfmot_wfn.fix_weights(folded)                  # fix, fine-tune, strip a
 ```
 
 A BatchNormalization is folded when it directly follows a Dense, Conv1D/2D/3D,
-DepthwiseConv1D/2D or SeparableConv1D/2D layer that has a linear activation,
+DepthwiseConv1D/2D, SeparableConv1D/2D or Conv1D/2D/3DTranspose layer that has a linear activation,
 is called once, and whose output feeds only that BatchNorm, with the BatchNorm
 normalizing the layer's channel axis. Other BatchNorms stay as they are.
 The folded model computes the same inference outputs (to float32 rounding);
@@ -51,7 +51,9 @@ L = keras.layers
 # Layers whose output channels are the last axis of their (last) kernel.
 _LAST_AXIS_KERNEL = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.SeparableConv1D, L.SeparableConv2D)
 _DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-FOLDABLE_LAYERS = _LAST_AXIS_KERNEL + _DEPTHWISE
+# Transposed convolutions: kernel (..., out, in), output channels second to last.
+_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+FOLDABLE_LAYERS = _LAST_AXIS_KERNEL + _DEPTHWISE + _TRANSPOSED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +72,7 @@ def _channel_axis(layer, rank: int) -> int:
 
 
 def _layer_can_fold(layer) -> bool:
-    # Transposed convolutions keep output channels elsewhere (and subclass Conv in tf_keras).
-    if not isinstance(layer, FOLDABLE_LAYERS) or "Transpose" in type(layer).__name__:
+    if not isinstance(layer, FOLDABLE_LAYERS):
         return False
     config = layer.get_config()
     if config.get("activation", "linear") != "linear" or config.get("lora_rank"):
@@ -159,9 +160,11 @@ def foldable_batchnorms(model) -> List[FoldedPair]:
 def foldable_layer_pairs(model) -> List[Tuple[object, object]]:
     """``(layer, BatchNorm)`` objects of every fold, nested models included.
 
-    The pairs `fold_batchnorm` folds, which are the ones the TFLite converter folds
-    too (the export matches its float weights back to them). Outer model first,
-    then each nested Functional or Sequential model in layer order.
+    The pairs `fold_batchnorm` folds. The TFLite converter folds the same ones, except
+    after a Conv3DTranspose (and tf_keras's Conv1DTranspose), where the BatchNorm stays
+    its own ops; the export matches the folded float weights it finds back to these
+    pairs. Outer model first, then each nested Functional or Sequential model in layer
+    order.
     """
     return _nested_pairs(model, is_functional_or_sequential)
 
@@ -190,6 +193,11 @@ def is_depthwise(layer) -> bool:
     return isinstance(layer, _DEPTHWISE)
 
 
+def is_transposed(layer) -> bool:
+    """A Conv1D/2D/3DTranspose: its kernel is ``(..., out, in)`` (tf_keras's subclass Conv)."""
+    return isinstance(layer, _TRANSPOSED)
+
+
 def kernel_key(layer, names) -> str:
     """The name of the weight a BatchNorm after `layer` scales, among `names`.
 
@@ -211,6 +219,8 @@ def folded_weights(layer, bn) -> Dict[str, np.ndarray]:
     if isinstance(layer, _DEPTHWISE):
         kernel = values[key]
         values[key] = kernel * scale.reshape(kernel.shape[-2:])
+    elif is_transposed(layer):
+        values[key] = values[key] * scale[:, np.newaxis]
     else:
         values[key] = values[key] * scale
     values["bias"] = values.get("bias", np.zeros_like(scale)) * scale + shift
@@ -301,4 +311,4 @@ def fold_batchnorm(model):
 
 __all__ = ["FOLDABLE_LAYERS", "FoldedPair", "batchnorm_scale_shift", "batchnorm_values",
            "fold_batchnorm", "foldable_batchnorms", "foldable_layer_pairs", "folded_weights",
-           "is_depthwise", "kernel_key"]
+           "is_depthwise", "is_transposed", "kernel_key"]

@@ -310,6 +310,12 @@ def add_tensor(subgraph, name: str, shape: Sequence[int], tensor_type: int, buff
     return len(subgraph.tensors) - 1
 
 
+#: Input slot of the bias of the ops that carry one (a transposed convolution's inputs are
+#: output shape, filter, input, bias).
+BIAS_SLOTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "CONV_3D": 2,
+              "TRANSPOSE_CONV": 3, "CONV_3D_TRANSPOSE": 3}
+
+
 def builtin_code(opcode) -> int:
     """The builtin operator of an ``OperatorCodeT`` (handles the deprecated int8 field)."""
     return max(int(opcode.builtinCode), int(opcode.deprecatedBuiltinCode))

@@ -43,9 +43,7 @@ from tfmot_wfn.tflite.palette_format import (
     non_float_reason,
 )
 
-# Input slot of the bias of the ops that carry one.
-BIAS_SLOTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "CONV_3D": 2,
-              "TRANSPOSE_CONV": 3, "CONV_3D_TRANSPOSE": 3}
+BIAS_SLOTS = fb.BIAS_SLOTS
 
 
 @dataclasses.dataclass(frozen=True)

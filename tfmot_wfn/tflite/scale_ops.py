@@ -21,9 +21,10 @@ SCALE_PREFIX = "tfmot_wfn/bn_scale/"   # + the BatchNorm's name: the MUL's const
 UNSCALED_SUFFIX = "/wfn_unscaled"       # the op's output before the MUL
 SCALE_REASON = "BatchNorm scale kept as a separate MUL (float, per channel)"
 MIN_SCALE = 1e-12  # |s| below this (0 when gamma is fixed to 0): keep the folded weights
-# Ops the converter folds a BatchNorm into, and the axis of their weight's output channels.
-HOST_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1}
-BIAS_SLOT = 2
+# Ops the converter folds a BatchNorm into, and the axis of their weight's (input 1's) output
+# channels (TRANSPOSE_CONV's filter is OHWI; Conv1DTranspose converts to it too).
+HOST_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1,
+            "TRANSPOSE_CONV": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +109,17 @@ def host_weight(model, subgraph, op) -> Optional[np.ndarray]:
     return fb.constant_array(model, tensor)
 
 
+def bias_slot(model, op) -> int:
+    """The input slot of a host op's bias (`flatbuffer.BIAS_SLOTS`)."""
+    return fb.BIAS_SLOTS[fb.op_name(model, op)]
+
+
 def optional_bias(model, subgraph, op) -> Tuple[bool, Optional[np.ndarray]]:
     """(usable, bias values or None when the op has no bias input)."""
-    if op.inputs is None or len(op.inputs) <= BIAS_SLOT or int(op.inputs[BIAS_SLOT]) < 0:
+    slot = bias_slot(model, op)
+    if op.inputs is None or len(op.inputs) <= slot or int(op.inputs[slot]) < 0:
         return True, None
-    tensor = subgraph.tensors[int(op.inputs[BIAS_SLOT])]
+    tensor = subgraph.tensors[int(op.inputs[slot])]
     if tensor.type != fb.type_value("FLOAT32") or not fb.is_constant(model, tensor):
         return False, None
     return True, fb.constant_array(model, tensor)
@@ -164,7 +171,7 @@ def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
         shaped[axis] = scale.size
         set_constant(model, subgraph, host, 1, weight * scale.reshape(shaped), readers)
         if bias is not None:
-            set_constant(model, subgraph, host, BIAS_SLOT, bias * scale, readers)
+            set_constant(model, subgraph, host, bias_slot(model, host), bias * scale, readers)
         activation = int(mul.builtinOptions.fusedActivationFunction)
         host.builtinOptions.fusedActivationFunction = activation
         host.outputs[0] = int(mul.outputs[0])
@@ -175,6 +182,6 @@ def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
 
 
 
-__all__ = ["BIAS_SLOT", "HOST_OPS", "KeptScale", "MIN_SCALE", "SCALE_PREFIX", "SCALE_REASON",
-           "UNSCALED_SUFFIX", "channels_last", "fold_scale_ops", "from_channels_last",
+__all__ = ["HOST_OPS", "KeptScale", "MIN_SCALE", "SCALE_PREFIX", "SCALE_REASON",
+           "UNSCALED_SUFFIX", "bias_slot", "channels_last", "fold_scale_ops", "from_channels_last",
            "host_weight", "mul_op", "optional_bias", "set_constant", "unique_tensor_name"]
