@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "data": ["tensorflow-datasets>=4.9"],  # tfmot_wfn.apps.data.from_tfds, `fix --dataset`
-        "tests": ["pytest>=7.0", "hypothesis>=6.80",
+        "tests": ["pytest>=7.0", "pytest-xdist>=3.5", "hypothesis>=6.80",
                   "tensorflow-datasets>=4.9",  # tfds mock data (nothing is downloaded)
                   "nbformat>=5.7", "nbclient>=0.7", "ipykernel>=6.0"],  # notebooks in CI
         "legacy": ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
