@@ -11,6 +11,9 @@ are session-scoped and shared:
 * `stripped_cnn`: `strip_fixing(fixed_cnn.model)`.
 * `trained_cnn`: the demo CNN trained briefly (3 epochs), for the export tests.
 
+Under pytest-xdist (pytest.ini runs the suite in parallel processes) each worker
+builds the fixtures it needs once.
+
 Tests must treat the shared models as read-only (the tests that train make
 their own models with `keras_helpers`). TensorFlow is imported lazily so that
 pure-numpy tests of the core do not pay for it.

@@ -21,6 +21,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRACTIONS = (0.3, 0.6, 0.8, 0.9, 1.0)
 
+# Each starts two TensorFlow worker processes on free ports: one xdist worker runs both
+# (pytest.ini: --dist loadgroup), so that they never compete for the cores and ports.
+MULTI_WORKER = pytest.mark.xdist_group("multi_worker")
+
 COMMON = r'''
 import hashlib, os, sys
 import numpy as np
@@ -265,6 +269,7 @@ def _run_workers(tmp_path, seeds):
 
 
 @pytest.mark.slow
+@MULTI_WORKER
 def test_multi_worker_mirrored_strategy_two_workers_end_identical(tmp_path):
     codes, outputs = _run_workers(tmp_path, seeds=(0, 0))
     for code, output in zip(codes, outputs):
@@ -288,6 +293,7 @@ def test_multi_worker_mirrored_strategy_two_workers_end_identical(tmp_path):
 
 
 @pytest.mark.slow
+@MULTI_WORKER
 def test_multi_worker_with_different_weights_on_each_worker_is_refused(tmp_path):
     """Workers whose float models differ (built outside the scope with different seeds)
     would fix to different palettes: UpdateFixingStep compares a digest of every

@@ -75,6 +75,11 @@ def test_wrapper_takes_a_whole_config_and_keywords_beside_it():
     assert wrapper.fixing_config == dataclasses.replace(
         config, fixing_schedule=schedule, distance=0.01)
     assert wrapper.name == "w" and wrapper.fix_biases is False
+    # fit resolves an epoch-based schedule in place: the caller's (frozen) config keeps its own.
+    wrapper = tfmot_wfn.WeightFixingWrapper(L.Dense(3), fixing_config=config)
+    assert wrapper.fixing_schedule == config.fixing_schedule
+    wrapper.fixing_schedule.resolve(7)
+    assert config.fixing_schedule.steps_per_stage is None
     with pytest.raises(ValueError, match=r"distance must be in \(0.0, 1.0\), got 2"):
         tfmot_wfn.WeightFixingWrapper(L.Dense(3), fixing_config=config, distance=2)
     with pytest.raises(TypeError, match="fixing_config must be a tfmot_wfn.FixingConfig, got dict"):

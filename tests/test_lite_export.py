@@ -929,6 +929,20 @@ def test_batchnorm_fold_option_keeps_the_folded_float_kernels(bn_fixed_cnn, bn_e
     assert_matches_keras(folded.path, bn_fixed_cnn, digits.x_test)
 
 
+def test_batchnorm_fold_option_names_the_transposed_convolution(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = randomize_batchnorm(BN_MODELS["conv2d_transpose"]())
+    fixed = fully_fixed(model)
+    folded = lite.export_tflite(fixed, tmp_path / "fold.tflite", batchnorm="fold")
+    assert folded.batchnorm_scales == [] and "MUL" not in ops_of(read(folded.path))
+    (kernel,) = [t for t in folded.non_palette if t.dtype == "FLOAT32" and t.elements == 135]
+    bn = model.layers[1].name
+    assert kernel.reason.startswith(f"BatchNorm {bn!r} folded into 'up': values are not in the "
+                                    "palette (apply tfmot_wfn.lite.fold_batchnorm"), kernel.reason
+    x = np.random.default_rng(0).random((2, 4, 4, 3), dtype=np.float32)
+    assert_matches_keras(folded.path, fixed, x)
+
+
 def test_zero_gamma_channel_falls_back_to_the_folded_kernel_with_a_reason(bn_fixed_cnn, tmp_path,
                                                                          digits):
     plain = tfmot_wfn.strip_fixing(bn_fixed_cnn)
@@ -969,6 +983,55 @@ if not IS_LEGACY_KERAS:
     BN_MODELS["conv1d_transpose"] = lambda: keras.Sequential([
         keras.Input((6, 3)), L.Conv1DTranspose(4, 3, strides=2, use_bias=False),
         L.BatchNormalization(), L.GlobalAveragePooling1D(), L.Dense(3)])
+
+
+# The converter does not fold these BatchNorms: they stay MUL and ADD after the op.
+UNFOLDED_BN_MODELS = {
+    "conv3d_transpose": lambda: keras.Sequential([
+        keras.Input((3, 3, 3, 2)), L.Conv3DTranspose(4, 2, strides=2, name="up"),
+        L.BatchNormalization(name="bn"), L.Flatten(), L.Dense(3)]),
+}
+if IS_LEGACY_KERAS:
+    UNFOLDED_BN_MODELS["conv1d_transpose"] = lambda: keras.Sequential([
+        keras.Input((6, 3)), L.Conv1DTranspose(4, 3, strides=2, use_bias=False, name="up"),
+        L.BatchNormalization(name="bn"), L.GlobalAveragePooling1D(), L.Dense(3)])
+
+
+@pytest.mark.parametrize("kind", sorted(UNFOLDED_BN_MODELS))
+def test_a_batchnorm_the_converter_leaves_unfolded_stays_mul_and_add(kind, tmp_path):
+    keras.utils.set_random_seed(3)
+    model = randomize_batchnorm(UNFOLDED_BN_MODELS[kind]())
+    fixed = fully_fixed(model)
+    result = lite.export_tflite(fixed, tmp_path / f"{kind}.tflite")
+    assert result.batchnorm_scales == []
+    data = read(result.path)
+    assert ops_of(data).count("MUL") == ops_of(data).count("ADD") == 1
+    host = "CONV_3D_TRANSPOSE" if kind == "conv3d_transpose" else "TRANSPOSE_CONV"
+    assert [h[2] for h in op_inputs(data, names=(host,))] == ["GATHER"]  # the kernel: indices
+    reasons = sorted(t.reason for t in result.non_palette if t.dtype == "FLOAT32")
+    assert len(reasons) == 2 and all(r.startswith("BatchNorm 'bn' s") for r in reasons), reasons
+    x = np.random.default_rng(4).normal(size=[4] + list(model.inputs[0].shape[1:]))
+    assert_matches_keras(result.path, fixed, x.astype("float32"))
+
+
+def test_a_transposed_kernel_scaled_per_output_channel_is_named():
+    """The converter stores a transposed convolution's kernel OHWI (Keras: HWOI): a
+    constant that is the Keras kernel times one factor per output channel is named."""
+    from tfmot_wfn.export.tensor_reasons import keras_explainer
+    from tfmot_wfn.tflite.palette_encoding import ConstantTensor
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 3)), L.Conv2DTranspose(5, 3, name="up")])
+    kernel = np.asarray(model.layers[0].kernel.numpy())             # (3, 3, 5, 3)
+    factors = np.linspace(0.5, 2.0, 5).astype("float32")
+    stored = np.transpose(kernel, (2, 0, 1, 3)) * factors[:, None, None, None]  # OHWI
+    t = ConstantTensor(subgraph=0, index=1, name="up/kernel", shape=stored.shape,
+                       dtype="FLOAT32", elements=stored.size, bytes=4 * stored.size,
+                       outside_palette=stored.size, consumers=(("TRANSPOSE_CONV", 1),),
+                       values=stored)
+    reason = keras_explainer(model)(t)
+    assert "up/kernel' of layer 'up' multiplied per output channel by 0.5 to 2 by the " \
+           "converter" in reason, reason  # (Keras 3 prefixes the weight path with the model)
 
 
 @pytest.mark.parametrize("kind", sorted(BN_MODELS))

@@ -1,7 +1,7 @@
 """Keep a BatchNorm's scale as a separate MUL so the conv before it stays palette-indexed.
 
 The TFLite converter folds an inference-mode BatchNorm into the preceding
-Conv/DepthwiseConv/Dense: the stored weight is ``F = W * s`` with the per
+Conv/DepthwiseConv/Dense/TransposeConv: the stored weight is ``F = W * s`` with the per
 output channel scale ``s = gamma / sqrt(moving_var + eps)``, which turns the
 palette values ``W`` into arbitrary floats. This module undoes that on the
 converted flatbuffer, for each such layer whose Keras kernel ``W`` is all

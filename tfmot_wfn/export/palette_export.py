@@ -270,8 +270,9 @@ def export_tflite(
         reason and worst-case error (see `tfmot_wfn.export.int8_export`). The
         ``palette``/``batchnorm``/``index_dtype``/``compact`` options do not apply.
       palette: override the palette (values missing from it are not indexed).
-      batchnorm: what to do with a BatchNorm right after a Conv/DepthwiseConv/Dense,
-        which the converter folds into it (``W * s``, no longer palette values).
+      batchnorm: what to do with a BatchNorm right after a Conv/DepthwiseConv/Dense or a
+        transposed conv, which the converter folds into it (``W * s``, no longer palette
+        values).
         ``"scale_op"`` (default): the layer's palette weight ``W`` is stored as
         indices, its bias becomes ``b_folded / s`` and a ``MUL`` by the float32
         per-channel scale ``s = gamma / sqrt(var + eps)`` follows it, carrying the

@@ -299,7 +299,7 @@ def fix_weights(
                 # A layer that makes an output of the model keeps its name on the wrapper:
                 # Keras names the outputs after it (loss={"head": ...}, y dicts, metrics).
                 name = {"name": layer.name} if id(layer) in outputs else {}
-                return WeightFixingWrapper(new, fixing_config=config, **name)
+                return WeightFixingWrapper(new, **params, **name)
             return new
 
         model = clone_model(to_fix, clone_function)
@@ -307,7 +307,7 @@ def fix_weights(
         return model
     if isinstance(to_fix, keras.layers.Layer):
         _check_single_layer(to_fix, fix_biases, fix_batchnorm, config.preserve_sparsity)
-        return WeightFixingWrapper(copy_layer(to_fix), fixing_config=config)
+        return WeightFixingWrapper(copy_layer(to_fix), **params)
     raise TypeError(
         "fix_weights expects a keras layer, a list of layers, or a Sequential/Functional "
         f"model, got {type(to_fix).__name__}.")

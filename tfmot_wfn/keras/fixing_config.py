@@ -9,9 +9,10 @@ fixed.layers[1].fixing_config == config   # True
 (With the default ``rule="auto"`` the wrappers hold the rule it chose for the network, so
 their config differs from the one passed in that field.)
 
-`fix_weights` and `WeightFixingWrapper` keep their keyword arguments; both build
-a `FixingConfig` from them, which checks every argument (TypeError for a wrong
-type, ValueError for a value out of range) before any layer is made. A wrapper
+`fix_weights` and `WeightFixingWrapper` take the fields as keyword arguments (the
+wrapper also one whole config as ``fixing_config=``); both build a `FixingConfig`,
+which checks every argument (TypeError for a wrong type, ValueError for a value out
+of range) before any layer is made. A wrapper
 keeps its config as ``wrapper.fixing_config``; `FixingNetwork` takes the settings
 the whole network shares from it.
 """

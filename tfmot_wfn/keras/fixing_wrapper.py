@@ -52,8 +52,10 @@ def _config(fixing_schedule, fixing_config: Optional[FixingConfig], settings) ->
     if not isinstance(fixing_config, FixingConfig):
         raise TypeError(
             f"fixing_config must be a tfmot_wfn.FixingConfig, got {type(fixing_config).__name__}")
-    if fixing_schedule is not None:
-        settings["fixing_schedule"] = fixing_schedule
+    # The config is frozen, but fit resolves an epoch-based schedule in place: this wrapper
+    # gets its own copy of the config's, so the caller's config stays as it was.
+    settings["fixing_schedule"] = (fixing_schedule if fixing_schedule is not None
+                                   else fixing_config.fixing_schedule.copy())
     return dataclasses.replace(fixing_config, **settings)  # validated again
 
 

@@ -22,7 +22,7 @@ UNSCALED_SUFFIX = "/wfn_unscaled"       # the op's output before the MUL
 SCALE_REASON = "BatchNorm scale kept as a separate MUL (float, per channel)"
 MIN_SCALE = 1e-12  # |s| below this (0 when gamma is fixed to 0): keep the folded weights
 # Ops the converter folds a BatchNorm into, and the axis of their weight's (input 1's) output
-# channels (TRANSPOSE_CONV's filter is OHWI; Conv1DTranspose converts to it too).
+# channels (TRANSPOSE_CONV's filter is OHWI; Keras 3's Conv1DTranspose converts to it too).
 HOST_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1, "CONV_3D": -1,
             "TRANSPOSE_CONV": 0}
 
@@ -111,7 +111,7 @@ def host_weight(model, subgraph, op) -> Optional[np.ndarray]:
 
 def bias_slot(model, op) -> int:
     """The input slot of a host op's bias (`flatbuffer.BIAS_SLOTS`)."""
-    return fb.BIAS_SLOTS[fb.op_name(model, op)]
+    return fb.BIAS_SLOTS.get(fb.op_name(model, op), 2)
 
 
 def optional_bias(model, subgraph, op) -> Tuple[bool, Optional[np.ndarray]]:
