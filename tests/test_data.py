@@ -11,6 +11,8 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from tfmot_wfn.apps import data  # noqa: E402
 
+pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
+
 
 def _labels(ds):
     return np.concatenate([y.numpy() for _, y in ds])
@@ -175,6 +177,33 @@ def test_directory_with_a_validation_split(tmp_path, capsys):
     assert _images(folder.eval_dataset()).shape == (6, 6, 6, 3)
     none = data.from_directory(str(tmp_path), image_size=6, validation_split=None)
     assert none.eval_dataset() is None and none.train_examples == 30
+
+
+def test_an_uncached_validation_split_reads_its_files_in_one_order_every_pass(tmp_path):
+    """Keras's split reshuffles its training files every pass; the fix job's resume needs a
+    pipeline that gives the same batches for the same seed, also when nothing is cached."""
+    import tensorflow as tf
+
+    from tfmot_wfn.keras.compat import keras
+
+    _write_pngs(str(tmp_path), per_class=10, channels=3, size=9)
+    folder = data.from_directory(str(tmp_path), image_size=6, batch_size=8, validation_split=0.2,
+                                 seed=0, cache=False)
+    assert not folder.cached
+    runs = [folder.train_dataset(seed=3, augment=False) for _ in range(3)]
+    labels, images = [_labels(r) for r in runs], [_images(r) for r in runs]
+    for i in (1, 2):
+        np.testing.assert_array_equal(labels[i], labels[0])
+        np.testing.assert_array_equal(images[i], images[0])
+    # The same files and pixels as Keras's own reading of the split.
+    keras_train, _ = keras.utils.image_dataset_from_directory(
+        str(tmp_path), shuffle=True, seed=0, validation_split=0.2, subset="both", batch_size=None,
+        image_size=data.storage_size(6), crop_to_aspect_ratio=True)
+    theirs = sorted(np.round(x.numpy()).astype(np.uint8).tobytes() + bytes([int(y)])
+                    for x, y in keras_train)
+    ours = sorted(x.numpy().tobytes() + bytes([int(y)]) for x, y in folder._train)
+    assert len(ours) == 24 and ours == theirs
+    assert isinstance(folder._train, tf.data.Dataset)
 
 
 def test_directory_errors(tmp_path):

@@ -553,6 +553,31 @@ def _check_split_sizes(directory: str, validation_split: float) -> None:
             "change --validation-split, or pass 0 for no evaluation data")
 
 
+def _read_in_file_order(paths, directory: str, class_names, channels: int, size):
+    """``(image, label)`` of `paths` in that order every pass, read as Keras's
+    ``image_dataset_from_directory(crop_to_aspect_ratio=True)`` reads them.
+
+    Keras's split dataset reshuffles its training files at every pass, so two pipelines
+    over it (a fix job and its resume) would see different orders even with the same seed;
+    `finish_pipeline` does the seeded shuffling.
+    """
+    from tfmot_wfn.keras.compat import keras
+
+    tf = _tf()
+    labels = [class_names.index(os.path.relpath(p, directory).split(os.sep)[0]) for p in paths]
+    height, width = size
+
+    def load(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                                   expand_animations=False)
+        image = keras.preprocessing.image.smart_resize(image, (height, width))
+        image.set_shape((height, width, channels))
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
+    return dataset.map(load, num_parallel_calls=AUTOTUNE)
+
+
 def from_directory(
     directory: str,
     image_size: Optional[Size] = None,
@@ -573,7 +598,7 @@ def from_directory(
     ``test/`` (each with class sub-folders), those are the splits; otherwise a
     seeded `validation_split` of the files (None or 0: no evaluation data).
     """
-    from tfmot_wfn.keras.compat import keras
+    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
 
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -584,15 +609,19 @@ def from_directory(
     color_mode = {1: "grayscale", 3: "rgb", 4: "rgba"}[channels]
     stored = storage_size(image_size)
     common = dict(labels="inferred", label_mode="int", color_mode=color_mode, batch_size=None,
-                  image_size=stored, crop_to_aspect_ratio=True, verbose=verbose)
+                  image_size=stored, crop_to_aspect_ratio=True)
+    if not IS_LEGACY_KERAS:  # tf_keras's has no verbose (it prints: _quiet silences that)
+        common["verbose"] = verbose
     sub = _class_folders(directory)
     eval_dir = next((d for d in DIRECTORY_EVAL_FOLDERS if d in sub), None)
     if "train" in sub and eval_dir is not None:
-        raw_train = keras.utils.image_dataset_from_directory(
-            os.path.join(directory, "train"), shuffle=False, **common)
-        class_names = list(raw_train.class_names)
-        raw_eval = keras.utils.image_dataset_from_directory(
-            os.path.join(directory, eval_dir), shuffle=False, class_names=class_names, **common)
+        with _quiet(verbose):
+            raw_train = keras.utils.image_dataset_from_directory(
+                os.path.join(directory, "train"), shuffle=False, **common)
+            class_names = list(raw_train.class_names)
+            raw_eval = keras.utils.image_dataset_from_directory(
+                os.path.join(directory, eval_dir), shuffle=False, class_names=class_names,
+                **common)
         train_split, eval_split = "train", eval_dir
     elif validation_split:
         _check_split_sizes(directory, float(validation_split))
@@ -601,10 +630,14 @@ def from_directory(
                 directory, shuffle=True, seed=int(seed), validation_split=float(validation_split),
                 subset="both", **common)
         class_names = list(raw_train.class_names)
+        raw_train = _read_in_file_order(raw_train.file_paths, directory, class_names, channels,
+                                        stored)
         train_split = f"{1 - validation_split:.0%} of the files"
         eval_split = f"{validation_split:.0%} of the files"
     else:
-        raw_train = keras.utils.image_dataset_from_directory(directory, shuffle=False, **common)
+        with _quiet(verbose):
+            raw_train = keras.utils.image_dataset_from_directory(directory, shuffle=False,
+                                                                 **common)
         class_names, raw_eval, train_split, eval_split = list(raw_train.class_names), None, "all", None
     if len(class_names) < 2:
         raise ValueError(f"{directory} needs at least two class sub-folders, found {class_names}")
