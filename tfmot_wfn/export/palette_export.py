@@ -22,7 +22,7 @@ import numpy as np
 from tfmot_wfn.export.batchnorm_mul import keep_batchnorm_scales
 from tfmot_wfn.export.conversion import convert_to_tflite, deployable
 from tfmot_wfn.export.tensor_reasons import keras_explainer, keras_labeler, keras_origins
-from tfmot_wfn.keras.compat import keras
+from tfmot_wfn.keras.compat import IS_LEGACY_KERAS, keras
 from tfmot_wfn.keras.fix import fixing_scope
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 from tfmot_wfn.utils.version import __version__
@@ -151,8 +151,29 @@ def load_keras_model(path: Union[str, os.PathLike]):
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         raise ValueError(f"{path!r} is not a .keras file (a .keras file is a zip archive): "
                          "pass a model saved with model.save('....keras')")
-    with fixing_scope():
-        return keras.models.load_model(path, compile=False)
+    if IS_LEGACY_KERAS and zipfile.is_zipfile(path):
+        saved_by = _saved_keras_version(path)
+        if saved_by is not None and saved_by.split(".")[0] not in ("", "2"):
+            raise ValueError(
+                f"{path!r} was saved by Keras {saved_by}; tf_keras (TF_USE_LEGACY_KERAS=1) "
+                "cannot read it: run without TF_USE_LEGACY_KERAS, or save the model from tf_keras")
+    try:
+        with fixing_scope():
+            return keras.models.load_model(path, compile=False)
+    except (zipfile.BadZipFile, KeyError) as e:  # a damaged archive (bad CRC, missing member)
+        raise ValueError(f"{path!r} is a damaged .keras file ({e}); save the model again or "
+                         "use a backup") from e
+
+
+def _saved_keras_version(path: str) -> Optional[str]:
+    """The ``keras_version`` in a .keras file's metadata.json, or None."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version", "")) or None
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError):
+        return None
 
 
 def _check_options(mode: str, batchnorm: str, index_dtype: Optional[str]) -> None:

@@ -354,6 +354,10 @@ class WeightFixingWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        if not isinstance(config.get("layer"), dict):
+            raise ValueError(
+                f"WeightFixingWrapper {config.get('name')!r}: the saved config has no 'layer' "
+                "entry; the model file is damaged or was edited (save the model again)")
         layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         config.setdefault("rule", LEGACY_DEFAULT_RULE)  # saved by tfmot_wfn 0.1
         schedule = config.pop("fixing_schedule", None)

@@ -126,6 +126,7 @@ def read_model(data: bytes):
     except Exception as e:  # flatbuffers raises assorted errors on damaged input
         raise ValueError(f"damaged TFLite flatbuffer ({len(data)} bytes): {e}") from e
     _detach_vectors(model)
+    _check_references(model)
     for b in model.buffers or []:
         if b.offset:  # data stored after the flatbuffer (models over 2 GB)
             if b.offset + b.size > len(buf):
@@ -140,6 +141,46 @@ def read_model(data: bytes):
                 op.customOptions = list(buf[op.largeCustomOptionsOffset: end])
                 op.largeCustomOptionsOffset, op.largeCustomOptionsSize = 0, 0
     return model
+
+
+def _check_references(model) -> None:
+    """Refuse a flatbuffer whose graph points outside its own lists (a damaged file): every
+    operator code, tensor and buffer index in range, so that readers can index freely."""
+    def damaged(what: str) -> ValueError:
+        return ValueError(f"damaged TFLite flatbuffer: {what}")
+
+    codes, buffers = len(model.operatorCodes or []), len(model.buffers or [])
+    if not model.subgraphs:
+        raise damaged("it has no subgraph")
+    for e, entry in enumerate(model.metadata or []):
+        if not 0 <= entry.buffer < buffers:
+            raise damaged(f"metadata entry {e} points to buffer {entry.buffer} of {buffers}")
+    for s, subgraph in enumerate(model.subgraphs):
+        if subgraph.tensors is None:
+            raise damaged(f"subgraph {s} has no tensor list")
+        tensors = len(subgraph.tensors)
+        for t, tensor in enumerate(subgraph.tensors or []):
+            if not 0 <= tensor.buffer < max(buffers, 1):
+                raise damaged(f"tensor {t} of subgraph {s} points to buffer {tensor.buffer} of "
+                              f"{buffers}")
+        ends = [("input", i) for i in _indices(subgraph.inputs)] + [
+            ("output", i) for i in _indices(subgraph.outputs)]
+        for kind, i in ends:
+            if not 0 <= i < tensors:
+                raise damaged(f"subgraph {s}'s {kind} is tensor {i}; it has {tensors} tensors")
+        for o, op in enumerate(subgraph.operators or []):
+            if not 0 <= op.opcodeIndex < codes:
+                raise damaged(f"operator {o} of subgraph {s} has operator code {op.opcodeIndex} "
+                              f"of {codes}")
+            for kind, allowed, items in (("reads", -1, op.inputs), ("writes", 0, op.outputs)):
+                for i in _indices(items):
+                    if not allowed <= i < tensors:
+                        raise damaged(f"operator {o} of subgraph {s} {kind} tensor {i}; the "
+                                      f"subgraph has {tensors} tensors")
+
+
+def _indices(items) -> List[int]:
+    return [] if items is None else [int(i) for i in np.asarray(items).ravel()]
 
 
 def _aligned_buffer_class():
@@ -380,11 +421,16 @@ def referenced_buffers(model) -> set:
     return used
 
 
+def _entry_name(entry) -> str:
+    """A metadata entry's name (one written by another tool need not be UTF-8)."""
+    name = entry.name
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else (name or "")
+
+
 def get_metadata(model, name: str) -> Optional[bytes]:
     """The bytes of the metadata entry ``name``, or None."""
     for entry in model.metadata or []:
-        entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if entry_name == name:
+        if _entry_name(entry) == name:
             data = model.buffers[entry.buffer].data
             return b"" if data is None else np.asarray(data, dtype=np.uint8).tobytes()
     return None
@@ -393,8 +439,7 @@ def get_metadata(model, name: str) -> Optional[bytes]:
 def set_metadata(model, name: str, data: bytes) -> None:
     """Add (or replace) the metadata entry ``name`` holding ``data``."""
     for entry in model.metadata or []:
-        entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if entry_name == name:
+        if _entry_name(entry) == name:
             model.buffers[entry.buffer].data = np.frombuffer(bytes(data), np.uint8).copy()
             return
     entry = schema().MetadataT()
@@ -409,8 +454,7 @@ def remove_metadata(model, name: str) -> bool:
     """Remove the metadata entry ``name`` (its buffer is emptied); True if there was one."""
     kept, removed = [], False
     for entry in model.metadata or []:
-        entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if entry_name == name:
+        if _entry_name(entry) == name:
             model.buffers[entry.buffer].data = None
             removed = True
         else:

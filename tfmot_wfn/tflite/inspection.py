@@ -22,6 +22,7 @@ from tfmot_wfn.tflite.int8_exact import (
     InexactChannel, Int8Weight, int8_tensor_reasons, read_int8_metadata,
 )
 from tfmot_wfn.tflite.palette_format import (
+    check_read_palette,
     display_name,
     find_decoders,
     non_float_reason,
@@ -235,6 +236,7 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             values = fb.constant_array(model, subgraph.tensors[palette_index])
             if values is None:
                 raise ValueError("damaged palette file: the palette tensor has no data")
+            check_read_palette(values)
             if palette is None:
                 palette = values.astype(np.float32)
                 palette_bytes = count(subgraph.tensors[palette_index].buffer)

@@ -27,6 +27,7 @@ from tfmot_wfn.tflite.scale_ops import fold_scale_ops
 from tfmot_wfn.tflite.palette_format import (
     METADATA_NAME,
     PALETTE_TENSOR_NAME,
+    check_read_palette,
     find_decoders,
     palette_tensor_index,
     read_metadata,
@@ -42,7 +43,7 @@ def _palette_values(model, subgraph, tensor_index: int, expected_size: int) -> n
     if values.size != expected_size:
         raise ValueError(f"damaged palette file: the palette holds {values.size} values, the "
                          f"metadata says {expected_size}")
-    return values
+    return check_read_palette(values)
 
 
 def _decode_subgraph(model, subgraph, metadata, encoding_buffers: Set[int]) -> None:
@@ -105,7 +106,7 @@ def decode_palette(tflite: bytes) -> bytes:
     for subgraph in model.subgraphs:
         outputs = set(subgraph.outputs if subgraph.outputs is not None else [])
         readers = fb.consumers(subgraph)
-        still_read.update(int(t.buffer) for i, t in enumerate(subgraph.tensors)
+        still_read.update(int(t.buffer) for i, t in enumerate(subgraph.tensors or [])
                           if i in readers or i in outputs)
     referenced = fb.referenced_buffers(model)  # weights replaced by folding a scale: unused
     for b in encoding_buffers - still_read | (set(range(1, len(model.buffers))) - referenced):

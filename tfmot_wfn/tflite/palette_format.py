@@ -103,6 +103,14 @@ def check_palette(palette) -> np.ndarray:
     return pal
 
 
+def check_read_palette(values: np.ndarray) -> np.ndarray:
+    """A palette read from a file: finite and strictly increasing as written, or ValueError."""
+    if not np.all(np.isfinite(values)) or np.any(np.diff(values) <= 0):
+        raise ValueError("damaged palette file: the palette is not a sorted vector of distinct "
+                         "finite values, as written")
+    return values
+
+
 def _check_version(version) -> int:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"the {METADATA_NAME!r} metadata has no valid {FORMAT_NAME} version "
@@ -345,12 +353,16 @@ def find_decoders(model, subgraph, palette_index: int) -> List[Decoder]:
         opcode = model.operatorCodes[op.opcodeIndex]
         if opcode.customCode or fb.builtin_code(opcode) != gather:
             continue
+        if op.inputs is None or len(op.inputs) != 2 or op.outputs is None or len(op.outputs) != 1:
+            raise ValueError(f"damaged TFLite file: GATHER operator {pos} does not have two "
+                             "inputs and one output")
         if int(op.inputs[0]) != palette_index:
             continue
         source, cast_pos = int(op.inputs[1]), producer.get(int(op.inputs[1]))
         if cast_pos is not None:
             cast_op = subgraph.operators[cast_pos]
-            if fb.builtin_code(model.operatorCodes[cast_op.opcodeIndex]) != cast:
+            if (fb.builtin_code(model.operatorCodes[cast_op.opcodeIndex]) != cast
+                    or cast_op.inputs is None or len(cast_op.inputs) != 1):
                 raise ValueError("damaged palette file: palette positions are not made by CAST")
             source = int(cast_op.inputs[0])
         if not fb.is_constant(model, subgraph.tensors[source]):

@@ -74,16 +74,27 @@ def make_interpreter(
             continue
         kwargs = {} if num_threads is None else {"num_threads": int(num_threads)}
         if isinstance(model, (bytes, bytearray, memoryview)):
+            _check_identifier(bytes(model[:8]), "the model bytes")
             interpreter = cls(model_content=bytes(model), **kwargs)
         else:
             path = os.fspath(model)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no TFLite file at {path!r}")
+            with open(path, "rb") as f:
+                _check_identifier(f.read(8), repr(path))
             interpreter = cls(model_path=path, **kwargs)
         interpreter._tfmot_wfn_runtime = name  # noqa: SLF001 - lets runtime_name() report it
         return interpreter
     raise ImportError("no TFLite interpreter found; install ai-edge-litert (pip install "
                       "ai-edge-litert), tflite-runtime or tensorflow. Tried: " + "; ".join(errors))
+
+
+def _check_identifier(head: bytes, what: str) -> None:
+    """Refuse what is not a TFLite flatbuffer before the runtime sees it (its own message
+    for an empty file is "model_path or model_content must be specified")."""
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ValueError(f"{what} is not a TFLite file: the identifier 'TFL3' is missing at "
+                         f"bytes 4-8 ({len(head)} bytes read)")
 
 
 def runtime_name(interpreter) -> str:

@@ -125,6 +125,13 @@ def optional_bias(model, subgraph, op) -> Tuple[bool, Optional[np.ndarray]]:
     return True, fb.constant_array(model, tensor)
 
 
+def _activation(op) -> Optional[int]:
+    """The op's fused activation, or None when its options do not carry one (a damaged or
+    unusual file: such an op is left as it is)."""
+    value = getattr(op.builtinOptions, "fusedActivationFunction", None)
+    return None if value is None else int(value)
+
+
 # ------------------------------------------------------------------ decoding
 def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
     """Multiply each kept-scale ``MUL`` back into the static weights of the op before it.
@@ -146,7 +153,8 @@ def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
     drop = set()
     for pos, mul in enumerate(subgraph.operators or []):
         opcode = model.operatorCodes[mul.opcodeIndex]
-        if opcode.customCode or fb.builtin_code(opcode) != mul_code or len(mul.inputs) != 2:
+        if (opcode.customCode or fb.builtin_code(opcode) != mul_code or mul.inputs is None
+                or len(mul.inputs) != 2 or mul.outputs is None or len(mul.outputs) != 1):
             continue
         scale_tensor = subgraph.tensors[int(mul.inputs[1])]
         if int(mul.inputs[1]) not in wanted and fb.tensor_name(scale_tensor) not in wanted:
@@ -159,7 +167,7 @@ def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
         host = subgraph.operators[host_pos]
         host_name = fb.op_name(model, host)
         if (host_name not in HOST_OPS or len(readers.get(unscaled, [])) != 1
-                or int(host.builtinOptions.fusedActivationFunction) != none):
+                or _activation(host) != none or _activation(mul) is None):
             continue
         weight = host_weight(model, subgraph, host)
         usable, bias = optional_bias(model, subgraph, host)
@@ -172,8 +180,7 @@ def fold_scale_ops(model, subgraph, scales: Iterable[Union[int, str]]) -> int:
         set_constant(model, subgraph, host, 1, weight * scale.reshape(shaped), readers)
         if bias is not None:
             set_constant(model, subgraph, host, bias_slot(model, host), bias * scale, readers)
-        activation = int(mul.builtinOptions.fusedActivationFunction)
-        host.builtinOptions.fusedActivationFunction = activation
+        host.builtinOptions.fusedActivationFunction = _activation(mul)
         host.outputs[0] = int(mul.outputs[0])
         drop.add(pos)
     if drop:
