@@ -470,3 +470,32 @@ def test_wrapped_attention_uses_the_fixed_values():
     assert wrapped.shift_add_applies  # the float variables are not what is counted
     assert wrapped.to_dict() == tfmot_wfn.hardware_cost(tfmot_wfn.strip_fixing(fixed)).to_dict()
     assert wrapped.layers[0]["float_macs"] == 4 * 4 * 2 * (4 + 4)
+
+
+def test_counts_per_distinct_value_equal_the_per_weight_reference():
+    """Terms are counted once per distinct value; the totals, the histogram and the note's
+    example equal those of counting every weight."""
+    from tfmot_wfn.core import hardware_cost as core_cost
+    from tfmot_wfn.core.weight_terms import term_counts, terms_histogram
+
+    rng = np.random.default_rng(7)
+    palette = np.array([0, -0.0, 0.5, -0.25, 0.375, 1 / 3, -0.1, 2 ** -7], np.float32)
+    for _ in range(50):
+        groups = [core_cost.WeightGroup(
+            name=f"w{i}", role="multiply", uses=int(rng.integers(0, 5)),
+            values=(rng.choice(palette, size=int(rng.integers(0, 40))) if rng.random() < 0.7
+                    else rng.standard_normal(int(rng.integers(0, 40))).astype(np.float32)))
+            for i in range(int(rng.integers(1, 4)))]
+        max_terms = int(rng.integers(1, 4))
+        work = core_cost.LayerWork("layer", "Dense", groups)
+        cost = core_cost.estimate([work], max_terms=max_terms)
+        counts = core_cost.layer_counts(work, max_terms)
+        terms = [term_counts(g.values) for g in groups]
+        every = np.concatenate(terms)
+        assert counts["shifts"] == sum(g.uses * int(t.sum()) for g, t in zip(groups, terms))
+        assert counts["weights_over_max_terms"] == int(np.count_nonzero(every > max_terms))
+        assert cost.terms_histogram == {str(k): n for k, n in terms_histogram(every).items()}
+        assert cost.shift_add_applies == (not np.any(every > max_terms))
+        if not cost.shift_add_applies:
+            values = np.concatenate([g.values for g in groups]).astype(np.float64)
+            assert f"(e.g. {values[every > max_terms][0]:.9g})" in cost.shift_add_note

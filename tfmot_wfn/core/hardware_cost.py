@@ -29,8 +29,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from tfmot_wfn.core.energy_table import EnergyTable, check_memory
-from tfmot_wfn.core.weight_statistics import entropy_bits, value_counts
-from tfmot_wfn.core.weight_terms import DEFAULT_MAX_TERMS, term_counts, terms_histogram
+from tfmot_wfn.core.weight_statistics import entropy_of_counts, value_counts
+from tfmot_wfn.core.weight_terms import DEFAULT_MAX_TERMS, term_counts
 from tfmot_wfn.utils.json_report import JsonReport
 
 ROLES = ("multiply", "bias", "lookup")
@@ -84,7 +84,40 @@ class LayerWork:
     float_macs: int = 0
 
 
-def _group_counts(group: WeightGroup, terms: np.ndarray, c: Dict[str, int]) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Terms:
+    """The distinct multiplied values of a group, how many weights hold each, and their
+    power-of-two term counts (counted once per distinct value, not per weight)."""
+
+    values: np.ndarray
+    counts: np.ndarray
+    terms: np.ndarray
+    source: np.ndarray  # the group's weights
+
+    @classmethod
+    def of(cls, group: WeightGroup) -> "_Terms":
+        if group.role != "multiply" or group.values.size == 0:
+            empty = np.zeros(0, np.int64)
+            return cls(np.zeros(0), empty, empty, np.zeros(0))
+        values, counts = np.unique(group.values, return_counts=True)
+        return cls(values, counts, term_counts(values), group.values)
+
+    def first_over(self, max_terms: int) -> float:
+        """The first weight (flat order) with more than `max_terms` terms, or nan."""
+        over = self.values[self.terms > max_terms]
+        if over.size == 0:
+            return float("nan")
+        flat = self.source.ravel()
+        return float(np.asarray(flat[np.argmax(np.isin(flat, over))], np.float64))
+
+    def total(self) -> int:
+        return int((self.terms * self.counts).sum())
+
+    def over(self, max_terms: int) -> int:
+        return int(self.counts[self.terms > max_terms].sum())
+
+
+def _group_counts(group: WeightGroup, terms: "_Terms", c: Dict[str, int]) -> None:
     size = int(group.values.size)
     nonzero = int(np.count_nonzero(group.values))
     if group.role == "lookup":
@@ -98,7 +131,7 @@ def _group_counts(group: WeightGroup, terms: np.ndarray, c: Dict[str, int]) -> N
         return
     c["macs"] += group.uses * size
     c["skipped_macs"] += group.uses * (size - nonzero)
-    total_terms = int(terms.sum())
+    total_terms = terms.total()
     c["shifts"] += group.uses * total_terms
     c["term_adds"] += group.uses * (total_terms - nonzero)
     c["accumulates"] += group.uses * nonzero
@@ -110,15 +143,17 @@ COUNT_KEYS = ("weights", "macs", "skipped_macs", "float_macs", "bias_adds", "bia
               "weights_over_max_terms")
 
 
-def layer_counts(work: LayerWork, max_terms: int) -> Dict[str, int]:
-    """Operation counts of one layer (see `COUNT_KEYS`); adds = term adds + accumulates + bias adds."""
+def layer_counts(work: LayerWork, max_terms: int,
+                 terms: Optional[Sequence["_Terms"]] = None) -> Dict[str, int]:
+    """Operation counts of one layer (see `COUNT_KEYS`); adds = term adds + accumulates + bias
+    adds. `terms`: the groups' `_Terms` when the caller has them already."""
     c = dict.fromkeys(COUNT_KEYS, 0)
     c["float_macs"] = int(work.float_macs)
-    for group in work.groups:
+    terms = [_Terms.of(g) for g in work.groups] if terms is None else terms
+    for group, group_terms in zip(work.groups, terms):
         c["weights"] += int(group.values.size)
-        terms = term_counts(group.values) if group.role == "multiply" else np.zeros(0, np.int64)
-        c["weights_over_max_terms"] += int(np.count_nonzero(terms > max_terms))
-        _group_counts(group, terms, c)
+        c["weights_over_max_terms"] += group_terms.over(max_terms)
+        _group_counts(group, group_terms, c)
     return c
 
 
@@ -162,12 +197,6 @@ def _layer_row(work: LayerWork, c: Dict[str, int], energy: Dict, applies: bool) 
                           for k, v in energy["energy_pj"].items()}}
 
 
-def _multiply_values(layers: Sequence[LayerWork]) -> np.ndarray:
-    parts = [g.values.astype(np.float64).ravel() for w in layers for g in w.groups
-             if g.role == "multiply"]
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
 def _shift_add_note(over: int, nonzero: int, max_terms: int, example: float) -> str:
     if nonzero == 0:
         return "no non-zero multiplied weights"
@@ -196,9 +225,10 @@ def _palette_stats(layers: Sequence[LayerWork]):
     """(K distinct values, index bits ceil(log2 K), entropy H) over every counted weight."""
     parts = [g.values.astype(np.float32).ravel() for w in layers for g in w.groups]
     values = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    k = int(value_counts(values)[0].size)
+    counts = value_counts(values)[1]
+    k = int(counts.size)
     index_bits = max(1, math.ceil(math.log2(k))) if k else 0
-    return k, index_bits, (entropy_bits(values) if values.size else 0.0)
+    return k, index_bits, entropy_of_counts(counts)
 
 
 def _stored_bits(layers: Sequence[LayerWork], index_bits: int, entropy: float) -> Dict[str, float]:
@@ -208,14 +238,18 @@ def _stored_bits(layers: Sequence[LayerWork], index_bits: int, entropy: float) -
     return _bits_moved(sizes, index_bits, entropy)
 
 
-def _shift_add_summary(layers: Sequence[LayerWork], max_terms: int):
-    """(note, {terms: weights}) over the multiplied weights of the network."""
-    values = _multiply_values(layers)
-    terms = term_counts(values)
-    over = terms > max_terms
-    example = float(values[over][0]) if over.any() else float("nan")
-    note = _shift_add_note(int(over.sum()), int(np.count_nonzero(values)), max_terms, example)
-    return note, {str(t): n for t, n in terms_histogram(terms).items()}
+def _shift_add_summary(terms: Sequence["_Terms"], max_terms: int):
+    """(note, {terms: weights}) over the multiplied weights of the network (the groups'
+    `_Terms`)."""
+    over = sum(t.over(max_terms) for t in terms)
+    nonzero = sum(int(t.counts[t.values != 0].sum()) for t in terms)
+    example = next((t.first_over(max_terms) for t in terms if t.over(max_terms)), float("nan"))
+    histogram: Dict[int, int] = {}
+    for t in terms:
+        for k, n in zip(t.terms[t.terms > 0], t.counts[t.terms > 0]):
+            histogram[int(k)] = histogram.get(int(k), 0) + int(n)
+    note = _shift_add_note(over, nonzero, max_terms, example)
+    return note, {str(k): histogram[k] for k in sorted(histogram)}
 
 
 def estimate(layers: Sequence[LayerWork], energy_table: Optional[EnergyTable] = None, *,
@@ -223,7 +257,8 @@ def estimate(layers: Sequence[LayerWork], energy_table: Optional[EnergyTable] = 
              not_counted: Sequence[Dict] = (), input_shape=None) -> "HardwareCost":
     """The hardware cost of `layers` in the float32, int8 and shift-add forms."""
     table = _check_args(activation_bits, memory, max_terms, energy_table)
-    counts = [layer_counts(w, max_terms) for w in layers]
+    terms = [[_Terms.of(g) for g in w.groups] for w in layers]
+    counts = [layer_counts(w, max_terms, t) for w, t in zip(layers, terms)]
     k, index_bits, entropy = _palette_stats(layers)
     rows = []
     for work, c in zip(layers, counts):
@@ -236,7 +271,7 @@ def estimate(layers: Sequence[LayerWork], energy_table: Optional[EnergyTable] = 
     total_row = _layer_row(LayerWork("total", "", []), totals, energy, applies)
     if not applies:
         energy["energy_pj"]["shift_add"] = energy["compute_pj"]["shift_add"] = None
-    note, histogram = _shift_add_summary(layers, max_terms)
+    note, histogram = _shift_add_summary([t for group in terms for t in group], max_terms)
     return HardwareCost(
         input_shape=input_shape, activation_bits=activation_bits, memory=memory, max_terms=max_terms,
         energy_table=table.to_dict(), layers=rows, totals=total_row, palette_size=k,
