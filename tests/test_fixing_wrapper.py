@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -226,6 +228,61 @@ def _resumable(base, steps_per_stage):
     fixed.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return fixed
+
+
+def _write_old_layout(new_path, old_path, fixable_counts):
+    """Copy a .keras file, giving each wrapper's ``vars`` the layout of tfmot_wfn 0.2.0: the
+    wrapped layer's first `k` (fixable) variables, then the wrapper's own."""
+    import io
+
+    import h5py
+
+    with zipfile.ZipFile(new_path) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    weights = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as h5:
+        for name, k in fixable_counts.items():
+            own, inner = h5[f"layers/{name}/vars"], h5[f"layers/{name}/layer/vars"]
+            values = [own[str(i)][()] for i in range(len(own))]
+            for key in list(own):
+                del own[key]
+            for i, value in enumerate([inner[str(j)][()] for j in range(k)] + values):
+                own[str(i)] = value
+    members["model.weights.h5"] = weights.getvalue()
+    with zipfile.ZipFile(old_path, "w") as target:
+        for name, data in members.items():
+            target.writestr(name, data)
+
+
+def test_wrapped_weights_are_saved_once_and_files_of_the_old_layout_load(tmp_path):
+    """A wrapper's own variables are its masks, fixed values, palette and step; the wrapped
+    layer saves its kernel and bias (tfmot_wfn 0.2.0 stored them twice: such files load)."""
+    from tfmot_wfn.keras.compat import own_variables
+
+    base = kh.dense_model(batchnorm=True, seed=3)
+    fixed = tfmot_wfn.fix_weights(base)
+    tfmot_wfn.run_fixing_stage(fixed, 0.5, 0.05)
+    for w in wrappers_of(fixed):
+        own = {id(v) for v in own_variables(w)}
+        assert not own & {id(v) for v in w.layer.weights}
+        assert len(own) == 2 * len(w.fixable_variables) + 3  # masks, values, palette, size, step
+    new_path = str(tmp_path / "new.keras")
+    fixed.save(new_path)
+    # The old layout: each wrapper's own variables after copies of its fixable ones.
+    old_path = str(tmp_path / "old.keras")
+    _write_old_layout(new_path, old_path, {  # Keras names the layers' groups by class
+        "weight_fixing_wrapper" + (f"_{i}" if i else ""): len(w.fixable_variables)
+        for i, w in enumerate(wrappers_of(fixed))})
+    with zipfile.ZipFile(new_path) as new, zipfile.ZipFile(old_path) as old:
+        assert (new.getinfo("model.weights.h5").file_size
+                < old.getinfo("model.weights.h5").file_size)
+    x, _ = kh.classification_data(n=16, seed=3)
+    saved = kh.network_state(fixed)
+    for path in (new_path, old_path):
+        with tfmot_wfn.fixing_scope():
+            loaded = keras.models.load_model(path)
+        kh.assert_states_equal(kh.network_state(loaded), saved)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), fixed.predict(x, verbose=0))
 
 
 def test_keras_save_load_mid_schedule_is_exact_and_resumes(tmp_path):

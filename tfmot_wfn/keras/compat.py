@@ -431,6 +431,19 @@ def assign_scalar(variables, value: int) -> None:
             v.assign(value)
 
 
+def own_variables(layer) -> list:
+    """The variables a layer writes as its own in .keras / .weights.h5 files, in file order.
+
+    Reason: Keras's `save_own_variables` writes ``_trainable_variables +
+    _non_trainable_variables`` (tf_keras: ``_trainable_weights + _non_trainable_weights``)
+    by position; `WeightFixingWrapper.load_own_variables` reads files of an older layout
+    that had more of them.
+    """
+    if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
+        return list(layer._trainable_weights) + list(layer._non_trainable_weights)  # noqa: SLF001
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)  # noqa: SLF001
+
+
 def summary_metadata(plugin: str, description: str = ""):
     """A ``SummaryMetadata`` proto for a TensorBoard plugin (``"scalars"``, ``"histograms"``).
 
@@ -447,6 +460,7 @@ def summary_metadata(plugin: str, description: str = ""):
 
 
 __all__ = ["IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights", "assign_scalar", "autocasts",
+           "own_variables",
            "build_from_config", "callback_params", "inbound_nodes",
            "in_xla_compilation", "input_layer_spec", "is_functional", "keras", "legacy_loss_tracker",
            "node_input_tensors", "numpy_dtype", "outbound_nodes", "producing_layer",

@@ -18,6 +18,7 @@ from tfmot_wfn.keras.compat import (
     build_from_config,
     in_xla_compilation,
     keras,
+    own_variables,
     tf,
     variable_dtype,
 )
@@ -144,7 +145,7 @@ class WeightFixingWrapper(keras.layers.Wrapper):
         #: chooses again for all its layers, as ``fix_weights(model)`` does.
         self.rule_chosen_alone = chosen_alone
         self.preserved_zeros = None
-        self._fixable: List = []
+        object.__setattr__(self, "_fixable", [])  # the wrapped layer's fixable variables
         self.masks: List = []
         self.fixed_values: List = []
 
@@ -152,7 +153,10 @@ class WeightFixingWrapper(keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             super().build(input_shape)
-        self._fixable = fixable_layer.fixable_weights(self.layer, self.fix_biases, self.fix_batchnorm)
+        # Not tracked (object.__setattr__): Keras would list the wrapped layer's variables as
+        # the wrapper's own too, and every .keras file would store them twice.
+        object.__setattr__(self, "_fixable", list(
+            fixable_layer.fixable_weights(self.layer, self.fix_biases, self.fix_batchnorm)))
         self.masks, self.fixed_values = [], []
         for i, v in enumerate(self._fixable):
             self.masks.append(self.add_weight(
@@ -323,6 +327,17 @@ class WeightFixingWrapper(keras.layers.Wrapper):
             if inner is not None:
                 config["layer_build_config"] = inner
         return config
+
+    def load_own_variables(self, store):
+        """Keras's loading, also of files written by tfmot_wfn 0.2.0 and earlier, whose
+        wrappers stored the wrapped layer's fixable variables a second time, first (they are
+        skipped: the wrapped layer loads its own)."""
+        own = own_variables(self)
+        extra = len(store.keys()) - len(own)
+        if extra != len(self._fixable) or extra == 0:
+            return super().load_own_variables(store)
+        for i, v in enumerate(own):
+            v.assign(store[f"{i + extra}"])
 
     def build_from_config(self, config):
         inner = (config or {}).get("layer_build_config")
