@@ -118,6 +118,15 @@ def test_metadata_named_in_another_encoding_is_ignored(palette_file):
     np.testing.assert_allclose(got, palette_file["expected"], rtol=1e-5, atol=1e-6)
 
 
+def test_an_archive_given_to_the_tflite_inspector_says_what_to_use(palette_file, tmp_path):
+    from tfmot_wfn.archive.wfn_format import MAGIC
+    from tfmot_wfn.tflite.inspection import ARCHIVE_PREFIX
+
+    assert MAGIC.startswith(ARCHIVE_PREFIX)
+    with pytest.raises(ValueError, match="is a .wfn archive, not a TFLite file.*read_archive"):
+        lite.inspect(MAGIC + b"\x00" * 64)
+
+
 def test_bytes_that_are_not_tflite_are_refused_before_the_runtime(tmp_path):
     empty = tmp_path / "empty.tflite"
     empty.write_bytes(b"")

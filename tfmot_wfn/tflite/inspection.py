@@ -175,6 +175,11 @@ class TFLiteInspection:
         return "\n".join(lines)
 
 
+#: How a .wfn archive starts (`tfmot_wfn.archive.wfn_format.MAGIC`; that package sits above
+#: this one, so it is not imported here).
+ARCHIVE_PREFIX = b"\x89WFNARC"
+
+
 def _file_bytes(path: Union[str, os.PathLike, bytes]) -> Tuple[bytes, str]:
     """``(the file's bytes, its path as shown)``; bytes given directly are shown as ``""``."""
     if isinstance(path, (bytes, bytearray, memoryview)):
@@ -211,6 +216,10 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
       FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).
     """
     data, shown = _file_bytes(path)
+    if data.startswith(ARCHIVE_PREFIX):
+        raise ValueError(f"{shown or 'these bytes'} is a .wfn archive, not a TFLite file: "
+                         "describe it with tfmot_wfn.lite.read_archive(path) or "
+                         "`tfmot-wfn inspect FILE`")
     model = fb.read_model(data)
     meta = read_metadata(model)
     int8 = read_int8_metadata(model)
