@@ -930,10 +930,8 @@ def test_batchnorm_fold_option_keeps_the_folded_float_kernels(bn_fixed_cnn, bn_e
 
 
 def test_batchnorm_fold_option_names_the_transposed_convolution(tmp_path):
-    keras.utils.set_random_seed(0)
-    model = randomize_batchnorm(BN_MODELS["conv2d_transpose"]())
-    fixed = fully_fixed(model)
-    folded = lite.export_tflite(fixed, tmp_path / "fold.tflite", batchnorm="fold")
+    model, fixed, folded = exported_bn_model(BN_MODELS, "conv2d_transpose", 0, tmp_path,
+                                             batchnorm="fold")
     assert folded.batchnorm_scales == [] and "MUL" not in ops_of(read(folded.path))
     (kernel,) = [t for t in folded.non_palette if t.dtype == "FLOAT32" and t.elements == 135]
     bn = model.layers[1].name
@@ -997,12 +995,17 @@ if IS_LEGACY_KERAS:
         L.BatchNormalization(name="bn"), L.GlobalAveragePooling1D(), L.Dense(3)])
 
 
+def exported_bn_model(models, kind, seed, tmp_path, **export_options):
+    """``(float model, fixed model, ExportResult)`` of ``models[kind]`` with random BN statistics."""
+    keras.utils.set_random_seed(seed)
+    model = randomize_batchnorm(models[kind]())
+    fixed = fully_fixed(model)
+    return model, fixed, lite.export_tflite(fixed, tmp_path / f"{kind}.tflite", **export_options)
+
+
 @pytest.mark.parametrize("kind", sorted(UNFOLDED_BN_MODELS))
 def test_a_batchnorm_the_converter_leaves_unfolded_stays_mul_and_add(kind, tmp_path):
-    keras.utils.set_random_seed(3)
-    model = randomize_batchnorm(UNFOLDED_BN_MODELS[kind]())
-    fixed = fully_fixed(model)
-    result = lite.export_tflite(fixed, tmp_path / f"{kind}.tflite")
+    model, fixed, result = exported_bn_model(UNFOLDED_BN_MODELS, kind, 3, tmp_path)
     assert result.batchnorm_scales == []
     data = read(result.path)
     assert ops_of(data).count("MUL") == ops_of(data).count("ADD") == 1
@@ -1036,10 +1039,7 @@ def test_a_transposed_kernel_scaled_per_output_channel_is_named():
 
 @pytest.mark.parametrize("kind", sorted(BN_MODELS))
 def test_scale_op_for_every_kind_of_host_layer(kind, tmp_path):
-    keras.utils.set_random_seed(11)
-    model = randomize_batchnorm(BN_MODELS[kind]())
-    fixed = fully_fixed(model)
-    result = lite.export_tflite(fixed, tmp_path / f"{kind}.tflite")
+    model, fixed, result = exported_bn_model(BN_MODELS, kind, 11, tmp_path)
     pairs = lite.foldable_batchnorms(model)
     assert [(k.layer, k.batchnorm) for k in result.batchnorm_scales] == [
         (p.layer, p.batchnorm) for p in pairs]

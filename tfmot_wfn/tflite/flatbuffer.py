@@ -111,13 +111,18 @@ def _detach_vectors(obj) -> None:
                 stack.append(value)
 
 
+def has_identifier(head: bytes) -> bool:
+    """Whether bytes start like a TFLite flatbuffer (the identifier 'TFL3' at bytes 4-8)."""
+    return len(head) >= 8 and head[4:8] == b"TFL3"
+
+
 def read_model(data: bytes):
     """Parse TFLite bytes into a mutable ``ModelT``.
 
     Raises ValueError when the bytes are not a TFLite flatbuffer.
     """
     data = bytes(data)
-    if len(data) < 8 or data[4:8] != b"TFL3":
+    if not has_identifier(data):
         raise ValueError(
             "not a TFLite flatbuffer: the file identifier 'TFL3' is missing at bytes 4-8 "
             f"({len(data)} bytes read)")
@@ -160,7 +165,7 @@ def _check_references(model) -> None:
         if subgraph.tensors is None:
             raise damaged(f"subgraph {s} has no tensor list")
         tensors = len(subgraph.tensors)
-        for t, tensor in enumerate(subgraph.tensors or []):
+        for t, tensor in enumerate(subgraph.tensors):
             if not 0 <= tensor.buffer < max(buffers, 1):
                 raise damaged(f"tensor {t} of subgraph {s} points to buffer {tensor.buffer} of "
                               f"{buffers}")

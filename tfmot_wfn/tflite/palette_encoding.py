@@ -43,8 +43,6 @@ from tfmot_wfn.tflite.palette_format import (
     non_float_reason,
 )
 
-BIAS_SLOTS = fb.BIAS_SLOTS
-
 
 @dataclasses.dataclass(frozen=True)
 class ConstantTensor:
@@ -69,7 +67,7 @@ class ConstantTensor:
     @property
     def is_bias(self) -> bool:
         return len(self.shape) == 1 and any(
-            BIAS_SLOTS.get(op) == slot for op, slot in self.consumers)
+            fb.BIAS_SLOTS.get(op) == slot for op, slot in self.consumers)
 
 
 Explainer = Callable[[ConstantTensor], Optional[str]]

@@ -17,6 +17,8 @@ import importlib
 import os
 from typing import Callable, List, Optional, Tuple, Union
 
+from tfmot_wfn.tflite import flatbuffer as fb
+
 RUNTIMES: Tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",
@@ -92,7 +94,7 @@ def make_interpreter(
 def _check_identifier(head: bytes, what: str) -> None:
     """Refuse what is not a TFLite flatbuffer before the runtime sees it (its own message
     for an empty file is "model_path or model_content must be specified")."""
-    if len(head) < 8 or head[4:8] != b"TFL3":
+    if not fb.has_identifier(head):
         raise ValueError(f"{what} is not a TFLite file: the identifier 'TFL3' is missing at "
                          f"bytes 4-8 ({len(head)} bytes read)")
 
