@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tfmot_wfn.core.weight_statistics import concatenate, entropy_bits, value_counts  # noqa: E402
+from tfmot_wfn.core.weight_statistics import (  # noqa: E402
+    concatenate, entropy_bits, summarize, value_counts)
 
 
 def test_entropy_hand_computed():
@@ -88,3 +89,35 @@ def test_entropy_matches_counter(values, include_zero):
     vals, counts = value_counts(w, include_zero)
     assert vals.size == len(counter)
     assert int(counts.sum()) == total
+
+
+def _entropy_of(counter: Counter) -> float:
+    total = sum(counter.values())
+    return -sum(c / total * math.log2(c / total) for c in counter.values()) if total else 0.0
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    pairs=st.lists(st.tuples(
+        st.sampled_from([0.0, -0.0, 0.5, -0.5, 0.25, 1.0, 2.0**-7, 3.0, 0.3, -1.7]), st.booleans()),
+        max_size=80),
+    all_fixed=st.booleans(),
+)
+def test_summarize_matches_counters(pairs, all_fixed):
+    """`summarize` (fixed and free values sorted apart, counts merged) against Counters."""
+    values = np.array([v for v, _ in pairs], np.float32)
+    fixed = np.array([f or all_fixed for _, f in pairs], bool)
+    s = summarize(values, fixed)
+    everything = Counter(float(v) + 0.0 for v in values)
+    nonzero = Counter({v: c for v, c in everything.items() if v != 0})
+    held = Counter(float(v) + 0.0 for v, f in zip(values, fixed) if f)
+    assert s.total_weights == len(pairs)
+    assert s.fixed_fraction == (fixed.mean() if len(pairs) else 0.0)
+    assert s.unique_values == len(everything)
+    assert s.unique_values_nonzero == len(nonzero)
+    assert math.isclose(s.entropy_bits, _entropy_of(everything), rel_tol=1e-12, abs_tol=1e-12)
+    assert math.isclose(s.entropy_bits_nonzero, _entropy_of(nonzero), rel_tol=1e-12, abs_tol=1e-12)
+    assert s.zero_fraction == (everything[0.0] / len(pairs) if len(pairs) else 0.0)
+    assert s.palette.tolist() == sorted(held)
+    assert s.palette_counts.tolist() == [held[v] for v in sorted(held)]
+    assert not np.signbit(s.palette[s.palette == 0]).any()  # -0.0 is counted as 0.0

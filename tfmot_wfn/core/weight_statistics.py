@@ -64,19 +64,37 @@ class WeightSummary:
         return out
 
 
+def _merge_counts(a: Tuple[np.ndarray, np.ndarray],
+                  b: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Two `value_counts` results as one: a stable sort of two sorted runs is a linear merge
+    (timsort), after which equal values are neighbours and their counts are summed."""
+    joined = np.concatenate([a[0], b[0]])
+    order = np.argsort(joined, kind="stable")
+    joined = joined[order]
+    counts = np.concatenate([a[1], b[1]]).astype(np.int64)[order]
+    if joined.size == 0:
+        return joined, counts
+    starts = np.flatnonzero(np.concatenate([[True], joined[1:] != joined[:-1]]))
+    return joined[starts], np.add.reduceat(counts, starts)
+
+
 def summarize(values: np.ndarray, fixed: np.ndarray) -> WeightSummary:
     """The `WeightSummary` of `values` (any shape, read as float32) and their `fixed` mask.
 
     Unique values and entropies count 0 and -0 as one value; "nonzero" leaves 0
-    out. Two sorts: one of all values, one of the fixed ones (the palette).
+    out. The fixed and the free values are sorted apart (the palette is the fixed part's
+    distinct values) and their counts merged, so each value is sorted once.
     """
     values = np.asarray(values, np.float32).ravel()
     fixed = np.asarray(fixed, bool).ravel()
     if fixed.size != values.size:
         raise ValueError(f"fixed mask has {fixed.size} entries, values have {values.size}")
-    unique, counts = value_counts(values)
-    nonzero = unique != 0
     palette, palette_counts = value_counts(values[fixed])
+    if palette_counts.sum() == values.size:  # all fixed (a stripped network): one sort
+        unique, counts = palette, palette_counts
+    else:  # the free values' counts merged into the palette's: one sort of each part
+        unique, counts = _merge_counts((palette, palette_counts), value_counts(values[~fixed]))
+    nonzero = unique != 0
     size = int(values.size)
     return WeightSummary(
         total_weights=size,
