@@ -7,10 +7,13 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
     LONG_DESCRIPTION = f.read()
+VERSION = {}  # one source: tfmot_wfn/utils/version.py (read without importing the package)
+with open(os.path.join(HERE, "tfmot_wfn", "utils", "version.py"), encoding="utf-8") as f:
+    exec(f.read(), VERSION)
 
 setup(
     name="tfmot-wfn",
-    version="0.2.0",
+    version=VERSION["__version__"],
     description=("Weight Fixing Networks for Keras: whole-network weight sharing with few unique "
                  "power-of-two weights, low entropy and no accuracy loss, tfmot-style API."),
     long_description=LONG_DESCRIPTION,
