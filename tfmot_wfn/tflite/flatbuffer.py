@@ -289,7 +289,9 @@ def write_model(model, small_alignment: bool = False) -> bytes:
         packed.append(copy)
     model.buffers = packed
     try:
-        builder = _sharing_builder_class()(1024)
+        # Sized for the buffers up front: growing doubles and copies the whole output.
+        size = sum(len(b.data) + 64 for b in packed if b.data is not None)
+        builder = _sharing_builder_class()(size + (1 << 20))
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
         return bytes(builder.Output())
     finally:
