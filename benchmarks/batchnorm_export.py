@@ -8,9 +8,10 @@ exported in the forms that apply, all measured side by side in one run:
   per-channel MUL, the kernels stay palette values), (2) palette with ``batchnorm="fold"``
   (the converter folds the BN scale into the kernels, stored as non-palette float32),
   (3) exact int8 (``mode="int8"``: the BN scale goes into each channel's quantization
-  scale ``2^e * s``; the codes stay exact).
-* B. BatchNorm folded first (`tfmot_wfn.lite.fold_batchnorm` before `fix_weights`): palette
-  and exact int8.
+  scale ``2^e * s``; the codes stay exact), (4) exact float16 (``mode="float16"``: the
+  kernels as float16 behind a DEQUANTIZE, the BN scale a per-channel MUL; run as stored).
+* B. BatchNorm folded first (`tfmot_wfn.lite.fold_batchnorm` before `fix_weights`): palette,
+  exact int8 and exact float16.
 * C. BatchNorm frozen first (`tfmot_wfn.freeze_batchnorm` before fixing): palette
   (scale_op) and exact int8.
 * Peers: the float TFLite file and TFLite's int8 post-training quantization of the float model.
@@ -57,8 +58,9 @@ LATENCY_NOISE = 0.05
 BYTES_NOISE = 0.02
 
 VARIANTS = {  # key -> (label, exports)
-    "A": ("BN fixed in place", [("palette", "scale_op"), ("palette", "fold"), ("int8", None)]),
-    "B": ("BN folded first", [("palette", "scale_op"), ("int8", None)]),
+    "A": ("BN fixed in place", [("palette", "scale_op"), ("palette", "fold"), ("int8", None),
+                                ("float16", "scale_op")]),
+    "B": ("BN folded first", [("palette", "scale_op"), ("int8", None), ("float16", "scale_op")]),
     "C": ("BN frozen first", [("palette", "scale_op"), ("int8", None)]),
 }
 
@@ -109,6 +111,15 @@ def _export_row(model, form: str, batchnorm: Optional[str], data, path: str) -> 
                "unmatched_channels": len(errors) - len(finite),
                "inexact_reasons": _reason_counts(res.inexact),
                "folded_into_scale": sorted({w.folded for w in res.int8_weights if w.folded}),
+               "tflite_accuracy": _tflite_accuracy(path, False, data)}
+    elif form == "float16":
+        res = lite.export_tflite(model, path, mode="float16", batchnorm=batchnorm)
+        floats = [t for t in res.non_palette if t.dtype == "FLOAT32"]
+        row = {"float16_tensors": len(res.float16),
+               "float16_elements": sum(t.elements for t in res.float16),
+               "not_indexed_tensors": len(floats), "not_indexed_bytes": sum(t.bytes for t in floats),
+               "not_indexed_elements": sum(t.elements for t in floats),
+               "scale_ops": len(res.batchnorm_scales),
                "tflite_accuracy": _tflite_accuracy(path, False, data)}
     else:
         res = lite.export_tflite(model, path, batchnorm=batchnorm)
@@ -180,7 +191,7 @@ def _latency(rows: List[Dict], runs: int) -> Dict:
     sources = {}
     for r in rows:
         if "path" in r:
-            sources[r["tag"]] = (r["path"], r["form"] != "int8")
+            sources[r["tag"]] = (r["path"], r["form"] not in ("int8", "float16"))  # as stored
             if r.get("row_id") == "A(1)":
                 sources[r["tag"] + " stored"] = (r["path"], False)
     lat = compare_latency(sources, num_threads=1, runs=runs, warmup=max(20, runs // 20))
@@ -231,6 +242,8 @@ def _what(r: Dict) -> str:
     if r.get("form") == "int8":
         return "exact int8 (BN scale in the channel scales)" if r.get("variant") == "A" \
             else "exact int8"
+    if r.get("form") == "float16":
+        return "float16 (exact), BN as a MUL" if r.get("variant") == "A" else "float16 (exact)"
     if r.get("form") == "palette":
         return {"scale_op": "palette, BN as a MUL", "fold": "palette, BN folded into kernels"}[
             r["batchnorm"]] if r.get("variant") != "B" else "palette"
@@ -317,6 +330,18 @@ def _delta_sentences(rows: List[Dict], delta: float) -> List[str]:
                 and a3["latency_vs_ptq"] <= INT8_LATENCY_TARGET
                 and abs(a3["tflite_accuracy"] - a3["keras_accuracy"]) * 100 <= SAME_ACCURACY_POINTS
                 else "") + ".")
+    a4, b3, flt = by.get("A(4)"), by.get("B(3)"), rows[0] if rows and rows[0]["row_id"] == "float" else None
+    if a4 and flt:
+        text = (f"Exact float16 (A4: {a4['float16_tensors']} tensors, {a4['float16_elements']:,} "
+                f"weights, as float16 behind a DEQUANTIZE; {a4['scale_ops']} BN scales as MULs; "
+                f"{a4['not_indexed_tensors']} float32 tensors ({a4['not_indexed_bytes']:,} B) kept): "
+                f"a file {a4['bytes'] / flt['bytes']:.2f}x the float file's at "
+                f"{a4['latency_vs_float']:.2f}x its latency as stored, with no decoder, TFLite "
+                f"accuracy {_pts(a4['tflite_accuracy'], a4['keras_accuracy'])} vs its Keras model")
+        if b3:
+            text += (f"; with BN folded first (B3: no MUL) {b3['bytes'] / flt['bytes']:.2f}x the "
+                     f"bytes at {b3['latency_vs_float']:.2f}x")
+        out.append(text + ".")
     for key in ("B", "C"):
         pal, i8 = by.get(f"{key}(1)"), by.get(f"{key}(2)")
         if not (pal and a1):
@@ -403,7 +428,8 @@ def write_report(results: List[Dict], args, seconds: float, load_start: float, l
                  now: str) -> str:
     cmd = "python benchmarks/batchnorm_export.py" + (" --quick" if args.quick else "") + (
         f" --models {args.models}" if args.models else "")
-    lines = ["# BatchNorm after conv/dense: fold, scale op or freeze, palette or exact int8", "",
+    lines = ["# BatchNorm after conv/dense: fold, scale op or freeze, palette, exact int8 or float16",
+             "",
              f"Generated by `{cmd}` ({now}, {seconds / 60:.1f} min, seed {args.seed}). "
              f"**The machine was loaded by another benchmark** (load average {load_start:.2f} at the "
              f"start, {load_end:.2f} at the end, {os.cpu_count()} CPUs): absolute times mean "
@@ -413,13 +439,16 @@ def write_report(results: List[Dict], args, seconds: float, load_start: float, l
              "`batchnorm=\"scale_op\"` (default: BN scale a per-channel MUL; latency decoded at load, and "
              "as stored), (2) palette with `batchnorm=\"fold\"` (converter folds BN into the kernels, stored "
              "as float32), (3) `mode=\"int8\"` (BN scale folded into each channel's quantization scale "
-             "2^e·s); B = `lite.fold_batchnorm` before fixing; C = `freeze_batchnorm` before fixing. "
+             "2^e·s), (4) `mode=\"float16\"` (kernels as exact float16 behind a DEQUANTIZE, BN scale a "
+             "per-channel MUL; run as stored); B = `lite.fold_batchnorm` before fixing (B3: float16); "
+             "C = `freeze_batchnorm` before fixing. "
              "\"fixed unique\": distinct values of the fixed weights (`report`); in brackets: of every "
              "float parameter of the Keras model (BN moving statistics included) or of the file's "
              "dequantized constants for the peers. \"exact ch.\": int8 channels whose code × scale is the "
              "Keras weight (× folded BN scale) bit for bit; \"max abs(deq. − W)\": over the others. "
              "\"float32 not indexed\": float tensors left out of the palette (biases, BN scales/shifts, "
-             "folded kernels).", ""]
+             "folded kernels), or for a float16 file kept float32 (not exact in float16, or fewer than "
+             "16 values).", ""]
     for res in results:
         lines += model_section(res)
     return "\n".join(lines)

@@ -105,7 +105,7 @@ def saved_fixed_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt, suffix", [("palette", "_palette.tflite"), ("dense", "_dense.tflite"),
-                                         ("archive", ".wfn")])
+                                         ("float16", "_float16.tflite"), ("archive", ".wfn")])
 def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, fmt, suffix, capsys):
     import tfmot_wfn
     from tfmot_wfn import lite
@@ -128,6 +128,14 @@ def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, f
         assert cli.main(["inspect", written]) == 0
         assert "palette" in capsys.readouterr().out
         np.testing.assert_array_equal(lite.inspect(written).palette, palette)
+    elif fmt == "float16":
+        from tfmot_wfn.keras.compat import short_name
+
+        assert described["format"] == "float16"
+        half = [t for t in described["tensors"] if t["stored_as"] == "float16"]
+        assert sum(t["elements"] for t in half) >= sum(  # every kernel at least
+            int(np.prod(v.shape)) for v in tfmot_wfn.strip_fixing(fixed).weights
+            if short_name(v) == "kernel")
 
 
 def test_export_shows_progress_and_quiet_silences_it(saved_fixed_model, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`export_tflite`: a fixed Keras model -> a palette (or dense float) TFLite file.
+"""`export_tflite`: a fixed Keras model -> a palette (or float16, dense float) TFLite file.
 
 ```python
 import tfmot_wfn
@@ -27,12 +27,13 @@ from tfmot_wfn.keras.fix import fixing_scope
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 from tfmot_wfn.utils.version import __version__
 from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.float16_weights import Float16Tensor, encode_float16
 from tfmot_wfn.tflite.int8_exact import InexactChannel, Int8Weight
 from tfmot_wfn.tflite.palette_encoding import encode_palette
 from tfmot_wfn.tflite.scale_ops import KeptScale
 from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
-MODES = ("palette", "dense", "int8")
+MODES = ("palette", "float16", "dense", "int8")
 BATCHNORM_MODES = ("scale_op", "fold")
 DENSE_REASON = "dense export (mode='dense'): stored as float32"
 
@@ -47,6 +48,9 @@ class ExportResult:
     (``"scale_op"``/``"fold"``); ``batchnorm_scales``: the BatchNorms kept as a MUL;
     ``compact``: whether converter names and other unread bytes were dropped (tensor
     names are then the short ones of the file, ``t<index>`` for unnamed tensors).
+
+    ``mode="float16"`` only: ``float16``, the constants stored as exact float16 (the
+    others, in ``non_palette``, stay float32 with the reason).
 
     ``mode="int8"`` only: ``int8_weights`` (each int8 weight: exact channels of all),
     ``exact_channels`` / ``total_channels`` over all of them, ``inexact`` (each channel
@@ -66,6 +70,7 @@ class ExportResult:
     batchnorm: str = "scale_op"
     batchnorm_scales: List[KeptScale] = dataclasses.field(default_factory=list)
     compact: bool = True
+    float16: List[Float16Tensor] = dataclasses.field(default_factory=list)
     int8_weights: List[Int8Weight] = dataclasses.field(default_factory=list)
     inexact: List[InexactChannel] = dataclasses.field(default_factory=list)
     exact_channels: int = 0
@@ -93,10 +98,18 @@ class ExportResult:
             for k in self.batchnorm_scales:
                 lines.append(f"BatchNorm {k.batchnorm!r} kept as MUL by {k.scale} after "
                              f"{k.layer!r} ({k.op}, {k.channels} channels): weight palette-indexed")
+        if self.mode == "float16":
+            lines.append(f"float16: {len(self.float16)} tensors "
+                         f"({sum(t.elements for t in self.float16):,} weights) stored as exact "
+                         "float16, expanded to float32 by the interpreter at load")
+            for k in self.batchnorm_scales:
+                lines.append(f"BatchNorm {k.batchnorm!r} kept as MUL by {k.scale} after "
+                             f"{k.layer!r} ({k.op}, {k.channels} channels): weight kept exact")
         if self.mode == "int8":
             lines.extend(_int8_lines(self))
         if self.non_palette:
-            lines.append(f"not palette-indexed ({len(self.non_palette)}):")
+            heading = "kept float32" if self.mode == "float16" else "not palette-indexed"
+            lines.append(f"{heading} ({len(self.non_palette)}):")
             for t in self.non_palette:
                 lines.append(f"  {t.name} {list(t.shape)} {t.dtype.lower()} {t.bytes:,} bytes: "
                              f"{t.reason}")
@@ -206,6 +219,27 @@ def _renamed_scales(kept: List[KeptScale], entries: List[Dict]) -> List[KeptScal
     return out
 
 
+def _float16_bytes(dense: bytes, plain, pal, batchnorm: str):
+    """``mode="float16"``: the exact float16 constants of ``dense``, BatchNorm scales kept as
+    MULs first (``batchnorm="scale_op"``) so that the weights before them stay exact."""
+    kept = []
+    if batchnorm == "scale_op":
+        dense, kept, _ = keep_batchnorm_scales(dense, plain, pal)
+    roles = {}  # what the tensors of a kept BatchNorm are, before why they stay float32
+    for k in kept:
+        roles[(k.subgraph, k.scale)] = f"BatchNorm {k.batchnorm!r} scale, a MUL after {k.layer!r}"
+        if k.bias:
+            roles[(k.subgraph, k.bias)] = (f"bias of {k.layer!r}: BatchNorm {k.batchnorm!r} "
+                                           "shift divided by its scale")
+    data, stored, left = encode_float16(
+        dense, explain=lambda s, i, name, values: roles.get((s, name)),
+        producer=f"tfmot_wfn {__version__}")
+    return data, ExportResult(
+        path="", mode="float16", bytes=len(data), palette_size=0, index_dtypes={}, indexed=[],
+        non_palette=left, batchnorm=batchnorm, batchnorm_scales=kept, compact=False,
+        float16=stored)
+
+
 def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: str = "scale_op",
                         index_dtype: Optional[str] = None, compact: bool = True,
                         representative_data=None, inference_input_type: str = "float32",
@@ -225,6 +259,9 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: s
         model = load_keras_model(model)
     plain, model_palette = deployable(model)
     dense = convert_to_tflite(plain)
+    if mode == "float16":
+        return _float16_bytes(dense, plain, model_palette if palette is None else palette,
+                              batchnorm)
     if mode == "dense":
         return dense, ExportResult(path="", mode=mode, bytes=len(dense), palette_size=0,
                                    index_dtypes={}, indexed=[], non_palette=_dense_constants(dense),
@@ -280,6 +317,14 @@ def export_tflite(
         32768) into ONE shared float32 palette tensor, decoded in the graph by
         CAST + GATHER right before the op that uses it; the file runs on any stock
         interpreter, and `load_interpreter` decodes it once for float speed.
+        ``"float16"``: every float32 constant whose values float16 holds exactly (WFN
+        values: 0 or sums of a few signed powers of two, so nearly all of them) is
+        stored as float16 and expanded by a ``DEQUANTIZE`` that stock interpreters
+        (LiteRT's XNNPACK) run once at load: half the float file, the float model's
+        speed on a phone with no decoder of ours, and the float file's outputs. The
+        others stay float32, listed with the reason (see
+        `tfmot_wfn.tflite.float16_weights`). ``batchnorm`` applies as for
+        ``"palette"``; ``palette`` names the values whose BatchNorm scales are kept.
         ``"dense"``: the ordinary float32 TFLite of the stripped model.
         ``"int8"``: a fully integer TFLite model (TFLite's full-integer
         quantization: int8 weights per output channel, int32 biases, int8

@@ -348,6 +348,14 @@ def add_buffer(model, data: Optional[bytes]) -> int:
     return len(model.buffers) - 1
 
 
+def empty_buffer(model) -> int:
+    """An empty buffer for tensors computed in the graph: buffer 0 by convention, else a new one."""
+    first = model.buffers[0] if model.buffers else None
+    if first is not None and (first.data is None or len(first.data) == 0):
+        return 0
+    return add_buffer(model, None)
+
+
 def add_tensor(subgraph, name: str, shape: Sequence[int], tensor_type: int, buffer: int = 0) -> int:
     """Append a tensor to a subgraph and return its index."""
     t = schema().TensorT()

@@ -1,4 +1,4 @@
-"""`inspect`: what a (palette or dense) TFLite file stores, tensor by tensor.
+"""`inspect`: what a (palette, float16, int8 or dense) TFLite file stores, tensor by tensor.
 
 ```python
 report = inspect("model.tflite")
@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from tfmot_wfn.tflite import flatbuffer as fb
+from tfmot_wfn.tflite.float16_weights import read_float16_metadata
 from tfmot_wfn.tflite.int8_exact import (
     InexactChannel, Int8Weight, int8_tensor_reasons, read_int8_metadata,
 )
@@ -110,7 +111,7 @@ class TFLiteInspection:
 
     @property
     def float_elements(self) -> int:
-        return sum(t.elements for t in self.non_palette if t.stored_as == "float32")
+        return sum(t.elements for t in self.non_palette if t.stored_as in ("float32", "float16"))
 
     @property
     def other_bytes(self) -> int:
@@ -153,11 +154,14 @@ class TFLiteInspection:
             lines.append("  ".join(cells))
         total_weights = self.indexed_elements + self.float_elements
         share = self.indexed_elements / total_weights if total_weights else 0.0
+        half = [t for t in self.non_palette if t.stored_as == "float16"]
+        halves = (f", {sum(t.elements for t in half):,} as float16 in "
+                  f"{sum(t.bytes for t in half):,} bytes" if half else "")
         lines.append(
             f"totals: {total_weights:,} float weights, {self.indexed_elements:,} palette-indexed "
-            f"({share:.1%}) in {self.indexed_bytes:,} bytes; other constants {self.other_bytes:,} "
-            f"bytes; palette {self.palette_bytes:,} bytes; graph+metadata {self.overhead_bytes:,} "
-            f"bytes; file {self.file_bytes:,} bytes")
+            f"({share:.1%}) in {self.indexed_bytes:,} bytes{halves}; other constants "
+            f"{self.other_bytes:,} bytes; palette {self.palette_bytes:,} bytes; graph+metadata "
+            f"{self.overhead_bytes:,} bytes; file {self.file_bytes:,} bytes")
         if self.int8_weights:
             lines.append(f"int8 weights: {self.exact_channels}/{self.total_channels} channels "
                          "exact (code * power-of-two scale == Keras weight)")
@@ -169,7 +173,8 @@ class TFLiteInspection:
                 lines.append(f"  not exact: {i.layer or i.tensor} {where} (max error "
                              f"{i.max_error:.3g}): {i.reason}")
         if self.non_palette:
-            lines.append("not palette-indexed:")
+            lines.append("how each constant is stored:" if self.format == "float16"
+                         else "not palette-indexed:")
             for t in self.non_palette:
                 lines.append(f"  {t.name}: {t.reason}")
         return "\n".join(lines)
@@ -191,26 +196,36 @@ def _file_bytes(path: Union[str, os.PathLike, bytes]) -> Tuple[bytes, str]:
         return f.read(), shown
 
 
-def _reason(meta, int8_reasons: Dict, s: int, i: int, raw_name: str, dtype: str) -> str:
+#: A float16 constant of a float16 file (`tfmot_wfn.tflite.float16_weights`).
+FLOAT16_REASON = "exact float16 weights, expanded to float32 by DEQUANTIZE at load"
+
+
+def _reason(meta, recorded_reasons: Dict, s: int, i: int, raw_name: str, dtype: str,
+            fallback: str = NO_METADATA_REASON) -> str:
     """Why constant ``i`` of subgraph ``s`` is not palette-indexed: as recorded (in the palette
-    metadata, or for an int8 file in its int8 metadata), else generic."""
-    recorded = int8_reasons.get((s, i)) if meta is None else meta.reason(s, i, raw_name)
+    metadata, or for an int8 / float16 file in its own metadata), else generic."""
+    recorded = recorded_reasons.get((s, i)) if meta is None else meta.reason(s, i, raw_name)
+    if dtype == "FLOAT16":
+        return recorded or FLOAT16_REASON
     if dtype != "FLOAT32":
         return recorded or non_float_reason(dtype)
     if meta is None:
-        return NO_METADATA_REASON
+        return recorded or fallback
     return recorded or "not listed in the tfmot_wfn metadata"
 
 
 def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
-    """Describe a TFLite file written by `export_tflite` (palette, int8 or dense) or any other.
+    """Describe a TFLite file written by `export_tflite` (palette, float16, int8 or dense) or
+    any other.
 
     Lists the palette, every constant tensor (stored dtype, element count, unique
     values, bytes), whole-file totals, and for each tensor that is not
     palette-indexed the reason recorded at export (in the ``tfmot_wfn`` metadata).
     For an int8 file (``format == "int8"``): each int8 weight's exact channels of
     all channels, its distinct codes and bytes, and the channels that are not exact
-    with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata).
+    with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata). For a
+    float16 file (``format == "float16"``): the weights stored as float16 and, for each
+    constant kept float32, the reason (from the ``tfmot_wfn_float16`` metadata).
 
     Raises:
       FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).
@@ -224,6 +239,9 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     meta = read_metadata(model)
     int8 = read_int8_metadata(model)
     int8_reasons = int8_tensor_reasons(model, int8)
+    float16 = read_float16_metadata(model) if meta is None else None
+    recorded_reasons = dict(int8_reasons) if float16 is None else {**float16["kept"], **int8_reasons}
+    fallback = NO_METADATA_REASON if float16 is None else "not read by any operator"
     tensors: List[TensorInfo] = []
     counted_buffers = set()
     palette: Optional[np.ndarray] = None
@@ -272,7 +290,7 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
             raw_name, shape = fb.tensor_name(tensor), fb.tensor_shape(tensor)
             values = fb.constant_array(model, tensor)
             dtype = fb.type_name(tensor.type)
-            reason = _reason(meta, int8_reasons, s, i, raw_name, dtype)
+            reason = _reason(meta, recorded_reasons, s, i, raw_name, dtype, fallback)
             tensors.append(TensorInfo(
                 subgraph=s, name=display_name(raw_name, i), shape=shape,
                 elements=int(np.prod(shape)) if shape else 1, stored_as=dtype.lower(),
@@ -282,9 +300,11 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     constant_bytes = sum(fb.buffer_bytes(model, b) for b in counted_buffers)
     return TFLiteInspection(
         path=shown, file_bytes=len(data),
-        format="palette" if meta is not None else ("int8" if int8_reasons else "dense"),
+        format=("palette" if meta is not None else "int8" if int8_reasons
+                else "float16" if float16 is not None else "dense"),
         format_version=None if meta is None else int(meta.version),
-        producer="" if meta is None else meta.producer,
+        producer=(meta.producer if meta is not None
+                  else float16["producer"] if float16 is not None else ""),
         palette=palette, palette_bytes=palette_bytes,
         index_dtype=None if meta is None else meta.index_dtype,
         tensors=tensors, constant_bytes=constant_bytes,

@@ -159,14 +159,6 @@ def _checked_index_dtype(index_dtype: Optional[str], palette_size: int) -> str:
     return index_dtype
 
 
-def _empty_buffer(model) -> int:
-    """An empty buffer for the decoded tensors (buffer 0 by convention, else a new one)."""
-    first = model.buffers[0] if model.buffers else None
-    if first is not None and (first.data is None or len(first.data) == 0):
-        return 0
-    return fb.add_buffer(model, None)
-
-
 def _insert_before(subgraph, inserts: Dict[int, List]) -> None:
     """Put ``inserts[p]`` (lists of ops) right before operator ``p`` of ``subgraph``."""
     if not inserts:
@@ -191,7 +183,7 @@ class _PaletteEncoder:
         self.model, self.pal, self.index_dtype, self.compact = model, pal, index_dtype, compact
         self.explain, self.label = explain, label
         self.index_type = fb.type_value(index_dtype.upper())
-        self.empty_buffer = _empty_buffer(model)
+        self.empty_buffer = fb.empty_buffer(model)
         self.palette_buffer = fb.add_buffer(model, pal.astype("<f4").tobytes())
         self.index_buffers: Dict[int, int] = {}  # original buffer -> its index buffer
         self.replaced_buffers = set()
