@@ -81,12 +81,14 @@ def test_short_demo_writes_a_fixed_model_and_a_consistent_report(tmp_path, capsy
     # The mobile files exist, their sizes are the ones reported, and they agree with Keras.
     mobile = report["mobile"]
     for name, key in (("model_palette.tflite", "palette_bytes"), ("model_dense.tflite", "dense_bytes"),
-                      ("model.wfn", "archive_bytes")):
+                      ("model_float16.tflite", "float16_bytes"), ("model.wfn", "archive_bytes")):
         assert (out / name).stat().st_size == mobile[key]
     assert mobile["palette_bytes"] < mobile["dense_bytes"]
     assert mobile["archive_bytes"] <= mobile["archive_bound_bytes"]
+    assert mobile["float16_bytes"] < mobile["dense_bytes"]
     assert mobile["top1_equal_decoded"] and mobile["top1_equal_as_stored"]
-    assert "palette TFLite" in printed and "archive (.wfn)" in printed
+    assert mobile["top1_equal_float16"] and mobile["max_abs_diff_float16"] < 1e-4
+    assert "palette TFLite" in printed and "float16 TFLite" in printed and "archive (.wfn)" in printed
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Sizes and latency of a fixed model's palette TFLite file against its float TFLite file.
+"""Sizes and latency of a fixed model's palette and float16 TFLite files against its float one.
 
 For the demo, the CLI and ``benchmarks/``:
 
@@ -32,13 +32,15 @@ def export_and_measure(
     name: str = "model",
     batchnorm: str = "scale_op",
 ) -> Dict:
-    """Export ``model`` as ``{name}_dense.tflite`` and ``{name}_palette.tflite`` and measure.
+    """Export ``model`` as ``{name}_dense.tflite``, ``{name}_palette.tflite`` and
+    ``{name}_float16.tflite`` and measure.
 
-    Returns bytes (and gzip bytes) of both files, their ratio, the palette size,
+    Returns bytes (and gzip bytes) of the files, their ratios, the palette size,
     the largest output difference to Keras and top-1 agreement on ``x_test``
-    (both runtimes paths: as stored and decoded), test accuracy when ``y_test``
+    (palette: as stored and decoded; float16: as stored), test accuracy when ``y_test``
     is given, and median single-input latency of the float file, the palette
-    file as stored, and the palette file decoded at load (all in one run).
+    file as stored, the palette file decoded at load and the float16 file as stored
+    (all in one run).
     ``batchnorm`` is passed to `export_tflite` (``"scale_op"``: a BatchNorm after a
     conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed).
     """
@@ -48,10 +50,15 @@ def export_and_measure(
     dense = export_tflite(model, os.path.join(folder, f"{name}_dense.tflite"), mode="dense")
     palette = export_tflite(model, os.path.join(folder, f"{name}_palette.tflite"),
                             batchnorm=batchnorm)
+    half = export_tflite(model, os.path.join(folder, f"{name}_float16.tflite"), mode="float16",
+                         batchnorm=batchnorm)
     out = _file_numbers(dense, palette, batchnorm)
+    out.update(float16_path=half.path, float16_bytes=half.bytes,
+               float16_size_ratio=half.bytes / dense.bytes,
+               float16_weights=sum(t.elements for t in half.float16))
     if x_test is not None:
-        out.update(_agreement_with_keras(model, palette.path, x_test, y_test))
-    out.update(_latency_numbers(dense.path, palette.path, runs, num_threads))
+        out.update(_agreement_with_keras(model, palette.path, x_test, y_test, half.path))
+    out.update(_latency_numbers(dense.path, palette.path, half.path, runs, num_threads))
     return out
 
 
@@ -76,8 +83,9 @@ def _file_numbers(dense, palette, batchnorm: str) -> Dict:
     }
 
 
-def _agreement_with_keras(model, palette_path: str, x_test, y_test) -> Dict:
-    """The palette file's outputs against Keras': as stored and decoded at load."""
+def _agreement_with_keras(model, palette_path: str, x_test, y_test, float16_path: str) -> Dict:
+    """The palette file's outputs against Keras' (as stored and decoded at load), and the
+    float16 file's (as stored)."""
     import tfmot_wfn
     from tfmot_wfn.keras.network import is_wrapped
     from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
@@ -85,9 +93,9 @@ def _agreement_with_keras(model, palette_path: str, x_test, y_test) -> Dict:
     out: Dict = {}
     plain = tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model
     expected = np.asarray(plain(x_test, training=False))
-    for decode in (False, True):
-        key = "decoded" if decode else "as_stored"
-        got = run_interpreter(load_interpreter(palette_path, decode=decode), x_test)
+    for key, path, decode in (("as_stored", palette_path, False), ("decoded", palette_path, True),
+                              ("float16", float16_path, False)):
+        got = run_interpreter(load_interpreter(path, decode=decode), x_test)
         out[f"max_abs_diff_{key}"] = float(np.abs(got - expected).max())
         out[f"top1_equal_{key}"] = bool(np.array_equal(got.argmax(-1), expected.argmax(-1)))
         if y_test is not None:
@@ -97,19 +105,23 @@ def _agreement_with_keras(model, palette_path: str, x_test, y_test) -> Dict:
     return out
 
 
-def _latency_numbers(dense_path: str, palette_path: str, runs: int, num_threads: int) -> Dict:
-    """Median single-input latency of the float file and the palette file (both paths)."""
+def _latency_numbers(dense_path: str, palette_path: str, float16_path: str, runs: int,
+                     num_threads: int) -> Dict:
+    """Median single-input latency of the float file, the palette file (both paths) and the
+    float16 file (as stored)."""
     from tfmot_wfn.tflite.latency import compare_latency
 
     latency = compare_latency({"float": dense_path,
                                "palette_as_stored": (palette_path, False),
-                               "palette_decoded": (palette_path, True)},
+                               "palette_decoded": (palette_path, True),
+                               "float16": (float16_path, False)},
                               num_threads=num_threads, runs=runs)
     return dict(
         latency_us=latency.median_us, latency_runs=runs, latency_threads=num_threads,
         latency_runtime=latency.runtime,
         latency_ratio_as_stored=latency.ratio("palette_as_stored", "float"),
-        latency_ratio_decoded=latency.ratio("palette_decoded", "float"))
+        latency_ratio_decoded=latency.ratio("palette_decoded", "float"),
+        latency_ratio_float16=latency.ratio("float16", "float"))
 
 
 def _train_and_fix(model, x, y, fixing_epochs_per_stage: int, seed: int):
@@ -177,7 +189,8 @@ def _main(argv=None) -> int:
               f"{r['palette_bytes']:,} B (x{r['size_ratio']:.3f}), K={r['palette_size']}, "
               f"accuracy {r['tflite_accuracy_decoded']:.4f}, latency x"
               f"{r['latency_ratio_as_stored']:.2f} as stored / x{r['latency_ratio_decoded']:.3f} "
-              "decoded (1 thread)")
+              f"decoded; float16 TFLite {r['float16_bytes']:,} B (x{r['float16_size_ratio']:.3f}), "
+              f"latency x{r['latency_ratio_float16']:.3f} as stored (1 thread)")
     return 0
 
 
