@@ -319,6 +319,14 @@ def is_constant(model, tensor) -> bool:
     return buffer_bytes(model, tensor.buffer) > 0
 
 
+def is_plain_float_constant(model, tensor) -> bool:
+    """A float32 constant with data, not quantized, not sparse, not a variable: plain weights."""
+    quant = tensor.quantization
+    quantized = quant is not None and quant.scale is not None and len(quant.scale) > 0
+    return (tensor.type == type_value("FLOAT32") and is_constant(model, tensor)
+            and not quantized and tensor.sparsity is None and not tensor.isVariable)
+
+
 def constant_array(model, tensor) -> Optional[np.ndarray]:
     """The constant data of a tensor as a numpy array of its shape, or None if it has none.
 

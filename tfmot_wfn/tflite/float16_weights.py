@@ -84,22 +84,13 @@ def _reason(values: np.ndarray, exact: np.ndarray) -> str:
             f"{worst:.3g}): kept float32")
 
 
-def _plain_float_constant(model, tensor) -> bool:
-    quant = tensor.quantization
-    quantized = quant is not None and quant.scale is not None and len(quant.scale) > 0
-    return (tensor.type == fb.type_value("FLOAT32") and fb.is_constant(model, tensor)
-            and not quantized and tensor.sparsity is None and not tensor.isVariable)
-
-
 class _Float16Encoder:
     """Rewrites the exact float32 constants of one model, subgraph by subgraph."""
 
     def __init__(self, model, explain: Optional[Explainer]):
         self.model, self.explain = model, explain
-        mod = fb.schema()
-        self.dequantize = fb.opcode_index(model, mod.BuiltinOperator.DEQUANTIZE,
-                                          DEQUANTIZE_FLOAT16_VERSION)
-        self.float16 = mod.TensorType.FLOAT16
+        self.dequantize: Optional[int] = None  # its operator code, added with the first one
+        self.float16 = fb.schema().TensorType.FLOAT16
         self.empty_buffer = fb.empty_buffer(model)
         self.half_buffers = {}  # original buffer -> its float16 buffer (shared weights once)
         self.replaced = set()
@@ -114,7 +105,7 @@ class _Float16Encoder:
             if not fb.is_constant(self.model, tensor) or i not in readers:
                 continue
             name = fb.tensor_name(tensor)
-            if not _plain_float_constant(self.model, tensor):
+            if not fb.is_plain_float_constant(self.model, tensor):
                 self._keep(s, i, tensor, non_float_reason(fb.type_name(tensor.type))
                            if tensor.type != fb.type_value("FLOAT32")
                            else "quantized or sparse float tensor, left as stored")
@@ -147,6 +138,9 @@ class _Float16Encoder:
         tensor.name = None
         self.replaced.add(tensor.buffer)
         tensor.buffer = self.empty_buffer
+        if self.dequantize is None:
+            self.dequantize = fb.opcode_index(
+                self.model, fb.schema().BuiltinOperator.DEQUANTIZE, DEQUANTIZE_FLOAT16_VERSION)
         op = fb.schema().OperatorT()
         op.opcodeIndex = self.dequantize
         op.inputs = np.asarray([half], np.int32)

@@ -99,14 +99,6 @@ def _palette_positions(values: np.ndarray, pal: np.ndarray) -> Tuple[np.ndarray,
     return pos, int(flat.size - np.count_nonzero(inside))
 
 
-def _candidate(model, tensor) -> bool:
-    """A plain (not quantized, not sparse, not variable) constant float32 tensor."""
-    quant = tensor.quantization
-    quantized = quant is not None and quant.scale is not None and len(quant.scale) > 0
-    return (tensor.type == fb.type_value("FLOAT32") and fb.is_constant(model, tensor)
-            and not quantized and tensor.sparsity is None and not tensor.isVariable)
-
-
 Labeler = Callable[[ConstantTensor], Optional[str]]
 
 
@@ -261,7 +253,7 @@ class _PaletteEncoder:
         reads = tuple((fb.op_name(self.model, subgraph.operators[p]), slot)
                       for p, slot in self._readers.get(i, []))
         values, outside, positions = None, -1, None
-        if _candidate(self.model, tensor):
+        if fb.is_plain_float_constant(self.model, tensor):
             values = fb.constant_array(self.model, tensor)
             positions, outside = _palette_positions(values, self.pal)
         record = ConstantTensor(
