@@ -447,8 +447,8 @@ def write_report(results: List[Dict], args, seconds: float, load_start: float, l
              "dequantized constants for the peers. \"exact ch.\": int8 channels whose code × scale is the "
              "Keras weight (× folded BN scale) bit for bit; \"max abs(deq. − W)\": over the others. "
              "\"float32 not indexed\": float tensors left out of the palette (biases, BN scales/shifts, "
-             "folded kernels), or for a float16 file kept float32 (not exact in float16, or fewer than "
-             "16 values).", ""]
+             "folded kernels), or for a float16 file kept float32 (not exact in float16, not a "
+             "conv/dense weight or bias, or beside one that is not exact).", ""]
     for res in results:
         lines += model_section(res)
     return "\n".join(lines)

@@ -1,16 +1,18 @@
 """Store the float32 constants of a TFLite flatbuffer as float16 where that is exact.
 
 WFN weights are 0 or sums of a few signed powers of two, so most of them are exactly
-representable in float16 (11 significant bits, exponents -24 to 15). Every plain float32
-constant read by an operator whose values ALL survive the round trip float32 -> float16
--> float32 unchanged is stored as float16 and produced in the graph by a ``DEQUANTIZE``
-right before the first op that reads it, as TFLite's own float16 quantization writes it.
-Stock interpreters (LiteRT's XNNPACK delegate) expand such static float16 weights once
-when the model is loaded, so the file runs at the float model's speed on a phone, with
-no decoder of ours; its outputs are those of the float32 file, because the weights are the
-same numbers. The other constants stay float32 and are listed with the reason (values that
-float16 would round, a non-float type, fewer than `MIN_ELEMENTS` values); the reasons are
-stored in the file's ``tfmot_wfn_float16`` metadata for `tfmot_wfn.lite.inspect`.
+representable in float16 (11 significant bits, exponents -24 to 15). The weights and biases
+of convolution and fully connected ops whose values ALL survive the round trip float32 ->
+float16 -> float32 unchanged are stored as float16, each produced in the graph by a
+``DEQUANTIZE`` right before the first op that reads it, as TFLite's own float16
+quantization writes it. Stock interpreters (LiteRT's XNNPACK delegate) expand such static
+float16 weights once when the model is loaded, so the file runs at the float model's speed
+on a phone, with no decoder of ours; its outputs are those of the float32 file, because the
+weights are the same numbers. A bias becomes float16 only beside float16 weights: XNNPACK
+does not take an op whose bias is float16 beside a float32 kernel, which then runs several
+times slower (float16 weights beside a float32 bias cost nothing). The other constants stay float32 and are listed with
+the reason; the reasons are stored in the file's ``tfmot_wfn_float16`` metadata for
+`tfmot_wfn.lite.inspect`.
 
 ```python
 data, stored, kept = encode_float16(float_tflite_bytes)
@@ -31,9 +33,6 @@ import numpy as np
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.palette_format import NonPaletteTensor, non_float_reason
 
-#: Constants with fewer values stay float32: the DEQUANTIZE op would cost more than the
-#: bytes it saves (biases of a few channels, scalar factors).
-MIN_ELEMENTS = 16
 #: The metadata entry of a float16 file: the producer and, for each float32 constant kept,
 #: its reason (zlib-compressed JSON), read back by `read_float16_metadata` / `lite.inspect`.
 METADATA_NAME = "tfmot_wfn_float16"
@@ -74,8 +73,6 @@ def float16_exact(values: np.ndarray) -> np.ndarray:
 
 
 def _reason(values: np.ndarray, exact: np.ndarray) -> str:
-    if values.size < MIN_ELEMENTS:
-        return f"{values.size} values (fewer than {MIN_ELEMENTS}): kept float32"
     bad = values[~exact].ravel()
     with np.errstate(over="ignore", invalid="ignore"):
         error = np.abs(bad.astype(np.float16).astype(np.float32) - bad)
@@ -99,24 +96,30 @@ class _Float16Encoder:
 
     def subgraph(self, s: int, subgraph) -> None:
         readers = fb.consumers(subgraph)
-        inserts = {}
-        for i in range(len(subgraph.tensors)):  # the tensors added on the way are not visited
+        candidates = {}  # tensor -> its values, while it may become float16
+        for i in range(len(subgraph.tensors)):
             tensor = subgraph.tensors[i]
             if not fb.is_constant(self.model, tensor) or i not in readers:
                 continue
-            name = fb.tensor_name(tensor)
             if not fb.is_plain_float_constant(self.model, tensor):
-                self._keep(s, i, tensor, non_float_reason(fb.type_name(tensor.type))
+                self._keep(s, i, non_float_reason(fb.type_name(tensor.type))
                            if tensor.type != fb.type_value("FLOAT32")
                            else "quantized or sparse float tensor, left as stored")
                 continue
             values = fb.constant_array(self.model, tensor)
+            ops = sorted({fb.op_name(self.model, subgraph.operators[p]) for p, _ in readers[i]})
             exact = float16_exact(values)
-            if values.size < MIN_ELEMENTS or not exact.all():
-                role = self.explain(s, i, name, values) if self.explain is not None else None
-                why = _reason(values, exact)
-                self._keep(s, i, tensor, f"{role}: {why}" if role else why)
-                continue
+            if not set(ops) <= set(fb.BIAS_SLOTS):
+                self._keep(s, i, f"read by {'/'.join(ops)}: kept float32 (stock interpreters "
+                           "expand float16 at load only for the weights and biases of "
+                           "convolution and fully connected ops)", values)
+            elif not exact.all():
+                self._keep(s, i, _reason(values, exact), values)
+            else:
+                candidates[i] = values
+        self._keep_partners(s, subgraph, candidates)
+        inserts = {}
+        for i, values in candidates.items():
             first = min(p for p, _ in readers[i])
             inserts.setdefault(first, []).append(self._store(s, subgraph, i, values))
         ops = []
@@ -124,6 +127,27 @@ class _Float16Encoder:
             ops.extend(inserts.get(pos, []))
             ops.append(op)
         subgraph.operators = ops
+
+    def _keep_partners(self, s: int, subgraph, candidates: Dict[int, np.ndarray]) -> None:
+        """A float16 bias beside a float32 filter keeps XNNPACK from taking the op, which then
+        runs several times slower (measured: 3.1x on a small CNN; a float16 filter beside a
+        float32 bias costs nothing): such a bias stays float32, until no op has one."""
+        changed = True
+        while changed:
+            changed = False
+            for op in subgraph.operators:
+                slot = fb.BIAS_SLOTS.get(fb.op_name(self.model, op))
+                inputs = list(op.inputs) if op.inputs is not None else []
+                if slot is None or len(inputs) <= slot or min(inputs[1], inputs[slot]) < 0:
+                    continue
+                weight, bias = int(inputs[1]), int(inputs[slot])
+                if bias in candidates and weight not in candidates:
+                    values = candidates.pop(bias)
+                    name = fb.tensor_name(subgraph.tensors[weight]) or f"t{weight}"
+                    self._keep(s, bias, f"kept float32 beside the float32 weights {name!r} of "
+                               f"its {fb.op_name(self.model, op)} (XNNPACK does not take an op "
+                               "with a float16 bias and float32 weights)", values)
+                    changed = True
 
     def _store(self, s: int, subgraph, i: int, values: np.ndarray):
         """Move tensor ``i``'s data into a float16 tensor; returns the DEQUANTIZE that makes it."""
@@ -150,12 +174,16 @@ class _Float16Encoder:
                                          index=i))
         return op
 
-    def _keep(self, s: int, i: int, tensor, reason: str) -> None:
+    def _keep(self, s: int, i: int, reason: str, values: Optional[np.ndarray] = None) -> None:
+        tensor = self.model.subgraphs[s].tensors[i]
+        role = self.explain(s, i, fb.tensor_name(tensor), values) \
+            if self.explain is not None and values is not None else None
         shape = fb.tensor_shape(tensor)
         self.kept.append(NonPaletteTensor(
             subgraph=s, name=fb.tensor_name(tensor), shape=shape,
             dtype=fb.type_name(tensor.type), elements=int(np.prod(shape)) if shape else 1,
-            bytes=fb.buffer_bytes(self.model, tensor.buffer), reason=reason, index=i))
+            bytes=fb.buffer_bytes(self.model, tensor.buffer),
+            reason=f"{role}: {reason}" if role else reason, index=i))
 
     def free_replaced(self) -> None:
         for b in self.replaced - fb.referenced_buffers(self.model):
@@ -207,5 +235,5 @@ def encode_float16(tflite: bytes, explain: Optional[Explainer] = None, producer:
     return fb.write_model(model), encoder.stored, encoder.kept
 
 
-__all__ = ["DEQUANTIZE_FLOAT16_VERSION", "Float16Tensor", "METADATA_NAME", "MIN_ELEMENTS",
-           "encode_float16", "float16_exact", "read_float16_metadata"]
+__all__ = ["DEQUANTIZE_FLOAT16_VERSION", "Float16Tensor", "METADATA_NAME", "encode_float16",
+           "float16_exact", "read_float16_metadata"]
