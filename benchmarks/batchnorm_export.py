@@ -8,10 +8,12 @@ exported in the forms that apply, all measured side by side in one run:
   per-channel MUL, the kernels stay palette values), (2) palette with ``batchnorm="fold"``
   (the converter folds the BN scale into the kernels, stored as non-palette float32),
   (3) exact int8 (``mode="int8"``: the BN scale goes into each channel's quantization
-  scale ``2^e * s``; the codes stay exact), (4) exact float16 (``mode="float16"``: the
-  kernels as float16 behind a DEQUANTIZE, the BN scale a per-channel MUL; run as stored).
+  scale ``2^e * s``; the codes stay exact), (4) exact int8 weights (``mode="int8_weights"``:
+  int8 codes with per-channel scales behind a DEQUANTIZE, the BN scale in the channel scales,
+  activations float; run as stored), (5) exact float16 (``mode="float16"``: the kernels as
+  float16 behind a DEQUANTIZE, the BN scale a per-channel MUL; run as stored).
 * B. BatchNorm folded first (`tfmot_wfn.lite.fold_batchnorm` before `fix_weights`): palette,
-  exact int8 and exact float16.
+  exact int8, exact int8 weights and exact float16.
 * C. BatchNorm frozen first (`tfmot_wfn.freeze_batchnorm` before fixing): palette
   (scale_op) and exact int8.
 * Peers: the float TFLite file and TFLite's int8 post-training quantization of the float model.
@@ -59,8 +61,9 @@ BYTES_NOISE = 0.02
 
 VARIANTS = {  # key -> (label, exports)
     "A": ("BN fixed in place", [("palette", "scale_op"), ("palette", "fold"), ("int8", None),
-                                ("float16", "scale_op")]),
-    "B": ("BN folded first", [("palette", "scale_op"), ("int8", None), ("float16", "scale_op")]),
+                                ("int8_weights", "fold"), ("float16", "scale_op")]),
+    "B": ("BN folded first", [("palette", "scale_op"), ("int8", None), ("int8_weights", "fold"),
+                              ("float16", "scale_op")]),
     "C": ("BN frozen first", [("palette", "scale_op"), ("int8", None)]),
 }
 
@@ -112,11 +115,12 @@ def _export_row(model, form: str, batchnorm: Optional[str], data, path: str) -> 
                "inexact_reasons": _reason_counts(res.inexact),
                "folded_into_scale": sorted({w.folded for w in res.int8_weights if w.folded}),
                "tflite_accuracy": _tflite_accuracy(path, False, data)}
-    elif form == "float16":
-        res = lite.export_tflite(model, path, mode="float16", batchnorm=batchnorm)
+    elif form in ("int8_weights", "float16"):
+        res = lite.export_tflite(model, path, mode=form, batchnorm=batchnorm)
         floats = [t for t in res.non_palette if t.dtype == "FLOAT32"]
-        row = {"float16_tensors": len(res.float16),
-               "float16_elements": sum(t.elements for t in res.float16),
+        row = {"stored": {dtype: sum(t.elements for t in res.stored_weights if t.dtype == dtype)
+                          for dtype in ("int8", "float16")},
+               "stored_tensors": len(res.stored_weights),
                "not_indexed_tensors": len(floats), "not_indexed_bytes": sum(t.bytes for t in floats),
                "not_indexed_elements": sum(t.elements for t in floats),
                "scale_ops": len(res.batchnorm_scales),
@@ -191,7 +195,7 @@ def _latency(rows: List[Dict], runs: int) -> Dict:
     sources = {}
     for r in rows:
         if "path" in r:
-            sources[r["tag"]] = (r["path"], r["form"] not in ("int8", "float16"))  # as stored
+            sources[r["tag"]] = (r["path"], r["form"] == "palette")  # the others as stored
             if r.get("row_id") == "A(1)":
                 sources[r["tag"] + " stored"] = (r["path"], False)
     lat = compare_latency(sources, num_threads=1, runs=runs, warmup=max(20, runs // 20))
@@ -244,6 +248,9 @@ def _what(r: Dict) -> str:
             else "exact int8"
     if r.get("form") == "float16":
         return "float16 (exact), BN as a MUL" if r.get("variant") == "A" else "float16 (exact)"
+    if r.get("form") == "int8_weights":
+        return ("int8 weights (exact), BN in the channel scales" if r.get("variant") == "A"
+                else "int8 weights (exact)")
     if r.get("form") == "palette":
         return {"scale_op": "palette, BN as a MUL", "fold": "palette, BN folded into kernels"}[
             r["batchnorm"]] if r.get("variant") != "B" else "palette"
@@ -330,18 +337,21 @@ def _delta_sentences(rows: List[Dict], delta: float) -> List[str]:
                 and a3["latency_vs_ptq"] <= INT8_LATENCY_TARGET
                 and abs(a3["tflite_accuracy"] - a3["keras_accuracy"]) * 100 <= SAME_ACCURACY_POINTS
                 else "") + ".")
-    a4, b3, flt = by.get("A(4)"), by.get("B(3)"), rows[0] if rows and rows[0]["row_id"] == "float" else None
-    if a4 and flt:
-        text = (f"Exact float16 (A4: {a4['float16_tensors']} tensors, {a4['float16_elements']:,} "
-                f"weights, as float16 behind a DEQUANTIZE; {a4['scale_ops']} BN scales as MULs; "
-                f"{a4['not_indexed_tensors']} float32 tensors ({a4['not_indexed_bytes']:,} B) kept): "
-                f"a file {a4['bytes'] / flt['bytes']:.2f}x the float file's at "
-                f"{a4['latency_vs_float']:.2f}x its latency as stored, with no decoder, TFLite "
-                f"accuracy {_pts(a4['tflite_accuracy'], a4['keras_accuracy'])} vs its Keras model")
-        if b3:
-            text += (f"; with BN folded first (B3: no MUL) {b3['bytes'] / flt['bytes']:.2f}x the "
-                     f"bytes at {b3['latency_vs_float']:.2f}x")
-        out.append(text + ".")
+    flt = rows[0] if rows and rows[0]["row_id"] == "float" else None
+    for weights, half, label in (("A(4)", "A(5)", "BN fixed in place"),
+                                 ("B(3)", "B(4)", "BN folded first")):
+        w, h = by.get(weights), by.get(half)
+        if not (w and h and flt):
+            continue
+        out.append(
+            f"{label}, weights that a stock interpreter expands at load ({weights[0]}"
+            f"{weights[2]}/{half[0]}{half[2]}): int8 weights {w['stored']['int8']:,} int8 + "
+            f"{w['stored']['float16']:,} float16 ({w['not_indexed_tensors']} float32 tensors, "
+            f"{w['not_indexed_bytes']:,} B, kept), a file {w['bytes'] / flt['bytes']:.2f}x the "
+            f"float file's at {w['latency_vs_float']:.2f}x its latency, TFLite accuracy "
+            f"{_pts(w['tflite_accuracy'], w['keras_accuracy'])} vs its Keras model; float16 "
+            f"({h['scale_ops']} BN MULs) {h['bytes'] / flt['bytes']:.2f}x at "
+            f"{h['latency_vs_float']:.2f}x.")
     for key in ("B", "C"):
         pal, i8 = by.get(f"{key}(1)"), by.get(f"{key}(2)")
         if not (pal and a1):
@@ -428,7 +438,7 @@ def write_report(results: List[Dict], args, seconds: float, load_start: float, l
                  now: str) -> str:
     cmd = "python benchmarks/batchnorm_export.py" + (" --quick" if args.quick else "") + (
         f" --models {args.models}" if args.models else "")
-    lines = ["# BatchNorm after conv/dense: fold, scale op or freeze, palette, exact int8 or float16",
+    lines = ["# BatchNorm after conv/dense: fold, scale op or freeze; palette, exact int8, int8 weights or float16",
              "",
              f"Generated by `{cmd}` ({now}, {seconds / 60:.1f} min, seed {args.seed}). "
              + ("**The machine was loaded by other work** " if max(load_start, load_end)
@@ -441,8 +451,11 @@ def write_report(results: List[Dict], args, seconds: float, load_start: float, l
              "`batchnorm=\"scale_op\"` (default: BN scale a per-channel MUL; latency decoded at load, and "
              "as stored), (2) palette with `batchnorm=\"fold\"` (converter folds BN into the kernels, stored "
              "as float32), (3) `mode=\"int8\"` (BN scale folded into each channel's quantization scale "
-             "2^e·s), (4) `mode=\"float16\"` (kernels as exact float16 behind a DEQUANTIZE, BN scale a "
-             "per-channel MUL; run as stored); B = `lite.fold_batchnorm` before fixing (B3: float16); "
+             "2^e·s), (4) `mode=\"int8_weights\"` (exact int8 codes with per-channel scales behind a "
+             "DEQUANTIZE, BN scale in the channel scales, activations float; run as stored), (5) "
+             "`mode=\"float16\"` (kernels as exact float16 behind a DEQUANTIZE, BN scale a per-channel "
+             "MUL; run as stored); B = `lite.fold_batchnorm` before fixing (B3: int8 weights, B4: "
+             "float16); "
              "C = `freeze_batchnorm` before fixing. "
              "\"fixed unique\": distinct values of the fixed weights (`report`); in brackets: of every "
              "float parameter of the Keras model (BN moving statistics included) or of the file's "

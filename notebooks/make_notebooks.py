@@ -444,9 +444,11 @@ notebook turns that into smaller files for mobile:
 * the **palette TFLite file**: each weight tensor stored as uint8 indices into ONE float32
   palette shared by the whole network, decoded by `CAST + GATHER` in the graph (any stock
   interpreter runs it) or once at load (`load_interpreter`, float speed);
-* the **float16 TFLite file**: every weight float16 holds exactly (WFN values: all of them
-  here) stored as float16 and expanded once at load by the stock interpreter: float speed on a
-  phone with no decoder of ours, at about half the float file's size;
+* the **int8-weights TFLite file**: every weight stored as int8 codes with one scale per output
+  channel where that is the float32 weight bit for bit (WFN values are sums of a few powers of
+  two), expanded once at load by the stock interpreter: float speed on a phone with no decoder
+  of ours, the float file's outputs, at under half its size here (weights that int8 cannot
+  hold go float16; `fix_weights(..., int8_exact=True)` makes every kernel int8);
 * the **entropy-coded archive** (`.wfn`): indices coded at their entropy, for download/storage;
 * their sizes, the interpreter latency, and what `inspect` says about the file."""),
         new_code_cell(install_cell()),
@@ -489,12 +491,12 @@ final = tfmot_wfn.strip_fixing(fixed)
 keras_probabilities = final.predict(x_test, verbose=0)
 print(f"fixed model: test accuracy {np.mean(keras_probabilities.argmax(-1) == y_test):.4f}, "
       f"{tfmot_wfn.unique_weights(final)} unique weight values")'''),
-        new_markdown_cell("## Export: palette, float16 and float TFLite files"),
+        new_markdown_cell("## Export: palette, int8-weights and float TFLite files"),
         new_code_cell('''palette_file = lite.export_tflite(final, f"{OUT}/model_palette.tflite")
-float16_file = lite.export_tflite(final, f"{OUT}/model_float16.tflite", mode="float16")
+weights_file = lite.export_tflite(final, f"{OUT}/model_int8_weights.tflite", mode="int8_weights")
 dense_file = lite.export_tflite(final, f"{OUT}/model_dense.tflite", mode="dense")
 print(palette_file)
-print(float16_file)'''),
+print(weights_file)'''),
         new_markdown_cell("## The archive\n\nThe entropy-coded archive stores the palette indices "
                           "at close to their entropy; `load_archive` rebuilds the Keras model "
                           "bit-exactly."),
@@ -512,7 +514,7 @@ print(f"{archive['indexed_weights']:,} palette-indexed weights at {archive['entr
 
 rows = [("float TFLite", dense_file.bytes, gz(dense_file.path)),
         ("palette TFLite", palette_file.bytes, gz(palette_file.path)),
-        ("float16 TFLite", float16_file.bytes, gz(float16_file.path)),
+        ("int8-weights", weights_file.bytes, gz(weights_file.path)),
         ("archive (.wfn)", archive["archive_bytes"], gz(f"{OUT}/model.wfn"))]
 print(f"{'file':<16}{'bytes':>10}{'gzip -9':>10}{'vs float':>10}")
 for name, size, gzipped in rows:
@@ -532,10 +534,10 @@ ax.legend()
 plt.show()'''),
         new_markdown_cell("## Run it on the mobile interpreter\n\nThe palette file decoded once "
                           "at load (the default) or as stored (the `CAST + GATHER` ops run at "
-                          "every call); the float16 file as stored."),
+                          "every call); the int8-weights file as stored."),
         new_code_cell('''for name, path, decode in (("palette, decoded", palette_file.path, True),
                           ("palette, stored", palette_file.path, False),
-                          ("float16, stored", float16_file.path, False)):
+                          ("int8 weights", weights_file.path, False)):
     interpreter = lite.load_interpreter(path, decode=decode, num_threads=1)
     p = lite.run_interpreter(interpreter, x_test)
     print(f"{name:<16}: accuracy {np.mean(p.argmax(-1) == y_test):.4f}, same top-1 as "
@@ -546,7 +548,7 @@ plt.show()'''),
         new_code_cell('''latency = compare_latency({"float": dense_file.path,
                            "palette, decoded at load": (palette_file.path, True),
                            "palette, as stored": (palette_file.path, False),
-                           "float16, as stored": (float16_file.path, False)},
+                           "int8 weights, as stored": (weights_file.path, False)},
                           num_threads=1, runs=LATENCY_RUNS)
 print(latency)'''),
         new_markdown_cell("## Inspect the file\n\nThe palette, how every tensor is stored, and "
@@ -560,8 +562,8 @@ cli.main(["inspect", f"{OUT}/model.wfn"])       # the same for the archive, from
 `model_palette.tflite` runs on the stock LiteRT / TFLite interpreter on Android or iOS as it is.
 To get float speed there as well, decode the palette once after loading (what
 `lite.load_interpreter(decode=True)` does in Python), or ship the archive and rebuild the weights
-on the device. Without a decoder of your own, ship `model_float16.tflite`: the stock interpreter
-runs it at float speed, with the same outputs as the float file."""),
+on the device. Without a decoder of your own, ship `model_int8_weights.tflite`: the stock
+interpreter runs it at float speed, with the float file's outputs bit for bit."""),
     ]
     return cells
 

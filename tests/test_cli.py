@@ -81,14 +81,16 @@ def test_short_demo_writes_a_fixed_model_and_a_consistent_report(tmp_path, capsy
     # The mobile files exist, their sizes are the ones reported, and they agree with Keras.
     mobile = report["mobile"]
     for name, key in (("model_palette.tflite", "palette_bytes"), ("model_dense.tflite", "dense_bytes"),
-                      ("model_float16.tflite", "float16_bytes"), ("model.wfn", "archive_bytes")):
+                      ("model_int8_weights.tflite", "int8_weights_bytes"),
+                      ("model.wfn", "archive_bytes")):
         assert (out / name).stat().st_size == mobile[key]
     assert mobile["palette_bytes"] < mobile["dense_bytes"]
     assert mobile["archive_bytes"] <= mobile["archive_bound_bytes"]
-    assert mobile["float16_bytes"] < mobile["dense_bytes"]
+    assert mobile["int8_weights_bytes"] < 0.5 * mobile["dense_bytes"]
     assert mobile["top1_equal_decoded"] and mobile["top1_equal_as_stored"]
-    assert mobile["top1_equal_float16"] and mobile["max_abs_diff_float16"] < 1e-4
-    assert "palette TFLite" in printed and "float16 TFLite" in printed and "archive (.wfn)" in printed
+    assert mobile["top1_equal_int8_weights"] and mobile["int8_weights_equal_float_file"]
+    assert "palette TFLite" in printed and "int8-weights TFLite" in printed
+    assert "archive (.wfn)" in printed
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,9 @@ def saved_fixed_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt, suffix", [("palette", "_palette.tflite"), ("dense", "_dense.tflite"),
-                                         ("float16", "_float16.tflite"), ("archive", ".wfn")])
+                                         ("float16", "_float16.tflite"),
+                                         ("int8_weights", "_int8_weights.tflite"),
+                                         ("archive", ".wfn")])
 def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, fmt, suffix, capsys):
     import tfmot_wfn
     from tfmot_wfn import lite
@@ -130,11 +134,11 @@ def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, f
         assert cli.main(["inspect", written]) == 0
         assert "palette" in capsys.readouterr().out
         np.testing.assert_array_equal(lite.inspect(written).palette, palette)
-    elif fmt == "float16":
+    elif fmt in ("float16", "int8_weights"):
         from tfmot_wfn.keras.compat import short_name
 
-        assert described["format"] == "float16"
-        half = [t for t in described["tensors"] if t["stored_as"] == "float16"]
+        assert described["format"] == fmt
+        half = [t for t in described["tensors"] if t["stored_as"] in ("float16", "int8")]
         assert sum(t["elements"] for t in half) >= sum(  # every kernel at least
             int(np.prod(v.shape)) for v in tfmot_wfn.strip_fixing(fixed).weights
             if short_name(v) == "kernel")

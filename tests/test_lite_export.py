@@ -714,8 +714,8 @@ def test_latency_and_size_helpers_run(mlp_export, tmp_path):
     assert numbers["palette_bytes"] == palette.bytes and numbers["dense_bytes"] == dense.bytes
     assert numbers["top1_equal_as_stored"] and numbers["top1_equal_decoded"]
     assert numbers["max_abs_diff_decoded"] <= ATOL
-    assert numbers["top1_equal_float16"] and numbers["max_abs_diff_float16"] <= ATOL
-    assert numbers["float16_bytes"] < dense.bytes and numbers["latency_ratio_float16"] > 0
+    assert numbers["top1_equal_int8_weights"] and numbers["int8_weights_equal_float_file"]
+    assert numbers["int8_weights_bytes"] < dense.bytes and numbers["latency_ratio_int8_weights"] > 0
     json.dumps(numbers)
 
 
@@ -1101,7 +1101,7 @@ def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
 
     folder, manifest = check_bundle_dir
     names = {"palette", "palette_named", "palette_int16", "palette_decoded", "palette_bn_fold",
-             "float16", "dense"}
+             "int8_weights", "float16", "dense"}
     assert set(manifest["files"]) == names
     assert {f for f in os.listdir(folder) if f.endswith(".tflite")} == {
         n + ".tflite" for n in names}
@@ -1114,7 +1114,8 @@ def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
     results = check_bundle(folder)
     assert manifest["files"]["float16"]["batchnorm_scales"] == ["bn1", "bn2"]
     assert "DEQUANTIZE" in ops_of(read(folder / "float16.tflite"))
-    assert len(results) == 7 and all(r.passed for r in results), [str(r) for r in results]
+    assert "DEQUANTIZE" in ops_of(read(folder / "int8_weights.tflite"))
+    assert len(results) == 8 and all(r.passed for r in results), [str(r) for r in results]
 
 
 def test_check_tool_imports_only_tflite_runtime_and_reports_failures(check_bundle_dir, tmp_path):
@@ -1130,15 +1131,15 @@ def test_check_tool_imports_only_tflite_runtime_and_reports_failures(check_bundl
     done = _run_tool(folder, shim=shim.parent)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[-1] == "7 passed, 0 failed"
-    assert sum(line.startswith("PASS ") for line in lines) == 7
+    assert lines[-1] == "8 passed, 0 failed"
+    assert sum(line.startswith("PASS ") for line in lines) == 8
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     expected = np.load(broken / "palette.expected.npy")
     np.save(broken / "palette.expected.npy", expected + 1e-3)
     done = _run_tool(broken, shim=shim.parent)
     assert done.returncode == 1
-    assert done.stdout.strip().splitlines()[-1] == "6 passed, 1 failed"
+    assert done.stdout.strip().splitlines()[-1] == "7 passed, 1 failed"
     assert any(line.startswith("FAIL palette.tflite: max |diff|") for line in
                done.stdout.splitlines())
     empty = tmp_path / "empty"

@@ -1,4 +1,5 @@
-"""`export_tflite`: a fixed Keras model -> a palette (or float16, dense float) TFLite file.
+"""`export_tflite`: a fixed Keras model -> a palette (or exact int8/float16 weights, dense float,
+exact int8) TFLite file.
 
 ```python
 import tfmot_wfn
@@ -27,13 +28,15 @@ from tfmot_wfn.keras.fix import fixing_scope
 from tfmot_wfn.utils.atomic_files import write_bytes_atomically
 from tfmot_wfn.utils.version import __version__
 from tfmot_wfn.tflite import flatbuffer as fb
-from tfmot_wfn.tflite.float16_weights import Float16Tensor, encode_float16
+from tfmot_wfn.tflite.exact_weights import StoredWeight, encode_exact_weights
 from tfmot_wfn.tflite.int8_exact import InexactChannel, Int8Weight
 from tfmot_wfn.tflite.palette_encoding import encode_palette
 from tfmot_wfn.tflite.scale_ops import KeptScale
 from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
-MODES = ("palette", "float16", "dense", "int8")
+MODES = ("palette", "int8_weights", "float16", "dense", "int8")
+#: The modes whose weights a stock interpreter expands at load (`tflite.exact_weights`).
+WEIGHT_MODES = ("int8_weights", "float16")
 BATCHNORM_MODES = ("scale_op", "fold")
 DENSE_REASON = "dense export (mode='dense'): stored as float32"
 
@@ -49,8 +52,8 @@ class ExportResult:
     ``compact``: whether converter names and other unread bytes were dropped (tensor
     names are then the short ones of the file, ``t<index>`` for unnamed tensors).
 
-    ``mode="float16"`` only: ``float16``, the constants stored as exact float16 (the
-    others, in ``non_palette``, stay float32 with the reason).
+    ``mode="int8_weights"`` / ``"float16"`` only: ``stored_weights``, the constants stored
+    as exact int8 or float16 (the others, in ``non_palette``, stay float32 with the reason).
 
     ``mode="int8"`` only: ``int8_weights`` (each int8 weight: exact channels of all),
     ``exact_channels`` / ``total_channels`` over all of them, ``inexact`` (each channel
@@ -70,7 +73,7 @@ class ExportResult:
     batchnorm: str = "scale_op"
     batchnorm_scales: List[KeptScale] = dataclasses.field(default_factory=list)
     compact: bool = True
-    float16: List[Float16Tensor] = dataclasses.field(default_factory=list)
+    stored_weights: List[StoredWeight] = dataclasses.field(default_factory=list)
     int8_weights: List[Int8Weight] = dataclasses.field(default_factory=list)
     inexact: List[InexactChannel] = dataclasses.field(default_factory=list)
     exact_channels: int = 0
@@ -98,17 +101,20 @@ class ExportResult:
             for k in self.batchnorm_scales:
                 lines.append(f"BatchNorm {k.batchnorm!r} kept as MUL by {k.scale} after "
                              f"{k.layer!r} ({k.op}, {k.channels} channels): weight palette-indexed")
-        if self.mode == "float16":
-            lines.append(f"float16: {len(self.float16)} tensors "
-                         f"({sum(t.elements for t in self.float16):,} weights) stored as exact "
-                         "float16, expanded to float32 by the interpreter at load")
+        if self.mode in WEIGHT_MODES:
+            for dtype in ("int8", "float16"):
+                found = [t for t in self.stored_weights if t.dtype == dtype]
+                if found:
+                    lines.append(f"{dtype}: {len(found)} tensors "
+                                 f"({sum(t.elements for t in found):,} weights) stored as exact "
+                                 f"{dtype}, expanded to float32 by the interpreter at load")
             for k in self.batchnorm_scales:
                 lines.append(f"BatchNorm {k.batchnorm!r} kept as MUL by {k.scale} after "
                              f"{k.layer!r} ({k.op}, {k.channels} channels): weight kept exact")
         if self.mode == "int8":
             lines.extend(_int8_lines(self))
         if self.non_palette:
-            heading = "kept float32" if self.mode == "float16" else "not palette-indexed"
+            heading = "kept float32" if self.mode in WEIGHT_MODES else "not palette-indexed"
             lines.append(f"{heading} ({len(self.non_palette)}):")
             for t in self.non_palette:
                 lines.append(f"  {t.name} {list(t.shape)} {t.dtype.lower()} {t.bytes:,} bytes: "
@@ -192,7 +198,7 @@ def _saved_keras_version(path: str) -> Optional[str]:
 def _check_options(mode: str, batchnorm: str, index_dtype: Optional[str]) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if batchnorm not in BATCHNORM_MODES:
+    if batchnorm is not None and batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
     if index_dtype not in (None, "uint8", "int16"):
         raise ValueError(f"index_dtype must be None, 'uint8' or 'int16', got {index_dtype!r}")
@@ -219,9 +225,10 @@ def _renamed_scales(kept: List[KeptScale], entries: List[Dict]) -> List[KeptScal
     return out
 
 
-def _float16_bytes(dense: bytes, plain, pal, batchnorm: str):
-    """``mode="float16"``: the exact float16 constants of ``dense``, BatchNorm scales kept as
-    MULs first (``batchnorm="scale_op"``) so that the weights before them stay exact."""
+def _exact_weights_bytes(dense: bytes, plain, pal, batchnorm: str, mode: str):
+    """``mode="int8_weights"`` / ``"float16"``: the weights of ``dense`` stored as exact int8 or
+    float16; with ``batchnorm="scale_op"`` the BatchNorm scales are kept as MULs first, so
+    that the weights before them stay palette values."""
     kept = []
     if batchnorm == "scale_op":
         dense, kept, _ = keep_batchnorm_scales(dense, plain, pal)
@@ -231,21 +238,25 @@ def _float16_bytes(dense: bytes, plain, pal, batchnorm: str):
         if k.bias:
             roles[(k.subgraph, k.bias)] = (f"bias of {k.layer!r}: BatchNorm {k.batchnorm!r} "
                                            "shift divided by its scale")
-    data, stored, left = encode_float16(
-        dense, explain=lambda s, i, name, values: roles.get((s, name)),
+    data, stored, left = encode_exact_weights(
+        dense, int8=mode == "int8_weights",
+        explain=lambda s, i, name, values: roles.get((s, name)),
         producer=f"tfmot_wfn {__version__}")
     return data, ExportResult(
-        path="", mode="float16", bytes=len(data), palette_size=0, index_dtypes={}, indexed=[],
+        path="", mode=mode, bytes=len(data), palette_size=0, index_dtypes={}, indexed=[],
         non_palette=left, batchnorm=batchnorm, batchnorm_scales=kept, compact=False,
-        float16=stored)
+        stored_weights=stored)
 
 
-def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: str = "scale_op",
+def export_tflite_bytes(model, mode: str = "palette", palette=None,
+                        batchnorm: Optional[str] = None,
                         index_dtype: Optional[str] = None, compact: bool = True,
                         representative_data=None, inference_input_type: str = "float32",
                         inference_output_type: str = "float32"):
     """Like `export_tflite` but returns ``(bytes, ExportResult without a path)``."""
     _check_options(mode, batchnorm, index_dtype)
+    if batchnorm is None:  # int8 weights take the converter's folded BatchNorm exactly
+        batchnorm = "fold" if mode == "int8_weights" else "scale_op"
     if mode != "int8" and (representative_data is not None or inference_input_type != "float32"
                            or inference_output_type != "float32"):
         raise ValueError("representative_data and inference_input_type/inference_output_type "
@@ -259,9 +270,9 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None, batchnorm: s
         model = load_keras_model(model)
     plain, model_palette = deployable(model)
     dense = convert_to_tflite(plain)
-    if mode == "float16":
-        return _float16_bytes(dense, plain, model_palette if palette is None else palette,
-                              batchnorm)
+    if mode in WEIGHT_MODES:
+        return _exact_weights_bytes(dense, plain, model_palette if palette is None else palette,
+                                    batchnorm, mode)
     if mode == "dense":
         return dense, ExportResult(path="", mode=mode, bytes=len(dense), palette_size=0,
                                    index_dtypes={}, indexed=[], non_palette=_dense_constants(dense),
@@ -297,7 +308,7 @@ def export_tflite(
     path: Union[str, os.PathLike],
     mode: str = "palette",
     palette: Optional[np.ndarray] = None,
-    batchnorm: str = "scale_op",
+    batchnorm: Optional[str] = None,
     index_dtype: Optional[str] = None,
     compact: bool = True,
     representative_data=None,
@@ -317,14 +328,20 @@ def export_tflite(
         32768) into ONE shared float32 palette tensor, decoded in the graph by
         CAST + GATHER right before the op that uses it; the file runs on any stock
         interpreter, and `load_interpreter` decodes it once for float speed.
-        ``"float16"``: every float32 constant whose values float16 holds exactly (WFN
-        values: 0 or sums of a few signed powers of two, so nearly all of them) is
-        stored as float16 and expanded by a ``DEQUANTIZE`` that stock interpreters
-        (LiteRT's XNNPACK) run once at load: half the float file, the float model's
-        speed on a phone with no decoder of ours, and the float file's outputs. The
-        others stay float32, listed with the reason (see
-        `tfmot_wfn.tflite.float16_weights`). ``batchnorm`` applies as for
-        ``"palette"``; ``palette`` names the values whose BatchNorm scales are kept.
+        ``"int8_weights"``: the weights of convolutions and fully connected layers as
+        int8 codes with one float32 scale per output channel wherever ``code * scale``
+        is the float32 weight bit for bit (WFN values are sums of a few powers of two,
+        so nearly every channel is; the converter's folded BatchNorm scale goes into
+        the channel scale), else as float16 where that is exact, expanded by a
+        ``DEQUANTIZE`` that stock interpreters (LiteRT's XNNPACK, tflite-runtime) run
+        once at load: about a quarter of the float file, the float model's speed on a
+        phone with no decoder of ours, and the float file's outputs bit for bit.
+        Activations stay float (unlike ``"int8"``). ``batchnorm`` defaults to
+        ``"fold"`` here. ``"float16"``: float16 only (half the float file; DEQUANTIZE
+        version 3 where an old interpreter lacks per-channel int8's version 5);
+        ``batchnorm`` defaults to ``"scale_op"`` (the folded weights are not float16
+        values). The others stay float32, listed with the reason (see
+        `tfmot_wfn.tflite.exact_weights`).
         ``"dense"``: the ordinary float32 TFLite of the stripped model.
         ``"int8"``: a fully integer TFLite model (TFLite's full-integer
         quantization: int8 weights per output channel, int32 biases, int8
@@ -339,7 +356,8 @@ def export_tflite(
       batchnorm: what to do with a BatchNorm right after a Conv/DepthwiseConv/Dense or a
         transposed conv, which the converter folds into it (``W * s``, no longer palette
         values).
-        ``"scale_op"`` (default): the layer's palette weight ``W`` is stored as
+        ``"scale_op"`` (the default but for ``"int8_weights"``): the layer's palette
+        weight ``W`` is stored as
         indices, its bias becomes ``b_folded / s`` and a ``MUL`` by the float32
         per-channel scale ``s = gamma / sqrt(var + eps)`` follows it, carrying the
         fused activation (a layer whose scale is 0 or tiny in some channel stays

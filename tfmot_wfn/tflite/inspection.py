@@ -1,4 +1,5 @@
-"""`inspect`: what a (palette, float16, int8 or dense) TFLite file stores, tensor by tensor.
+"""`inspect`: what a (palette, int8-weights, float16, int8 or dense) TFLite file stores, tensor
+by tensor.
 
 ```python
 report = inspect("model.tflite")
@@ -18,7 +19,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from tfmot_wfn.tflite import flatbuffer as fb
-from tfmot_wfn.tflite.float16_weights import read_float16_metadata
+from tfmot_wfn.tflite.exact_weights import FLOAT16_REASON, read_weights_metadata
 from tfmot_wfn.tflite.int8_exact import (
     InexactChannel, Int8Weight, int8_tensor_reasons, read_int8_metadata,
 )
@@ -111,7 +112,10 @@ class TFLiteInspection:
 
     @property
     def float_elements(self) -> int:
-        return sum(t.elements for t in self.non_palette if t.stored_as in ("float32", "float16"))
+        """Float weights not palette-indexed (stored float32 or float16, or as exact int8 in an
+        int8-weights file)."""
+        kinds = ("float32", "float16") + (("int8",) if self.format == "int8_weights" else ())
+        return sum(t.elements for t in self.non_palette if t.stored_as in kinds)
 
     @property
     def other_bytes(self) -> int:
@@ -154,9 +158,12 @@ class TFLiteInspection:
             lines.append("  ".join(cells))
         total_weights = self.indexed_elements + self.float_elements
         share = self.indexed_elements / total_weights if total_weights else 0.0
-        half = [t for t in self.non_palette if t.stored_as == "float16"]
-        halves = (f", {sum(t.elements for t in half):,} as float16 in "
-                  f"{sum(t.bytes for t in half):,} bytes" if half else "")
+        halves = ""
+        for kind in ("int8", "float16") if self.format == "int8_weights" else ("float16",):
+            found = [t for t in self.non_palette if t.stored_as == kind]
+            if found:
+                halves += (f", {sum(t.elements for t in found):,} as {kind} in "
+                           f"{sum(t.bytes for t in found):,} bytes")
         lines.append(
             f"totals: {total_weights:,} float weights, {self.indexed_elements:,} palette-indexed "
             f"({share:.1%}) in {self.indexed_bytes:,} bytes{halves}; other constants "
@@ -173,8 +180,8 @@ class TFLiteInspection:
                 lines.append(f"  not exact: {i.layer or i.tensor} {where} (max error "
                              f"{i.max_error:.3g}): {i.reason}")
         if self.non_palette:
-            lines.append("how each constant is stored:" if self.format == "float16"
-                         else "not palette-indexed:")
+            lines.append("how each constant is stored:"
+                         if self.format in ("float16", "int8_weights") else "not palette-indexed:")
             for t in self.non_palette:
                 lines.append(f"  {t.name}: {t.reason}")
         return "\n".join(lines)
@@ -196,10 +203,6 @@ def _file_bytes(path: Union[str, os.PathLike, bytes]) -> Tuple[bytes, str]:
         return f.read(), shown
 
 
-#: A float16 constant of a float16 file (`tfmot_wfn.tflite.float16_weights`).
-FLOAT16_REASON = "exact float16 weights, expanded to float32 by DEQUANTIZE at load"
-
-
 def _reason(meta, recorded_reasons: Dict, s: int, i: int, raw_name: str, dtype: str,
             fallback: str = NO_METADATA_REASON) -> str:
     """Why constant ``i`` of subgraph ``s`` is not palette-indexed: as recorded (in the palette
@@ -215,17 +218,17 @@ def _reason(meta, recorded_reasons: Dict, s: int, i: int, raw_name: str, dtype: 
 
 
 def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
-    """Describe a TFLite file written by `export_tflite` (palette, float16, int8 or dense) or
-    any other.
+    """Describe a TFLite file written by `export_tflite` (palette, int8 weights, float16, int8
+    or dense) or any other.
 
     Lists the palette, every constant tensor (stored dtype, element count, unique
     values, bytes), whole-file totals, and for each tensor that is not
     palette-indexed the reason recorded at export (in the ``tfmot_wfn`` metadata).
     For an int8 file (``format == "int8"``): each int8 weight's exact channels of
     all channels, its distinct codes and bytes, and the channels that are not exact
-    with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata). For a
-    float16 file (``format == "float16"``): the weights stored as float16 and, for each
-    constant kept float32, the reason (from the ``tfmot_wfn_float16`` metadata).
+    with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata). For an
+    int8-weights or float16 file (``format == "int8_weights"`` / ``"float16"``): how each
+    weight is stored and why (from the ``tfmot_wfn_weights`` metadata).
 
     Raises:
       FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).
@@ -239,9 +242,10 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     meta = read_metadata(model)
     int8 = read_int8_metadata(model)
     int8_reasons = int8_tensor_reasons(model, int8)
-    float16 = read_float16_metadata(model) if meta is None else None
-    recorded_reasons = dict(int8_reasons) if float16 is None else {**float16["kept"], **int8_reasons}
-    fallback = NO_METADATA_REASON if float16 is None else "not read by any operator"
+    weights = read_weights_metadata(model) if meta is None else None
+    recorded_reasons = (dict(int8_reasons) if weights is None
+                        else {**weights["reasons"], **int8_reasons})
+    fallback = NO_METADATA_REASON if weights is None else "not read by any operator"
     tensors: List[TensorInfo] = []
     counted_buffers = set()
     palette: Optional[np.ndarray] = None
@@ -301,10 +305,10 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     return TFLiteInspection(
         path=shown, file_bytes=len(data),
         format=("palette" if meta is not None else "int8" if int8_reasons
-                else "float16" if float16 is not None else "dense"),
+                else weights["form"] if weights is not None else "dense"),
         format_version=None if meta is None else int(meta.version),
         producer=(meta.producer if meta is not None
-                  else float16["producer"] if float16 is not None else ""),
+                  else weights["producer"] if weights is not None else ""),
         palette=palette, palette_bytes=palette_bytes,
         index_dtype=None if meta is None else meta.index_dtype,
         tensors=tensors, constant_bytes=constant_bytes,
