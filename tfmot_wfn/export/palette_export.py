@@ -334,7 +334,7 @@ def export_tflite(
         so nearly every channel is; the converter's folded BatchNorm scale goes into
         the channel scale), else as float16 where that is exact, expanded by a
         ``DEQUANTIZE`` that stock interpreters (LiteRT's XNNPACK, tflite-runtime) run
-        once at load: about a quarter of the float file, the float model's speed on a
+        once at load: about a third of the float file, the float model's speed on a
         phone with no decoder of ours, and the float file's outputs bit for bit.
         Activations stay float (unlike ``"int8"``). ``batchnorm`` defaults to
         ``"fold"`` here. ``"float16"``: float16 only (half the float file; DEQUANTIZE

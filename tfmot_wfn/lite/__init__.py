@@ -13,6 +13,8 @@ print(result)
 print(lite.inspect("model.tflite"))                # table: palette, tensors, bytes, reasons
 interpreter = lite.load_interpreter("model.tflite", num_threads=1)   # decoded once: float speed
 probabilities = lite.run_interpreter(interpreter, x)
+# For an app without our decoder: exact int8 weights the stock interpreter expands at load.
+lite.export_tflite(fixed, "model_int8_weights.tflite", mode="int8_weights")
 ```
 
 This module is the public face of three packages: `tfmot_wfn.tflite` (the
