@@ -8,7 +8,7 @@ exported in the forms that apply, all measured side by side in one run:
   per-channel MUL, the kernels stay palette values), (2) palette with ``batchnorm="fold"``
   (the converter folds the BN scale into the kernels, stored as non-palette float32),
   (3) exact int8 (``mode="int8"``: the BN scale goes into each channel's quantization
-  scale ``2^e * s``; the codes stay exact), (4) exact int8 weights (``mode="int8_weights"``:
+  scale ``2^e * s``; the codes stay exact), (4) exact int8 weights (``mode="int8_weight_only"``:
   int8 codes with per-channel scales behind a DEQUANTIZE, the BN scale in the channel scales,
   activations float; run as stored), (5) exact float16 (``mode="float16"``: the kernels as
   float16 behind a DEQUANTIZE, the BN scale a per-channel MUL; run as stored).
@@ -61,8 +61,8 @@ BYTES_NOISE = 0.02
 
 VARIANTS = {  # key -> (label, exports)
     "A": ("BN fixed in place", [("palette", "scale_op"), ("palette", "fold"), ("int8", None),
-                                ("int8_weights", "fold"), ("float16", "scale_op")]),
-    "B": ("BN folded first", [("palette", "scale_op"), ("int8", None), ("int8_weights", "fold"),
+                                ("int8_weight_only", "fold"), ("float16", "scale_op")]),
+    "B": ("BN folded first", [("palette", "scale_op"), ("int8", None), ("int8_weight_only", "fold"),
                               ("float16", "scale_op")]),
     "C": ("BN frozen first", [("palette", "scale_op"), ("int8", None)]),
 }
@@ -115,7 +115,7 @@ def _export_row(model, form: str, batchnorm: Optional[str], data, path: str) -> 
                "inexact_reasons": _reason_counts(res.inexact),
                "folded_into_scale": sorted({w.folded for w in res.int8_weights if w.folded}),
                "tflite_accuracy": _tflite_accuracy(path, False, data)}
-    elif form in ("int8_weights", "float16"):
+    elif form in ("int8_weight_only", "float16"):
         res = lite.export_tflite(model, path, mode=form, batchnorm=batchnorm)
         floats = [t for t in res.non_palette if t.dtype == "FLOAT32"]
         row = {"stored": {dtype: sum(t.elements for t in res.stored_weights if t.dtype == dtype)
@@ -248,7 +248,7 @@ def _what(r: Dict) -> str:
             else "exact int8"
     if r.get("form") == "float16":
         return "float16 (exact), BN as a MUL" if r.get("variant") == "A" else "float16 (exact)"
-    if r.get("form") == "int8_weights":
+    if r.get("form") == "int8_weight_only":
         return ("int8 weights (exact), BN in the channel scales" if r.get("variant") == "A"
                 else "int8 weights (exact)")
     if r.get("form") == "palette":
@@ -451,7 +451,7 @@ def write_report(results: List[Dict], args, seconds: float, load_start: float, l
              "`batchnorm=\"scale_op\"` (default: BN scale a per-channel MUL; latency decoded at load, and "
              "as stored), (2) palette with `batchnorm=\"fold\"` (converter folds BN into the kernels, stored "
              "as float32), (3) `mode=\"int8\"` (BN scale folded into each channel's quantization scale "
-             "2^e·s), (4) `mode=\"int8_weights\"` (exact int8 codes with per-channel scales behind a "
+             "2^e·s), (4) `mode=\"int8_weight_only\"` (exact int8 codes with per-channel scales behind a "
              "DEQUANTIZE, BN scale in the channel scales, activations float; run as stored), (5) "
              "`mode=\"float16\"` (kernels as exact float16 behind a DEQUANTIZE, BN scale a per-channel "
              "MUL; run as stored); B = `lite.fold_batchnorm` before fixing (B3: int8 weights, B4: "

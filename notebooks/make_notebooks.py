@@ -444,8 +444,8 @@ notebook turns that into smaller files for mobile:
 * the **palette TFLite file**: each weight tensor stored as uint8 indices into ONE float32
   palette shared by the whole network, decoded by `CAST + GATHER` in the graph (any stock
   interpreter runs it) or once at load (`load_interpreter`, float speed);
-* the **int8-weights TFLite file**: every weight stored as int8 codes with one scale per output
-  channel where that is the float32 weight bit for bit (WFN values are sums of a few powers of
+* the **int8 weight-only TFLite file**: every weight stored as int8 codes with one scale per output
+  channel where that is the float32 weight value for value (WFN values are sums of a few powers of
   two), expanded once at load by the stock interpreter: float speed on a phone with no decoder
   of ours, the float file's outputs, at under half its size here (weights that int8 cannot
   hold go float16; `fix_weights(..., int8_exact=True)` makes every kernel int8);
@@ -491,9 +491,9 @@ final = tfmot_wfn.strip_fixing(fixed)
 keras_probabilities = final.predict(x_test, verbose=0)
 print(f"fixed model: test accuracy {np.mean(keras_probabilities.argmax(-1) == y_test):.4f}, "
       f"{tfmot_wfn.unique_weights(final)} unique weight values")'''),
-        new_markdown_cell("## Export: palette, int8-weights and float TFLite files"),
+        new_markdown_cell("## Export: palette, int8 weight-only and float TFLite files"),
         new_code_cell('''palette_file = lite.export_tflite(final, f"{OUT}/model_palette.tflite")
-weights_file = lite.export_tflite(final, f"{OUT}/model_int8_weights.tflite", mode="int8_weights")
+weights_file = lite.export_tflite(final, f"{OUT}/model_int8_weight_only.tflite", mode="int8_weight_only")
 dense_file = lite.export_tflite(final, f"{OUT}/model_dense.tflite", mode="dense")
 print(palette_file)
 print(weights_file)'''),
@@ -514,7 +514,7 @@ print(f"{archive['indexed_weights']:,} palette-indexed weights at {archive['entr
 
 rows = [("float TFLite", dense_file.bytes, gz(dense_file.path)),
         ("palette TFLite", palette_file.bytes, gz(palette_file.path)),
-        ("int8-weights", weights_file.bytes, gz(weights_file.path)),
+        ("int8 weight-only", weights_file.bytes, gz(weights_file.path)),
         ("archive (.wfn)", archive["archive_bytes"], gz(f"{OUT}/model.wfn"))]
 print(f"{'file':<16}{'bytes':>10}{'gzip -9':>10}{'vs float':>10}")
 for name, size, gzipped in rows:
@@ -534,7 +534,7 @@ ax.legend()
 plt.show()'''),
         new_markdown_cell("## Run it on the mobile interpreter\n\nThe palette file decoded once "
                           "at load (the default) or as stored (the `CAST + GATHER` ops run at "
-                          "every call); the int8-weights file as stored."),
+                          "every call); the int8 weight-only file as stored."),
         new_code_cell('''for name, path, decode in (("palette, decoded", palette_file.path, True),
                           ("palette, stored", palette_file.path, False),
                           ("int8 weights", weights_file.path, False)):
@@ -562,8 +562,8 @@ cli.main(["inspect", f"{OUT}/model.wfn"])       # the same for the archive, from
 `model_palette.tflite` runs on the stock LiteRT / TFLite interpreter on Android or iOS as it is.
 To get float speed there as well, decode the palette once after loading (what
 `lite.load_interpreter(decode=True)` does in Python), or ship the archive and rebuild the weights
-on the device. Without a decoder of your own, ship `model_int8_weights.tflite`: the stock
-interpreter runs it at float speed, with the float file's outputs bit for bit."""),
+on the device. Without a decoder of your own, ship `model_int8_weight_only.tflite`: the stock
+interpreter runs it at float speed, with the float file's outputs."""),
     ]
     return cells
 

@@ -81,15 +81,15 @@ def test_short_demo_writes_a_fixed_model_and_a_consistent_report(tmp_path, capsy
     # The mobile files exist, their sizes are the ones reported, and they agree with Keras.
     mobile = report["mobile"]
     for name, key in (("model_palette.tflite", "palette_bytes"), ("model_dense.tflite", "dense_bytes"),
-                      ("model_int8_weights.tflite", "int8_weights_bytes"),
+                      ("model_int8_weight_only.tflite", "weight_only_bytes"),
                       ("model.wfn", "archive_bytes")):
         assert (out / name).stat().st_size == mobile[key]
     assert mobile["palette_bytes"] < mobile["dense_bytes"]
     assert mobile["archive_bytes"] <= mobile["archive_bound_bytes"]
-    assert mobile["int8_weights_bytes"] < 0.5 * mobile["dense_bytes"]
+    assert mobile["weight_only_bytes"] < 0.5 * mobile["dense_bytes"]
     assert mobile["top1_equal_decoded"] and mobile["top1_equal_as_stored"]
-    assert mobile["top1_equal_int8_weights"] and mobile["int8_weights_equal_float_file"]
-    assert "palette TFLite" in printed and "int8-weights TFLite" in printed
+    assert mobile["top1_equal_weight_only"] and mobile["weight_only_equal_float_file"]
+    assert "palette TFLite" in printed and "int8 weight-only" in printed
     assert "archive (.wfn)" in printed
 
 
@@ -110,7 +110,7 @@ def saved_fixed_model(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt, suffix", [("palette", "_palette.tflite"), ("dense", "_dense.tflite"),
                                          ("float16", "_float16.tflite"),
-                                         ("int8_weights", "_int8_weights.tflite"),
+                                         ("int8_weight_only", "_int8_weight_only.tflite"),
                                          ("archive", ".wfn")])
 def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, fmt, suffix, capsys):
     import tfmot_wfn
@@ -134,7 +134,7 @@ def test_export_writes_each_format_and_inspect_describes_it(saved_fixed_model, f
         assert cli.main(["inspect", written]) == 0
         assert "palette" in capsys.readouterr().out
         np.testing.assert_array_equal(lite.inspect(written).palette, palette)
-    elif fmt in ("float16", "int8_weights"):
+    elif fmt in ("float16", "int8_weight_only"):
         from tfmot_wfn.keras.compat import short_name
 
         assert described["format"] == fmt

@@ -1,4 +1,4 @@
-"""``export_tflite(mode="int8_weights" | "float16")`` and `tfmot_wfn.tflite.exact_weights`: the
+"""``export_tflite(mode="int8_weight_only" | "float16")`` and `tfmot_wfn.tflite.exact_weights`: the
 weights that int8 codes with per-channel scales (or float16) hold exactly are stored so behind a
 DEQUANTIZE, the rest stays float32 with the reason, and the file computes what the float file
 computes."""
@@ -21,8 +21,9 @@ from tfmot_wfn import lite
 from tfmot_wfn.export.conversion import convert_to_tflite
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.exact_weights import (
-    DEQUANTIZE_FLOAT16_VERSION, DEQUANTIZE_INT8_PER_CHANNEL_VERSION, INT8_REASON, METADATA_NAME,
-    encode_exact_weights, float16_exact, int8_codes, read_weights_metadata,
+    DEQUANTIZE_FLOAT16_VERSION, DEQUANTIZE_INT8_PER_CHANNEL_VERSION, DEQUANTIZE_INT8_VERSION,
+    INT8_REASON, INT8_WEIGHT_AXES, METADATA_NAME, encode_exact_weights, float16_exact, int8_codes,
+    read_weights_metadata,
 )
 
 pytestmark = pytest.mark.legacy  # also run under tf_keras: see pytest.ini
@@ -133,9 +134,9 @@ def test_every_kernel_is_stored_as_float16_holding_its_keras_values(stripped_cnn
     assert half.bytes < 0.66 * dense.bytes
     assert half.mode == "float16" and half.indexed == [] and half.batchnorm_scales
     scales = {k.scale for k in half.batchnorm_scales}
-    for t in half.non_palette:  # the BatchNorm scales: read by a MUL, which XNNPACK keeps float32
-        if t.name in scales:
-            assert "read by MUL: kept float32" in t.reason
+    kept = {t.name: t.reason for t in half.non_palette}
+    assert scales <= set(kept)  # the BatchNorm scales: read by a MUL, kept float32
+    assert all("read by MUL: kept float32" in kept[name] for name in scales)
 
 
 def test_dequantize_sits_before_the_first_reader_at_the_float16_version(float16_exports):
@@ -213,8 +214,8 @@ def test_a_float16_file_is_not_encoded_twice_and_damaged_metadata_is_named():
         lite.inspect(fb.write_model(flat))
 
 
-def test_unknown_mode_names_float16_among_the_choices(stripped_cnn, tmp_path):
-    with pytest.raises(ValueError, match="int8_weights"):
+def test_unknown_mode_names_the_modes(stripped_cnn, tmp_path):
+    with pytest.raises(ValueError, match="int8_weight_only"):
         lite.export_tflite(stripped_cnn, tmp_path / "x.tflite", mode="half")
 
 
@@ -230,7 +231,7 @@ def test_wrapped_model_exports_as_float16(trained_cnn, digits, tmp_path):
     np.testing.assert_allclose(out, stripped.predict(x, verbose=0), atol=2e-5)
 
 
-# ---------------------------------------------------------------- int8 weights
+# ---------------------------------------------------------------- int8 weight-only
 @pytest.fixture(scope="module")
 def int8_weight_exports(trained_cnn, tmp_path_factory):
     """The demo CNN (BatchNorm in place) fixed in one stage with ``int8_exact=True``: every
@@ -239,41 +240,64 @@ def int8_weight_exports(trained_cnn, tmp_path_factory):
     fixed = tfmot_wfn.fix_weights(trained_cnn, int8_exact=True)
     tfmot_wfn.run_fixing_stage(fixed, 1.0, 0.015)
     final = tfmot_wfn.strip_fixing(fixed)
-    folder = tmp_path_factory.mktemp("int8_weights")
-    weights = lite.export_tflite(final, folder / "m.tflite", mode="int8_weights")
+    folder = tmp_path_factory.mktemp("int8_weight_only")
+    weights = lite.export_tflite(final, folder / "m.tflite", mode="int8_weight_only")
     dense = lite.export_tflite(final, folder / "m_dense.tflite", mode="dense")
     return folder, weights, dense
 
 
-def test_int8_weights_are_the_float_files_weights_and_outputs_bit_for_bit(
+def _restored_weights(model, subgraph):
+    """``{weight op position: float32 weight}`` of a file, a DEQUANTIZE'd weight restored as
+    the interpreter does (codes times per-channel scales, or float16 widened), with the
+    quantization fields checked; the weight ops in file order."""
+    made_by = fb.producers(subgraph)
+    out, position = {}, 0
+    for op in subgraph.operators:
+        name = fb.op_name(model, op)
+        if name == "DEQUANTIZE":
+            continue
+        if name in INT8_WEIGHT_AXES:
+            index = int(op.inputs[1])
+            tensor = subgraph.tensors[index]
+            if index in made_by:
+                deq = subgraph.operators[made_by[index]]
+                assert fb.op_name(model, deq) == "DEQUANTIZE"
+                source = subgraph.tensors[int(deq.inputs[0])]
+                version = model.operatorCodes[deq.opcodeIndex].version
+                values = fb.constant_array(model, source).astype(np.float32)
+                if fb.type_name(source.type) == "INT8":
+                    q = source.quantization
+                    axis = int(q.quantizedDimension)
+                    assert axis == INT8_WEIGHT_AXES[name]
+                    assert len(q.scale) == values.shape[axis] and not np.any(q.zeroPoint)
+                    assert version == (DEQUANTIZE_INT8_PER_CHANNEL_VERSION if len(q.scale) > 1
+                                       else DEQUANTIZE_INT8_VERSION)
+                    shape = [1] * values.ndim
+                    shape[axis] = -1
+                    values = (values * np.asarray(q.scale, np.float32).reshape(shape)
+                              ).astype(np.float32)
+                else:
+                    assert version == DEQUANTIZE_FLOAT16_VERSION
+                out[position] = values
+            else:
+                out[position] = fb.constant_array(model, tensor)
+        position += 1
+    return out
+
+
+def test_int8_weight_only_holds_the_float_files_weights_and_gives_its_outputs(
         int8_weight_exports, digits):
     folder, weights, dense = int8_weight_exports
     assert weights.batchnorm == "fold" and not weights.batchnorm_scales  # folded into the scales
     model = fb.read_model((folder / "m.tflite").read_bytes())
     plain = fb.read_model((folder / "m_dense.tflite").read_bytes())
-    subgraph = model.subgraphs[0]
-    dense_weights = {}
-    for op in plain.subgraphs[0].operators:  # the float file's weights, by op kind and shape
-        if fb.op_name(plain, op) in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-            w = fb.constant_array(plain, plain.subgraphs[0].tensors[int(op.inputs[1])])
-            dense_weights[w.shape] = w
+    restored = _restored_weights(model, model.subgraphs[0])
+    original = _restored_weights(plain, plain.subgraphs[0])
+    assert restored.keys() == original.keys() and len(restored) == 3
+    for position, values in original.items():  # every weight, BatchNorm scale included
+        assert np.array_equal(restored[position], values)
     int8 = [t for t in weights.stored_weights if t.dtype == "int8"]
-    assert sum(t.elements for t in int8) == sum(w.size for w in dense_weights.values())
-    for op in subgraph.operators:
-        if fb.op_name(model, op) != "DEQUANTIZE":
-            continue
-        source = subgraph.tensors[int(op.inputs[0])]
-        version = model.operatorCodes[op.opcodeIndex].version
-        if fb.type_name(source.type) == "INT8":
-            assert version == DEQUANTIZE_INT8_PER_CHANNEL_VERSION
-            codes = fb.constant_array(model, source).astype(np.float32)
-            q = source.quantization
-            shape = [1] * codes.ndim
-            shape[q.quantizedDimension] = -1
-            restored = (codes * np.asarray(q.scale, np.float32).reshape(shape)).astype(np.float32)
-            assert np.array_equal(restored, dense_weights[restored.shape])  # BN scale included
-        else:
-            assert version == DEQUANTIZE_FLOAT16_VERSION
+    assert sum(t.elements for t in int8) == sum(w.size for w in original.values())
     x = digits.x_test[:64]
     got = lite.run_interpreter(lite.load_interpreter(folder / "m.tflite", decode=False), x)
     want = lite.run_interpreter(lite.load_interpreter(folder / "m_dense.tflite"), x)
@@ -281,15 +305,43 @@ def test_int8_weights_are_the_float_files_weights_and_outputs_bit_for_bit(
     assert weights.bytes < 0.45 * dense.bytes
 
 
-def test_inspect_names_the_int8_weights(int8_weight_exports):
+def test_inspect_names_the_int8_weight_only_file(int8_weight_exports):
     folder, weights, _ = int8_weight_exports
     info = lite.inspect(folder / "m.tflite")
-    assert info.format == "int8_weights" and info.producer.startswith("tfmot_wfn ")
+    assert info.format == "int8_weight_only" and info.producer.startswith("tfmot_wfn ")
     int8 = [t for t in info.tensors if t.stored_as == "int8"]
-    assert len(int8) == sum(t.dtype == "int8" for t in weights.stored_weights)
-    assert all(t.reason == INT8_REASON for t in int8)
-    assert info.float_elements >= sum(t.elements for t in int8)
-    assert "as int8 in" in str(info) and "how each constant is stored:" in str(info)
+    assert sorted(t.elements for t in int8) == sorted(
+        t.elements for t in weights.stored_weights if t.dtype == "int8")
+    assert all(t.reason == INT8_REASON and t.bytes == t.elements for t in int8)
+    count = sum(t.elements for t in int8)
+    assert f"{count:,} as int8 in {count:,} bytes" in str(info)
+    assert "how each constant is stored:" in str(info)
+
+
+def test_depthwise_and_single_channel_weights_get_their_axis_and_version():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))
+    h = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, L.Dense(1)(h))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.weights:  # int8 codes times a power of two per channel, -0.0 among them
+            kernel, bias = layer.get_weights()
+            kernel = (rng.integers(-127, 128, kernel.shape) * 2.0**-7).astype(np.float32)
+            kernel.flat[0] = -0.0
+            layer.set_weights([kernel, np.full(bias.shape, 0.5, np.float32)])
+    dense = convert_to_tflite(model)
+    data, stored, kept = encode_exact_weights(dense)
+    assert [t.dtype for t in stored] == ["int8"] * 3
+    flat, plain = fb.read_model(data), fb.read_model(dense)
+    restored = _restored_weights(flat, flat.subgraphs[0])  # checks axes 0/3/0 and versions 5/5/2
+    for position, values in _restored_weights(plain, plain.subgraphs[0]).items():
+        assert np.array_equal(restored[position], values)  # -0.0 == 0.0: value for value
+    x = rng.normal(size=(3, 6, 6, 2)).astype(np.float32)
+    got = lite.run_interpreter(lite.load_interpreter(data, decode=False), x)
+    np.testing.assert_array_equal(got, lite.run_interpreter(lite.load_interpreter(dense), x))
 
 
 def test_a_channel_that_int8_cannot_hold_falls_back_to_float16_or_float32():

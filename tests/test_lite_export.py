@@ -714,8 +714,8 @@ def test_latency_and_size_helpers_run(mlp_export, tmp_path):
     assert numbers["palette_bytes"] == palette.bytes and numbers["dense_bytes"] == dense.bytes
     assert numbers["top1_equal_as_stored"] and numbers["top1_equal_decoded"]
     assert numbers["max_abs_diff_decoded"] <= ATOL
-    assert numbers["top1_equal_int8_weights"] and numbers["int8_weights_equal_float_file"]
-    assert numbers["int8_weights_bytes"] < dense.bytes and numbers["latency_ratio_int8_weights"] > 0
+    assert numbers["top1_equal_weight_only"] and numbers["weight_only_equal_float_file"]
+    assert numbers["weight_only_bytes"] < dense.bytes and numbers["latency_ratio_weight_only"] > 0
     json.dumps(numbers)
 
 
@@ -1101,7 +1101,7 @@ def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
 
     folder, manifest = check_bundle_dir
     names = {"palette", "palette_named", "palette_int16", "palette_decoded", "palette_bn_fold",
-             "int8_weights", "float16", "dense"}
+             "int8_weight_only", "float16", "dense"}
     assert set(manifest["files"]) == names
     assert {f for f in os.listdir(folder) if f.endswith(".tflite")} == {
         n + ".tflite" for n in names}
@@ -1114,7 +1114,7 @@ def test_check_bundle_holds_every_variant_and_passes_here(check_bundle_dir):
     results = check_bundle(folder)
     assert manifest["files"]["float16"]["batchnorm_scales"] == ["bn1", "bn2"]
     assert "DEQUANTIZE" in ops_of(read(folder / "float16.tflite"))
-    assert "DEQUANTIZE" in ops_of(read(folder / "int8_weights.tflite"))
+    assert "DEQUANTIZE" in ops_of(read(folder / "int8_weight_only.tflite"))
     assert len(results) == 8 and all(r.passed for r in results), [str(r) for r in results]
 
 

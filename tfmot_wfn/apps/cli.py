@@ -110,25 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(sub)
 
     export = sub.add_parser(
-        "export", help="write a fixed .keras model as palette/int8_weights/float16/dense/int8 "
+        "export", help="write a fixed .keras model as palette/int8_weight_only/float16/dense/int8 "
                        "TFLite or an archive",
         description="Export a model saved by tfmot_wfn (wrapped mid-training or stripped) as a "
                     "palette TFLite file (weights are indices into one shared palette), an "
-                    "int8-weights or float16 TFLite file (exact int8 / float16 weights that "
+                    "int8 weight-only or float16 TFLite file (exact int8 / float16 weights that "
                     "stock interpreters expand at load: float speed, no decoder), a dense float "
                     "TFLite file, an exact int8 TFLite file, or an entropy-coded archive "
                     "(.wfn).")
     export.add_argument("model", help="path of the .keras model")
     export.add_argument("--format",
-                        choices=("palette", "int8_weights", "float16", "dense", "int8", "archive"),
+                        choices=("palette", "int8_weight_only", "float16", "dense", "int8", "archive"),
                         default="palette", help="output format (default: %(default)s); "
-                        "int8_weights / float16: weights stored as exact int8 codes with "
+                        "int8_weight_only / float16: weights stored as exact int8 codes with "
                         "per-channel scales (else float16) / as exact float16, run at float speed "
                         "by stock interpreters; int8: a fully integer TFLite file with exact "
                         "weights, calibrated on --representative-data, --dataset or --data-dir")
     export.add_argument("--output", default=None,
                         help="output path (default: the model path with _palette.tflite, "
-                             "_int8_weights.tflite, _float16.tflite, _dense.tflite, _int8.tflite "
+                             "_int8_weight_only.tflite, _float16.tflite, _dense.tflite, _int8.tflite "
                              "or .wfn)")
     _add_calibration_options(export)
     export.add_argument("--quiet", action="store_true", help="print nothing")
@@ -395,7 +395,7 @@ def _export(args) -> int:
     what = {"archive": "entropy-coding the archive", "dense": "converting to float TFLite",
             "palette": "converting and palette-encoding",
             "float16": "converting and storing exact float16 weights",
-            "int8_weights": "converting and storing exact int8 weights",
+            "int8_weight_only": "converting and storing exact int8 weights",
             "int8": "calibrating and converting to int8"}[args.format]
     with tqdm(total=2, desc=f"loading {os.path.basename(args.model)}", unit="step",
               disable=args.quiet, leave=False) as bar:

@@ -111,7 +111,7 @@ def run_demo(
         "model_path": model_path,
         "seconds": time.time() - start,
     }
-    say("[4/4] exporting for mobile: palette TFLite, int8-weights TFLite, float TFLite, "
+    say("[4/4] exporting for mobile: palette TFLite, int8 weight-only TFLite, float TFLite, "
         "entropy-coded archive")
     results["mobile"] = _export_mobile(final, output_dir, digits.x_test, digits.y_test)
     results["seconds"] = time.time() - start
@@ -183,17 +183,17 @@ def _print_results(say, results: Dict, rep, output_dir: str) -> None:
     say(f"float TFLite        : {m['dense_bytes']:>8,} bytes  (gzip {m['dense_gzip_bytes']:,})")
     say(f"palette TFLite      : {m['palette_bytes']:>8,} bytes  (x{m['size_ratio']:.3f}; "
         f"gzip {m['palette_gzip_bytes']:,}); top-1 equal to Keras: {m['top1_equal_decoded']}")
-    stored = m["int8_weights_stored"]
-    say(f"int8-weights TFLite : {m['int8_weights_bytes']:>8,} bytes  "
-        f"(x{m['int8_weights_size_ratio']:.3f}; gzip {m['int8_weights_gzip_bytes']:,}; "
+    stored = m["weight_only_stored"]
+    say(f"int8 weight-only    : {m['weight_only_bytes']:>8,} bytes  "
+        f"(x{m['weight_only_size_ratio']:.3f}; gzip {m['weight_only_gzip_bytes']:,}; "
         f"{stored['int8']:,} weights exact int8, {stored['float16']:,} float16); outputs equal "
-        f"to the float file's: {m['int8_weights_equal_float_file']}")
+        f"to the float file's: {m['weight_only_equal_float_file']}")
     say(f"archive (.wfn)      : {m['archive_bytes']:>8,} bytes  (entropy bound "
         f"{m['archive_bound_bytes']:,.0f})")
     say(f"palette latency     : x{m['latency_ratio_decoded']:.2f} of float decoded at load, "
         f"x{m['latency_ratio_as_stored']:.2f} as stored (1 thread, {m['latency_runtime']})")
-    say(f"int8-weights latency: x{m['latency_ratio_int8_weights']:.2f} of float as stored (no "
+    say(f"weight-only latency : x{m['latency_ratio_weight_only']:.2f} of float as stored (no "
         "decoder)")
     say(f"wrote {output_dir}/: fixed_model.keras, model_palette.tflite, "
-        f"model_int8_weights.tflite, model_dense.tflite, model.wfn, report.json in "
+        f"model_int8_weight_only.tflite, model_dense.tflite, model.wfn, report.json in "
         f"{results['seconds']:.0f} s")

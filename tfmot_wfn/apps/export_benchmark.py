@@ -1,4 +1,4 @@
-"""Sizes and latency of a fixed model's palette and int8-weights TFLite files against its float
+"""Sizes and latency of a fixed model's palette and int8 weight-only TFLite files against its float
 one.
 
 For the demo, the CLI and ``benchmarks/``:
@@ -34,14 +34,14 @@ def export_and_measure(
     batchnorm: str = "scale_op",
 ) -> Dict:
     """Export ``model`` as ``{name}_dense.tflite``, ``{name}_palette.tflite`` and
-    ``{name}_int8_weights.tflite`` and measure.
+    ``{name}_int8_weight_only.tflite`` and measure.
 
     Returns bytes (and gzip bytes) of the files, their ratios, the palette size,
     the largest output difference to Keras and top-1 agreement on ``x_test``
     (palette: as stored and decoded; int8 weights: as stored, and whether its outputs are
     the float file's bit for bit), test accuracy when ``y_test`` is given, and median
     single-input latency of the float file, the palette file as stored, the palette file
-    decoded at load and the int8-weights file as stored (all in one run).
+    decoded at load and the int8 weight-only file as stored (all in one run).
     ``batchnorm`` is passed to `export_tflite` (``"scale_op"``: a BatchNorm after a
     conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed).
     """
@@ -51,13 +51,13 @@ def export_and_measure(
     dense = export_tflite(model, os.path.join(folder, f"{name}_dense.tflite"), mode="dense")
     palette = export_tflite(model, os.path.join(folder, f"{name}_palette.tflite"),
                             batchnorm=batchnorm)
-    weights = export_tflite(model, os.path.join(folder, f"{name}_int8_weights.tflite"),
-                            mode="int8_weights")
+    weights = export_tflite(model, os.path.join(folder, f"{name}_int8_weight_only.tflite"),
+                            mode="int8_weight_only")
     out = _file_numbers(dense, palette, batchnorm)
-    out.update(int8_weights_path=weights.path, int8_weights_bytes=weights.bytes,
-               int8_weights_size_ratio=weights.bytes / dense.bytes,
-               int8_weights_gzip_bytes=_gzip_bytes(weights.path),
-               int8_weights_stored={dtype: sum(t.elements for t in weights.stored_weights
+    out.update(weight_only_path=weights.path, weight_only_bytes=weights.bytes,
+               weight_only_size_ratio=weights.bytes / dense.bytes,
+               weight_only_gzip_bytes=_gzip_bytes(weights.path),
+               weight_only_stored={dtype: sum(t.elements for t in weights.stored_weights
                                                if t.dtype == dtype)
                                     for dtype in ("int8", "float16")})
     if x_test is not None:
@@ -91,7 +91,7 @@ def _file_numbers(dense, palette, batchnorm: str) -> Dict:
 def _agreement_with_keras(model, palette_path: str, x_test, y_test, weights_path: str,
                           dense_path: str) -> Dict:
     """The palette file's outputs against Keras' (as stored and decoded at load), and the
-    int8-weights file's (as stored; also against the float file's)."""
+    int8 weight-only file's (as stored; also against the float file's)."""
     import tfmot_wfn
     from tfmot_wfn.keras.network import is_wrapped
     from tfmot_wfn.tflite.runtime import load_interpreter, run_interpreter
@@ -100,11 +100,11 @@ def _agreement_with_keras(model, palette_path: str, x_test, y_test, weights_path
     plain = tfmot_wfn.strip_fixing(model) if is_wrapped(model) else model
     expected = np.asarray(plain(x_test, training=False))
     for key, path, decode in (("as_stored", palette_path, False), ("decoded", palette_path, True),
-                              ("int8_weights", weights_path, False)):
+                              ("weight_only", weights_path, False)):
         got = run_interpreter(load_interpreter(path, decode=decode), x_test)
-        if key == "int8_weights":
+        if key == "weight_only":
             dense = run_interpreter(load_interpreter(dense_path), x_test)
-            out["int8_weights_equal_float_file"] = bool(np.array_equal(got, dense))
+            out["weight_only_equal_float_file"] = bool(np.array_equal(got, dense))
         out[f"max_abs_diff_{key}"] = float(np.abs(got - expected).max())
         out[f"top1_equal_{key}"] = bool(np.array_equal(got.argmax(-1), expected.argmax(-1)))
         if y_test is not None:
@@ -117,20 +117,20 @@ def _agreement_with_keras(model, palette_path: str, x_test, y_test, weights_path
 def _latency_numbers(dense_path: str, palette_path: str, weights_path: str, runs: int,
                      num_threads: int) -> Dict:
     """Median single-input latency of the float file, the palette file (both paths) and the
-    int8-weights file (as stored)."""
+    int8 weight-only file (as stored)."""
     from tfmot_wfn.tflite.latency import compare_latency
 
     latency = compare_latency({"float": dense_path,
                                "palette_as_stored": (palette_path, False),
                                "palette_decoded": (palette_path, True),
-                               "int8_weights": (weights_path, False)},
+                               "int8_weight_only": (weights_path, False)},
                               num_threads=num_threads, runs=runs)
     return dict(
         latency_us=latency.median_us, latency_runs=runs, latency_threads=num_threads,
         latency_runtime=latency.runtime,
         latency_ratio_as_stored=latency.ratio("palette_as_stored", "float"),
         latency_ratio_decoded=latency.ratio("palette_decoded", "float"),
-        latency_ratio_int8_weights=latency.ratio("int8_weights", "float"))
+        latency_ratio_weight_only=latency.ratio("int8_weight_only", "float"))
 
 
 def _train_and_fix(model, x, y, fixing_epochs_per_stage: int, seed: int):
@@ -198,9 +198,9 @@ def _main(argv=None) -> int:
               f"{r['palette_bytes']:,} B (x{r['size_ratio']:.3f}), K={r['palette_size']}, "
               f"accuracy {r['tflite_accuracy_decoded']:.4f}, latency x"
               f"{r['latency_ratio_as_stored']:.2f} as stored / x{r['latency_ratio_decoded']:.3f} "
-              f"decoded; int8-weights TFLite {r['int8_weights_bytes']:,} B "
-              f"(x{r['int8_weights_size_ratio']:.3f}), latency x"
-              f"{r['latency_ratio_int8_weights']:.3f} as stored (1 thread)")
+              f"decoded; int8 weight-only TFLite {r['weight_only_bytes']:,} B "
+              f"(x{r['weight_only_size_ratio']:.3f}), latency x"
+              f"{r['latency_ratio_weight_only']:.3f} as stored (1 thread)")
     return 0
 
 

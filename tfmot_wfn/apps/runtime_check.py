@@ -26,7 +26,7 @@ Files written (``<name>.tflite`` with ``<name>.expected.npy`` each):
 * ``palette_decoded``: what ``load_interpreter(decode=True)`` runs (weights
   decoded, BatchNorm MULs folded back into them);
 * ``palette_bn_fold``: ``batchnorm="fold"`` (the converter's folded weights);
-* ``int8_weights``: ``mode="int8_weights"`` (exact int8 weights with per-channel scales
+* ``int8_weight_only``: ``mode="int8_weight_only"`` (exact int8 weights with per-channel scales
   behind DEQUANTIZE, BatchNorm folded into the scales);
 * ``float16``: ``mode="float16"`` (exact float16 weights behind DEQUANTIZE);
 * ``dense``: the float TFLite file;
@@ -56,7 +56,7 @@ VARIANTS: Dict[str, Dict] = {
     "palette_int16": dict(mode="palette", batchnorm="scale_op", index_dtype="int16"),
     "palette_bn_fold": dict(mode="palette", batchnorm="fold", index_dtype=None),
     # exact int8 weights (DEQUANTIZE version 5, BatchNorm folded into the channel scales)
-    "int8_weights": dict(mode="int8_weights", batchnorm="fold", index_dtype=None),
+    "int8_weight_only": dict(mode="int8_weight_only", batchnorm="fold", index_dtype=None),
     # exact float16 weights behind DEQUANTIZE (version 3), BatchNorm scales as MULs
     "float16": dict(mode="float16", batchnorm="scale_op", index_dtype=None),
     "dense": dict(mode="dense", batchnorm="fold", index_dtype=None),
@@ -69,7 +69,7 @@ def write_check_bundle(
     x,
     atol: float = ATOL,
 ) -> Dict:
-    """Write palette/int8-weights/float16/dense TFLite files of ``model``, ``x`` and the Keras outputs to
+    """Write palette/int8 weight-only/float16/dense TFLite files of ``model``, ``x`` and the Keras outputs to
     ``directory``.
 
     Args:

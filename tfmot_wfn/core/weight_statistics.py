@@ -74,7 +74,8 @@ def _merge_counts(a: Tuple[np.ndarray, np.ndarray],
     counts = np.concatenate([a[1], b[1]]).astype(np.int64)[order]
     if joined.size == 0:
         return joined, counts
-    starts = np.flatnonzero(np.concatenate([[True], joined[1:] != joined[:-1]]))
+    differs = (joined[1:] != joined[:-1]) & ~(np.isnan(joined[1:]) & np.isnan(joined[:-1]))
+    starts = np.flatnonzero(np.concatenate([[True], differs]))  # NaNs count as one value
     return joined[starts], np.add.reduceat(counts, starts)
 
 

@@ -34,9 +34,9 @@ from tfmot_wfn.tflite.palette_encoding import encode_palette
 from tfmot_wfn.tflite.scale_ops import KeptScale
 from tfmot_wfn.tflite.palette_format import IndexedTensor, NonPaletteTensor, non_float_reason
 
-MODES = ("palette", "int8_weights", "float16", "dense", "int8")
+MODES = ("palette", "int8_weight_only", "float16", "dense", "int8")
 #: The modes whose weights a stock interpreter expands at load (`tflite.exact_weights`).
-WEIGHT_MODES = ("int8_weights", "float16")
+WEIGHT_MODES = ("int8_weight_only", "float16")
 BATCHNORM_MODES = ("scale_op", "fold")
 DENSE_REASON = "dense export (mode='dense'): stored as float32"
 
@@ -52,7 +52,7 @@ class ExportResult:
     ``compact``: whether converter names and other unread bytes were dropped (tensor
     names are then the short ones of the file, ``t<index>`` for unnamed tensors).
 
-    ``mode="int8_weights"`` / ``"float16"`` only: ``stored_weights``, the constants stored
+    ``mode="int8_weight_only"`` / ``"float16"`` only: ``stored_weights``, the constants stored
     as exact int8 or float16 (the others, in ``non_palette``, stay float32 with the reason).
 
     ``mode="int8"`` only: ``int8_weights`` (each int8 weight: exact channels of all),
@@ -114,7 +114,7 @@ class ExportResult:
         if self.mode == "int8":
             lines.extend(_int8_lines(self))
         if self.non_palette:
-            heading = "kept float32" if self.mode in WEIGHT_MODES else "not palette-indexed"
+            heading = "kept as stored" if self.mode in WEIGHT_MODES else "not palette-indexed"
             lines.append(f"{heading} ({len(self.non_palette)}):")
             for t in self.non_palette:
                 lines.append(f"  {t.name} {list(t.shape)} {t.dtype.lower()} {t.bytes:,} bytes: "
@@ -226,7 +226,7 @@ def _renamed_scales(kept: List[KeptScale], entries: List[Dict]) -> List[KeptScal
 
 
 def _exact_weights_bytes(dense: bytes, plain, pal, batchnorm: str, mode: str):
-    """``mode="int8_weights"`` / ``"float16"``: the weights of ``dense`` stored as exact int8 or
+    """``mode="int8_weight_only"`` / ``"float16"``: the weights of ``dense`` stored as exact int8 or
     float16; with ``batchnorm="scale_op"`` the BatchNorm scales are kept as MULs first, so
     that the weights before them stay palette values."""
     kept = []
@@ -239,7 +239,7 @@ def _exact_weights_bytes(dense: bytes, plain, pal, batchnorm: str, mode: str):
             roles[(k.subgraph, k.bias)] = (f"bias of {k.layer!r}: BatchNorm {k.batchnorm!r} "
                                            "shift divided by its scale")
     data, stored, left = encode_exact_weights(
-        dense, int8=mode == "int8_weights",
+        dense, int8=mode == "int8_weight_only",
         explain=lambda s, i, name, values: roles.get((s, name)),
         producer=f"tfmot_wfn {__version__}")
     return data, ExportResult(
@@ -256,7 +256,7 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None,
     """Like `export_tflite` but returns ``(bytes, ExportResult without a path)``."""
     _check_options(mode, batchnorm, index_dtype)
     if batchnorm is None:  # int8 weights take the converter's folded BatchNorm exactly
-        batchnorm = "fold" if mode == "int8_weights" else "scale_op"
+        batchnorm = "fold" if mode == "int8_weight_only" else "scale_op"
     if mode != "int8" and (representative_data is not None or inference_input_type != "float32"
                            or inference_output_type != "float32"):
         raise ValueError("representative_data and inference_input_type/inference_output_type "
@@ -328,20 +328,21 @@ def export_tflite(
         32768) into ONE shared float32 palette tensor, decoded in the graph by
         CAST + GATHER right before the op that uses it; the file runs on any stock
         interpreter, and `load_interpreter` decodes it once for float speed.
-        ``"int8_weights"``: the weights of convolutions and fully connected layers as
+        ``"int8_weight_only"``: the weights of convolutions and fully connected layers as
         int8 codes with one float32 scale per output channel wherever ``code * scale``
-        is the float32 weight bit for bit (WFN values are sums of a few powers of two,
-        so nearly every channel is; the converter's folded BatchNorm scale goes into
-        the channel scale), else as float16 where that is exact, expanded by a
-        ``DEQUANTIZE`` that stock interpreters (LiteRT's XNNPACK, tflite-runtime) run
-        once at load: about a third of the float file, the float model's speed on a
-        phone with no decoder of ours, and the float file's outputs bit for bit.
-        Activations stay float (unlike ``"int8"``). ``batchnorm`` defaults to
+        is the float32 weight value for value (WFN values are sums of a few powers of
+        two, so most channels are, and all after ``fix_weights(..., int8_exact=True)``;
+        the converter's folded BatchNorm scale goes into the channel scale), else as
+        float16 where that is exact, expanded by a ``DEQUANTIZE`` that stock interpreters
+        (LiteRT's XNNPACK, tflite-runtime) run once at load: a third to a half of the
+        float file, the float model's speed on a phone with no decoder of ours, and the
+        float file's outputs. Activations stay float (unlike ``"int8"``). ``batchnorm`` defaults to
         ``"fold"`` here. ``"float16"``: float16 only (half the float file; DEQUANTIZE
         version 3 where an old interpreter lacks per-channel int8's version 5);
         ``batchnorm`` defaults to ``"scale_op"`` (the folded weights are not float16
         values). The others stay float32, listed with the reason (see
-        `tfmot_wfn.tflite.exact_weights`).
+        `tfmot_wfn.tflite.exact_weights`). ``index_dtype`` and ``compact`` do not
+        apply to these two modes.
         ``"dense"``: the ordinary float32 TFLite of the stripped model.
         ``"int8"``: a fully integer TFLite model (TFLite's full-integer
         quantization: int8 weights per output channel, int32 biases, int8
@@ -356,15 +357,17 @@ def export_tflite(
       batchnorm: what to do with a BatchNorm right after a Conv/DepthwiseConv/Dense or a
         transposed conv, which the converter folds into it (``W * s``, no longer palette
         values).
-        ``"scale_op"`` (the default but for ``"int8_weights"``): the layer's palette
+        ``"scale_op"`` (the default but for ``"int8_weight_only"``): the layer's palette
         weight ``W`` is stored as
         indices, its bias becomes ``b_folded / s`` and a ``MUL`` by the float32
         per-channel scale ``s = gamma / sqrt(var + eps)`` follows it, carrying the
         fused activation (a layer whose scale is 0 or tiny in some channel stays
         folded, with the reason); ``load_interpreter(decode=True)`` folds the MUL
         back into the static weights. ``"fold"``: keep the converter's folded
-        float weights (listed as not palette-indexed, with the reason); fold
-        BatchNorm into the float model before fixing (`fold_batchnorm`) instead.
+        float weights (in a palette file listed as not palette-indexed, with the
+        reason; in an ``"int8_weight_only"`` file int8 codes whose channel scales carry
+        the BatchNorm scale); or fold BatchNorm into the float model before fixing
+        (`fold_batchnorm`).
       index_dtype: force ``"uint8"`` or ``"int16"`` indices; None (default) picks
         uint8 for K <= 256 and int16 above.
       compact: palette mode only. True (default): drop the bytes no interpreter

@@ -237,7 +237,8 @@ def fix_weights(
         weights onto it). Recorded in `report` and the TensorBoard summaries.
       int8_exact: keep every output channel of every kernel (Dense, Conv, depthwise,
         separable) exactly int8 codes times ONE power-of-two scale, so that
-        ``lite.export_tflite(..., mode="int8")`` stores every kernel exactly. Each stage
+        ``lite.export_tflite(..., mode="int8")`` stores every kernel exactly (and
+        ``mode="int8_weight_only"`` every kernel as int8). Each stage
         snaps the values it fixes in a channel onto multiples of the channel's step
         ``2^e`` (codes within 127), preferring palette values (see
         `tfmot_wfn.core.int8_channels`); biases and BatchNorm parameters stay

@@ -83,7 +83,8 @@ class FixingConfig:
         `fixing_rules.choose_rule` picks for the layers it wraps.
       int8_exact: keep every output channel of every kernel exactly int8 codes times one
         power-of-two scale (`tfmot_wfn.core.int8_channels`), so that
-        ``export_tflite(mode="int8")`` stores every kernel channel exactly. Off by default.
+        ``export_tflite(mode="int8")`` stores every kernel channel exactly (and
+        ``mode="int8_weight_only"`` every kernel as int8). Off by default.
 
     Raises:
       TypeError / ValueError: an argument of the wrong type or out of its range

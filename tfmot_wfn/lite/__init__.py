@@ -14,7 +14,7 @@ print(lite.inspect("model.tflite"))                # table: palette, tensors, by
 interpreter = lite.load_interpreter("model.tflite", num_threads=1)   # decoded once: float speed
 probabilities = lite.run_interpreter(interpreter, x)
 # For an app without our decoder: exact int8 weights the stock interpreter expands at load.
-lite.export_tflite(fixed, "model_int8_weights.tflite", mode="int8_weights")
+lite.export_tflite(fixed, "model_int8_weight_only.tflite", mode="int8_weight_only")
 ```
 
 This module is the public face of three packages: `tfmot_wfn.tflite` (the

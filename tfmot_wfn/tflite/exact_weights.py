@@ -7,10 +7,13 @@ ours. WFN makes that exact:
 
 * int8 (``int8=True``): a convolution or fully connected weight whose every output channel
   is ``code * scale`` (int8 codes, one float32 scale per channel) in float32 arithmetic,
-  bit for bit, is stored as int8 codes with per-channel scales (DEQUANTIZE version 5). WFN
-  values are sums of a few powers of two, so most channels are int8 codes times a power of
-  two; a BatchNorm scale the converter folded into the weight goes into the channel scale,
-  and the product is still the converter's float32 weight bit for bit;
+  value for value, is stored as int8 codes with per-channel scales (DEQUANTIZE version 5;
+  2 for a single channel). WFN values are sums of a few powers of two, so most channels are
+  int8 codes times a power of two (all of them after ``fix_weights(..., int8_exact=True)``);
+  a BatchNorm scale the converter folded into the weight goes into the channel scale, and
+  the product is still the converter's float32 weight. The one value not kept is the sign of
+  a zero: code 0 gives +0.0 where the converter wrote -0.0 (a zero weight times a negative
+  BatchNorm scale), which changes no output but the sign of an output that is exactly zero;
 * float16: every other weight or bias of such an op whose values float16 holds exactly
   (the round trip float32 -> float16 -> float32 changes nothing), as TFLite's own float16
   quantization writes it (DEQUANTIZE version 3).
@@ -24,7 +27,7 @@ the reasons are stored in the file's ``tfmot_wfn_weights`` metadata for
 
 ```python
 data, stored, kept = encode_exact_weights(float_tflite_bytes, int8=True)
-open("model_int8_weights.tflite", "wb").write(data)
+open("model_int8_weight_only.tflite", "wb").write(data)
 print([(t.name, t.dtype) for t in stored], [(t.name, t.reason) for t in kept])
 ```
 """
@@ -38,15 +41,18 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from tfmot_wfn.tflite import compaction
 from tfmot_wfn.tflite import flatbuffer as fb
 from tfmot_wfn.tflite.palette_format import NonPaletteTensor, non_float_reason
 
 #: The metadata entry of such a file: the producer, the form, and for every constant the
 #: reason it is stored as it is (zlib-compressed JSON), read by `read_weights_metadata`.
 METADATA_NAME = "tfmot_wfn_weights"
-#: DEQUANTIZE versions (TFLite's op versioning): float16 input 3, per-channel int8 input 5.
+#: DEQUANTIZE versions (TFLite's op versioning): float16 input 3, per-channel int8 input 5,
+#: int8 with one scale 2.
 DEQUANTIZE_FLOAT16_VERSION = 3
 DEQUANTIZE_INT8_PER_CHANNEL_VERSION = 5
+DEQUANTIZE_INT8_VERSION = 2
 #: The output-channel axis of the weights (input 1) of the ops whose weights may be int8.
 INT8_WEIGHT_AXES = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": 3}
 FLOAT16_REASON = "exact float16 weights, expanded to float32 by DEQUANTIZE at load"
@@ -111,8 +117,9 @@ def _channel_scale(row: np.ndarray) -> Optional[np.float32]:
 
 def int8_codes(values: np.ndarray, axis: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(int8 codes, float32 scales)`` such that ``float32(codes * scales)`` (the scales
-    broadcast along ``axis``) is ``values`` bit for bit, or None when a channel has no such
-    scale (codes would need more than 8 bits, or values are not finite).
+    broadcast along ``axis``) equals ``values`` value for value (-0.0 comes back as +0.0),
+    or None when a channel has no such scale (codes would need more than 8 bits, or values
+    are not finite).
 
     >>> codes, scales = int8_codes(np.array([[0.75, -0.25], [3.0, 1.5]], np.float32), 0)
     >>> codes.tolist(), scales.tolist()
@@ -150,7 +157,9 @@ class _WeightEncoder:
         self.model, self.int8, self.explain = model, int8, explain
         self.opcodes: Dict[int, int] = {}  # DEQUANTIZE version -> its operator code
         self.empty_buffer = fb.empty_buffer(model)
-        self.new_buffers: Dict[Tuple[int, str], int] = {}  # (old buffer, dtype) -> new buffer
+        # (old buffer, form, shape, axis) -> new buffer: int8 codes depend on shape and axis.
+        self.new_buffers: Dict[Tuple, int] = {}
+        self.sources: Dict[Tuple[int, int], int] = {}  # (subgraph, tensor) -> stored constant
         self.replaced = set()
         self.stored: List[StoredWeight] = []
         self.kept: List[NonPaletteTensor] = []
@@ -165,7 +174,7 @@ class _WeightEncoder:
             if not fb.is_plain_float_constant(self.model, tensor):
                 self._keep(s, i, non_float_reason(fb.type_name(tensor.type))
                            if tensor.type != fb.type_value("FLOAT32")
-                           else "quantized or sparse float tensor, left as stored")
+                           else "quantized, sparse or variable float tensor, left as stored")
                 continue
             values = fb.constant_array(self.model, tensor)
             uses = {(fb.op_name(self.model, subgraph.operators[p]), slot)
@@ -243,12 +252,13 @@ class _WeightEncoder:
         shape, name = fb.tensor_shape(tensor), fb.tensor_name(tensor)
         dtype = form[0]
         data = (form[1].astype("<f2") if dtype == "float16" else form[1]).tobytes()
-        if (tensor.buffer, dtype) not in self.new_buffers:
-            self.new_buffers[(tensor.buffer, dtype)] = fb.add_buffer(self.model, data)
+        key = (tensor.buffer, dtype, shape, form[3] if dtype == "int8" else None)
+        if key not in self.new_buffers:
+            self.new_buffers[key] = fb.add_buffer(self.model, data)
         # The constant carries the weight's name; the float32 tensor DEQUANTIZE makes needs none.
         source = fb.add_tensor(subgraph, name, shape,
                                mod.TensorType.FLOAT16 if dtype == "float16" else mod.TensorType.INT8,
-                               self.new_buffers[(tensor.buffer, dtype)])
+                               self.new_buffers[key])
         if dtype == "int8":
             quant = mod.QuantizationParametersT()
             quant.scale = np.asarray(form[2], np.float32)
@@ -259,8 +269,12 @@ class _WeightEncoder:
         self.replaced.add(tensor.buffer)
         tensor.buffer = self.empty_buffer
         op = mod.OperatorT()
-        op.opcodeIndex = self._opcode(DEQUANTIZE_FLOAT16_VERSION if dtype == "float16"
-                                      else DEQUANTIZE_INT8_PER_CHANNEL_VERSION)
+        # TFLite's op versioning: per-channel int8 (more than one scale) 5, per-tensor int8 2.
+        op.opcodeIndex = self._opcode(
+            DEQUANTIZE_FLOAT16_VERSION if dtype == "float16"
+            else DEQUANTIZE_INT8_PER_CHANNEL_VERSION if form[2].size > 1
+            else DEQUANTIZE_INT8_VERSION)
+        self.sources[(s, i)] = source
         op.inputs = np.asarray([source], np.int32)
         op.outputs = np.asarray([i], np.int32)
         self.stored.append(StoredWeight(subgraph=s, name=name, shape=shape,
@@ -286,7 +300,7 @@ class _WeightEncoder:
 
 def read_weights_metadata(model) -> Optional[Dict]:
     """The ``tfmot_wfn_weights`` entry of a model: ``{"producer", "form" ("float16" or
-    "int8_weights"), "reasons": {(subgraph, tensor index): reason}}``, or None for a file
+    "int8_weight_only"), "reasons": {(subgraph, tensor index): reason}}``, or None for a file
     `encode_exact_weights` did not write."""
     raw = fb.get_metadata(model, METADATA_NAME)
     if raw is None:
@@ -310,7 +324,7 @@ def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Exp
       tflite: the bytes of a float TFLite model (e.g. from the converter).
       int8: try int8 codes with per-channel scales first for the weights of convolution,
         depthwise convolution and fully connected ops (the file is then marked
-        ``"int8_weights"``); False: float16 only (``"float16"``, DEQUANTIZE version 3,
+        ``"int8_weight_only"``); False: float16 only (``"float16"``, DEQUANTIZE version 3,
         which older interpreters than per-channel int8's version 5 run too).
       explain: ``explain(subgraph, tensor index, name, values)`` for a float32 constant
         that stays float32: what it is in the caller's terms (e.g. "BatchNorm 'bn1'
@@ -333,20 +347,20 @@ def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Exp
     for s, subgraph in enumerate(model.subgraphs):
         encoder.subgraph(s, subgraph)
     encoder.free_replaced()
+    # The converter's min_runtime_version no longer holds once a DEQUANTIZE is added.
+    compaction.drop_converter_metadata(model)
     reasons = [{"subgraph": t.subgraph, "index": t.index, "reason": t.reason}
                for t in encoder.kept]
-    for t in encoder.stored:
-        source = model.subgraphs[t.subgraph].operators  # the stored constant: DEQUANTIZE input
-        index = next(int(op.inputs[0]) for op in source if op.outputs is not None
-                     and list(op.outputs) == [t.index])
-        reasons.append({"subgraph": t.subgraph, "index": index,
-                        "reason": INT8_REASON if t.dtype == "int8" else FLOAT16_REASON})
-    entry = {"producer": producer, "form": "int8_weights" if int8 else "float16",
+    reasons += [{"subgraph": t.subgraph, "index": encoder.sources[(t.subgraph, t.index)],
+                 "reason": INT8_REASON if t.dtype == "int8" else FLOAT16_REASON}
+                for t in encoder.stored]
+    entry = {"producer": producer, "form": "int8_weight_only" if int8 else "float16",
              "tensors": reasons}
     fb.set_metadata(model, METADATA_NAME, zlib.compress(json.dumps(entry).encode("utf-8"), 9))
     return fb.write_model(model), encoder.stored, encoder.kept
 
 
-__all__ = ["DEQUANTIZE_FLOAT16_VERSION", "DEQUANTIZE_INT8_PER_CHANNEL_VERSION", "FLOAT16_REASON",
+__all__ = ["DEQUANTIZE_FLOAT16_VERSION", "DEQUANTIZE_INT8_PER_CHANNEL_VERSION",
+           "DEQUANTIZE_INT8_VERSION", "FLOAT16_REASON",
            "INT8_REASON", "INT8_WEIGHT_AXES", "METADATA_NAME", "StoredWeight",
            "encode_exact_weights", "float16_exact", "int8_codes", "read_weights_metadata"]

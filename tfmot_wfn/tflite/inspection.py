@@ -1,4 +1,4 @@
-"""`inspect`: what a (palette, int8-weights, float16, int8 or dense) TFLite file stores, tensor
+"""`inspect`: what a (palette, int8 weight-only, float16, int8 or dense) TFLite file stores, tensor
 by tensor.
 
 ```python
@@ -113,8 +113,8 @@ class TFLiteInspection:
     @property
     def float_elements(self) -> int:
         """Float weights not palette-indexed (stored float32 or float16, or as exact int8 in an
-        int8-weights file)."""
-        kinds = ("float32", "float16") + (("int8",) if self.format == "int8_weights" else ())
+        int8 weight-only file)."""
+        kinds = ("float32", "float16") + (("int8",) if self.format == "int8_weight_only" else ())
         return sum(t.elements for t in self.non_palette if t.stored_as in kinds)
 
     @property
@@ -159,7 +159,7 @@ class TFLiteInspection:
         total_weights = self.indexed_elements + self.float_elements
         share = self.indexed_elements / total_weights if total_weights else 0.0
         halves = ""
-        for kind in ("int8", "float16") if self.format == "int8_weights" else ("float16",):
+        for kind in ("int8", "float16") if self.format == "int8_weight_only" else ("float16",):
             found = [t for t in self.non_palette if t.stored_as == kind]
             if found:
                 halves += (f", {sum(t.elements for t in found):,} as {kind} in "
@@ -181,7 +181,7 @@ class TFLiteInspection:
                              f"{i.max_error:.3g}): {i.reason}")
         if self.non_palette:
             lines.append("how each constant is stored:"
-                         if self.format in ("float16", "int8_weights") else "not palette-indexed:")
+                         if self.format in ("float16", "int8_weight_only") else "not palette-indexed:")
             for t in self.non_palette:
                 lines.append(f"  {t.name}: {t.reason}")
         return "\n".join(lines)
@@ -208,8 +208,10 @@ def _reason(meta, recorded_reasons: Dict, s: int, i: int, raw_name: str, dtype: 
     """Why constant ``i`` of subgraph ``s`` is not palette-indexed: as recorded (in the palette
     metadata, or for an int8 / float16 file in its own metadata), else generic."""
     recorded = recorded_reasons.get((s, i)) if meta is None else meta.reason(s, i, raw_name)
+    if dtype == "FLOAT16" and recorded_reasons is not None and fallback != NO_METADATA_REASON:
+        return recorded or FLOAT16_REASON  # a file of tfmot_wfn.tflite.exact_weights
     if dtype == "FLOAT16":
-        return recorded or FLOAT16_REASON
+        return recorded or "float16 constant, left as stored"
     if dtype != "FLOAT32":
         return recorded or non_float_reason(dtype)
     if meta is None:
@@ -227,7 +229,7 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     For an int8 file (``format == "int8"``): each int8 weight's exact channels of
     all channels, its distinct codes and bytes, and the channels that are not exact
     with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata). For an
-    int8-weights or float16 file (``format == "int8_weights"`` / ``"float16"``): how each
+    int8 weight-only or float16 file (``format == "int8_weight_only"`` / ``"float16"``): how each
     weight is stored and why (from the ``tfmot_wfn_weights`` metadata).
 
     Raises:
