@@ -121,3 +121,12 @@ def test_summarize_matches_counters(pairs, all_fixed):
     assert s.palette.tolist() == sorted(held)
     assert s.palette_counts.tolist() == [held[v] for v in sorted(held)]
     assert not np.signbit(s.palette[s.palette == 0]).any()  # -0.0 is counted as 0.0
+
+
+def test_summarize_counts_nan_as_one_value_like_np_unique():
+    values = np.array([np.nan, np.nan, 1.0, np.nan], np.float32)
+    s = summarize(values, np.array([True, False, False, True]))
+    unique, counts = np.unique(values, return_counts=True)  # NaNs grouped (equal_nan)
+    assert s.unique_values == unique.size == 2
+    assert math.isclose(s.entropy_bits, entropy_bits(values), rel_tol=1e-12)
+    assert s.palette_counts.tolist() == [2]  # the two fixed NaNs
