@@ -223,3 +223,13 @@ def test_fix_arguments_say_what_they_expect(flag, value, message, capsys):
         cli.main(["fix", "m.keras", "--data-dir", ".", flag, value])
     assert info.value.code == 2
     assert f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+def test_export_formats_are_export_tflites_modes_and_the_archive():
+    """The CLI lists the modes itself (importing export_tflite would import Keras at startup)."""
+    from tfmot_wfn.export.palette_export import MODES
+
+    parser = cli.build_parser()
+    export = parser._subparsers._group_actions[0].choices["export"]
+    formats = next(a for a in export._actions if a.dest == "format").choices
+    assert set(formats) == set(MODES) | {"archive"}

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "TFLite file, an exact int8 TFLite file, or an entropy-coded archive "
                     "(.wfn).")
     export.add_argument("model", help="path of the .keras model")
-    export.add_argument("--format",
-                        choices=("palette", "int8_weight_only", "float16", "dense", "int8", "archive"),
+    export.add_argument("--format", choices=(  # export_tflite's MODES (not imported: keras)
+                            "palette", "int8_weight_only", "float16", "dense", "int8", "archive"),
                         default="palette", help="output format (default: %(default)s); "
                         "int8_weight_only / float16: weights stored as exact int8 codes with "
                         "per-channel scales (else float16) / as exact float16, run at float speed "
@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights, calibrated on --representative-data, --dataset or --data-dir")
     export.add_argument("--output", default=None,
                         help="output path (default: the model path with _palette.tflite, "
-                             "_int8_weight_only.tflite, _float16.tflite, _dense.tflite, _int8.tflite "
-                             "or .wfn)")
+                             "_int8_weight_only.tflite, _float16.tflite, _dense.tflite, "
+                             "_int8.tflite or .wfn)")
     _add_calibration_options(export)
     export.add_argument("--quiet", action="store_true", help="print nothing")
 

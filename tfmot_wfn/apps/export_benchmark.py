@@ -38,12 +38,13 @@ def export_and_measure(
 
     Returns bytes (and gzip bytes) of the files, their ratios, the palette size,
     the largest output difference to Keras and top-1 agreement on ``x_test``
-    (palette: as stored and decoded; int8 weights: as stored, and whether its outputs are
-    the float file's bit for bit), test accuracy when ``y_test`` is given, and median
+    (palette: as stored and decoded; int8 weight-only: as stored, and whether its outputs
+    equal the float file's), test accuracy when ``y_test`` is given, and median
     single-input latency of the float file, the palette file as stored, the palette file
     decoded at load and the int8 weight-only file as stored (all in one run).
-    ``batchnorm`` is passed to `export_tflite` (``"scale_op"``: a BatchNorm after a
-    conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed).
+    ``batchnorm`` is passed to the palette export (``"scale_op"``: a BatchNorm after a
+    conv is kept as a MUL by its scale, so the conv's kernel stays palette-indexed); the
+    int8 weight-only export takes its own default (the converter's folded BatchNorm).
     """
     from tfmot_wfn.export.palette_export import export_tflite
 

@@ -69,8 +69,8 @@ def write_check_bundle(
     x,
     atol: float = ATOL,
 ) -> Dict:
-    """Write palette/int8 weight-only/float16/dense TFLite files of ``model``, ``x`` and the Keras outputs to
-    ``directory``.
+    """Write palette/int8 weight-only/float16/dense TFLite files of ``model``, ``x`` and the
+    Keras outputs to ``directory``.
 
     Args:
       model: a fixed Keras model (wrapped by `fix_weights` or stripped) with one input

@@ -166,7 +166,8 @@ class _WeightEncoder:
 
     def subgraph(self, s: int, subgraph) -> None:
         readers = fb.consumers(subgraph)
-        forms: Dict[int, Tuple] = {}  # tensor -> ("int8", codes, scales, axis) / ("float16", values)
+        # tensor -> ("int8", codes, scales, axis) or ("float16", values)
+        forms: Dict[int, Tuple] = {}
         for i in range(len(subgraph.tensors)):
             tensor = subgraph.tensors[i]
             if not fb.is_constant(self.model, tensor) or i not in readers:
@@ -198,11 +199,7 @@ class _WeightEncoder:
         for i, form in forms.items():
             first = min(p for p, _ in readers[i])
             inserts.setdefault(first, []).append(self._store(s, subgraph, i, form))
-        ops = []
-        for pos, op in enumerate(subgraph.operators):
-            ops.extend(inserts.get(pos, []))
-            ops.append(op)
-        subgraph.operators = ops
+        fb.insert_before(subgraph, inserts)
 
     def _int8_form(self, values: np.ndarray, uses) -> Optional[Tuple]:
         """``("int8", codes, scales, axis)`` for a weight read only as the weights of ops with
@@ -256,9 +253,8 @@ class _WeightEncoder:
         if key not in self.new_buffers:
             self.new_buffers[key] = fb.add_buffer(self.model, data)
         # The constant carries the weight's name; the float32 tensor DEQUANTIZE makes needs none.
-        source = fb.add_tensor(subgraph, name, shape,
-                               mod.TensorType.FLOAT16 if dtype == "float16" else mod.TensorType.INT8,
-                               self.new_buffers[key])
+        tensor_type = mod.TensorType.FLOAT16 if dtype == "float16" else mod.TensorType.INT8
+        source = fb.add_tensor(subgraph, name, shape, tensor_type, self.new_buffers[key])
         if dtype == "int8":
             quant = mod.QuantizationParametersT()
             quant.scale = np.asarray(form[2], np.float32)

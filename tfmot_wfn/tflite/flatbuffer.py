@@ -364,6 +364,17 @@ def empty_buffer(model) -> int:
     return add_buffer(model, None)
 
 
+def insert_before(subgraph, inserts: Dict[int, List]) -> None:
+    """Put ``inserts[p]`` (lists of ops) right before operator ``p`` of ``subgraph``."""
+    if not inserts:
+        return
+    ops = []
+    for pos, op in enumerate(subgraph.operators):
+        ops.extend(inserts.get(pos, []))
+        ops.append(op)
+    subgraph.operators = ops
+
+
 def add_tensor(subgraph, name: str, shape: Sequence[int], tensor_type: int, buffer: int = 0) -> int:
     """Append a tensor to a subgraph and return its index."""
     t = schema().TensorT()

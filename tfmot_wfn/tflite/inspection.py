@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from tfmot_wfn.tflite import flatbuffer as fb
-from tfmot_wfn.tflite.exact_weights import FLOAT16_REASON, read_weights_metadata
+from tfmot_wfn.tflite.exact_weights import read_weights_metadata
 from tfmot_wfn.tflite.int8_exact import (
     InexactChannel, Int8Weight, int8_tensor_reasons, read_int8_metadata,
 )
@@ -111,10 +111,15 @@ class TFLiteInspection:
         return sum(t.bytes for t in self.indexed)
 
     @property
+    def _weight_forms(self) -> Tuple[str, ...]:
+        """The stored dtypes of float weights besides float32: float16, and int8 in an int8
+        weight-only file (in an int8 file int8 tensors are integer weights, counted apart)."""
+        return ("int8", "float16") if self.format == "int8_weight_only" else ("float16",)
+
+    @property
     def float_elements(self) -> int:
-        """Float weights not palette-indexed (stored float32 or float16, or as exact int8 in an
-        int8 weight-only file)."""
-        kinds = ("float32", "float16") + (("int8",) if self.format == "int8_weight_only" else ())
+        """Float weights not palette-indexed (stored float32 or in one of `_weight_forms`)."""
+        kinds = ("float32",) + self._weight_forms
         return sum(t.elements for t in self.non_palette if t.stored_as in kinds)
 
     @property
@@ -159,7 +164,7 @@ class TFLiteInspection:
         total_weights = self.indexed_elements + self.float_elements
         share = self.indexed_elements / total_weights if total_weights else 0.0
         halves = ""
-        for kind in ("int8", "float16") if self.format == "int8_weight_only" else ("float16",):
+        for kind in self._weight_forms:
             found = [t for t in self.non_palette if t.stored_as == kind]
             if found:
                 halves += (f", {sum(t.elements for t in found):,} as {kind} in "
@@ -180,8 +185,9 @@ class TFLiteInspection:
                 lines.append(f"  not exact: {i.layer or i.tensor} {where} (max error "
                              f"{i.max_error:.3g}): {i.reason}")
         if self.non_palette:
-            lines.append("how each constant is stored:"
-                         if self.format in ("float16", "int8_weight_only") else "not palette-indexed:")
+            weight_file = self.format in ("float16", "int8_weight_only")
+            lines.append("how each constant is stored:" if weight_file
+                         else "not palette-indexed:")
             for t in self.non_palette:
                 lines.append(f"  {t.name}: {t.reason}")
         return "\n".join(lines)
@@ -208,9 +214,7 @@ def _reason(meta, recorded_reasons: Dict, s: int, i: int, raw_name: str, dtype: 
     """Why constant ``i`` of subgraph ``s`` is not palette-indexed: as recorded (in the palette
     metadata, or for an int8 / float16 file in its own metadata), else generic."""
     recorded = recorded_reasons.get((s, i)) if meta is None else meta.reason(s, i, raw_name)
-    if dtype == "FLOAT16" and recorded_reasons is not None and fallback != NO_METADATA_REASON:
-        return recorded or FLOAT16_REASON  # a file of tfmot_wfn.tflite.exact_weights
-    if dtype == "FLOAT16":
+    if dtype == "FLOAT16":  # our weight files record every one (exact_weights.FLOAT16_REASON)
         return recorded or "float16 constant, left as stored"
     if dtype != "FLOAT32":
         return recorded or non_float_reason(dtype)
@@ -220,8 +224,8 @@ def _reason(meta, recorded_reasons: Dict, s: int, i: int, raw_name: str, dtype: 
 
 
 def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
-    """Describe a TFLite file written by `export_tflite` (palette, int8 weights, float16, int8
-    or dense) or any other.
+    """Describe a TFLite file written by `export_tflite` (palette, int8 weight-only, float16,
+    int8 or dense) or any other.
 
     Lists the palette, every constant tensor (stored dtype, element count, unique
     values, bytes), whole-file totals, and for each tensor that is not
@@ -229,8 +233,8 @@ def inspect(path: Union[str, os.PathLike, bytes]) -> TFLiteInspection:
     For an int8 file (``format == "int8"``): each int8 weight's exact channels of
     all channels, its distinct codes and bytes, and the channels that are not exact
     with the reason and worst-case error (from the ``tfmot_wfn_int8`` metadata). For an
-    int8 weight-only or float16 file (``format == "int8_weight_only"`` / ``"float16"``): how each
-    weight is stored and why (from the ``tfmot_wfn_weights`` metadata).
+    int8 weight-only or float16 file (``format == "int8_weight_only"`` / ``"float16"``): how
+    each weight is stored and why (from the ``tfmot_wfn_weights`` metadata).
 
     Raises:
       FileNotFoundError, ValueError (not a TFLite file, damaged metadata or indices).

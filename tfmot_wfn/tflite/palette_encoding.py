@@ -151,17 +151,6 @@ def _checked_index_dtype(index_dtype: Optional[str], palette_size: int) -> str:
     return index_dtype
 
 
-def _insert_before(subgraph, inserts: Dict[int, List]) -> None:
-    """Put ``inserts[p]`` (lists of ops) right before operator ``p`` of ``subgraph``."""
-    if not inserts:
-        return
-    ops = []
-    for pos, op in enumerate(subgraph.operators):
-        ops.extend(inserts.get(pos, []))
-        ops.append(op)
-    subgraph.operators = ops
-
-
 class _PaletteEncoder:
     """Replaces the all-palette constants of one model, subgraph by subgraph, and keeps records.
 
@@ -213,7 +202,7 @@ class _PaletteEncoder:
                     self._index(subgraph, record, positions))
             else:
                 self._leave(record)
-        _insert_before(subgraph, inserts)
+        fb.insert_before(subgraph, inserts)
 
     def finish(self) -> None:
         """Check every kept scale was found; empty the buffers no tensor reads any more."""
