@@ -126,7 +126,7 @@ def test_tensorflow_table_equals_the_numpy_table(g0):
     assert (table.split_row >= 0) == (g0 != G0)
     ex = rt.expand(table)
     a, b = regularizer_table.table_terms(
-        tf.constant(w), ex[:, 0], ex[:, 1],
+        tf.constant(w), ex,
         table.coefficients[2 * rt.BUCKETS:].astype(np.float32), table.split_row, g0)
     got = a.numpy().astype(np.float64) + b.numpy().astype(np.float64) * w.astype(np.float64)
     want = rt.evaluate_table(table, w)

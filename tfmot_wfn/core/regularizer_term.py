@@ -98,9 +98,9 @@ EXPANDED_ROWS = 1 << (32 - _SHIFT)
 def expanded_rows(w: np.ndarray) -> np.ndarray:
     """Row of the EXPANDED table for each float32 weight: ``(bits(w) - 1) mod 2**32 >> _SHIFT``.
 
-    Two integer ops and no clipping, so the training step needs only a bitcast, a
-    subtraction, a shift and a mask before its gathers (`expand` lays the table
-    out for it). The ``- 1`` makes each bucket ``(lower, upper]``, like `bucket_rows`.
+    Two integer ops and no clipping, so the training step needs only a bitcast to
+    uint32, a subtraction and a logical shift before its gather (`expand` lays the
+    table out for it). The ``- 1`` makes each bucket ``(lower, upper]``, like `bucket_rows`.
     """
     bits = np.asarray(w, np.float32).view(np.uint32).astype(np.int64)
     return ((bits - 1) % (1 << 32)) >> _SHIFT

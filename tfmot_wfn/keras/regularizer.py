@@ -8,8 +8,8 @@ gradient), so the term is always worth ``gamma * task``.
 
 Training uses a lookup table of the per-weight term, rebuilt once per stage
 (`tfmot_wfn.core.regularizer_term`, `regularizer_table`; each `FixingNetwork`
-owns one): four integer ops on
-the float bits, two gathers and a multiply-add per weight and step, within about
+owns one): two integer ops on
+the float bits, one gather and a multiply-add per weight and step, within about
 1e-6 of the exact term. The exact term,
 `per_weight_term` (``regularization_value(..., exact=True)``), builds no dense
 N x K matrix either:
@@ -162,7 +162,7 @@ def regularization_value(model_or_wrappers, exact: bool = False):
     """R over every free weight of the network (0 before the first stage).
 
     By default R comes from the per-stage lookup table (`regularizer_table`: no
-    search, two gathers per weight; within about 1e-6 of the exact term for every
+    search, one gather per weight; within about 1e-6 of the exact term for every
     weight, see its ``max_error``); ``exact=True`` evaluates `per_weight_term` on
     every weight instead (much slower; for checking): exact for ``|w| <= g0`` and while
     the palette fits the window of ``NEIGHBOURS`` centres on each side, else within

@@ -8,10 +8,11 @@ the current table without retracing; `refresh` rewrites them after a stage, afte
 a restore, or whenever the palette or the masks may have changed.
 
 A training step then costs, for all fixable weights of the network together: one
-concatenation, four integer ops on the float bits (the bucket of each weight), two
-gathers and two dot products, and one multiply for the gradient, instead of a
-window of centres per weight. The expanded tables (one row per value of the top
-20 bits of a float32: 2 x 4 MiB) make the bucket lookup branch- and clip-free.
+concatenation, two integer ops on the float bits (the bucket of each weight), one
+gather of the bucket's (intercept, slope) pair and two dot products, and one
+multiply for the gradient, instead of a window of centres per weight. The expanded
+table (one row per value of the top 20 bits of a float32: 8 MiB) makes the bucket
+lookup branch- and clip-free.
 
 The variables are derived data: they are not tracked by Keras and never saved;
 the palette and masks they are made from are. Each `FixingNetwork` owns one
@@ -35,23 +36,29 @@ def flat_weights(variables: Sequence) -> tf.Tensor:
 
 
 def expanded_rows(w):
-    """`regularizer_term.expanded_rows` in TensorFlow: four integer ops, no clipping."""
-    bits = tf.bitcast(w, tf.int32)
-    # (bits - 1) >> shift, as a logical shift: the arithmetic one then the mask.
-    shifted = tf.bitwise.right_shift(bits - 1, regularizer_term._SHIFT)
-    return tf.bitwise.bitwise_and(shifted, regularizer_term.EXPANDED_ROWS - 1)
+    """`regularizer_term.expanded_rows` in TensorFlow: a subtraction and a shift.
+
+    On the float bits read as uint32, so the shift is logical and needs no mask (an
+    int32 shift is arithmetic); the rows come back as int32 by a bitcast (no copy).
+    """
+    bits = tf.bitcast(w, tf.uint32)
+    rows = tf.bitwise.right_shift(bits - tf.constant(1, tf.uint32),
+                                  tf.constant(regularizer_term._SHIFT, tf.uint32))
+    return tf.bitcast(rows, tf.int32)
 
 
-def table_terms(w, intercepts, slopes, split_coefficients=None, split: int = -1, g0=None):
-    """``(a, b)`` per weight with ``f(w) ~= a + b * w``, from expanded tables (TensorFlow).
+def table_terms(w, coefficients, split_coefficients=None, split: int = -1, g0=None):
+    """``(a, b)`` per weight with ``f(w) ~= a + b * w``, from the expanded table (TensorFlow).
 
-    `intercepts`/`slopes`: ``regularizer_term.expand(table)[:, 0]`` and ``[:, 1]``;
-    `split` (``table.split_row``), `split_coefficients` (its last 4 rows) and `g0`
-    only matter when g0 is not a bucket boundary.
+    `coefficients`: ``regularizer_term.expand(table)``, [EXPANDED_ROWS, 2] (intercept,
+    slope): one gather of both per weight (two gathers of one float each cost about
+    twice as much in TensorFlow on a CPU). `split` (``table.split_row``),
+    `split_coefficients` (its last 4 rows) and `g0` only matter when g0 is not a
+    bucket boundary.
     """
     rows = expanded_rows(w)
-    a = tf.gather(tf.convert_to_tensor(intercepts), rows)
-    b = tf.gather(tf.convert_to_tensor(slopes), rows)
+    ab = tf.gather(tf.convert_to_tensor(coefficients), rows)
+    a, b = ab[:, 0], ab[:, 1]
     if split >= 0:  # only for a g0 that is not a bucket boundary (the default is)
         half = regularizer_term.EXPANDED_ROWS // 2
         magnitude_row = tf.where(rows >= half, rows - half, rows)
@@ -81,10 +88,8 @@ class RegularizerTable:
         self._g0 = np.float32(g0)
         rows = regularizer_term.EXPANDED_ROWS
         with tf.init_scope():
-            self.intercepts = tf.Variable(np.zeros(rows, np.float32), trainable=False,
-                                          name="wfn_regularizer_intercepts")
-            self.slopes = tf.Variable(np.zeros(rows, np.float32), trainable=False,
-                                      name="wfn_regularizer_slopes")
+            self.coefficients = tf.Variable(np.zeros((rows, 2), np.float32), trainable=False,
+                                            name="wfn_regularizer_coefficients")
             # Only used when g0 is not a bucket boundary (see InterpolationTable.split_row).
             self.split_coefficients = tf.Variable(np.zeros((4, 2), np.float32), trainable=False,
                                                   name="wfn_regularizer_split")
@@ -109,10 +114,8 @@ class RegularizerTable:
             palette, masks = self._inputs()
             table = regularizer_term.interpolation_table(palette, self.network.temperature,
                                                          self.network.zero_distance)
-            expanded = regularizer_term.expand(table)
             free = (~np.concatenate(masks) if masks else np.zeros(0, bool)).astype(np.float32)
-            self.intercepts.assign(expanded[:, 0])
-            self.slopes.assign(expanded[:, 1])
+            self.coefficients.assign(regularizer_term.expand(table))
             self.split_coefficients.assign(
                 table.coefficients[2 * regularizer_term.BUCKETS:].astype(np.float32))
             self.free.assign(free)
@@ -130,8 +133,7 @@ class RegularizerTable:
 
     def terms(self, w):
         """The tabulated per-weight term's (intercept, slope) for a flat float32 tensor `w`."""
-        return table_terms(w, self.intercepts, self.slopes, self.split_coefficients,
-                           self._split, self._g0)
+        return table_terms(w, self.coefficients, self.split_coefficients, self._split, self._g0)
 
     def value(self, weights=None) -> tf.Tensor:
         """R: the mean of the tabulated term over the free weights (0 if none is free).
