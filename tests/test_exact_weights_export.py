@@ -247,7 +247,7 @@ def int8_weight_exports(trained_cnn, tmp_path_factory):
 
 
 def _restored_weights(model, subgraph):
-    """``{weight op position: float32 weight}`` of a file, a DEQUANTIZE'd weight restored as
+    """``{n: float32 weight of the n-th weight op}`` of a file, a DEQUANTIZE'd weight restored as
     the interpreter does (codes times per-channel scales, or float16 widened), with the
     quantization fields checked; the weight ops in file order."""
     made_by = fb.producers(subgraph)
@@ -281,7 +281,7 @@ def _restored_weights(model, subgraph):
                 out[position] = values
             else:
                 out[position] = fb.constant_array(model, tensor)
-        position += 1
+            position += 1  # counts weight ops only: a compact file has fewer other ops
     return out
 
 
@@ -362,3 +362,41 @@ def test_a_channel_that_int8_cannot_hold_falls_back_to_float16_or_float32():
     x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     out = lite.run_interpreter(lite.load_interpreter(data, decode=False), x)
     np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def _tensor_names(path) -> set:
+    model = fb.read_model(open(path, "rb").read())
+    return {fb.tensor_name(t) for _, _, t in fb.iter_tensors(model) if fb.tensor_name(t)}
+
+
+@pytest.mark.parametrize("mode", ["int8_weight_only", "float16"])
+def test_a_compact_weight_file_names_weights_after_keras_and_computes_the_same(
+        stripped_cnn, digits, tmp_path, mode):
+    compact = lite.export_tflite(stripped_cnn, tmp_path / "compact.tflite", mode=mode)
+    full = lite.export_tflite(stripped_cnn, tmp_path / "full.tflite", mode=mode, compact=False)
+    assert compact.compact and not full.compact
+    # The converter's names (e.g. "sequential_1/conv1/convolution;...") are the bulk of the
+    # bytes saved; every data byte stays.
+    assert full.bytes - compact.bytes > 500  # Keras 3: ~1.8 KB; tf_keras names are shorter
+    assert sorted((t.dtype, t.elements, t.bytes) for t in compact.stored_weights) == sorted(
+        (t.dtype, t.elements, t.bytes) for t in full.stored_weights)
+    names = _tensor_names(tmp_path / "compact.tflite")
+    layers = {layer.name for layer in stripped_cnn.layers}
+    for t in compact.stored_weights:  # named after the Keras weight they hold, in the file
+        assert t.name in names and t.name.split("/")[0] in layers
+        assert t.name.split("/")[1] in ("kernel", "bias"), t.name
+    for t in compact.non_palette:  # unnamed tensors are shown as t<index>
+        assert t.name in names or t.name == f"t{t.index}"
+    for k in compact.batchnorm_scales:  # the kept BatchNorms name tensors the file has
+        assert {k.scale, k.weight} <= names and k.scale == f"{k.batchnorm}/scale"
+    assert max(len(n) for n in names) < max(len(n) for n in _tensor_names(tmp_path / "full.tflite"))
+    info = lite.inspect(tmp_path / "compact.tflite")
+    assert info.format == mode and sorted(t.reason for t in info.tensors) == sorted(
+        t.reason for t in lite.inspect(tmp_path / "full.tflite").tensors)
+    for batch in (1, 5):  # the dynamic-batch reshape rewrite holds for every batch size
+        x = digits.x_test[:batch]
+        got = lite.run_interpreter(lite.load_interpreter(tmp_path / "compact.tflite",
+                                                         decode=False), x)
+        want = lite.run_interpreter(lite.load_interpreter(tmp_path / "full.tflite",
+                                                          decode=False), x)
+        assert np.array_equal(got, want)

@@ -610,6 +610,27 @@ def test_compaction_helpers_leave_other_graphs_alone(cnn_export):
                                tflite_predict(result.path, x, decode=False), atol=0)
 
 
+def test_rename_tensors_keeps_public_and_reserved_names_and_makes_labels_unique(cnn_export):
+    from tfmot_wfn.tflite import compaction
+
+    result, _ = cnn_export
+    model = fb.read_model(read(result.path))
+    subgraph = model.subgraphs[0]
+    public = compaction.public_tensors(model, 0, subgraph)
+    before = {i: fb.tensor_name(t) for i, t in enumerate(subgraph.tensors)}
+    others = [i for i in range(len(subgraph.tensors))
+              if i not in public and before[i] != PALETTE_TENSOR_NAME]
+    first, second, third = others[:3]
+    taken = before[min(public)]  # a label equal to a public name is not reused
+    compaction.rename_tensors(model, {(0, first): "w", (0, second): "w", (0, third): taken},
+                              keep=(PALETTE_TENSOR_NAME,))
+    after = {i: fb.tensor_name(t) for i, t in enumerate(subgraph.tensors)}
+    assert all(after[i] == before[i] for i in public)
+    assert PALETTE_TENSOR_NAME in after.values()
+    assert (after[first], after[second], after[third]) == ("w", "w#2", f"{taken}#2")
+    assert all(not after[i] for i in others[3:])
+
+
 def test_a_weight_read_by_two_ops_is_decoded_once_before_the_first(tmp_path):
     keras.utils.set_random_seed(7)
     shared = L.Dense(8, name="shared")

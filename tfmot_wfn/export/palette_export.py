@@ -225,7 +225,7 @@ def _renamed_scales(kept: List[KeptScale], entries: List[Dict]) -> List[KeptScal
     return out
 
 
-def _exact_weights_bytes(dense: bytes, plain, pal, batchnorm: str, mode: str):
+def _exact_weights_bytes(dense: bytes, plain, pal, batchnorm: str, mode: str, compact: bool):
     """``mode="int8_weight_only"`` / ``"float16"``: the weights of ``dense`` stored as exact int8 or
     float16; with ``batchnorm="scale_op"`` the BatchNorm scales are kept as MULs first, so
     that the weights before them stay palette values."""
@@ -238,13 +238,29 @@ def _exact_weights_bytes(dense: bytes, plain, pal, batchnorm: str, mode: str):
         if k.bias:
             roles[(k.subgraph, k.bias)] = (f"bias of {k.layer!r}: BatchNorm {k.batchnorm!r} "
                                            "shift divided by its scale")
+    base_label, kept_labels = keras_labeler(plain), _kept_labels(kept)
+    index_of = {}  # (subgraph, name in the converter's file) -> tensor index
+
+    def label(t):
+        index_of[(t.subgraph, t.name)] = t.index
+        return kept_labels.get((t.subgraph, t.name)) or base_label(t)
+
     data, stored, left = encode_exact_weights(
         dense, int8=mode == "int8_weight_only",
         explain=lambda s, i, name, values: roles.get((s, name)),
-        producer=f"tfmot_wfn {__version__}")
+        producer=f"tfmot_wfn {__version__}", compact=compact, label=label)
+    if compact:  # the kept BatchNorms name their tensors as the written file does
+        written = {(t.subgraph, t.index): t.name for t in list(stored) + list(left)}
+
+        def renamed(s: int, name: str) -> str:
+            return written.get((s, index_of.get((s, name), -1)), name) if name else name
+
+        kept = [dataclasses.replace(k, weight=renamed(k.subgraph, k.weight),
+                                    bias=renamed(k.subgraph, k.bias),
+                                    scale=renamed(k.subgraph, k.scale)) for k in kept]
     return data, ExportResult(
         path="", mode=mode, bytes=len(data), palette_size=0, index_dtypes={}, indexed=[],
-        non_palette=left, batchnorm=batchnorm, batchnorm_scales=kept, compact=False,
+        non_palette=left, batchnorm=batchnorm, batchnorm_scales=kept, compact=compact,
         stored_weights=stored)
 
 
@@ -272,7 +288,7 @@ def export_tflite_bytes(model, mode: str = "palette", palette=None,
     dense = convert_to_tflite(plain)
     if mode in WEIGHT_MODES:
         return _exact_weights_bytes(dense, plain, model_palette if palette is None else palette,
-                                    batchnorm, mode)
+                                    batchnorm, mode, compact)
     if mode == "dense":
         return dense, ExportResult(path="", mode=mode, bytes=len(dense), palette_size=0,
                                    index_dtypes={}, indexed=[], non_palette=_dense_constants(dense),
@@ -341,8 +357,8 @@ def export_tflite(
         version 3 where an old interpreter lacks per-channel int8's version 5);
         ``batchnorm`` defaults to ``"scale_op"`` (the folded weights are not float16
         values). The others stay float32, listed with the reason (see
-        `tfmot_wfn.tflite.exact_weights`). ``index_dtype`` and ``compact`` do not
-        apply to these two modes.
+        `tfmot_wfn.tflite.exact_weights`). ``index_dtype`` does not apply to these
+        two modes; ``compact`` does, as in palette mode.
         ``"dense"``: the ordinary float32 TFLite of the stripped model.
         ``"int8"``: a fully integer TFLite model (TFLite's full-integer
         quantization: int8 weights per output channel, int32 biases, int8
@@ -370,15 +386,16 @@ def export_tflite(
         (`fold_batchnorm`).
       index_dtype: force ``"uint8"`` or ``"int16"`` indices; None (default) picks
         uint8 for K <= 256 and int16 above.
-      compact: palette mode only. True (default): drop the bytes no interpreter
-        reads (see `tfmot_wfn.tflite.compaction`): the converter's long fused tensor
-        names (every tensor but the model's inputs/outputs, the palette and the
-        weights is unnamed, shown as ``t<index>``; each weight is named after the
-        Keras weight it holds, e.g. ``"conv1/kernel"``, ``"bn1/scale"``), empty
-        quantization tables, the decode ops' default options, the converter's
+      compact: every mode but ``"dense"`` and ``"int8"``. True (default): drop the
+        bytes no interpreter reads (see `tfmot_wfn.tflite.compaction`): the converter's
+        long fused tensor names (every tensor but the model's inputs/outputs, the
+        palette and the weights is unnamed, shown as ``t<index>``; each weight is named
+        after the Keras weight it holds, e.g. ``"conv1/kernel"``, ``"bn1/scale"``),
+        empty quantization tables, the decode ops' default options, the converter's
         informational metadata, per-tensor empty buffers, and its dynamic-batch
         reshape idiom (one RESHAPE instead of SHAPE/STRIDED_SLICE/PACK/RESHAPE). On
-        the demo CNN: about 12.9 KB instead of 15.6 KB (the float file: 43.3 KB).
+        the demo CNN: about 12.9 KB instead of 15.6 KB (the float file: 43.3 KB). The
+        int8_weight_only and float16 files keep their buffers 16-byte aligned.
         False keeps
         the converter's graph, names and tables. The ``tfmot_wfn`` metadata is
         compressed either way; the outputs are the same.

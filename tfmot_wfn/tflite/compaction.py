@@ -1,6 +1,7 @@
 """Byte-saving rewrites of a TFLite flatbuffer that change nothing an interpreter computes.
 
-Used by the compact palette export (`encode_palette(..., compact=True)`). On the
+Used by the compact exports (`encode_palette(..., compact=True)`,
+`encode_exact_weights(..., compact=True)`). On the
 demo CNN the converter's float file spends ~3.4 KB on its graph; a palette file adds
 decode ops, so these matter once the weights are 4x smaller:
 
@@ -19,7 +20,12 @@ decode ops, so these matter once the weights are 4x smaller:
   for every batch size, three ops and six tensors fewer;
 * `drop_unused_tensors`: tensors no op, input/output or signature uses;
 * `drop_unused_buffers`: every data-less tensor points at the empty buffer 0 (the
-  converter gives each activation its own empty buffer) and unused buffers go.
+  converter gives each activation its own empty buffer) and unused buffers go;
+* `rename_tensors`: every tensor name but the public ones goes; the caller's short
+  labels (``conv1/kernel``) name the weights.
+
+`compact_graph` runs the rewrites that renumber tensors (before an encoder records
+indices), `compact_tables` all the others (after it).
 
 Each returns what it removed; tensor indices change only in `drop_unused_tensors`,
 which returns the renumbering.
@@ -34,7 +40,7 @@ data = fb.write_model(model)
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -293,6 +299,51 @@ def drop_unused_buffers(model) -> int:
     return dropped
 
 
-__all__ = ["CONVERTER_METADATA", "drop_converter_metadata", "drop_empty_quantization",
-           "drop_inner_shape_signatures", "drop_redundant_has_rank", "drop_unused_buffers",
-           "drop_unused_tensors", "public_tensors", "simplify_dynamic_reshapes"]
+def rename_tensors(model, labels: Dict[Tuple[int, int], str], keep: Sequence[str] = ()) -> None:
+    """Drop every tensor name but the public ones and those in ``keep``; name labelled ones.
+
+    ``labels``: ``(subgraph, tensor index) -> name``; a label already taken in its
+    subgraph gets ``#2``, ``#3``, ... appended.
+    """
+    reserved = set(keep)
+    for s, subgraph in enumerate(model.subgraphs):
+        public = public_tensors(model, s, subgraph)
+        taken = {fb.tensor_name(subgraph.tensors[i]) for i in public
+                 if i < len(subgraph.tensors)}
+        for i, tensor in enumerate(subgraph.tensors):
+            if i in public or fb.tensor_name(tensor) in reserved:
+                continue
+            label = labels.get((s, i))
+            if label:
+                unique, n = label, 1
+                while unique in taken or unique in reserved:
+                    n += 1
+                    unique = f"{label}#{n}"
+                taken.add(unique)
+                tensor.name = unique.encode("utf-8")
+            else:
+                tensor.name = None
+
+
+def compact_graph(model) -> None:
+    """The rewrites that change tensor indices: run them before an encoder records any."""
+    simplify_dynamic_reshapes(model)
+    drop_unused_tensors(model)
+
+
+def compact_tables(model, labels: Dict[Tuple[int, int], str], keep: Sequence[str] = ()) -> None:
+    """The rewrites that keep tensor indices: `rename_tensors` (``labels``, ``keep``),
+    then drop empty quantization tables, redundant ``has_rank``, inner shape signatures,
+    the converter's metadata and unused buffers."""
+    rename_tensors(model, labels, keep)
+    drop_empty_quantization(model)
+    drop_redundant_has_rank(model)
+    drop_inner_shape_signatures(model)
+    drop_converter_metadata(model)
+    drop_unused_buffers(model)
+
+
+__all__ = ["CONVERTER_METADATA", "compact_graph", "compact_tables", "drop_converter_metadata",
+           "drop_empty_quantization", "drop_inner_shape_signatures", "drop_redundant_has_rank",
+           "drop_unused_buffers", "drop_unused_tensors", "public_tensors", "rename_tensors",
+           "simplify_dynamic_reshapes"]

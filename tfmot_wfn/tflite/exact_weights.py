@@ -43,7 +43,8 @@ import numpy as np
 
 from tfmot_wfn.tflite import compaction
 from tfmot_wfn.tflite import flatbuffer as fb
-from tfmot_wfn.tflite.palette_format import NonPaletteTensor, non_float_reason
+from tfmot_wfn.tflite.palette_encoding import ConstantTensor
+from tfmot_wfn.tflite.palette_format import NonPaletteTensor, display_name, non_float_reason
 
 #: The metadata entry of such a file: the producer, the form, and for every constant the
 #: reason it is stored as it is (zlib-compressed JSON), read by `read_weights_metadata`.
@@ -78,6 +79,9 @@ class StoredWeight:
 #: Called for each float32 constant that stays float32; returns what it is in the caller's
 #: terms (put before the reason) or None.
 Explainer = Callable[[int, int, str, np.ndarray], Optional[str]]
+#: ``compact``: called for each float32 constant an op reads; returns its short name
+#: (``"conv1/kernel"``) or None to leave it unnamed (as `palette_encoding.Labeler`).
+Labeler = Callable[[ConstantTensor], Optional[str]]
 
 
 def float16_exact(values: np.ndarray) -> np.ndarray:
@@ -153,8 +157,10 @@ def _not_exact_reason(values: np.ndarray, exact: np.ndarray) -> str:
 class _WeightEncoder:
     """Rewrites the exact weights of one model, subgraph by subgraph, and keeps records."""
 
-    def __init__(self, model, int8: bool, explain: Optional[Explainer]):
-        self.model, self.int8, self.explain = model, int8, explain
+    def __init__(self, model, int8: bool, explain: Optional[Explainer],
+                 label: Optional[Labeler] = None):
+        self.model, self.int8, self.explain, self.label = model, int8, explain, label
+        self.labels: Dict[Tuple[int, int], str] = {}  # (subgraph, tensor) -> label
         self.opcodes: Dict[int, int] = {}  # DEQUANTIZE version -> its operator code
         self.empty_buffer = fb.empty_buffer(model)
         # (old buffer, form, shape, axis) -> new buffer: int8 codes depend on shape and axis.
@@ -180,6 +186,7 @@ class _WeightEncoder:
             values = fb.constant_array(self.model, tensor)
             uses = {(fb.op_name(self.model, subgraph.operators[p]), slot)
                     for p, slot in readers[i]}
+            self._note_label(s, i, tensor, values, uses)
             ops = sorted({op for op, _ in uses})
             if not set(ops) <= set(fb.BIAS_SLOTS):
                 self._keep(s, i, f"read by {'/'.join(ops)}: kept float32 (stock interpreters "
@@ -200,6 +207,32 @@ class _WeightEncoder:
             first = min(p for p, _ in readers[i])
             inserts.setdefault(first, []).append(self._store(s, subgraph, i, form))
         fb.insert_before(subgraph, inserts)
+
+    def _note_label(self, s: int, i: int, tensor, values: np.ndarray, uses) -> None:
+        if self.label is None:
+            return
+        shape = fb.tensor_shape(tensor)
+        label = self.label(ConstantTensor(
+            subgraph=s, index=i, name=fb.tensor_name(tensor), shape=shape, dtype="FLOAT32",
+            elements=int(values.size), bytes=int(values.nbytes), outside_palette=-1,
+            consumers=tuple(sorted(uses)), values=values))
+        if label:
+            self.labels[(s, i)] = label
+
+    def written_labels(self) -> Dict[Tuple[int, int], str]:
+        """The labels by the tensor that carries each weight's name in the file: the stored
+        int8 / float16 constant where one was made, else the float32 tensor itself."""
+        return {(s, self.sources.get((s, i), i)): label for (s, i), label in self.labels.items()}
+
+    def rename_as_written(self) -> None:
+        """The records name their tensors as the written file does (``t<index>``: unnamed)."""
+        def shown(s: int, i: int) -> str:
+            return display_name(fb.tensor_name(self.model.subgraphs[s].tensors[i]), i)
+
+        self.stored = [
+            dataclasses.replace(t, name=shown(t.subgraph, self.sources[(t.subgraph, t.index)]))
+            for t in self.stored]
+        self.kept = [dataclasses.replace(t, name=shown(t.subgraph, t.index)) for t in self.kept]
 
     def _int8_form(self, values: np.ndarray, uses) -> Optional[Tuple]:
         """``("int8", codes, scales, axis)`` for a weight read only as the weights of ops with
@@ -312,7 +345,8 @@ def read_weights_metadata(model) -> Optional[Dict]:
 
 
 def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Explainer] = None,
-                         producer: str = ""
+                         producer: str = "", compact: bool = False,
+                         label: Optional[Labeler] = None,
                          ) -> Tuple[bytes, List[StoredWeight], List[NonPaletteTensor]]:
     """Store the weights of ``tflite`` as int8 (``int8=True``) or float16 where exact.
 
@@ -326,10 +360,20 @@ def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Exp
         that stays float32: what it is in the caller's terms (e.g. "BatchNorm 'bn1'
         scale"), put before the reason, or None.
       producer: a free text stored in the metadata (e.g. the tfmot_wfn version).
+      compact: drop what costs bytes and no interpreter reads, as
+        `palette_encoding.encode_palette(..., compact=True)` does (`compaction`): tensor
+        names but the model's inputs/outputs and those ``label`` gives, empty
+        quantization tables, ``has_rank`` of ranked tensors, inner shape signatures,
+        unused tensors and buffers, and the converter's dynamic-batch reshape idiom.
+        Every output is the same, for every batch size. Buffers keep their 16-byte
+        alignment.
+      label: with ``compact``, called for each float32 constant an op reads; returns its
+        short name (``"conv1/kernel"``, given to the int8 / float16 constant that stores
+        it) or None to leave it unnamed (``t<index>`` in the records and in `inspect`).
 
     Returns:
-      ``(bytes, stored weights, constants kept as they were)``; a constant no op reads
-      is left alone and not listed.
+      ``(bytes, stored weights, constants kept as they were)``, named as the written
+      file names them; a constant no op reads is left alone and not listed.
 
     Raises:
       ValueError: not a TFLite file, or a file whose weights are already float16 or int8.
@@ -339,12 +383,18 @@ def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Exp
            and fb.is_constant(model, t) for _, _, t in fb.iter_tensors(model)):
         raise ValueError("the TFLite file already holds float16 or int8 constants: pass the "
                          "float32 file (export_tflite(..., mode='dense'))")
-    encoder = _WeightEncoder(model, int8, explain)
+    if compact:
+        compaction.compact_graph(model)
+    encoder = _WeightEncoder(model, int8, explain, label if compact else None)
     for s, subgraph in enumerate(model.subgraphs):
         encoder.subgraph(s, subgraph)
     encoder.free_replaced()
-    # The converter's min_runtime_version no longer holds once a DEQUANTIZE is added.
-    compaction.drop_converter_metadata(model)
+    if compact:
+        compaction.compact_tables(model, encoder.written_labels())
+        encoder.rename_as_written()
+    else:
+        # The converter's min_runtime_version no longer holds once a DEQUANTIZE is added.
+        compaction.drop_converter_metadata(model)
     reasons = [{"subgraph": t.subgraph, "index": t.index, "reason": t.reason}
                for t in encoder.kept]
     reasons += [{"subgraph": t.subgraph, "index": encoder.sources[(t.subgraph, t.index)],

@@ -163,16 +163,17 @@ class TFLiteInspection:
             lines.append("  ".join(cells))
         total_weights = self.indexed_elements + self.float_elements
         share = self.indexed_elements / total_weights if total_weights else 0.0
-        halves = ""
+        halves, listed = "", 0
         for kind in self._weight_forms:
             found = [t for t in self.non_palette if t.stored_as == kind]
             if found:
+                listed += sum(t.bytes for t in found)
                 halves += (f", {sum(t.elements for t in found):,} as {kind} in "
                            f"{sum(t.bytes for t in found):,} bytes")
-        lines.append(
+        lines.append(  # "other constants": those not counted before it
             f"totals: {total_weights:,} float weights, {self.indexed_elements:,} palette-indexed "
             f"({share:.1%}) in {self.indexed_bytes:,} bytes{halves}; other constants "
-            f"{self.other_bytes:,} bytes; palette {self.palette_bytes:,} bytes; graph+metadata "
+            f"{self.other_bytes - listed:,} bytes; palette {self.palette_bytes:,} bytes; graph+metadata "
             f"{self.overhead_bytes:,} bytes; file {self.file_bytes:,} bytes")
         if self.int8_weights:
             lines.append(f"int8 weights: {self.exact_channels}/{self.total_channels} channels "

@@ -102,43 +102,6 @@ def _palette_positions(values: np.ndarray, pal: np.ndarray) -> Tuple[np.ndarray,
 Labeler = Callable[[ConstantTensor], Optional[str]]
 
 
-def _compact_names(model, labels: Dict[Tuple[int, int], str]) -> None:
-    """Drop every tensor name but the public ones and the palette; name labelled tensors."""
-    for s, subgraph in enumerate(model.subgraphs):
-        public = compaction.public_tensors(model, s, subgraph)
-        taken = {fb.tensor_name(subgraph.tensors[i]) for i in public
-                 if i < len(subgraph.tensors)}
-        for i, tensor in enumerate(subgraph.tensors):
-            if i in public or fb.tensor_name(tensor) == PALETTE_TENSOR_NAME:
-                continue
-            label = labels.get((s, i))
-            if label:
-                unique, n = label, 1
-                while unique in taken or unique == PALETTE_TENSOR_NAME:
-                    n += 1
-                    unique = f"{label}#{n}"
-                taken.add(unique)
-                tensor.name = unique.encode("utf-8")
-            else:
-                tensor.name = None
-
-
-def _compact_graph(model) -> None:
-    """The rewrites of ``compact=True`` that change tensor indices (before encoding)."""
-    compaction.simplify_dynamic_reshapes(model)
-    compaction.drop_unused_tensors(model)
-
-
-def _compact_tables(model, labels: Dict[Tuple[int, int], str]) -> None:
-    """The rewrites of ``compact=True`` that keep tensor indices (after encoding)."""
-    _compact_names(model, labels)
-    compaction.drop_empty_quantization(model)
-    compaction.drop_redundant_has_rank(model)
-    compaction.drop_inner_shape_signatures(model)
-    compaction.drop_converter_metadata(model)
-    compaction.drop_unused_buffers(model)
-
-
 def _checked_index_dtype(index_dtype: Optional[str], palette_size: int) -> str:
     """``index_dtype``, or the smallest that holds the palette when None; checked."""
     smallest = index_dtype_for(palette_size)
@@ -370,7 +333,7 @@ def encode_palette(
         raise ValueError("the TFLite file is already palette-encoded (it has tfmot_wfn metadata)")
     pal = check_palette(palette)
     if compact:
-        _compact_graph(model)
+        compaction.compact_graph(model)
     encoder = _PaletteEncoder(model, pal, _checked_index_dtype(index_dtype, pal.size),
                               compact=compact, explain=explain, label=label)
     encoder.expect_scales(batchnorm_scales)
@@ -379,7 +342,7 @@ def encode_palette(
         encoder.encode_subgraph(s, subgraph)
     encoder.finish()
     if compact:
-        _compact_tables(model, encoder.labels)
+        compaction.compact_tables(model, encoder.labels, keep=(PALETTE_TENSOR_NAME,))
         encoder.rename_as_written(index_of)
     metadata = PaletteMetadata(
         palette_size=int(pal.size), index_dtype=encoder.index_dtype,
