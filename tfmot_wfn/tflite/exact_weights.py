@@ -157,9 +157,10 @@ def _not_exact_reason(values: np.ndarray, exact: np.ndarray) -> str:
 class _WeightEncoder:
     """Rewrites the exact weights of one model, subgraph by subgraph, and keeps records."""
 
-    def __init__(self, model, int8: bool, explain: Optional[Explainer],
+    def __init__(self, model, int8: bool, explain: Optional[Explainer], compact: bool = False,
                  label: Optional[Labeler] = None):
-        self.model, self.int8, self.explain, self.label = model, int8, explain, label
+        self.model, self.int8, self.explain = model, int8, explain
+        self.compact, self.label = compact, label if compact else None
         self.labels: Dict[Tuple[int, int], str] = {}  # (subgraph, tensor) -> label
         self.opcodes: Dict[int, int] = {}  # DEQUANTIZE version -> its operator code
         self.empty_buffer = fb.empty_buffer(model)
@@ -262,8 +263,11 @@ class _WeightEncoder:
                         weight not in forms or forms[weight][0] != "float16"):
                     values = forms.pop(bias)[1]
                     kind = "int8" if weight in forms else "float32"
-                    name = fb.tensor_name(subgraph.tensors[weight]) or f"t{weight}"
-                    self._keep(s, bias, f"kept float32 beside the {kind} weights {name!r} of "
+                    # As the written file names the weight (a compact file: its label only).
+                    name = self.labels.get((s, weight)) or (
+                        None if self.compact else fb.tensor_name(subgraph.tensors[weight]))
+                    named = f" {name!r}" if name else ""
+                    self._keep(s, bias, f"kept float32 beside the {kind} weights{named} of "
                                f"its {fb.op_name(self.model, op)} (XNNPACK takes a float16 "
                                "bias only beside float16 weights)", values)
                     changed = True
@@ -385,7 +389,7 @@ def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Exp
                          "float32 file (export_tflite(..., mode='dense'))")
     if compact:
         compaction.compact_graph(model)
-    encoder = _WeightEncoder(model, int8, explain, label if compact else None)
+    encoder = _WeightEncoder(model, int8, explain, compact, label)
     for s, subgraph in enumerate(model.subgraphs):
         encoder.subgraph(s, subgraph)
     encoder.free_replaced()
