@@ -134,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quiet", action="store_true", help="print nothing")
 
     inspect = sub.add_parser(
-        "inspect", help="describe a palette TFLite file or an archive",
-        description="Print the palette, each tensor's storage (index dtype, elements, unique "
-                    "values, bytes), the tensors that are not palette-indexed with the reason, "
-                    "and whole-file totals.")
+        "inspect", help="describe a TFLite file (palette, int8 weight-only, float16, int8, "
+                        "dense) or an archive",
+        description="Print the file's form, its palette (if any), each tensor's storage (index "
+                    "dtype or int8/float16/float32, elements, unique values, bytes), why each "
+                    "constant is stored as it is, and whole-file totals.")
     inspect.add_argument("file", help="a .tflite file or a .wfn archive")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser

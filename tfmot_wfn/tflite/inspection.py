@@ -170,10 +170,14 @@ class TFLiteInspection:
                 listed += sum(t.bytes for t in found)
                 halves += (f", {sum(t.elements for t in found):,} as {kind} in "
                            f"{sum(t.bytes for t in found):,} bytes")
-        lines.append(  # "other constants": those not counted before it
-            f"totals: {total_weights:,} float weights, {self.indexed_elements:,} palette-indexed "
-            f"({share:.1%}) in {self.indexed_bytes:,} bytes{halves}; other constants "
-            f"{self.other_bytes - listed:,} bytes; palette {self.palette_bytes:,} bytes; graph+metadata "
+        # A file without a palette leaves out the palette's parts; "other constants": those
+        # not counted before it.
+        indexed = (f", {self.indexed_elements:,} palette-indexed ({share:.1%}) in "
+                   f"{self.indexed_bytes:,} bytes") if self.palette is not None else ""
+        palette = f"; palette {self.palette_bytes:,} bytes" if self.palette is not None else ""
+        lines.append(
+            f"totals: {total_weights:,} float weights{indexed}{halves}; other constants "
+            f"{self.other_bytes - listed:,} bytes{palette}; graph+metadata "
             f"{self.overhead_bytes:,} bytes; file {self.file_bytes:,} bytes")
         if self.int8_weights:
             lines.append(f"int8 weights: {self.exact_channels}/{self.total_channels} channels "
