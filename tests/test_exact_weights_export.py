@@ -406,3 +406,26 @@ def test_a_compact_weight_file_names_weights_after_keras_and_computes_the_same(
         want = lite.run_interpreter(lite.load_interpreter(tmp_path / "full.tflite",
                                                           decode=False), x)
         assert np.array_equal(got, want)
+
+
+def test_a_kept_bias_names_its_weight_as_the_compact_file_does_when_labels_collide():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), L.Dense(4, activation="relu", name="first"),
+                              L.Dense(3, name="second")])
+    for layer in model.layers:  # int8 codes times a power of two; exact float16 biases
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.full(kernel.shape, 0.375, np.float32),
+                           np.full(bias.shape, 0.5, np.float32)])
+    data, stored, kept = encode_exact_weights(convert_to_tflite(model), compact=True,
+                                              label=lambda t: "w")  # every label the same
+    flat = fb.read_model(data)
+    subgraph = flat.subgraphs[0]
+    made_by = fb.producers(subgraph)
+    biases = [t for t in kept if "beside the int8 weights" in t.reason]
+    assert len(biases) == 2 and len({t.name for t in stored}) == 2  # "w", "w#2", ...
+    for t in biases:
+        op = next(op for op in subgraph.operators if fb.op_name(flat, op) == "FULLY_CONNECTED"
+                  and int(op.inputs[2]) == t.index)
+        deq = subgraph.operators[made_by[int(op.inputs[1])]]
+        written = fb.tensor_name(subgraph.tensors[int(deq.inputs[0])])
+        assert f"beside the int8 weights {written!r} of its FULLY_CONNECTED" in t.reason

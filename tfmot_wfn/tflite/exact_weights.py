@@ -154,6 +154,10 @@ def _not_exact_reason(values: np.ndarray, exact: np.ndarray) -> str:
             f"{worst:.3g}): kept float32")
 
 
+#: Stands for a weight's written name in a kept bias's reason until the names are final.
+_PARTNER = "\x00weight\x00"
+
+
 class _WeightEncoder:
     """Rewrites the exact weights of one model, subgraph by subgraph, and keeps records."""
 
@@ -162,6 +166,7 @@ class _WeightEncoder:
         self.model, self.int8, self.explain = model, int8, explain
         self.compact, self.label = compact, label if compact else None
         self.labels: Dict[Tuple[int, int], str] = {}  # (subgraph, tensor) -> label
+        self.partners: Dict[Tuple[int, int], int] = {}  # (subgraph, kept bias) -> its weight
         self.opcodes: Dict[int, int] = {}  # DEQUANTIZE version -> its operator code
         self.empty_buffer = fb.empty_buffer(model)
         # (old buffer, form, shape, axis) -> new buffer: int8 codes depend on shape and axis.
@@ -225,15 +230,24 @@ class _WeightEncoder:
         int8 / float16 constant where one was made, else the float32 tensor itself."""
         return {(s, self.sources.get((s, i), i)): label for (s, i), label in self.labels.items()}
 
+    def _written_name(self, s: int, i: int) -> str:
+        """Tensor ``i``'s name in the written file: that of the int8 / float16 constant that
+        stores it where one was made (``t<index>`` when unnamed)."""
+        j = self.sources.get((s, i), i)
+        return display_name(fb.tensor_name(self.model.subgraphs[s].tensors[j]), j)
+
+    def name_partners(self) -> None:
+        """Put the weight's written name into the reason of each bias kept beside it."""
+        self.kept = [dataclasses.replace(t, reason=t.reason.replace(
+            _PARTNER, repr(self._written_name(t.subgraph, self.partners[(t.subgraph, t.index)]))))
+            if (t.subgraph, t.index) in self.partners else t for t in self.kept]
+
     def rename_as_written(self) -> None:
         """The records name their tensors as the written file does (``t<index>``: unnamed)."""
-        def shown(s: int, i: int) -> str:
-            return display_name(fb.tensor_name(self.model.subgraphs[s].tensors[i]), i)
-
-        self.stored = [
-            dataclasses.replace(t, name=shown(t.subgraph, self.sources[(t.subgraph, t.index)]))
-            for t in self.stored]
-        self.kept = [dataclasses.replace(t, name=shown(t.subgraph, t.index)) for t in self.kept]
+        self.stored = [dataclasses.replace(t, name=self._written_name(t.subgraph, t.index))
+                       for t in self.stored]
+        self.kept = [dataclasses.replace(t, name=self._written_name(t.subgraph, t.index))
+                     for t in self.kept]
 
     def _int8_form(self, values: np.ndarray, uses) -> Optional[Tuple]:
         """``("int8", codes, scales, axis)`` for a weight read only as the weights of ops with
@@ -263,11 +277,10 @@ class _WeightEncoder:
                         weight not in forms or forms[weight][0] != "float16"):
                     values = forms.pop(bias)[1]
                     kind = "int8" if weight in forms else "float32"
-                    # As the written file names the weight (a compact file: its label only).
-                    name = self.labels.get((s, weight)) or (
-                        None if self.compact else fb.tensor_name(subgraph.tensors[weight]))
-                    named = f" {name!r}" if name else ""
-                    self._keep(s, bias, f"kept float32 beside the {kind} weights{named} of "
+                    # The weight's name as the written file gives it: filled in by
+                    # `name_partners`, once compaction has renamed the tensors.
+                    self.partners[(s, bias)] = weight
+                    self._keep(s, bias, f"kept float32 beside the {kind} weights {_PARTNER} of "
                                f"its {fb.op_name(self.model, op)} (XNNPACK takes a float16 "
                                "bias only beside float16 weights)", values)
                     changed = True
@@ -399,6 +412,7 @@ def encode_exact_weights(tflite: bytes, int8: bool = True, explain: Optional[Exp
     else:
         # The converter's min_runtime_version no longer holds once a DEQUANTIZE is added.
         compaction.drop_converter_metadata(model)
+    encoder.name_partners()
     reasons = [{"subgraph": t.subgraph, "index": t.index, "reason": t.reason}
                for t in encoder.kept]
     reasons += [{"subgraph": t.subgraph, "index": encoder.sources[(t.subgraph, t.index)],
