@@ -40,6 +40,8 @@ def expanded_rows(w):
 
     On the float bits read as uint32, so the shift is logical and needs no mask (an
     int32 shift is arithmetic); the rows come back as int32 by a bitcast (no copy).
+    uint32 also keeps the subtraction on a GPU: TensorFlow registers its GPU ``Sub``
+    kernel for int32 in host memory only (``cwise_op_sub.cc``), for uint32 on the device.
     """
     bits = tf.bitcast(w, tf.uint32)
     rows = tf.bitwise.right_shift(bits - tf.constant(1, tf.uint32),
