@@ -344,6 +344,30 @@ def test_private_plain_resource_variable():
     assert other.value == 3 and int(steps[0].numpy()) == 3
 
 
+@pytest.mark.parametrize("count", [3, compat.COMPILED_ASSIGN_FROM + 5])
+def test_scalar_assigner_writes_every_variable_few_or_many(count, monkeypatch):
+    steps = [tf.Variable(np.int64(-1)) for _ in range(count)] + [tf.Variable(np.int32(-1))]
+    if count >= compat.COMPILED_ASSIGN_FROM:  # many: one compiled call, no eager op each
+
+        def eager(*args):
+            raise AssertionError("the eager path ran")
+
+        monkeypatch.setattr(compat, "assign_scalar", eager)
+
+    class Mirrored:  # anything else keeps its own assign
+        value = None
+
+        def assign(self, value):
+            self.value = value
+
+    other = Mirrored()
+    assign = compat.scalar_assigner(steps + [other])
+    for value in (5, 0, 123456):
+        assign(value)
+        assert [int(v.numpy()) for v in steps] == [value] * len(steps) and other.value == value
+        assert all(v.dtype == d for v, d in zip(steps, [tf.int64] * count + [tf.int32]))
+
+
 def test_summary_metadata_is_the_tensorboard_plugin_proto():
     metadata = compat.summary_metadata("scalars", "a description")
     assert metadata.plugin_data.plugin_name == "scalars" and metadata.plugin_data.content == b""

@@ -98,6 +98,24 @@ def test_steps_continue_across_fits_with_new_callbacks():
     assert tfmot_wfn.fixed_fraction(fixed) == 1.0
 
 
+def test_a_network_of_many_wrappers_gets_every_step_written_across_fits():
+    from tfmot_wfn.keras.compat import COMPILED_ASSIGN_FROM
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Dense(4, activation="relu") for _ in range(COMPILED_ASSIGN_FROM + 3)]
+    model = keras.Sequential([keras.Input((4,))] + layers + [keras.layers.Dense(2)])
+    fixed = tfmot_wfn.fix_weights(model, tfmot_wfn.StagedFixing((0.5, 1.0), steps_per_stage=3))
+    fixed.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    callback = tfmot_wfn.UpdateFixingStep(verbose=0)
+    for fit, expected in ((1, 4), (2, 8)):  # the same callback, its step writer kept
+        fixed.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[callback])
+        steps = [int(w.fixing_step.numpy()) for w in wrappers_of(fixed)]
+        assert steps == [expected] * len(layers + [None]) and callback.step == expected
+    assert [h.fraction for h in callback.history] == [0.5, 1.0]
+
+
 def test_callback_refuses_a_model_without_wrappers():
     model = kh.dense_model()
     model.compile(optimizer="adam",

@@ -14,6 +14,7 @@ fails there by name.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import tensorflow as tf  # noqa: F401  (TensorFlow is the only supported backend)
 from tensorflow.python.ops import resource_variable_ops
@@ -420,15 +421,50 @@ def assign_scalar(variables, value: int) -> None:
     as much), as much as a small model's whole training step; the raw op ~10 us.
     Distributed (mirrored) variables keep their own ``assign``.
     """
-    tensor = None
+    tensors = {}  # one constant per dtype
     for v in variables:
         inner = _plain_resource_variable(v)
         if inner is not None:
+            tensor = tensors.get(inner.dtype)
             if tensor is None:
-                tensor = tf.constant(value, inner.dtype)
+                tensor = tensors[inner.dtype] = tf.constant(value, inner.dtype)
             resource_variable_ops.gen_resource_variable_ops.assign_variable_op(inner.handle, tensor)
         else:
             v.assign(value)
+
+
+#: `scalar_assigner` compiles one function for this many plain variables or more, about
+#: where one call of it gets cheaper than one raw assignment per variable.
+COMPILED_ASSIGN_FROM = 32
+
+
+def scalar_assigner(variables) -> Callable[[int], None]:
+    """A function ``assign(value)`` that does `assign_scalar(variables, value)`.
+
+    With `COMPILED_ASSIGN_FROM` plain variables or more (a network of a hundred wrapped
+    layers has as many step variables) one ``tf.function``, traced here, assigns them all
+    in a single call instead of one eager op each; fewer keep the raw ops. Distributed (mirrored) variables keep their own ``assign`` either way.
+    """
+    variables = list(variables)
+    plain = [inner for inner in map(_plain_resource_variable, variables) if inner is not None]
+    if len(plain) < COMPILED_ASSIGN_FROM:
+        return lambda value: assign_scalar(variables, value)
+    others = [v for v in variables if _plain_resource_variable(v) is None]
+
+    def assign_all(value):
+        for inner in plain:
+            inner.assign(tf.cast(value, inner.dtype))
+
+    # Traced here, once; calling the concrete function skips the per-call signature lookup.
+    assign_plain = tf.function(assign_all, autograph=False).get_concrete_function(
+        tf.TensorSpec([], tf.int64))
+
+    def assign(value: int) -> None:
+        assign_plain(tf.constant(value, tf.int64))
+        for v in others:
+            v.assign(value)
+
+    return assign
 
 
 def own_variables(layer) -> list:
@@ -459,8 +495,8 @@ def summary_metadata(plugin: str, description: str = ""):
     return metadata
 
 
-__all__ = ["IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights", "assign_scalar", "autocasts",
-           "own_variables",
+__all__ = ["COMPILED_ASSIGN_FROM", "IS_LEGACY_KERAS", "RecordedCalls", "SubstitutedWeights",
+           "assign_scalar", "autocasts", "own_variables", "scalar_assigner",
            "build_from_config", "callback_params", "inbound_nodes",
            "in_xla_compilation", "input_layer_spec", "is_functional", "keras", "legacy_loss_tracker",
            "node_input_tensors", "numpy_dtype", "outbound_nodes", "producing_layer",

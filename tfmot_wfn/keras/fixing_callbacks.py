@@ -14,12 +14,12 @@ import numpy as np
 from tfmot_wfn.core.fixing_rules import stage_distance
 from tfmot_wfn.keras import regularizer
 from tfmot_wfn.keras.compat import (
-    assign_scalar,
     build_optimizer,
     callback_params,
     keras,
     optimizer_built,
     optimizer_variables,
+    scalar_assigner,
     steps_per_execution,
     tf,
     variable_path,
@@ -96,6 +96,8 @@ class UpdateFixingStep(keras.callbacks.Callback):
         self.history: List[StageSummary] = []
         self._network: Optional[FixingNetwork] = None
         self._wrappers = []
+        # Writes the step into the wrappers' variables: (their ids, the function).
+        self._assigner = ((), None)
         self._step: Optional[int] = None
         self._read_step = True
 
@@ -140,7 +142,10 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
     def _sync_step(self):
         """Write the step into every wrapper's `fixing_step` (saved with the model)."""
-        assign_scalar([w.fixing_step for w in self._wrappers], self._step)
+        key = tuple(id(w.fixing_step) for w in self._wrappers)
+        if self._assigner[0] != key:  # made once per set of wrappers, kept across fits
+            self._assigner = (key, scalar_assigner([w.fixing_step for w in self._wrappers]))
+        self._assigner[1](self._step)
 
     @property
     def step(self) -> int:
