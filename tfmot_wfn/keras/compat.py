@@ -443,13 +443,15 @@ def scalar_assigner(variables) -> Callable[[int], None]:
 
     With `COMPILED_ASSIGN_FROM` plain variables or more (a network of a hundred wrapped
     layers has as many step variables) one ``tf.function``, traced here, assigns them all
-    in a single call instead of one eager op each; fewer keep the raw ops. Distributed (mirrored) variables keep their own ``assign`` either way.
+    in a single call instead of one eager op each; fewer keep the raw ops. Distributed
+    (mirrored) variables keep their own ``assign`` either way.
     """
     variables = list(variables)
-    plain = [inner for inner in map(_plain_resource_variable, variables) if inner is not None]
+    inners = [_plain_resource_variable(v) for v in variables]
+    plain = [inner for inner in inners if inner is not None]
     if len(plain) < COMPILED_ASSIGN_FROM:
         return lambda value: assign_scalar(variables, value)
-    others = [v for v in variables if _plain_resource_variable(v) is None]
+    others = [v for v, inner in zip(variables, inners) if inner is None]
 
     def assign_all(value):
         for inner in plain:

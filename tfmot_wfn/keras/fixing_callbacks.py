@@ -97,7 +97,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
         self._network: Optional[FixingNetwork] = None
         self._wrappers = []
         # Writes the step into the wrappers' variables: (their ids, the function).
-        self._assigner = ((), None)
+        self._step_writer = ([], None)
         self._step: Optional[int] = None
         self._read_step = True
 
@@ -119,6 +119,10 @@ class UpdateFixingStep(keras.callbacks.Callback):
                 "once before fit (model(x[:1])), as a subclassed model whose layers are "
                 "wrapped one by one needs.")
         self._wrappers = list(self._network.wrappers)
+        steps = [w.fixing_step for w in self._wrappers]
+        key = [id(v) for v in steps]  # the writer holds the variables: no id is reused
+        if self._step_writer[0] != key:  # made once per set of wrappers, kept across fits
+            self._step_writer = (key, scalar_assigner(steps))
         self._network.resolve_schedules(callback_params(self).get("steps"))
         if self.fresh_optimizer and getattr(self.model, "optimizer", None) is None:
             warnings.warn(
@@ -142,10 +146,7 @@ class UpdateFixingStep(keras.callbacks.Callback):
 
     def _sync_step(self):
         """Write the step into every wrapper's `fixing_step` (saved with the model)."""
-        key = tuple(id(w.fixing_step) for w in self._wrappers)
-        if self._assigner[0] != key:  # made once per set of wrappers, kept across fits
-            self._assigner = (key, scalar_assigner([w.fixing_step for w in self._wrappers]))
-        self._assigner[1](self._step)
+        self._step_writer[1](self._step)
 
     @property
     def step(self) -> int:
