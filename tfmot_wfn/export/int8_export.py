@@ -17,9 +17,7 @@ print(result.exact_channels, "/", result.total_channels)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
 import tempfile
 from typing import Iterable, List, Optional, Tuple
@@ -27,6 +25,7 @@ from typing import Iterable, List, Optional, Tuple
 import numpy as np
 
 from tfmot_wfn.core.batchnorm_affine import float32_batchnorm_scale
+from tfmot_wfn.export.conversion import export_saved_model, signature_input_names
 from tfmot_wfn.keras.batchnorm_folding import (
     batchnorm_values, folded_weights, foldable_layer_pairs, is_depthwise, is_transposed,
     kernel_key,
@@ -115,11 +114,9 @@ def convert_int8(plain, samples: List[List[np.ndarray]], inference_input_type: s
     """Full-integer TFLite bytes of a plain Keras model, calibrated on ``samples``."""
     import tensorflow as tf
 
-    from tfmot_wfn.keras.compat import IS_LEGACY_KERAS
-
     # Several inputs: by name, as the SavedModel signature keys them (its order is by name).
-    names = [getattr(t, "name", "") for t in plain.inputs]
-    by_name = len(names) > 1 and not IS_LEGACY_KERAS and len(set(names)) == len(names)
+    names = signature_input_names(plain)
+    by_name = len(names) > 1 and len(set(names)) == len(names)
 
     def representative():
         for sample in samples:
@@ -133,12 +130,9 @@ def convert_int8(plain, samples: List[List[np.ndarray]], inference_input_type: s
         converter.inference_output_type = getattr(tf, inference_output_type)
         return bytes(converter.convert())
 
-    if IS_LEGACY_KERAS:  # pragma: no cover - legacy CI job
-        return configure(tf.lite.TFLiteConverter.from_keras_model(plain))
     with tempfile.TemporaryDirectory(prefix="tfmot_wfn_int8_") as tmp:
         saved = os.path.join(tmp, "saved_model")
-        with contextlib.redirect_stdout(io.StringIO()):
-            plain.export(saved, format="tf_saved_model", verbose=False)
+        export_saved_model(plain, saved)
         return configure(tf.lite.TFLiteConverter.from_saved_model(saved))
 
 

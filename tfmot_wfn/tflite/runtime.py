@@ -201,10 +201,9 @@ def run_interpreter(interpreter, *inputs, **named_inputs):
     A model with one input takes it by position; one with several takes them by the names
     of the Keras model's inputs (``run_interpreter(interpreter, query=q, value=v)``, or one
     dict), since TFLite orders them its own way. Returns the output, or the list of outputs
-    in the Keras model's order when it has several (files converted under Keras 3, whose
-    signature names them ``output_0``, ``output_1``, ...; tf_keras's converter names them
-    after their layers, and they come in the file's order: map them by name with
-    ``interpreter.get_signature_runner()``).
+    in the Keras model's order when it has several (files from `export_tflite`, whose
+    signature names them ``output_0``, ``output_1``, ...; other files' outputs come in the
+    file's order: map them by name with ``interpreter.get_signature_runner()``).
 
     ```python
     probabilities = run_interpreter(load_interpreter("model.tflite"), x_test)
