@@ -253,9 +253,10 @@ class _ScriptedRuns(_Runs):
 
     STEP = 0.01
 
-    def __init__(self, passes, overhead, budget=3.0, measured=None):
+    def __init__(self, passes, overhead, budget=3.0, measured=None, count_seconds=True):
         training = _Training(train=None, loss=None, optimizer_config={}, fix_kwargs={}, seed=0)
-        super().__init__(None, training, None, budget, 10 * 10, lambda *a: None)
+        super().__init__(None, training, None, budget, 10 * 10, lambda *a: None,
+                         count_seconds=count_seconds)
         self.overhead = overhead
         self.measured = measured or (lambda d, source: (0.9 if passes(d, source) else 0.5, 0.0))
 
@@ -272,14 +273,33 @@ class _ScriptedRuns(_Runs):
         return row, f"model at {distance:g}"
 
 
-def _scripted_search(passes, overhead, budget=3.0, margin=0.0, measured=None):
-    runs = _ScriptedRuns(passes, overhead, budget, measured)
+def _scripted_search(passes, overhead, budget=3.0, margin=0.0, measured=None, count_seconds=True):
+    runs = _ScriptedRuns(passes, overhead, budget, measured, count_seconds)
     row, fixed = _search(runs, list(DEFAULT_DELTAS), proxy_stage_steps=1, full_stage_steps=10,
                          threshold=0.8, proxy_slack=0.0, margin=margin)
     assert runs.stages == 10 and fixed == f"model at {row.distance:g}"
     assert runs.steps_used <= runs.budget_steps
-    assert runs.costs.used <= runs.costs.budget_seconds() + 1e-9
+    assert not count_seconds or runs.costs.used <= runs.costs.budget_seconds() + 1e-9
     return row, [(r.distance, r.source) for r in runs.frontier]
+
+
+def test_a_search_counted_in_batches_tries_the_same_deltas_at_any_speed():
+    # The same runs on a fast and a slow machine (a run's overhead 0.05 s to 20 s against
+    # 0.01 s a batch): counted in batches and seconds the slow one affords fewer proxies and
+    # runs, and chooses another delta; counted in batches only, both try the same deltas.
+    def passes(d, source):
+        return d <= (0.03 if source == "proxy" else 0.02)
+
+    timed = [_scripted_search(passes, overhead)[1] for overhead in (0.05, 0.45, 20.0)]
+    assert len({tuple(t) for t in timed}) > 1
+    by_batches = [_scripted_search(passes, overhead, count_seconds=False)
+                  for overhead in (0.05, 0.45, 20.0)]
+    assert all(runs == by_batches[0][1] and row.distance == 0.0075 for row, runs in by_batches)
+    # A proxy (10 batches) is a tenth of a full run's 100, so proxies always pay in batches:
+    # three of them and two full runs fill the 300-batch budget. The full run at 0.03 fails
+    # and the last one goes to the smallest delta.
+    assert by_batches[0][1] == [(0.04, "proxy"), (0.015, "proxy"), (0.03, "proxy"),
+                                (0.03, "full"), (0.0075, "full")]
 
 
 def test_the_proxies_leave_room_for_a_second_full_run():

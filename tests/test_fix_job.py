@@ -356,10 +356,11 @@ def test_summaries_write_tensorboard_histogram_and_layer_scalars(tmp_path):
 def test_distance_auto_searches_then_runs_at_the_chosen_delta(digits_run, tmp_path):
     out = str(tmp_path / "auto")
     assert cli.main(["fix", digits_run["model"], "--data-dir", digits_run["data"], "--output", out,
-                     "--distance", "auto", "--tolerance", "0.02"] + RUN_FLAGS) == 0
+                     "--distance", "auto", "--tolerance", "0.02", "--search-by-batches"] + RUN_FLAGS) == 0
     search = json.loads(open(os.path.join(out, "distance_search.json")).read())
     report = json.loads(open(os.path.join(out, "report.json")).read())
     assert report["settings"]["distance"] == search["distance"]
+    assert report["settings"]["search_by_batches"] is True and search["count_seconds"] is False
     assert search["train_steps"] <= search["budget_steps"]
     assert {r["source"] for r in search["frontier"]} >= {"full"}
     # The search follows the job's schedule (--fractions) and has the default budget of 3 runs.

@@ -211,6 +211,10 @@ def _add_fix_parser(sub) -> None:
     fix.add_argument("--tolerance", type=_unit_fraction_or_zero, default=None,
                      help="with --distance auto: the accuracy drop allowed, absolute "
                           "(default 0.005 = half a point)")
+    fix.add_argument("--search-by-batches", action="store_true", default=None,
+                     help="with --distance auto: count the search's budget in training batches "
+                          "only, not also in seconds, so that it chooses the same delta on any "
+                          "machine (it may then take longer than 3 runs)")
     fix.add_argument("--fractions", type=_fractions, default=None, metavar="F1,F2,...",
                      help="the schedule: cumulative fixed fractions per stage (default: the "
                           "paper's 0.3,0.6,0.8,0.9,0.95,0.975,0.99,0.9975,0.999,1)")
@@ -276,7 +280,8 @@ def _fix(args) -> int:
     output = args.output or "wfn_" + os.path.splitext(os.path.basename(args.model))[0]
     given = {
         "dataset": args.dataset, "data_dir": args.data_dir, "distance": args.distance,
-        "tolerance": args.tolerance, "rule": args.rule, "int8_exact": args.int8_exact,
+        "tolerance": args.tolerance, "search_by_batches": args.search_by_batches,
+        "rule": args.rule, "int8_exact": args.int8_exact,
         "fractions": args.fractions, "epochs_per_stage": args.epochs_per_stage,
         "final_epochs": args.final_epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,

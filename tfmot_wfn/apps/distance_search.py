@@ -27,7 +27,8 @@ How it searches, at a bounded cost:
    affordable one goes to the smallest candidate left (a walk down one delta at a time would
    end the budget outside ``tolerance`` when the first full run failed by far).
 3. The budget is ``budget`` full runs (3 by default), counted twice: in training batches (all
-   runs together train at most ``budget`` times the batches of one full run) and in seconds
+   runs together train at most ``budget`` times the batches of one full run) and, unless
+   ``count_seconds=False`` (the same choices on any machine), in seconds
    (all runs together take at most ``budget`` times what one full run costs alone, i.e.
    ``fix_weights`` to ``strip_fixing`` at one delta: estimated from the first run as its
    overhead plus a full run's batches, and at least a later full run plus the tracing it
@@ -118,6 +119,8 @@ class DistanceSearch(JsonReport):
         which delta passed is partly chance (the search warns).
       margin_se: standard errors added to every full run's drop before it is compared with
         ``tolerance`` (`search_distance`'s argument).
+      count_seconds: whether the budget also counted seconds (`search_distance`'s
+        argument; False: batches only, the same choices on any machine).
     """
 
     distance: float
@@ -134,6 +137,7 @@ class DistanceSearch(JsonReport):
     budget_seconds: float = float("nan")
     drop_se: float = float("nan")
     margin_se: float = 0.0
+    count_seconds: bool = True
 
     def to_dict(self) -> Dict:
         """Everything but the model (``frontier`` as a list of dicts)."""
@@ -410,7 +414,8 @@ class _Runs:
     """Runs fixing jobs for the search and keeps the frontier and what they cost."""
 
     def __init__(self, model, training: _Training, validation, budget: float, full_steps: int,
-                 say: Callable[..., None], float_correct: Optional[np.ndarray] = None):
+                 say: Callable[..., None], float_correct: Optional[np.ndarray] = None,
+                 count_seconds: bool = True):
         self.trainer, self.training, self.validation = _Trainer(model, training), training, validation
         #: The float model's right answers on the validation data (each run's drop is paired).
         self.float_correct = float_correct
@@ -420,6 +425,8 @@ class _Runs:
         self.frontier: List[FrontierRow] = []
         self.steps_used = 0
         self.costs = _Costs(full_steps, budget)
+        #: False: the budget and the proxies' worth are judged in training batches only.
+        self.count_seconds = bool(count_seconds)
         #: Full runs the proxies leave room for: the first, and one more to fall back to a
         #: smaller delta (or climb to a larger one) when the budget holds two.
         self.reserved_full_runs = 2 if budget >= 2 else 1
@@ -427,16 +434,22 @@ class _Runs:
     def proxies_pay(self, proxy_steps: int) -> bool:
         """Whether a proxy of ``proxy_steps`` batches costs less than `PROXY_SHARE` of a full
         run (estimated): with a small data set the per-run overhead makes a proxy nearly a
-        full run, and a full run answers the question for certain."""
+        full run, and a full run answers the question for certain. Without ``count_seconds``:
+        whether its batches are less than that share of a full run's."""
+        if not self.count_seconds:
+            return proxy_steps < PROXY_SHARE * self.full_steps
         proxy, full = self.costs.next_run(proxy_steps), self.costs.next_run(self.full_steps)
         return proxy is None or proxy < PROXY_SHARE * full
 
     def affordable(self, proxy_steps: int = 0, full_runs: int = 1) -> bool:
         """Whether a proxy of ``proxy_steps`` batches (0: none) and then ``full_runs`` full
-        runs fit in the budget, in training batches and in (estimated) seconds."""
+        runs fit in the budget, in training batches and (with ``count_seconds``) in estimated
+        seconds."""
         steps = self.steps_used + proxy_steps + full_runs * self.full_steps
-        return steps <= self.budget_steps and self.costs.affordable(proxy_steps, int(proxy_steps > 0),
-                                                                    full_runs)
+        if steps > self.budget_steps:
+            return False
+        return not self.count_seconds or self.costs.affordable(proxy_steps, int(proxy_steps > 0),
+                                                               full_runs)
 
     def run(self, distance: float, steps_per_stage: int, source: str) -> Tuple[FrontierRow, Any]:
         keras.utils.set_random_seed(self.training.seed)
@@ -606,6 +619,7 @@ def search_distance(
     proxy_slack: float = 0.02,
     margin_se: float = 1.0,
     seed: int = 0,
+    count_seconds: bool = True,
     verbose: int = 1,
     **fix_kwargs,
 ) -> DistanceSearch:
@@ -637,6 +651,11 @@ def search_distance(
         it); 0 judges each run on the validation accuracy alone, which favours the run with
         the luckiest draw (the largest delta that passes by chance).
       seed: seeds Keras (weights order, shuffling) for every run.
+      count_seconds: also hold the runs to ``budget`` times one full run's seconds, and run
+        proxies only while one costs less than half a full run in seconds. False: both are
+        judged in training batches alone, so the same model, data and ``seed`` try the same
+        deltas on any machine (the seconds depend on its speed and load); the search may then
+        take longer than ``budget`` full runs where per-run overheads are large.
       verbose: 1 prints a line per run.
       **fix_kwargs: passed to `fix_weights` (``regularization``, ``fix_batchnorm``, ...).
 
@@ -664,7 +683,7 @@ def search_distance(
     float_accuracy = float(np.mean(float_correct))
     coarse = _warn_if_coarse(len(float_correct), tolerance, margin_se)
     runs = _Runs(model, training, validation_data, budget, len(training.fractions) * full_stage_steps,
-                 say, float_correct)
+                 say, float_correct, count_seconds)
     say(f"float accuracy {float_accuracy:.4f}; tolerance {tolerance}; {len(candidates)} "
         f"candidate deltas; budget {runs.budget_steps} training steps ({budget:g} full runs)")
 
@@ -681,7 +700,7 @@ def search_distance(
         frontier=runs.frontier, train_steps=runs.steps_used, budget_steps=runs.budget_steps,
         seconds=time.time() - started, full_run_seconds=float(runs.costs.full_run()),
         budget_seconds=float(runs.costs.budget_seconds()), drop_se=row.drop_se,
-        margin_se=float(margin_se))
+        margin_se=float(margin_se), count_seconds=runs.count_seconds)
 
 
 __all__ = ["DEFAULT_DELTAS", "DistanceSearch", "FrontierRow", "paired_drop_se", "search_distance",

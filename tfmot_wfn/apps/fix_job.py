@@ -93,6 +93,8 @@ class FixJobConfig:
         the float model's evaluation accuracy (its
         budget: two full runs), then the job runs at that delta (three full runs in all).
       tolerance: the accuracy drop allowed by ``distance="auto"`` (absolute; 0.005 = half a point).
+      search_by_batches: ``distance="auto"`` counts its budget in training batches only
+        (``search_distance(..., count_seconds=False)``): the same delta on any machine.
       epochs_per_stage: training epochs after each stage but the last.
       final_epochs: training epochs after the last stage (everything fixed then;
         BatchNorm statistics still adapt).
@@ -121,6 +123,7 @@ class FixJobConfig:
     data_dir: Optional[str] = None
     distance: Union[None, float, str] = None
     tolerance: float = 0.005
+    search_by_batches: bool = False
     epochs_per_stage: int = 1
     final_epochs: int = 1
     batch_size: int = 64
@@ -526,7 +529,7 @@ def _search_distance(run: _JobRun, model) -> float:
         model, train, run.eval_ds, tolerance=config.tolerance,
         epochs_per_stage=config.epochs_per_stage, fractions=config.fractions, budget=AUTO_BUDGET,
         seed=config.seed, verbose=config.verbose, regularization=config.regularization, rule=config.rule,
-        int8_exact=config.int8_exact)
+        int8_exact=config.int8_exact, count_seconds=not config.search_by_batches)
     search.to_json(run.path(SEARCH_FILES[0]))
     search.plot(run.path(SEARCH_FILES[1]))
     run.say(str(search))
