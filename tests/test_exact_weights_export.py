@@ -429,3 +429,31 @@ def test_a_kept_bias_names_its_weight_as_the_compact_file_does_when_labels_colli
         deq = subgraph.operators[made_by[int(op.inputs[1])]]
         written = fb.tensor_name(subgraph.tensors[int(deq.inputs[0])])
         assert f"beside the int8 weights {written!r} of its FULLY_CONNECTED" in t.reason
+
+
+def test_two_weights_on_one_buffer_are_stored_and_counted_once():
+    # The converter gives equal kernels one tensor; a hand-made file may point two tensors at
+    # one buffer. Both become one int8 buffer, its bytes counted once (as `inspect` counts).
+    x = keras.Input((8,))
+    first, second = keras.layers.Dense(8, name="a"), keras.layers.Dense(8, name="b")
+    model = keras.Model(x, second(keras.layers.ReLU()(first(x))))
+    kernel = ((np.arange(64).reshape(8, 8) % 7) - 3).astype("float32") * 0.25
+    for layer in (first, second):
+        layer.set_weights([kernel, np.full(8, 0.5, "float32")])
+    parsed = fb.read_model(convert_to_tflite(model))
+    subgraph = parsed.subgraphs[0]
+    readers = [op for op in subgraph.operators if len(op.inputs) > 1]
+    shared = int(readers[0].inputs[1])  # the second reads it too, or an equal copy
+    twin = fb.add_tensor(subgraph, "twin", fb.tensor_shape(subgraph.tensors[shared]),
+                         subgraph.tensors[shared].type, subgraph.tensors[shared].buffer)
+    readers[1].inputs = np.asarray([readers[1].inputs[0], twin, readers[1].inputs[2]], np.int32)
+    data, stored, _ = encode_exact_weights(fb.write_model(parsed), int8=True)
+    assert len(stored) == 2 and {w.dtype for w in stored} == {"int8"}
+    assert sorted(w.bytes for w in stored) == [0, 64]
+    written = fb.read_model(data)
+    int8_buffers = {t.buffer for _, _, t in fb.iter_tensors(written)
+                    if t.type == fb.type_value("INT8") and fb.is_constant(written, t)}
+    assert len(int8_buffers) == 1
+    x_test = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+    np.testing.assert_allclose(lite.run_interpreter(lite.load_interpreter(data), x_test),
+                               np.asarray(model(x_test)), rtol=1e-5, atol=1e-5)

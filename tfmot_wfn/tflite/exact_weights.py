@@ -63,9 +63,10 @@ INT8_REASON = ("exact int8 weights (code * per-channel scale == the float32 weig
 
 @dataclasses.dataclass(frozen=True)
 class StoredWeight:
-    """A float32 constant now stored as ``dtype`` (``"float16"`` or ``"int8"``; ``bytes``: its
-    data), made by a DEQUANTIZE; ``index``: the float32 tensor that DEQUANTIZE produces (the
-    stored constant, its input, carries ``name``)."""
+    """A float32 constant now stored as ``dtype`` (``"float16"`` or ``"int8"``; ``bytes``: what
+    its data adds to the file, 0 when another constant on the same buffer was stored first, as
+    `inspect` counts it), made by a DEQUANTIZE; ``index``: the float32 tensor that DEQUANTIZE
+    produces (the stored constant, its input, carries ``name``)."""
 
     subgraph: int
     name: str
@@ -300,7 +301,8 @@ class _WeightEncoder:
         dtype = form[0]
         data = (form[1].astype("<f2") if dtype == "float16" else form[1]).tobytes()
         key = (tensor.buffer, dtype, shape, form[3] if dtype == "int8" else None)
-        if key not in self.new_buffers:
+        shared = key in self.new_buffers  # a second tensor on one buffer: stored once
+        if not shared:
             self.new_buffers[key] = fb.add_buffer(self.model, data)
         # The constant carries the weight's name; the float32 tensor DEQUANTIZE makes needs none.
         tensor_type = mod.TensorType.FLOAT16 if dtype == "float16" else mod.TensorType.INT8
@@ -324,7 +326,8 @@ class _WeightEncoder:
         op.inputs = np.asarray([source], np.int32)
         op.outputs = np.asarray([i], np.int32)
         self.stored.append(StoredWeight(subgraph=s, name=name, shape=shape,
-                                        elements=int(np.prod(shape)), bytes=len(data), index=i,
+                                        elements=int(np.prod(shape)),
+                                        bytes=0 if shared else len(data), index=i,
                                         dtype=dtype))
         return op
 
