@@ -295,11 +295,20 @@ def test_a_search_counted_in_batches_tries_the_same_deltas_at_any_speed():
     by_batches = [_scripted_search(passes, overhead, count_seconds=False)
                   for overhead in (0.05, 0.45, 20.0)]
     assert all(runs == by_batches[0][1] and row.distance == 0.0075 for row, runs in by_batches)
-    # A proxy (10 batches) is a tenth of a full run's 100, so proxies always pay in batches:
-    # three of them and two full runs fill the 300-batch budget. The full run at 0.03 fails
-    # and the last one goes to the smallest delta.
+    # A proxy (10 batches) is a tenth of a full run's 100, so proxies always pay in batches;
+    # after three of them (30 batches) the 300-batch budget holds two full runs, not three.
+    # The full run at 0.03 fails, and the last one goes to the smallest delta.
     assert by_batches[0][1] == [(0.04, "proxy"), (0.015, "proxy"), (0.03, "proxy"),
                                 (0.03, "full"), (0.0075, "full")]
+
+
+def test_counted_in_batches_proxies_that_cannot_pay_are_not_run_at_all():
+    # A proxy of 6 batches a stage against a full run's 10 is more than half of it: in
+    # batches that is known before any run, so the search bisects with full runs only.
+    runs = _ScriptedRuns(lambda d, source: d <= 0.02, overhead=0.0, count_seconds=False)
+    row, _ = _search(runs, list(DEFAULT_DELTAS), proxy_stage_steps=6, full_stage_steps=10,
+                     threshold=0.8, proxy_slack=0.0)
+    assert {r.source for r in runs.frontier} == {"full"} and row.distance <= 0.02
 
 
 def test_the_proxies_leave_room_for_a_second_full_run():

@@ -1201,3 +1201,32 @@ def test_run_interpreter_takes_several_inputs_by_name_and_returns_outputs_in_ker
             lite.run_interpreter(interpreter, xs["zeta"], xs["alpha"], xs["mid"])
         with pytest.raises(ValueError, match="named"):
             lite.run_interpreter(interpreter, zeta=xs["zeta"])
+
+
+def test_dict_outputs_keep_their_keys_and_a_subclassed_tf_keras_model_converts():
+    from tfmot_wfn.export.conversion import convert_to_tflite
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((3,), name="x")
+    h = L.Dense(4)(x)
+    model = keras.Model(x, {"zz": L.Dense(2)(h), "aa": L.Dense(1)(h)})
+    interpreter = lite.load_interpreter(convert_to_tflite(model))
+    assert sorted(interpreter.get_signature_list()["serving_default"]["outputs"]) == ["aa", "zz"]
+    xs = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    got = interpreter.get_signature_runner()(x=xs)
+    for key, want in model(xs).items():
+        np.testing.assert_allclose(got[key], np.asarray(want), rtol=1e-5, atol=1e-5)
+    if IS_LEGACY_KERAS:  # no symbolic inputs to name: converted as from_keras_model does
+        class Doubled(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = L.Dense(2)
+
+            def call(self, inputs):
+                return 2.0 * self.dense(inputs)
+
+        sub = Doubled()
+        sub(xs)
+        assert sub.inputs is None
+        out = lite.run_interpreter(lite.load_interpreter(convert_to_tflite(sub)), xs)
+        np.testing.assert_allclose(out, np.asarray(sub(xs)), rtol=1e-5, atol=1e-5)

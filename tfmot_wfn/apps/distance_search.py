@@ -474,6 +474,8 @@ def _bisect_proxies(runs: _Runs, candidates: List[float], proxy_stage_steps: int
     proxy fell short (``len(candidates)`` when none did), and whether the proxies paid."""
     proxy_cost = runs.stages * proxy_stage_steps
     low, high = -1, len(candidates)  # candidates[low] passed (or none), candidates[high] failed
+    if not runs.count_seconds and not runs.proxies_pay(proxy_cost):
+        return 0, high, False  # judged in batches, known before any proxy runs
     while high - low > 1 and runs.affordable(proxy_cost, full_runs=runs.reserved_full_runs):
         middle = (low + high + 1) // 2
         row, _ = runs.run(candidates[middle], proxy_stage_steps, "proxy")

@@ -90,8 +90,8 @@ class FixJobConfig:
       data_dir: a folder of images in class sub-folders (see `tfmot_wfn.apps.data.from_directory`).
       distance: the paper's delta, or ``"auto"``: `tfmot_wfn.search_distance` picks the
         largest delta whose drop plus one paired standard error is within ``tolerance`` of
-        the float model's evaluation accuracy (its
-        budget: two full runs), then the job runs at that delta (three full runs in all).
+        the float model's evaluation accuracy (its budget: `AUTO_BUDGET` full runs), then
+        the job runs at that delta.
       tolerance: the accuracy drop allowed by ``distance="auto"`` (absolute; 0.005 = half a point).
       search_by_batches: ``distance="auto"`` counts its budget in training batches only
         (``search_distance(..., count_seconds=False)``): the same delta on any machine.

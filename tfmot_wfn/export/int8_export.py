@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from tfmot_wfn.core.batchnorm_affine import float32_batchnorm_scale
-from tfmot_wfn.export.conversion import export_saved_model, signature_input_names
+from tfmot_wfn.export.conversion import signature_input_names, tflite_converter
 from tfmot_wfn.keras.batchnorm_folding import (
     batchnorm_values, folded_weights, foldable_layer_pairs, is_depthwise, is_transposed,
     kernel_key,
@@ -130,10 +129,8 @@ def convert_int8(plain, samples: List[List[np.ndarray]], inference_input_type: s
         converter.inference_output_type = getattr(tf, inference_output_type)
         return bytes(converter.convert())
 
-    with tempfile.TemporaryDirectory(prefix="tfmot_wfn_int8_") as tmp:
-        saved = os.path.join(tmp, "saved_model")
-        export_saved_model(plain, saved)
-        return configure(tf.lite.TFLiteConverter.from_saved_model(saved))
+    with tflite_converter(plain) as converter:
+        return configure(converter)
 
 
 # ------------------------------------------------------------ Keras weights

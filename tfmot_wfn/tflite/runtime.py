@@ -201,9 +201,10 @@ def run_interpreter(interpreter, *inputs, **named_inputs):
     A model with one input takes it by position; one with several takes them by the names
     of the Keras model's inputs (``run_interpreter(interpreter, query=q, value=v)``, or one
     dict), since TFLite orders them its own way. Returns the output, or the list of outputs
-    in the Keras model's order when it has several (files from `export_tflite`, whose
-    signature names them ``output_0``, ``output_1``, ...; other files' outputs come in the
-    file's order: map them by name with ``interpreter.get_signature_runner()``).
+    in the Keras model's order when it has several (files from `export_tflite` and
+    `convert_to_tflite`, whose signature names them ``output_0``, ``output_1``, ...; other
+    files' outputs, and dict outputs, come in the file's order: map them by name with
+    ``interpreter.get_signature_runner()``).
 
     ```python
     probabilities = run_interpreter(load_interpreter("model.tflite"), x_test)
