@@ -591,3 +591,15 @@ def test_earlier_fixed_values_below_zero_distance_stay_but_are_no_centre():
         np.testing.assert_array_equal(fast.values[fixed], before)  # fixed values kept
         values, fixed, palette = fast.values, fast.fixed, fast.palette
     assert set(np.unique(values).tolist()) == {0.0, float(tiny)}
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.sets(st.integers(0, 5000), max_size=300), st.sets(st.integers(0, 5000), max_size=300))
+def test_union_of_positions_equals_union1d(a, b):
+    from tfmot_wfn.core.greedy_fixing import _union_of_positions
+
+    a = np.array(sorted(a), dtype=np.int64)
+    b = np.array(sorted(b), dtype=np.int64)
+    got = _union_of_positions(a, b)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, np.union1d(a, b))

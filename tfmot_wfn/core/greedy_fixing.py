@@ -38,6 +38,7 @@ import numpy as np
 
 from tfmot_wfn.core.candidates import candidate_centres
 from tfmot_wfn.core.powers_of_two import ZERO_DISTANCE
+from tfmot_wfn.core.value_sort import sort_by_value
 from tfmot_wfn.utils.finite import count_nonfinite
 
 #: Default `distance_cap`: no weight is fixed farther than 3x the stage's allowed distance.
@@ -252,7 +253,7 @@ def _take(pool: _SortedPool, centre: float, allowed: float, room: int, zero_dist
             positions, outside = pool.alive_positions(*cell), np.inf
             if centre == 0.0:  # |w| < g0 are at distance 0 from 0 wherever they vote
                 small = pool.window(0.0, limit, zero_distance)[0]
-                positions = np.union1d(positions, small)
+                positions = _union_of_positions(positions, small)
             complete = True
         else:
             found = None if scan_all else pool.window(centre, limit, zero_distance)
@@ -283,6 +284,19 @@ def _take(pool: _SortedPool, centre: float, allowed: float, room: int, zero_dist
                 continue
         n = min(n, room - zeros.size)
         return np.concatenate([zeros, _smallest(rest, d_rest, d_sorted, n, pool.idx)])
+
+
+def _union_of_positions(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.union1d(a, b)`` of two increasing arrays of distinct pool positions, by marking
+    them in one boolean array over their span (``np.union1d`` concatenates and runs
+    ``np.unique``, seconds on the millions of positions that vote for 0 at ResNet-50 size)."""
+    if a.size == 0 or b.size == 0:
+        return (b if a.size == 0 else a).astype(np.int64)
+    low = int(min(a[0], b[0]))
+    marked = np.zeros(int(max(a[-1], b[-1])) - low + 1, dtype=bool)
+    marked[a - low] = True
+    marked[b - low] = True
+    return low + np.flatnonzero(marked)
 
 
 def _first_by_zero_order(pool: _SortedPool, zeros: np.ndarray, room: int) -> np.ndarray:
@@ -363,14 +377,15 @@ def _known_centres(w: np.ndarray, fixed_in: np.ndarray, palette, zero_distance: 
 
 
 def _free_pool(w: np.ndarray, fixed_in: np.ndarray, zero_order: str) -> "_SortedPool":
-    """The free weights, sorted by value (one sort), as a `_SortedPool`."""
+    """The free weights sorted by value, ties by index (one sort: `sort_by_value`), as a
+    `_SortedPool`."""
     index_type = np.int32 if w.size < 2**31 else np.int64
     if not fixed_in.any():
-        sorted_idx = np.argsort(w).astype(index_type)
+        values, sorted_idx = sort_by_value(w, np.arange(w.size, dtype=index_type))
     else:
         free = np.flatnonzero(~fixed_in).astype(index_type)
-        sorted_idx = free[np.argsort(w[free])]
-    return _SortedPool(w[sorted_idx], sorted_idx, zero_order)
+        values, sorted_idx = sort_by_value(w[free], free)
+    return _SortedPool(values, sorted_idx, zero_order)
 
 
 def fixing_stage(
