@@ -56,15 +56,24 @@ def test_indices_beyond_32_bits_are_sorted_too():
 
 
 def test_ties_come_in_index_order_on_a_large_array():
+    # Over several of the blocks the positions are written and read back in.
     rng = np.random.default_rng(0)
-    values = rng.choice(np.float32([-0.5, 0.0, 0.125, 1.0]), size=100_000)
+    values = rng.choice(np.float32([-0.5, -0.0, 0.0, 0.125, 1.0]), size=(1 << 20) * 2 + 77)
     check(values, np.arange(values.size, dtype=np.int32))
+    got_values, got_index = sort_by_value(values, index_dtype=np.int32)  # positions implied
+    want_values, want_index = reference(values, np.arange(values.size, dtype=np.int32))
+    assert got_index.dtype == np.int32
+    np.testing.assert_array_equal(got_values.view(np.uint32), want_values.view(np.uint32))
+    np.testing.assert_array_equal(got_index, want_index)
 
 
 def test_bad_inputs_are_refused_clearly():
-    with pytest.raises(ValueError, match="1-D and of one length"):
+    with pytest.raises(ValueError, match="of one length"):
         sort_by_value(np.zeros(3, np.float32), np.arange(2))
+    with pytest.raises(ValueError, match="must be 1-D"):
+        sort_by_value(np.zeros((2, 2), np.float32))
     with pytest.raises(TypeError, match="index must hold integers"):
         sort_by_value(np.zeros(3, np.float32), np.zeros(3))
     values, index = sort_by_value(np.zeros(0, np.float32), np.zeros(0, np.int32))
     assert values.size == index.size == 0 and index.dtype == np.int32
+    assert sort_by_value(np.zeros(0, np.float32))[1].dtype == np.int64

@@ -381,7 +381,7 @@ def _free_pool(w: np.ndarray, fixed_in: np.ndarray, zero_order: str) -> "_Sorted
     `_SortedPool`."""
     index_type = np.int32 if w.size < 2**31 else np.int64
     if not fixed_in.any():
-        values, sorted_idx = sort_by_value(w, np.arange(w.size, dtype=index_type))
+        values, sorted_idx = sort_by_value(w, index_dtype=index_type)
     else:
         free = np.flatnonzero(~fixed_in).astype(index_type)
         values, sorted_idx = sort_by_value(w[free], free)

@@ -19,44 +19,62 @@ values, index = sort_by_value(np.array([0.5, -1.0, 0.5], np.float32), np.arange(
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 _SIGN = np.uint32(0x80000000)
 _LOW = np.uint64(0xFFFFFFFF)
 _HALF = np.uint64(32)
+_BLOCK = 1 << 20
 
 
-def sort_by_value(values: np.ndarray, index: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def sort_by_value(values: np.ndarray, index: Optional[np.ndarray] = None,
+                  index_dtype=np.int64) -> Tuple[np.ndarray, np.ndarray]:
     """``(sorted values, their indices)``: ``values`` (float32, no NaN) in ascending order,
     equal values by ``index`` (non-negative integers below 2**32, one per value, e.g. the
-    values' positions); as ``np.lexsort((index, values))`` would order them.
+    values' positions; None: the positions ``0, 1, ...``, never materialised unsorted); as
+    ``np.lexsort((index, values))`` would order them.
 
-    The indices come back with ``index``'s dtype; the inputs are not modified. Indices of
-    2**32 or more (over 4 billion weights) take ``np.lexsort``.
+    The indices come back with ``index``'s dtype (``index_dtype`` for None); the inputs are
+    not modified. Indices of 2**32 or more (over 4 billion weights) take ``np.lexsort``.
     """
     values = np.ascontiguousarray(values, dtype=np.float32)
-    index = np.asarray(index)
-    if values.shape != index.shape or values.ndim != 1:
-        raise ValueError(f"values and index must be 1-D and of one length, got shapes "
-                         f"{values.shape} and {index.shape}")
-    if index.dtype.kind not in "iu":
+    if values.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {values.shape}")
+    positions = index is None
+    index = np.asarray(index) if not positions else None
+    if not positions and index.shape != values.shape:
+        raise ValueError(f"values and index must be of one length, got shapes {values.shape} "
+                         f"and {index.shape}")
+    if not positions and index.dtype.kind not in "iu":
         raise TypeError(f"index must hold integers, got dtype {index.dtype}")
+    dtype = np.dtype(index_dtype) if positions else index.dtype
     if values.size == 0:
-        return values.copy(), index.copy()
-    if int(index.min()) < 0 or int(index.max()) > 0xFFFFFFFF:
+        return values.copy(), np.zeros(0, dtype)
+    if positions and values.size > 0xFFFFFFFF or not positions and (
+            int(index.min()) < 0 or int(index.max()) > 0xFFFFFFFF):
+        index = np.arange(values.size, dtype=dtype) if positions else index
         order = np.lexsort((index, values))
         return values[order], index[order]
     keys = _value_keys(values)
     keys <<= _HALF
-    # The same bits as unsigned (the indices are >= 0): uint64 | int64 has no integer loop.
-    np.bitwise_or(keys, index.view(f"u{index.itemsize}"), out=keys)
+    if positions:  # block by block, so the positions never take a whole array
+        for start in range(0, keys.size, _BLOCK):
+            stop = min(start + _BLOCK, keys.size)
+            np.bitwise_or(keys[start:stop], np.arange(start, stop, dtype=np.uint64),
+                          out=keys[start:stop])
+    else:
+        # The same bits as unsigned (the indices are >= 0): uint64 | int64 has no integer loop.
+        np.bitwise_or(keys, index.view(f"u{index.itemsize}"), out=keys)
     keys.sort()
-    sorted_index = np.empty(index.shape, index.dtype)
+    # Read back into the result dtypes directly (no uint64 temporaries), then free the keys
+    # before `_key_values`' temporary.
+    sorted_index, high = np.empty(keys.shape, dtype), np.empty(keys.shape, np.uint32)
     np.bitwise_and(keys, _LOW, out=sorted_index, casting="unsafe")
-    keys >>= _HALF
-    return _key_values(keys.astype(np.uint32)), sorted_index
+    np.right_shift(keys, _HALF, out=high, casting="unsafe")
+    del keys
+    return _key_values(high), sorted_index
 
 
 def _value_keys(values: np.ndarray) -> np.ndarray:
