@@ -1230,3 +1230,5 @@ def test_dict_outputs_keep_their_keys_and_a_subclassed_tf_keras_model_converts()
         assert sub.inputs is None
         out = lite.run_interpreter(lite.load_interpreter(convert_to_tflite(sub)), xs)
         np.testing.assert_allclose(out, np.asarray(sub(xs)), rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="a subclassed model has no symbolic inputs"):
+            lite.export_tflite_bytes(sub, mode="int8", representative_data=xs)

@@ -49,10 +49,16 @@ def test_sort_by_value_equals_the_lexsort_reference(values, index_type, random):
 
 
 def test_indices_beyond_32_bits_are_sorted_too():
-    values = np.array([0.25, -1.0, 0.25, 0.0], np.float32)
-    index = np.array([2**40, 7, 3, 2**33], np.int64)
+    values = np.array([0.25, -1.0, 0.25, 0.0, -0.0], np.float32)
+    index = np.array([2**40, 7, 3, 2**33, 2**34], np.int64)
     check(values, index)
-    assert sort_by_value(values, index)[1].tolist() == [7, 2**33, 3, 2**40]
+    assert sort_by_value(values, index)[1].tolist() == [7, 2**34, 2**33, 3, 2**40]
+
+
+def test_an_index_in_the_other_byte_order_is_read_by_value():
+    values = np.array([0.5, -1.0, 0.5], np.float32)
+    index = np.array([3, 1, 2], dtype=np.dtype(np.int32).newbyteorder())
+    assert sort_by_value(values, index)[1].tolist() == [1, 2, 3]
 
 
 def test_ties_come_in_index_order_on_a_large_array():

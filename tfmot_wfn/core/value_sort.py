@@ -34,7 +34,7 @@ def sort_by_value(values: np.ndarray, index: Optional[np.ndarray] = None,
     """``(sorted values, their indices)``: ``values`` (float32, no NaN) in ascending order,
     equal values by ``index`` (non-negative integers below 2**32, one per value, e.g. the
     values' positions; None: the positions ``0, 1, ...``, never materialised unsorted); as
-    ``np.lexsort((index, values))`` would order them.
+    ``np.lexsort((index, values))`` would order them, but with ``-0.0`` before ``0.0``.
 
     The indices come back with ``index``'s dtype (``index_dtype`` for None); the inputs are
     not modified. Indices of 2**32 or more (over 4 billion weights) take ``np.lexsort``.
@@ -49,13 +49,15 @@ def sort_by_value(values: np.ndarray, index: Optional[np.ndarray] = None,
                          f"and {index.shape}")
     if not positions and index.dtype.kind not in "iu":
         raise TypeError(f"index must hold integers, got dtype {index.dtype}")
+    if not positions and not index.dtype.isnative:  # the key reads the index's bytes
+        index = index.astype(index.dtype.newbyteorder("="))
     dtype = np.dtype(index_dtype) if positions else index.dtype
     if values.size == 0:
         return values.copy(), np.zeros(0, dtype)
     if positions and values.size > 0xFFFFFFFF or not positions and (
             int(index.min()) < 0 or int(index.max()) > 0xFFFFFFFF):
         index = np.arange(values.size, dtype=dtype) if positions else index
-        order = np.lexsort((index, values))
+        order = np.lexsort((index, ~np.signbit(values), values))
         return values[order], index[order]
     keys = _value_keys(values)
     keys <<= _HALF

@@ -73,6 +73,10 @@ def calibration_samples(model, representative_data,
         raise ValueError(MISSING_DATA)
     if samples < 1:
         raise ValueError(f"calibration samples must be >= 1, got {samples}")
+    if not getattr(model, "inputs", None):
+        raise ValueError("mode='int8' calibrates each input of the model by its shape: export a "
+                         "Functional or Sequential model (a subclassed model has no symbolic "
+                         "inputs), or use mode='int8_weight_only'")
     count = len(model.inputs)
     if isinstance(representative_data, np.ndarray) or hasattr(representative_data, "shape"):
         if count != 1:
