@@ -1,8 +1,7 @@
 """Sort float32 weights by value, ties by their index: one in-place sort of 64-bit keys.
 
-Pure numpy. A fixing stage starts from the free weights sorted by value (`greedy_fixing`);
-at ResNet-50 size (25.6M weights) ``np.argsort`` of the values was most of a stage's time.
-Here each weight becomes one unsigned 64-bit key, its value's bits mapped so that unsigned
+Pure numpy. A fixing stage starts from the free weights sorted by value (`greedy_fixing`),
+its largest single cost on a big network (`benchmarks/clustering_speed.md`). Here each weight becomes one unsigned 64-bit key, its value's bits mapped so that unsigned
 order is numeric order in the high half and its index in the low half, and the keys are
 sorted in place (numpy's vectorised sort of plain integers); the sorted values and indices
 are read back from the keys, with no gather from the unsorted array. The order is total:
