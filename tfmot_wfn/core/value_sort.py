@@ -1,11 +1,12 @@
 """Sort float32 weights by value, ties by their index: one in-place sort of 64-bit keys.
 
 Pure numpy. A fixing stage starts from the free weights sorted by value (`greedy_fixing`),
-its largest single cost on a big network (`benchmarks/clustering_speed.md`). Here each weight becomes one unsigned 64-bit key, its value's bits mapped so that unsigned
-order is numeric order in the high half and its index in the low half, and the keys are
-sorted in place (numpy's vectorised sort of plain integers); the sorted values and indices
-are read back from the keys, with no gather from the unsorted array. The order is total:
-equal values by index (``np.argsort``'s quicksort leaves ties in no particular order), and
+its largest single cost on a big network (`benchmarks/clustering_speed.md`). Here each
+weight becomes one unsigned 64-bit key, its value's bits mapped so that unsigned order is
+numeric order in the high half and its index in the low half, and the keys are sorted in
+place (numpy's vectorised sort of plain integers); the sorted values and indices are read
+back from the keys, with no gather from the unsorted array. The order is total: equal
+values by index (``np.argsort``'s quicksort leaves ties in no particular order), and
 ``-0.0`` before ``0.0``.
 
 ```python
@@ -41,26 +42,29 @@ def sort_by_value(values: np.ndarray, index: Optional[np.ndarray] = None,
     values = np.ascontiguousarray(values, dtype=np.float32)
     if values.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {values.shape}")
-    positions = index is None
-    index = np.asarray(index) if not positions else None
-    if not positions and index.shape != values.shape:
-        raise ValueError(f"values and index must be of one length, got shapes {values.shape} "
-                         f"and {index.shape}")
-    if not positions and index.dtype.kind not in "iu":
-        raise TypeError(f"index must hold integers, got dtype {index.dtype}")
-    if not positions and not index.dtype.isnative:  # the key reads the index's bytes
-        index = index.astype(index.dtype.newbyteorder("="))
-    dtype = np.dtype(index_dtype) if positions else index.dtype
+    if index is None:
+        dtype = np.dtype(index_dtype)
+        too_large = values.size > 0xFFFFFFFF
+    else:
+        index = np.asarray(index)
+        if index.shape != values.shape:
+            raise ValueError(f"values and index must be of one length, got shapes "
+                             f"{values.shape} and {index.shape}")
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"index must hold integers, got dtype {index.dtype}")
+        if not index.dtype.isnative:  # the key reads the index's bytes
+            index = index.astype(index.dtype.newbyteorder("="))
+        dtype = index.dtype
+        too_large = index.size > 0 and (int(index.min()) < 0 or int(index.max()) > 0xFFFFFFFF)
     if values.size == 0:
         return values.copy(), np.zeros(0, dtype)
-    if positions and values.size > 0xFFFFFFFF or not positions and (
-            int(index.min()) < 0 or int(index.max()) > 0xFFFFFFFF):
-        index = np.arange(values.size, dtype=dtype) if positions else index
+    if too_large:
+        index = np.arange(values.size, dtype=dtype) if index is None else index
         order = np.lexsort((index, ~np.signbit(values), values))
         return values[order], index[order]
     keys = _value_keys(values)
     keys <<= _HALF
-    if positions:  # block by block, so the positions never take a whole array
+    if index is None:  # the positions, block by block: never a whole unsorted array
         for start in range(0, keys.size, _BLOCK):
             stop = min(start + _BLOCK, keys.size)
             np.bitwise_or(keys[start:stop], np.arange(start, stop, dtype=np.uint64),

@@ -60,7 +60,7 @@ def convert_to_tflite(model) -> bytes:
 @contextlib.contextmanager
 def tflite_converter(model) -> Iterator:
     """A ``tf.lite.TFLiteConverter`` of a plain Keras model, from the SavedModel that
-    `export_saved_model` writes in a temporary folder (removed afterwards). A subclassed
+    `_export_saved_model` writes in a temporary folder (removed afterwards). A subclassed
     tf_keras model, which has no symbolic inputs to name, converts as
     ``TFLiteConverter.from_keras_model`` does."""
     if IS_LEGACY_KERAS and not model.inputs:  # pragma: no cover - legacy CI job
@@ -68,11 +68,11 @@ def tflite_converter(model) -> Iterator:
         return
     with tempfile.TemporaryDirectory(prefix="tfmot_wfn_export_") as tmp:
         saved = os.path.join(tmp, "saved_model")
-        export_saved_model(model, saved)
+        _export_saved_model(model, saved)
         yield tf.lite.TFLiteConverter.from_saved_model(saved)
 
 
-def export_saved_model(model, path: str) -> None:
+def _export_saved_model(model, path: str) -> None:
     """Write a plain Keras model (with symbolic inputs, under tf_keras) as a SavedModel for the
     TFLite converter: one serving signature, the model's inputs under their names, its
     outputs ``output_0``, ``output_1``, ... in the model's order (a dict's keys for dict

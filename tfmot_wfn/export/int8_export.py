@@ -117,7 +117,7 @@ def convert_int8(plain, samples: List[List[np.ndarray]], inference_input_type: s
     """Full-integer TFLite bytes of a plain Keras model, calibrated on ``samples``."""
     import tensorflow as tf
 
-    # Several inputs: by name, as the SavedModel signature keys them (its order is by name).
+    # Several inputs: by name, as the converter's calibration reads them (the file's signature).
     names = signature_input_names(plain)
     by_name = len(names) > 1 and len(set(names)) == len(names)
 
