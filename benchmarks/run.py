@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~1 h idle, 2 cores)
     python benchmarks/run.py --quick --output out  # CI smoke (~1 min): demo CNN only, tiny epochs, nothing committed touched
+    python benchmarks/run.py --steps-only          # rerun section 3 alone (~10 min), the rest of results.json kept
 
 Sections (see benchmarks/README.md for the method):
 
@@ -42,7 +43,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -63,7 +64,10 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.
             int8_exact_deltas=[0.015], auto_distance=True,
             folded_deltas=[0.015, 0.03], float_bn_deltas=[], epochs_per_stage=2, float_epochs=None,
             latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=60,
-            step_rounds=4, profile=True,
+            # Eight rounds: one round's WFN / plain ratio moves by +-15% on a 2-core machine
+            # (MobileNetV2: 0.83-1.27 within one run), so two or four rounds cannot tell 1.2x
+            # from 1.3x; eight cost MobileNetV2 about a minute more.
+            step_rounds=8, profile=True,
             # MobileNetV2 gets one epoch per stage and fewer variants to keep the run under
             # 30 minutes. Its 52 BatchNorms' moving statistics (28k float values) dominate every
             # method's count of stored values: the "BN frozen first" rows fix them as scale/shift.
@@ -72,7 +76,7 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.
                        "resnet20": dict(folded_deltas=[0.03], epochs_per_stage=1, latency_runs=1000),
                        "mobilenetv2": dict(deltas=[0.0075, 0.015], folded_deltas=[],
                                            frozen_deltas=[0.0075], epochs_per_stage=1,
-                                           latency_runs=600, step_steps=25, step_rounds=2)})
+                                           latency_runs=600, step_steps=25)})
 QUICK = dict(models=["cnn"], deltas=[0.015], clusters=[16], folded_deltas=[], float_bn_deltas=[],
              int8_exact_deltas=[0.015], auto_distance=False,
              epochs_per_stage=1,
@@ -746,6 +750,15 @@ class _TimedUpdate:
         return Timed()
 
 
+def round_ratios(times: Dict, name: str, base: str = "plain") -> List[float]:
+    """Per round, the median step of ``name`` over that of ``base`` (`step_timing`'s rounds)."""
+    return [a / b for a, b in zip(times[name]["round_medians_ms"], times[base]["round_medians_ms"])]
+
+
+def _ratio_range(ratios) -> str:
+    return f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "n/a"
+
+
 def step_benchmark(name, cfg, weights, seed) -> Dict:
     """Keras 3: plain vs fix_weights (and diagnostics); tf_keras subprocess: plain vs pruning."""
     import keras
@@ -801,7 +814,10 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
            "wfn_ratio": k3["fix_weights"]["median_ms"] / k3["plain"]["median_ms"],
            "wfn_noreg_ratio": k3["fix_weights, regularization=0"]["median_ms"] / k3["plain"]["median_ms"],
            "prune_ratio": tk["step_times"]["prune_low_magnitude"]["median_ms"]
-           / tk["step_times"]["plain"]["median_ms"]}
+           / tk["step_times"]["plain"]["median_ms"],
+           # Each round times every model once, in turn: the round's ratio pairs them in time.
+           "wfn_round_ratios": round_ratios(k3, "fix_weights"),
+           "prune_round_ratios": round_ratios(tk["step_times"], "prune_low_magnitude")}
     say(f"[{name}] WFN/plain x{out['wfn_ratio']:.2f} (no regulariser x{out['wfn_noreg_ratio']:.2f}), "
         f"prune/plain x{out['prune_ratio']:.2f}")
     return out
@@ -1078,15 +1094,26 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           "fixed, regulariser active, `UpdateFixingStep` attached) and, as a diagnostic, `fix_weights` "
           "with `regularization=0`. tf_keras subprocess: the plain model vs tfmot `prune_low_magnitude` "
           "(ConstantSparsity 0.5, Conv/Dense kernels, `UpdatePruningStep`). Same architecture, weights, "
-          "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process.", "",
-          "| model | batch | steps x rounds | Keras 3 plain ms | fix_weights ms | **WFN / plain** "
-          "| tf_keras plain ms | prune_low_magnitude ms | **prune / plain** |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process. Per round: the range "
+          "of the ratio of one round's medians (each round times every model once, in turn), which "
+          "shows how far a single round can be off."]
+    alone = [s["measured_alone"] for s in steps if s.get("measured_alone")]
+    if alone:
+        L[-1] += (f" This section was measured again on its own (`python benchmarks/run.py --steps-only`, "
+                  f"{alone[0]['date']}, {alone[0]['seconds'] / 60:.1f} min, load average "
+                  f"{alone[0]['load_average_end']:.1f} at the end; the float models trained again as "
+                  "the full run trains them); the other sections are from the full run.")
+    L += ["",
+          "| model | batch | steps x rounds | Keras 3 plain ms | fix_weights ms | **WFN / plain** | per round "
+          "| tf_keras plain ms | prune_low_magnitude ms | **prune / plain** | per round |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in steps:
         k3, tk = s["keras3"], s["tf_keras"]
         L.append(f"| {s['model']} | {s['batch']} | {s['steps']} x {s['rounds']} | {k3['plain']['median_ms']:.2f} "
-                 f"| {k3['fix_weights']['median_ms']:.2f} | **{s['wfn_ratio']:.2f}x** | {tk['plain']['median_ms']:.2f} "
-                 f"| {tk['prune_low_magnitude']['median_ms']:.2f} | **{s['prune_ratio']:.2f}x** |")
+                 f"| {k3['fix_weights']['median_ms']:.2f} | **{s['wfn_ratio']:.2f}x** "
+                 f"| {_ratio_range(s.get('wfn_round_ratios'))} | {tk['plain']['median_ms']:.2f} "
+                 f"| {tk['prune_low_magnitude']['median_ms']:.2f} | **{s['prune_ratio']:.2f}x** "
+                 f"| {_ratio_range(s.get('prune_round_ratios'))} |")
     L += ["", "Where WFN's extra time per step goes (same run, Keras 3; ms per step): the `UpdateFixingStep` "
           "per-batch hook (timed inside the callback), the wrapper's graph (`fix_weights(regularization=0)` "
           "minus plain minus the hook), and the regulariser (`fix_weights` minus `regularization=0`). "
@@ -1435,6 +1462,9 @@ def main(argv=None) -> int:
                         help="run benchmarks/clustering_speed.py (default in a full run), a small run "
                              "(default with --quick), reuse the committed table, or skip")
     parser.add_argument("--skip-steps", action="store_true", help="skip the step-overhead section")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="measure the step-overhead section alone and rewrite RESULTS.md with "
+                             "--output's results.json for every other section")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-work", action="store_true", help="keep the TFLite files and weights")
     parser.add_argument("--report-only", action="store_true",
@@ -1456,6 +1486,8 @@ def main(argv=None) -> int:
     speed_mode = args.clustering_speed or ("quick" if args.quick else "run")
     if args.report_only:
         return report_only(output, args)
+    if args.steps_only:
+        return steps_only(output, args, cfg)
     start = time.perf_counter()
     work = tempfile.mkdtemp(prefix="wfn_bench_")
     try:
@@ -1469,17 +1501,9 @@ def main(argv=None) -> int:
             lat = latency_benchmark(res, model_cfg(cfg, res["model"])["latency_runs"])
             if lat:
                 latencies.append(lat)
-        steps = []
-        profile = None
+        steps, profile = [], None
         if not args.skip_steps:
-            weights = {r["model"]: r["weights"] for r in results}
-            for name in cfg["step_models"]:
-                steps.append(step_benchmark(name, model_cfg(cfg, name), weights[name], args.seed))
-            if cfg["profile"] and steps:
-                worst = max(steps, key=lambda s: s["wfn_ratio"])
-                if worst["wfn_ratio"] > TARGET_STEP_RATIO:
-                    say(f"[{worst['model']}] profiling the WFN step ...")
-                    profile = profile_wfn_step(worst["model"], weights[worst["model"]], args.seed)
+            steps, profile = measure_steps(cfg, args.seed, {r["model"]: r["weights"] for r in results})
         speed = clustering_speed(speed_mode, output)
         seconds = time.perf_counter() - start
         written = plots(results, steps, latencies, speed, output)
@@ -1506,6 +1530,65 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def measure_steps(cfg: Dict, seed: int, weights: Dict[str, str]) -> Tuple[List[Dict], Optional[Dict]]:
+    """Section 3: `step_benchmark` for every step model, then (``cfg["profile"]``) a profile
+    of the model whose WFN step ratio is worst, when it misses `TARGET_STEP_RATIO`."""
+    steps = [step_benchmark(name, model_cfg(cfg, name), weights[name], seed)
+             for name in cfg["step_models"]]
+    profile = None
+    if cfg["profile"] and steps:
+        worst = max(steps, key=lambda s: s["wfn_ratio"])
+        if worst["wfn_ratio"] > TARGET_STEP_RATIO:
+            say(f"[{worst['model']}] profiling the WFN step ...")
+            profile = profile_wfn_step(worst["model"], weights[worst["model"]], seed)
+    return steps, profile
+
+
+def steps_only(output: str, args, cfg: Dict) -> int:
+    """Rerun section 3 alone and rewrite RESULTS.md, keeping every other section of
+    --output's results.json. Each step model's float model is trained again as the full run
+    trains it (same data split, epochs and seed), which is what the step timings start from."""
+    path = os.path.join(output, "results.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--steps-only rewrites an earlier run's report, but {path} does not exist: "
+                         "run `python benchmarks/run.py` once first")
+    with open(path) as f:
+        saved = json.load(f)
+    if saved["quick"] != args.quick or saved["seed"] != args.seed:
+        raise SystemExit(f"{path} is from a run with quick={saved['quick']}, seed={saved['seed']}: "
+                         f"pass the same --seed{' and --quick' if saved['quick'] else ''}")
+    start = time.perf_counter()
+    work = tempfile.mkdtemp(prefix="wfn_steps_")
+    try:
+        import keras  # noqa: F401  (Keras 3, before anything else imports TensorFlow's Keras)
+
+        weights = {}
+        for name in cfg["step_models"]:
+            data, _ = held_out(models.dataset(name, args.seed))
+            _, folder, base, _, _ = trained_float_model(name, model_cfg(cfg, name), args.seed, work, data)
+            weights[name] = os.path.join(folder, "float.npz")
+            models.save_layer_weights(base, weights[name])
+        steps, profile = measure_steps(cfg, args.seed, weights)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    rerun = {"seconds": seconds, "load_average_end": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d")}
+    for step in steps:
+        step["measured_alone"] = rerun
+    saved["steps"], saved["profile"] = steps, profile
+    for key in ("step_models", "step_steps", "step_rounds", "profile"):
+        saved["settings"][key] = cfg[key]
+    for name, overrides in cfg["per_model"].items():
+        kept = {k: v for k, v in saved["settings"].get("per_model", {}).get(name, {}).items()
+                if not k.startswith("step_")}
+        kept.update({k: v for k, v in overrides.items() if k.startswith("step_")})
+        saved["settings"].setdefault("per_model", {})[name] = kept
+    with open(path, "w") as f:
+        json.dump(saved, f, indent=1)
+    say(f"section 3 measured again in {seconds / 60:.1f} min")
+    return report_only(output, args)
 
 
 def report_only(output: str, args) -> int:

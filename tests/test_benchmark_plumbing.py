@@ -752,3 +752,59 @@ def test_only_the_committed_report_rewrites_the_readme(tmp_path, monkeypatch):
     assert called == []
     frontier.update_readme(frontier.DEFAULT_OUTPUT, {})
     assert called == [frontier.README]
+
+
+def test_a_rounds_ratio_pairs_the_models_medians_of_the_same_round():
+    times = {"plain": {"round_medians_ms": [2.0, 4.0, 5.0]},
+             "fix_weights": {"round_medians_ms": [3.0, 4.0, 4.0]}}
+    assert run.round_ratios(times, "fix_weights") == [1.5, 1.0, 0.8]
+    assert run._ratio_range([1.5, 1.0, 0.8]) == "0.80-1.50"
+    assert run._ratio_range(None) == "n/a"  # a results file from before the column
+
+
+def _saved_run(tmp_path, seed=0, quick=False):
+    per_model = {"mobilenetv2": {"deltas": [0.0075], "step_steps": 25, "step_rounds": 2}}
+    saved = {"quick": quick, "seed": seed, "seconds": 60.0, "compression": [{"model": "cnn"}],
+             "steps": [{"model": "old"}], "profile": {"old": True}, "latency": [],
+             "settings": {"step_rounds": 4, "step_steps": 60, "per_model": per_model}}
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    return saved
+
+
+def test_steps_only_replaces_section_3_and_keeps_every_other_section(tmp_path, monkeypatch):
+    _saved_run(tmp_path)
+    trained, reported = [], []
+
+    def float_model(name, cfg, seed, work, data):
+        trained.append((name, seed, len(data[0])))
+        return data, os.path.join(work, name), object(), 1, 0.0
+
+    monkeypatch.setattr(run, "trained_float_model", float_model)
+    monkeypatch.setattr(run.models, "dataset", lambda name, seed: (np.zeros((10, 1)), None, np.zeros(10), None))
+    monkeypatch.setattr(run.models, "save_layer_weights", lambda model, path: None)
+    monkeypatch.setattr(run, "measure_steps", lambda cfg, seed, weights: (
+        [{"model": n, "weights": weights[n]} for n in cfg["step_models"]], None))
+    monkeypatch.setattr(run, "report_only", lambda output, args: reported.append(output) or 0)
+    cfg = dict(run.FULL, step_models=["cnn", "mobilenetv2"])
+    args = type("Args", (), {"quick": False, "seed": 0})()
+    assert run.steps_only(str(tmp_path), args, cfg) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [s["model"] for s in saved["steps"]] == ["cnn", "mobilenetv2"]
+    assert all(s["measured_alone"]["seconds"] >= 0 for s in saved["steps"])
+    assert saved["profile"] is None and saved["compression"] == [{"model": "cnn"}]
+    # The float models train on the full run's split: the held-out fifth is left out.
+    assert trained == [("cnn", 0, 8), ("mobilenetv2", 0, 8)]
+    # The step settings are today's; the model's other overrides are the saved run's.
+    assert saved["settings"]["step_rounds"] == cfg["step_rounds"]
+    assert saved["settings"]["per_model"]["mobilenetv2"] == {"deltas": [0.0075], "step_steps": 25}
+    assert reported == [str(tmp_path)]
+
+
+def test_steps_only_refuses_a_missing_or_different_run_and_changes_nothing(tmp_path):
+    args = type("Args", (), {"quick": False, "seed": 1})()
+    with pytest.raises(SystemExit, match="run `python benchmarks/run.py` once first"):
+        run.steps_only(str(tmp_path), args, dict(run.FULL))
+    before = _saved_run(tmp_path, seed=0)
+    with pytest.raises(SystemExit, match="seed=0"):
+        run.steps_only(str(tmp_path), args, dict(run.FULL))
+    assert json.loads((tmp_path / "results.json").read_text()) == before
