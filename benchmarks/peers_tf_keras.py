@@ -17,7 +17,7 @@ Modes:
   clustering guide does), fine-tune, ``strip_clustering``, save the weights.
 * ``step_time``: median training-step time of the plain model and of the same model
   with ``prune_low_magnitude`` on its Conv/Dense layers (``UpdatePruningStep``),
-  interleaved in one process (`step_timing.interleaved_step_times`).
+  alternating step by step in one process (`step_timing.alternating_step_times`).
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ def step_time(spec) -> dict:
         _compile(model, spec["lr"], spec["clipnorm"])
         return model, [tfmot.sparsity.keras.UpdatePruningStep()]
 
-    times = step_timing.interleaved_step_times(
+    times = step_timing.alternating_step_times(
         {"plain": plain, "prune_low_magnitude": pruned}, x_train, y_train,
-        batch=spec["batch"], steps=spec["steps"], rounds=spec["rounds"])
+        batch=spec["batch"], steps=spec["steps"], blocks=spec["blocks"])
     return {"step_times": times, "tf_keras_version": keras.__version__,
             "tfmot_version": getattr(tfmot, "__version__", "?")}
 

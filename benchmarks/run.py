@@ -63,11 +63,10 @@ import models  # noqa: E402
 FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.015, 0.03], clusters=[16, 8],
             int8_exact_deltas=[0.015], auto_distance=True,
             folded_deltas=[0.015, 0.03], float_bn_deltas=[], epochs_per_stage=2, float_epochs=None,
-            latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=60,
-            # Eight rounds: one round's WFN / plain ratio moves by +-15% on a 2-core machine
-            # (MobileNetV2: 0.83-1.27 within one run), so two or four rounds cannot tell 1.2x
-            # from 1.3x; eight cost MobileNetV2 about a minute more.
-            step_rounds=8, profile=True,
+            # Timed training steps per model, alternating with its peers step by step
+            # (`step_timing`), and the blocks of them whose ratios the report shows.
+            latency_runs=3000, step_models=["cnn", "mlp", "mobilenetv2"], step_steps=480,
+            step_blocks=8, profile=True,
             # MobileNetV2 gets one epoch per stage and fewer variants to keep the run under
             # 30 minutes. Its 52 BatchNorms' moving statistics (28k float values) dominate every
             # method's count of stored values: the "BN frozen first" rows fix them as scale/shift.
@@ -76,11 +75,11 @@ FULL = dict(models=["cnn", "mlp", "mobilenetv2", "resnet20"], deltas=[0.0075, 0.
                        "resnet20": dict(folded_deltas=[0.03], epochs_per_stage=1, latency_runs=1000),
                        "mobilenetv2": dict(deltas=[0.0075, 0.015], folded_deltas=[],
                                            frozen_deltas=[0.0075], epochs_per_stage=1,
-                                           latency_runs=600, step_steps=25)})
+                                           latency_runs=600, step_steps=200)})
 QUICK = dict(models=["cnn"], deltas=[0.015], clusters=[16], folded_deltas=[], float_bn_deltas=[],
              int8_exact_deltas=[0.015], auto_distance=False,
              epochs_per_stage=1,
-             float_epochs=8, latency_runs=300, step_models=["cnn"], step_steps=25, step_rounds=2,
+             float_epochs=8, latency_runs=300, step_models=["cnn"], step_steps=40, step_blocks=4,
              profile=False, per_model={})
 
 
@@ -751,7 +750,8 @@ class _TimedUpdate:
 
 
 def round_ratios(times: Dict, name: str, base: str = "plain") -> List[float]:
-    """Per round, the median step of ``name`` over that of ``base`` (`step_timing`'s rounds)."""
+    """Per block of consecutive steps, the median step of ``name`` over that of ``base``
+    (`step_timing`'s ``round_medians_ms``: the models' blocks ran in the same stretch of time)."""
     return [a / b for a, b in zip(times[name]["round_medians_ms"], times[base]["round_medians_ms"])]
 
 
@@ -798,8 +798,8 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
     factories = {"plain": plain, "fix_weights": wfn(0.4), "fix_weights, regularization=0": wfn(0.0)}
     say(f"[{name}] step time, Keras 3: {', '.join(factories)} ...")
     keras.utils.set_random_seed(seed)
-    k3 = step_timing.interleaved_step_times(factories, x_train, y_train, batch=spec["batch"],
-                                            steps=cfg["step_steps"], rounds=cfg["step_rounds"])
+    k3 = step_timing.alternating_step_times(factories, x_train, y_train, batch=spec["batch"],
+                                            steps=cfg["step_steps"], blocks=cfg["step_blocks"])
     callback_ms = {("fix_weights" if r else "fix_weights, regularization=0"):
                    float(np.median(cb.batch_seconds[10:] or cb.batch_seconds)) * 1000.0
                    for r, cb in timed_updates.items()}
@@ -807,8 +807,8 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
     tk = run_tf_keras({"mode": "step_time", "model": name, "weights_in": weights,
                        "data_in": data_in, "seed": seed,
                        "lr": lr, "clipnorm": CLIPNORM, "batch": spec["batch"],
-                       "steps": cfg["step_steps"], "rounds": cfg["step_rounds"]})
-    out = {"model": name, "batch": spec["batch"], "steps": cfg["step_steps"], "rounds": cfg["step_rounds"],
+                       "steps": cfg["step_steps"], "blocks": cfg["step_blocks"]})
+    out = {"model": name, "batch": spec["batch"], "steps": cfg["step_steps"], "blocks": cfg["step_blocks"],
            "fixable_weights": fixable_count[0],
            "keras3": k3, "tf_keras": tk["step_times"], "callback_ms": callback_ms,
            "wfn_ratio": k3["fix_weights"]["median_ms"] / k3["plain"]["median_ms"],
@@ -1088,15 +1088,19 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
             L += ["![clustering speed](clustering_speed.png)", ""]
     # 3. step overhead
     L += ["## 3. Training-step overhead", "",
-          "Median wall time between consecutive `on_train_batch_end` calls of `fit` (train function + every "
-          "callback's per-batch work + input pipeline), interleaved rounds in one process, first two steps "
-          "of every `fit` dropped. Keras 3 process: the plain model vs `fix_weights` (stage 0 done: 30% "
+          "Median time of one training step (every callback's `on_train_batch_begin`, `UpdateFixingStep`'s "
+          "or `UpdatePruningStep`'s per-batch hook included, then the model's `train_function` on the next "
+          "batch, until its optimizer's step counter reads back), the models of one process taking turns "
+          "step by step, the order rotating (`benchmarks/step_timing.py`): neighbouring steps run "
+          "milliseconds apart, so a shared machine's load hits every model alike (timed one `fit` epoch "
+          "after another, as before, one round's ratio moved by 15-40% here and the plain step by up to 2x). "
+          "Five warm-up steps each come first. Keras 3 process: the plain model vs `fix_weights` (stage 0 done: 30% "
           "fixed, regulariser active, `UpdateFixingStep` attached) and, as a diagnostic, `fix_weights` "
           "with `regularization=0`. tf_keras subprocess: the plain model vs tfmot `prune_low_magnitude` "
           "(ConstantSparsity 0.5, Conv/Dense kernels, `UpdatePruningStep`). Same architecture, weights, "
-          "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process. Per round: the range "
-          "of the ratio of one round's medians (each round times every model once, in turn), which "
-          "shows how far a single round can be off."]
+          "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process. Per block: the range "
+          "of the ratio over consecutive blocks of the steps (the models' blocks ran in the same stretch "
+          "of time), which shows how far a shorter run could be off."]
     alone = [s["measured_alone"] for s in steps if s.get("measured_alone")]
     if alone:
         L[-1] += (f" This section was measured again on its own (`python benchmarks/run.py --steps-only`, "
@@ -1104,12 +1108,14 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
                   f"{alone[0]['load_average_end']:.1f} at the end; the float models trained again as "
                   "the full run trains them); the other sections are from the full run.")
     L += ["",
-          "| model | batch | steps x rounds | Keras 3 plain ms | fix_weights ms | **WFN / plain** | per round "
-          "| tf_keras plain ms | prune_low_magnitude ms | **prune / plain** | per round |",
+          "| model | batch | steps (blocks) | Keras 3 plain ms | fix_weights ms | **WFN / plain** | per block "
+          "| tf_keras plain ms | prune_low_magnitude ms | **prune / plain** | per block |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in steps:
         k3, tk = s["keras3"], s["tf_keras"]
-        L.append(f"| {s['model']} | {s['batch']} | {s['steps']} x {s['rounds']} | {k3['plain']['median_ms']:.2f} "
+        shape = (f"{s['steps']} ({s['blocks']})" if "blocks" in s  # else fit epochs in rounds, before
+                 else f"{s['steps']} x {s['rounds']}")
+        L.append(f"| {s['model']} | {s['batch']} | {shape} | {k3['plain']['median_ms']:.2f} "
                  f"| {k3['fix_weights']['median_ms']:.2f} | **{s['wfn_ratio']:.2f}x** "
                  f"| {_ratio_range(s.get('wfn_round_ratios'))} | {tk['plain']['median_ms']:.2f} "
                  f"| {tk['prune_low_magnitude']['median_ms']:.2f} | **{s['prune_ratio']:.2f}x** "
@@ -1117,8 +1123,8 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
     L += ["", "Where WFN's extra time per step goes (same run, Keras 3; ms per step): the `UpdateFixingStep` "
           "per-batch hook (timed inside the callback), the wrapper's graph (`fix_weights(regularization=0)` "
           "minus plain minus the hook), and the regulariser (`fix_weights` minus `regularization=0`). "
-          "First step: time from `on_train_begin` to the end of the first batch of the last round's `fit` call "
-          "(the model has trained before, so this is what every further `fit` call pays).", "",
+          "First step: time from `on_train_begin` to the end of the first batch of a short `fit` call after "
+          "the timed steps (the model has trained before, so this is what every further `fit` call pays).", "",
           "| model | plain | per-batch hook | wrapper graph | regulariser | fixable weights "
           "| first step of a fit call, plain / WFN ms |", "|---|---:|---:|---:|---:|---:|---:|"]
     for s in steps:
@@ -1578,7 +1584,8 @@ def steps_only(output: str, args, cfg: Dict) -> int:
     for step in steps:
         step["measured_alone"] = rerun
     saved["steps"], saved["profile"] = steps, profile
-    for key in ("step_models", "step_steps", "step_rounds", "profile"):
+    saved["settings"].pop("step_rounds", None)  # before the steps alternated
+    for key in ("step_models", "step_steps", "step_blocks", "profile"):
         saved["settings"][key] = cfg[key]
     for name, overrides in cfg["per_model"].items():
         kept = {k: v for k, v in saved["settings"].get("per_model", {}).get(name, {}).items()

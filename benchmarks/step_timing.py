@@ -1,23 +1,29 @@
-"""Median training-step time of several models, interleaved in one process.
+"""Training-step time of several models, alternating step by step in one process.
 
 Used by `benchmarks/run.py` (Keras 3: plain vs `fix_weights`) and by
 `benchmarks/peers_tf_keras.py` (tf_keras: plain vs tfmot `prune_low_magnitude`), so
 that both ratios are measured the same way:
 
-* each model is built and compiled; no separate warm-up `fit` (the first `fit` of a
-  model traces its train function, later ones reuse it, and the first intervals of
-  every `fit` are dropped), unless ``warmup_steps`` asks for one;
-* ``rounds`` rounds, each running one `fit` epoch of ``steps`` batches per model,
-  the order of the models rotating from round to round, so background load on a
-  shared machine hits all of them alike;
-* a step's time is the wall time between two consecutive ``on_train_batch_end`` calls
-  (the timer is the last callback): the train function plus every callback's
-  per-batch work plus the input pipeline, i.e. what `fit` costs per step. The first
-  two intervals of every `fit` are dropped (retracing, iterator start-up);
-* the median over all kept intervals is reported, with the quartiles and the
-  per-round medians; ``first_step_ms`` is the time from ``on_train_begin`` to the end
-  of the first batch of the last round's `fit` call (the model already trained once,
-  so a retrace there is one that every further `fit` call pays).
+* each model is built and compiled and gets its own `CallbackList` (its callbacks,
+  e.g. `UpdateFixingStep` or `UpdatePruningStep`) and its own iterator over the same
+  batches; ``warmup_steps`` steps of each run first (tracing, a first fixing stage);
+* then the models take turns, ONE training step each, the order rotating from step to
+  step: a step is the callbacks' ``on_train_batch_begin`` plus the model's
+  ``train_function`` (what `fit` runs per batch), timed until the optimizer's step
+  counter reads back (the step has finished). Neighbouring steps of two models run
+  milliseconds apart, so the load of a shared machine hits both alike: timed one `fit`
+  epoch after another, one round's ratio moved by 15-40% on a 2-core machine and the
+  plain step itself by up to 2x between rounds; alternating, eight blocks of a run
+  agree within a few percent;
+* the median over all steps is reported, with the quartiles and the medians of
+  ``blocks`` consecutive blocks of steps (``round_medians_ms``: block i of every model
+  ran in the same stretch of time, so their ratios pair up); ``first_step_ms`` is the
+  time from ``on_train_begin`` to the end of the first batch of one short `fit` call
+  made afterwards (the model already trained, so a retrace there is one that every
+  further `fit` call pays).
+
+`fit`'s own loop (its callback list, the progress bar, `on_train_batch_end`) is the same
+for every model and is left out.
 """
 
 from __future__ import annotations
@@ -33,61 +39,84 @@ def _tile(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a] * reps)[:n] if reps > 1 else a[:n]
 
 
-def interleaved_step_times(
+def _batches(tf, x: np.ndarray, y: np.ndarray, batch: int):
+    """An endless iterator over the batches of ``(x, y)``, in order."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch, drop_remainder=True)
+    return iter(dataset)
+
+
+def alternating_step_times(
     factories: Dict[str, Callable[[], Tuple[object, List]]],
     x: np.ndarray,
     y: np.ndarray,
     batch: int,
     steps: int,
-    rounds: int,
-    warmup_steps: int = 0,
+    blocks: int = 8,
+    warmup_steps: int = 5,
 ) -> Dict[str, Dict]:
-    """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "round_medians_ms"}}``.
+    """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "round_medians_ms", "first_step_ms"}}``.
 
     ``factories``: name -> function returning ``(compiled model, extra callbacks)``.
+    ``steps``: timed steps per model; ``blocks``: how many consecutive blocks of them get a
+    median of their own (``round_medians_ms``).
     """
+    import tensorflow as tf
+
+    if steps < blocks:
+        raise ValueError(f"steps ({steps}) must be at least blocks ({blocks})")
     built = {name: make() for name, make in factories.items()}
-    first_model = next(iter(built.values()))[0]
-    keras_module = _keras_of(first_model)
-
-    class StepTimer(keras_module.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.ends: List[float] = []
-            self.begin = 0.0
-
-        def on_train_begin(self, logs=None):
-            self.begin = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.ends.append(time.perf_counter())
-
-    xs, ys = _tile(x, steps * batch), _tile(y, steps * batch)
-    for model, callbacks in (built.values() if warmup_steps else ()):  # optional warm-up
-        model.fit(xs[:warmup_steps * batch], ys[:warmup_steps * batch], batch_size=batch,
-                  epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks))
-    samples: Dict[str, List[float]] = {name: [] for name in built}
-    per_round: Dict[str, List[float]] = {name: [] for name in built}
-    first: Dict[str, List[float]] = {name: [] for name in built}
+    keras_module = _keras_of(next(iter(built.values()))[0])
+    runs = {}
+    for name, (model, callbacks) in built.items():
+        callback_list = keras_module.callbacks.CallbackList(
+            list(callbacks), add_history=False, add_progbar=False, model=model,
+            epochs=1, steps=warmup_steps + steps, verbose=0)
+        model.make_train_function()
+        callback_list.on_train_begin()
+        runs[name] = (model, callback_list, _batches(tf, x, y, batch))
     names = list(built)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+    seconds: Dict[str, List[float]] = {name: [] for name in names}
+    for step in range(warmup_steps + steps):
+        order = names[step % len(names):] + names[:step % len(names)]
         for name in order:
-            model, callbacks = built[name]
-            timer = StepTimer()
-            model.fit(xs, ys, batch_size=batch, epochs=1, verbose=0, shuffle=False,
-                      callbacks=list(callbacks) + [timer])
-            intervals = np.diff(np.asarray(timer.ends))[2:] * 1000.0
-            samples[name].extend(intervals.tolist())
-            per_round[name].append(float(np.median(intervals)))
-            first[name].append((timer.ends[0] - timer.begin) * 1000.0)
+            model, callback_list, iterator = runs[name]
+            start = time.perf_counter()
+            callback_list.on_train_batch_begin(step)
+            model.train_function(iterator)
+            model.optimizer.iterations.numpy()  # waits for the step to finish
+            if step >= warmup_steps:
+                seconds[name].append(time.perf_counter() - start)
+    for model, callback_list, _ in runs.values():
+        callback_list.on_train_end()
+    first = _first_fit_steps(keras_module, built, x, y, batch)
     out = {}
-    for name, values in samples.items():
-        v = np.asarray(values)
+    for name, values in seconds.items():
+        v = np.asarray(values) * 1000.0
         out[name] = {"median_ms": float(np.median(v)), "p25_ms": float(np.percentile(v, 25)),
                      "p75_ms": float(np.percentile(v, 75)), "n": int(v.size),
-                     "round_medians_ms": [round(m, 4) for m in per_round[name]],
-                     "first_step_ms": float(first[name][-1])}
+                     "round_medians_ms": [round(float(np.median(b)), 4) for b in np.array_split(v, blocks)],
+                     "first_step_ms": first[name]}
+    return out
+
+
+def _first_fit_steps(keras_module, built, x, y, batch) -> Dict[str, float]:
+    """Per model, ms from ``on_train_begin`` to the end of the first batch of a 3-batch `fit`."""
+
+    class FirstStep(keras_module.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.begin, self.end = time.perf_counter(), None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.end is None:
+                self.end = time.perf_counter()
+
+    xs, ys = _tile(x, 3 * batch), _tile(y, 3 * batch)
+    out = {}
+    for name, (model, callbacks) in built.items():
+        timer = FirstStep()
+        model.fit(xs, ys, batch_size=batch, epochs=1, verbose=0, shuffle=False,
+                  callbacks=list(callbacks) + [timer])
+        out[name] = (timer.end - timer.begin) * 1000.0
     return out
 
 

@@ -795,8 +795,8 @@ def test_steps_only_replaces_section_3_and_keeps_every_other_section(tmp_path, m
     # The float models train on the full run's split: the held-out fifth is left out.
     assert trained == [("cnn", 0, 8), ("mobilenetv2", 0, 8)]
     # The step settings are today's; the model's other overrides are the saved run's.
-    assert saved["settings"]["step_rounds"] == cfg["step_rounds"]
-    assert saved["settings"]["per_model"]["mobilenetv2"] == {"deltas": [0.0075], "step_steps": 25}
+    assert saved["settings"]["step_blocks"] == cfg["step_blocks"] and "step_rounds" not in saved["settings"]
+    assert saved["settings"]["per_model"]["mobilenetv2"] == {"deltas": [0.0075], "step_steps": 200}
     assert reported == [str(tmp_path)]
 
 
@@ -808,3 +808,39 @@ def test_steps_only_refuses_a_missing_or_different_run_and_changes_nothing(tmp_p
     with pytest.raises(SystemExit, match="seed=0"):
         run.steps_only(str(tmp_path), args, dict(run.FULL))
     assert json.loads((tmp_path / "results.json").read_text()) == before
+
+
+def test_step_timing_alternates_the_models_one_step_at_a_time_with_their_own_callbacks():
+    import keras
+
+    import step_timing
+
+    calls = []
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def on_train_batch_begin(self, batch, logs=None):
+            calls.append((self.name, batch))
+
+    def factory(name, width):
+        def make():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width), keras.layers.Dense(2)])
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            return model, [Record(name)]
+        return make
+
+    x, y = np.random.default_rng(0).normal(size=(24, 4)).astype("float32"), np.arange(24) % 2
+    out = step_timing.alternating_step_times({"a": factory("a", 3), "b": factory("b", 5)}, x, y,
+                                             batch=8, steps=6, blocks=3, warmup_steps=2)
+    assert set(out) == {"a", "b"}
+    for times in out.values():
+        assert times["n"] == 6 and len(times["round_medians_ms"]) == 3
+        assert times["p25_ms"] <= times["median_ms"] <= times["p75_ms"] and times["first_step_ms"] > 0
+    stepped = calls[:2 * 8]  # then a 3-batch fit per model, for its first step
+    assert [c[1] for c in stepped] == [s for s in range(8) for _ in "ab"]
+    assert [c[0] for c in stepped] == ["a", "b", "b", "a"] * 4  # the order rotates step by step
+    with pytest.raises(ValueError, match="at least blocks"):
+        step_timing.alternating_step_times({"a": factory("a", 3)}, x, y, batch=8, steps=2, blocks=3)
