@@ -135,7 +135,7 @@ def step_time(spec) -> dict:
 
     times = step_timing.alternating_step_times(
         {"plain": plain, "prune_low_magnitude": pruned}, x_train, y_train,
-        batch=spec["batch"], steps=spec["steps"], blocks=spec["blocks"])
+        batch=spec["batch"], steps=spec["steps"], blocks=spec["blocks"], base="plain")
     return {"step_times": times, "tf_keras_version": keras.__version__,
             "tfmot_version": getattr(tfmot, "__version__", "?")}
 

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                       # full run: benchmarks/RESULTS.md + benchmarks/*.png (~1 h idle, 2 cores)
     python benchmarks/run.py --quick --output out  # CI smoke (~1 min): demo CNN only, tiny epochs, nothing committed touched
-    python benchmarks/run.py --steps-only          # rerun section 3 alone (~10 min), the rest of results.json kept
+    python benchmarks/run.py --steps-only          # rerun section 3 alone (~5 min), the rest of results.json kept
 
 Sections (see benchmarks/README.md for the method):
 
@@ -799,7 +799,8 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
     say(f"[{name}] step time, Keras 3: {', '.join(factories)} ...")
     keras.utils.set_random_seed(seed)
     k3 = step_timing.alternating_step_times(factories, x_train, y_train, batch=spec["batch"],
-                                            steps=cfg["step_steps"], blocks=cfg["step_blocks"])
+                                            steps=cfg["step_steps"], blocks=cfg["step_blocks"],
+                                            base="plain")
     callback_ms = {("fix_weights" if r else "fix_weights, regularization=0"):
                    float(np.median(cb.batch_seconds[10:] or cb.batch_seconds)) * 1000.0
                    for r, cb in timed_updates.items()}
@@ -811,11 +812,11 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
     out = {"model": name, "batch": spec["batch"], "steps": cfg["step_steps"], "blocks": cfg["step_blocks"],
            "fixable_weights": fixable_count[0],
            "keras3": k3, "tf_keras": tk["step_times"], "callback_ms": callback_ms,
-           "wfn_ratio": k3["fix_weights"]["median_ms"] / k3["plain"]["median_ms"],
-           "wfn_noreg_ratio": k3["fix_weights, regularization=0"]["median_ms"] / k3["plain"]["median_ms"],
-           "prune_ratio": tk["step_times"]["prune_low_magnitude"]["median_ms"]
-           / tk["step_times"]["plain"]["median_ms"],
-           # Each round times every model once, in turn: the round's ratio pairs them in time.
+           # The median of the step-by-step ratios (each pair ran side by side).
+           "wfn_ratio": k3["fix_weights"]["paired_ratio"],
+           "wfn_noreg_ratio": k3["fix_weights, regularization=0"]["paired_ratio"],
+           "prune_ratio": tk["step_times"]["prune_low_magnitude"]["paired_ratio"],
+           # Block i of every model ran in the same stretch of time: their ratios pair up.
            "wfn_round_ratios": round_ratios(k3, "fix_weights"),
            "prune_round_ratios": round_ratios(tk["step_times"], "prune_low_magnitude")}
     say(f"[{name}] WFN/plain x{out['wfn_ratio']:.2f} (no regulariser x{out['wfn_noreg_ratio']:.2f}), "
@@ -1088,19 +1089,23 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
             L += ["![clustering speed](clustering_speed.png)", ""]
     # 3. step overhead
     L += ["## 3. Training-step overhead", "",
-          "Median time of one training step (every callback's `on_train_batch_begin`, `UpdateFixingStep`'s "
-          "or `UpdatePruningStep`'s per-batch hook included, then the model's `train_function` on the next "
-          "batch, until its optimizer's step counter reads back), the models of one process taking turns "
-          "step by step, the order rotating (`benchmarks/step_timing.py`): neighbouring steps run "
-          "milliseconds apart, so a shared machine's load hits every model alike (timed one `fit` epoch "
-          "after another, as before, one round's ratio moved by 15-40% here and the plain step by up to 2x). "
-          "Five warm-up steps each come first. Keras 3 process: the plain model vs `fix_weights` (stage 0 done: 30% "
+          "One training step: every callback's `on_train_batch_begin` (`UpdateFixingStep`'s per-batch hook; "
+          "tfmot's `UpdatePruningStep` has none, its wrappers advance their step in the graph), then the "
+          "model's `train_function` on the next batch, until its optimizer's step counter reads back. The "
+          "models of one process take turns step by step, the order rotating (`benchmarks/step_timing.py`), "
+          "after five warm-up steps each: neighbouring steps run milliseconds apart, so a shared machine's "
+          "load hits the models alike (timed one `fit` epoch after another, as before, one round's ratio "
+          "moved by 15-40% here and the plain step by up to 2x). Ratio: the median over the steps of the "
+          "model's step over the plain model's step of the same turn; ms: medians over the steps. `fit`'s "
+          "own loop is the same for every model and is left out, so a plain step is shorter than between "
+          "two `on_train_batch_end` calls of `fit` and a fixed extra cost is a larger share of it. "
+          "Keras 3 process: the plain model vs `fix_weights` (stage 0 done: 30% "
           "fixed, regulariser active, `UpdateFixingStep` attached) and, as a diagnostic, `fix_weights` "
           "with `regularization=0`. tf_keras subprocess: the plain model vs tfmot `prune_low_magnitude` "
           "(ConstantSparsity 0.5, Conv/Dense kernels, `UpdatePruningStep`). Same architecture, weights, "
           "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process. Per block: the range "
-          "of the ratio over consecutive blocks of the steps (the models' blocks ran in the same stretch "
-          "of time), which shows how far a shorter run could be off."]
+          "of the ratio of the medians of consecutive blocks of the steps (the models' blocks ran in the "
+          "same stretch of time), which shows how far a shorter run could be off."]
     alone = [s["measured_alone"] for s in steps if s.get("measured_alone")]
     if alone:
         L[-1] += (f" This section was measured again on its own (`python benchmarks/run.py --steps-only`, "
@@ -1490,6 +1495,8 @@ def main(argv=None) -> int:
                              if args.quick else HERE)
     os.makedirs(output, exist_ok=True)
     speed_mode = args.clustering_speed or ("quick" if args.quick else "run")
+    if args.steps_only and (args.report_only or args.deltas or args.skip_steps):
+        parser.error("--steps-only measures section 3 alone: drop --report-only, --deltas and --skip-steps")
     if args.report_only:
         return report_only(output, args)
     if args.steps_only:
@@ -1583,7 +1590,12 @@ def steps_only(output: str, args, cfg: Dict) -> int:
     rerun = {"seconds": seconds, "load_average_end": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d")}
     for step in steps:
         step["measured_alone"] = rerun
-    saved["steps"], saved["profile"] = steps, profile
+    # --models names the models measured again; the saved rows of the others stay.
+    measured = {s["model"] for s in steps}
+    old_profile = saved.get("profile")
+    saved["steps"] = [s for s in saved["steps"] if s["model"] not in measured] + steps
+    if profile is not None or (old_profile and old_profile.get("model") in measured):
+        saved["profile"] = profile
     saved["settings"].pop("step_rounds", None)  # before the steps alternated
     for key in ("step_models", "step_steps", "step_blocks", "profile"):
         saved["settings"][key] = cfg[key]

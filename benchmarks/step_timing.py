@@ -13,8 +13,11 @@ that both ratios are measured the same way:
   counter reads back (the step has finished). Neighbouring steps of two models run
   milliseconds apart, so the load of a shared machine hits both alike: timed one `fit`
   epoch after another, one round's ratio moved by 15-40% on a 2-core machine and the
-  plain step itself by up to 2x between rounds; alternating, eight blocks of a run
-  agree within a few percent;
+  plain step itself by up to 2x between rounds; alternating, the ratios of eight blocks
+  of a run spanned 5-10% (RESULTS.md prints them);
+* with a ``base`` model, each other model's ``paired_ratio`` is the median over the
+  steps of its step time over the base model's step of the same turn (the two ran next
+  to each other);
 * the median over all steps is reported, with the quartiles and the medians of
   ``blocks`` consecutive blocks of steps (``round_medians_ms``: block i of every model
   ran in the same stretch of time, so their ratios pair up); ``first_step_ms`` is the
@@ -23,13 +26,15 @@ that both ratios are measured the same way:
   further `fit` call pays).
 
 `fit`'s own loop (its callback list, the progress bar, `on_train_batch_end`) is the same
-for every model and is left out.
+for every model and is left out, so the plain step is shorter than `fit`'s and a fixed
+extra cost is a larger share of it (the tiny MLP's plain step: 1.5 ms here, 1.4-2.2 ms
+between consecutive `on_train_batch_end` calls of `fit`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -53,17 +58,22 @@ def alternating_step_times(
     steps: int,
     blocks: int = 8,
     warmup_steps: int = 5,
+    base: Optional[str] = None,
 ) -> Dict[str, Dict]:
-    """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "round_medians_ms", "first_step_ms"}}``.
+    """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "round_medians_ms", "first_step_ms"}}``,
+    and ``"paired_ratio"`` for every model but ``base`` when one is named.
 
     ``factories``: name -> function returning ``(compiled model, extra callbacks)``.
     ``steps``: timed steps per model; ``blocks``: how many consecutive blocks of them get a
-    median of their own (``round_medians_ms``).
+    median of their own (``round_medians_ms``); ``base``: the factory the others are paired
+    with, step by step.
     """
     import tensorflow as tf
 
     if steps < blocks:
         raise ValueError(f"steps ({steps}) must be at least blocks ({blocks})")
+    if base is not None and base not in factories:
+        raise ValueError(f"base {base!r} is not one of the factories {sorted(factories)}")
     built = {name: make() for name, make in factories.items()}
     keras_module = _keras_of(next(iter(built.values()))[0])
     runs = {}
@@ -96,6 +106,8 @@ def alternating_step_times(
                      "p75_ms": float(np.percentile(v, 75)), "n": int(v.size),
                      "round_medians_ms": [round(float(np.median(b)), 4) for b in np.array_split(v, blocks)],
                      "first_step_ms": first[name]}
+        if base is not None and name != base:
+            out[name]["paired_ratio"] = float(np.median(v / (np.asarray(seconds[base]) * 1000.0)))
     return out
 
 

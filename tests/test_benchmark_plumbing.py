@@ -754,7 +754,7 @@ def test_only_the_committed_report_rewrites_the_readme(tmp_path, monkeypatch):
     assert called == [frontier.README]
 
 
-def test_a_rounds_ratio_pairs_the_models_medians_of_the_same_round():
+def test_a_blocks_ratio_pairs_the_models_medians_of_the_same_block():
     times = {"plain": {"round_medians_ms": [2.0, 4.0, 5.0]},
              "fix_weights": {"round_medians_ms": [3.0, 4.0, 4.0]}}
     assert run.round_ratios(times, "fix_weights") == [1.5, 1.0, 0.8]
@@ -765,7 +765,8 @@ def test_a_rounds_ratio_pairs_the_models_medians_of_the_same_round():
 def _saved_run(tmp_path, seed=0, quick=False):
     per_model = {"mobilenetv2": {"deltas": [0.0075], "step_steps": 25, "step_rounds": 2}}
     saved = {"quick": quick, "seed": seed, "seconds": 60.0, "compression": [{"model": "cnn"}],
-             "steps": [{"model": "old"}], "profile": {"old": True}, "latency": [],
+             "steps": [{"model": "cnn", "old": True}, {"model": "resnet20", "old": True}],
+             "profile": {"model": "cnn"}, "latency": [],
              "settings": {"step_rounds": 4, "step_steps": 60, "per_model": per_model}}
     (tmp_path / "results.json").write_text(json.dumps(saved))
     return saved
@@ -789,8 +790,11 @@ def test_steps_only_replaces_section_3_and_keeps_every_other_section(tmp_path, m
     args = type("Args", (), {"quick": False, "seed": 0})()
     assert run.steps_only(str(tmp_path), args, cfg) == 0
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [s["model"] for s in saved["steps"]] == ["cnn", "mobilenetv2"]
-    assert all(s["measured_alone"]["seconds"] >= 0 for s in saved["steps"])
+    # The models measured again replace their rows; the others' rows stay as they were.
+    assert [(s["model"], "old" in s) for s in saved["steps"]] == [
+        ("resnet20", True), ("cnn", False), ("mobilenetv2", False)]
+    assert [("measured_alone" in s) for s in saved["steps"]] == [False, True, True]
+    # The old profile was of a model measured again, and none was made this time: dropped.
     assert saved["profile"] is None and saved["compression"] == [{"model": "cnn"}]
     # The float models train on the full run's split: the held-out fifth is left out.
     assert trained == [("cnn", 0, 8), ("mobilenetv2", 0, 8)]
@@ -815,7 +819,7 @@ def test_step_timing_alternates_the_models_one_step_at_a_time_with_their_own_cal
 
     import step_timing
 
-    calls = []
+    calls, made = [], {}
 
     class Record(keras.callbacks.Callback):
         def __init__(self, name):
@@ -829,18 +833,34 @@ def test_step_timing_alternates_the_models_one_step_at_a_time_with_their_own_cal
         def make():
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width), keras.layers.Dense(2)])
             model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            made[name] = model
             return model, [Record(name)]
         return make
 
     x, y = np.random.default_rng(0).normal(size=(24, 4)).astype("float32"), np.arange(24) % 2
     out = step_timing.alternating_step_times({"a": factory("a", 3), "b": factory("b", 5)}, x, y,
-                                             batch=8, steps=6, blocks=3, warmup_steps=2)
+                                             batch=8, steps=6, blocks=3, warmup_steps=2, base="a")
     assert set(out) == {"a", "b"}
     for times in out.values():
         assert times["n"] == 6 and len(times["round_medians_ms"]) == 3
-        assert times["p25_ms"] <= times["median_ms"] <= times["p75_ms"] and times["first_step_ms"] > 0
-    stepped = calls[:2 * 8]  # then a 3-batch fit per model, for its first step
+        assert times["p25_ms"] <= times["median_ms"] <= times["p75_ms"]
+    assert "paired_ratio" in out["b"] and "paired_ratio" not in out["a"]
+    # Each turn is one training step: 2 warm-up + 6 timed, then the 3 batches of one fit.
+    assert [int(m.optimizer.iterations.numpy()) for m in made.values()] == [11, 11]
+    stepped, fits = calls[:2 * 8], calls[2 * 8:]
     assert [c[1] for c in stepped] == [s for s in range(8) for _ in "ab"]
     assert [c[0] for c in stepped] == ["a", "b", "b", "a"] * 4  # the order rotates step by step
+    assert fits == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
     with pytest.raises(ValueError, match="at least blocks"):
         step_timing.alternating_step_times({"a": factory("a", 3)}, x, y, batch=8, steps=2, blocks=3)
+    with pytest.raises(ValueError, match="base 'plain' is not one of"):
+        step_timing.alternating_step_times({"a": factory("a", 3)}, x, y, batch=8, steps=3, blocks=3,
+                                           base="plain")
+
+
+@pytest.mark.parametrize("other", ["--report-only", "--skip-steps", "--deltas=0.015"])
+def test_steps_only_refuses_the_options_it_would_ignore(other, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--steps-only", other, "--output", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--steps-only measures section 3 alone" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
