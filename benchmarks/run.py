@@ -749,10 +749,10 @@ class _TimedUpdate:
         return Timed()
 
 
-def round_ratios(times: Dict, name: str, base: str = "plain") -> List[float]:
+def block_ratios(times: Dict, name: str, base: str = "plain") -> List[float]:
     """Per block of consecutive steps, the median step of ``name`` over that of ``base``
-    (`step_timing`'s ``round_medians_ms``: the models' blocks ran in the same stretch of time)."""
-    return [a / b for a, b in zip(times[name]["round_medians_ms"], times[base]["round_medians_ms"])]
+    (`step_timing`'s ``block_medians_ms``: the models' blocks ran in the same stretch of time)."""
+    return [a / b for a, b in zip(times[name]["block_medians_ms"], times[base]["block_medians_ms"])]
 
 
 def _ratio_range(ratios) -> str:
@@ -817,8 +817,8 @@ def step_benchmark(name, cfg, weights, seed) -> Dict:
            "wfn_noreg_ratio": k3["fix_weights, regularization=0"]["paired_ratio"],
            "prune_ratio": tk["step_times"]["prune_low_magnitude"]["paired_ratio"],
            # Block i of every model ran in the same stretch of time: their ratios pair up.
-           "wfn_round_ratios": round_ratios(k3, "fix_weights"),
-           "prune_round_ratios": round_ratios(tk["step_times"], "prune_low_magnitude")}
+           "wfn_block_ratios": block_ratios(k3, "fix_weights"),
+           "prune_block_ratios": block_ratios(tk["step_times"], "prune_low_magnitude")}
     say(f"[{name}] WFN/plain x{out['wfn_ratio']:.2f} (no regulariser x{out['wfn_noreg_ratio']:.2f}), "
         f"prune/plain x{out['prune_ratio']:.2f}")
     return out
@@ -1106,11 +1106,14 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
           "batch and optimizer (Adam, clipnorm 0.5); ratios are within one process. Per block: the range "
           "of the ratio of the medians of consecutive blocks of the steps (the models' blocks ran in the "
           "same stretch of time), which shows how far a shorter run could be off."]
-    alone = [s["measured_alone"] for s in steps if s.get("measured_alone")]
+    alone = [s for s in steps if s.get("measured_alone")]
     if alone:
-        L[-1] += (f" This section was measured again on its own (`python benchmarks/run.py --steps-only`, "
-                  f"{alone[0]['date']}, {alone[0]['seconds'] / 60:.1f} min, load average "
-                  f"{alone[0]['load_average_end']:.1f} at the end; the float models trained again as "
+        rerun = alone[-1]["measured_alone"]
+        which = ("This section was" if len(alone) == len(steps)
+                 else "The rows of " + ", ".join(s["model"] for s in alone) + " were")
+        L[-1] += (f" {which} measured again on its own (`python benchmarks/run.py --steps-only`, "
+                  f"{rerun['date']}, {rerun['seconds'] / 60:.1f} min, load average "
+                  f"{rerun['load_average_end']:.1f} at the end; the float models trained again as "
                   "the full run trains them); the other sections are from the full run.")
     L += ["",
           "| model | batch | steps (blocks) | Keras 3 plain ms | fix_weights ms | **WFN / plain** | per block "
@@ -1122,9 +1125,9 @@ def write_report(results, steps, latencies, speed, profile, cfg, args, output, s
                  else f"{s['steps']} x {s['rounds']}")
         L.append(f"| {s['model']} | {s['batch']} | {shape} | {k3['plain']['median_ms']:.2f} "
                  f"| {k3['fix_weights']['median_ms']:.2f} | **{s['wfn_ratio']:.2f}x** "
-                 f"| {_ratio_range(s.get('wfn_round_ratios'))} | {tk['plain']['median_ms']:.2f} "
+                 f"| {_ratio_range(s.get('wfn_block_ratios'))} | {tk['plain']['median_ms']:.2f} "
                  f"| {tk['prune_low_magnitude']['median_ms']:.2f} | **{s['prune_ratio']:.2f}x** "
-                 f"| {_ratio_range(s.get('prune_round_ratios'))} |")
+                 f"| {_ratio_range(s.get('prune_block_ratios'))} |")
     L += ["", "Where WFN's extra time per step goes (same run, Keras 3; ms per step): the `UpdateFixingStep` "
           "per-batch hook (timed inside the callback), the wrapper's graph (`fix_weights(regularization=0)` "
           "minus plain minus the hook), and the regulariser (`fix_weights` minus `regularization=0`). "
@@ -1597,8 +1600,9 @@ def steps_only(output: str, args, cfg: Dict) -> int:
     if profile is not None or (old_profile and old_profile.get("model") in measured):
         saved["profile"] = profile
     saved["settings"].pop("step_rounds", None)  # before the steps alternated
-    for key in ("step_models", "step_steps", "step_blocks", "profile"):
+    for key in ("step_steps", "step_blocks", "profile"):
         saved["settings"][key] = cfg[key]
+    saved["settings"]["step_models"] = [s["model"] for s in saved["steps"]]
     for name, overrides in cfg["per_model"].items():
         kept = {k: v for k, v in saved["settings"].get("per_model", {}).get(name, {}).items()
                 if not k.startswith("step_")}

@@ -11,15 +11,14 @@ that both ratios are measured the same way:
   step: a step is the callbacks' ``on_train_batch_begin`` plus the model's
   ``train_function`` (what `fit` runs per batch), timed until the optimizer's step
   counter reads back (the step has finished). Neighbouring steps of two models run
-  milliseconds apart, so the load of a shared machine hits both alike: timed one `fit`
-  epoch after another, one round's ratio moved by 15-40% on a 2-core machine and the
-  plain step itself by up to 2x between rounds; alternating, the ratios of eight blocks
-  of a run spanned 5-10% (RESULTS.md prints them);
+  milliseconds apart, so the load of a shared machine hits both alike (timing one `fit`
+  epoch per model in turn let the load change between models; RESULTS.md and
+  benchmarks/README.md say by how much);
 * with a ``base`` model, each other model's ``paired_ratio`` is the median over the
   steps of its step time over the base model's step of the same turn (the two ran next
   to each other);
 * the median over all steps is reported, with the quartiles and the medians of
-  ``blocks`` consecutive blocks of steps (``round_medians_ms``: block i of every model
+  ``blocks`` consecutive blocks of steps (``block_medians_ms``: block i of every model
   ran in the same stretch of time, so their ratios pair up); ``first_step_ms`` is the
   time from ``on_train_begin`` to the end of the first batch of one short `fit` call
   made afterwards (the model already trained, so a retrace there is one that every
@@ -27,8 +26,7 @@ that both ratios are measured the same way:
 
 `fit`'s own loop (its callback list, the progress bar, `on_train_batch_end`) is the same
 for every model and is left out, so the plain step is shorter than `fit`'s and a fixed
-extra cost is a larger share of it (the tiny MLP's plain step: 1.5 ms here, 1.4-2.2 ms
-between consecutive `on_train_batch_end` calls of `fit`).
+extra cost is a larger share of it.
 """
 
 from __future__ import annotations
@@ -60,12 +58,12 @@ def alternating_step_times(
     warmup_steps: int = 5,
     base: Optional[str] = None,
 ) -> Dict[str, Dict]:
-    """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "round_medians_ms", "first_step_ms"}}``,
+    """``{name: {"median_ms", "p25_ms", "p75_ms", "n", "block_medians_ms", "first_step_ms"}}``,
     and ``"paired_ratio"`` for every model but ``base`` when one is named.
 
     ``factories``: name -> function returning ``(compiled model, extra callbacks)``.
     ``steps``: timed steps per model; ``blocks``: how many consecutive blocks of them get a
-    median of their own (``round_medians_ms``); ``base``: the factory the others are paired
+    median of their own (``block_medians_ms``); ``base``: the factory the others are paired
     with, step by step.
     """
     import tensorflow as tf
@@ -96,7 +94,7 @@ def alternating_step_times(
             model.optimizer.iterations.numpy()  # waits for the step to finish
             if step >= warmup_steps:
                 seconds[name].append(time.perf_counter() - start)
-    for model, callback_list, _ in runs.values():
+    for _, callback_list, _ in runs.values():
         callback_list.on_train_end()
     first = _first_fit_steps(keras_module, built, x, y, batch)
     out = {}
@@ -104,7 +102,7 @@ def alternating_step_times(
         v = np.asarray(values) * 1000.0
         out[name] = {"median_ms": float(np.median(v)), "p25_ms": float(np.percentile(v, 25)),
                      "p75_ms": float(np.percentile(v, 75)), "n": int(v.size),
-                     "round_medians_ms": [round(float(np.median(b)), 4) for b in np.array_split(v, blocks)],
+                     "block_medians_ms": [round(float(np.median(b)), 4) for b in np.array_split(v, blocks)],
                      "first_step_ms": first[name]}
         if base is not None and name != base:
             out[name]["paired_ratio"] = float(np.median(v / (np.asarray(seconds[base]) * 1000.0)))

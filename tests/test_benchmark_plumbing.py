@@ -755,9 +755,9 @@ def test_only_the_committed_report_rewrites_the_readme(tmp_path, monkeypatch):
 
 
 def test_a_blocks_ratio_pairs_the_models_medians_of_the_same_block():
-    times = {"plain": {"round_medians_ms": [2.0, 4.0, 5.0]},
-             "fix_weights": {"round_medians_ms": [3.0, 4.0, 4.0]}}
-    assert run.round_ratios(times, "fix_weights") == [1.5, 1.0, 0.8]
+    times = {"plain": {"block_medians_ms": [2.0, 4.0, 5.0]},
+             "fix_weights": {"block_medians_ms": [3.0, 4.0, 4.0]}}
+    assert run.block_ratios(times, "fix_weights") == [1.5, 1.0, 0.8]
     assert run._ratio_range([1.5, 1.0, 0.8]) == "0.80-1.50"
     assert run._ratio_range(None) == "n/a"  # a results file from before the column
 
@@ -800,6 +800,7 @@ def test_steps_only_replaces_section_3_and_keeps_every_other_section(tmp_path, m
     assert trained == [("cnn", 0, 8), ("mobilenetv2", 0, 8)]
     # The step settings are today's; the model's other overrides are the saved run's.
     assert saved["settings"]["step_blocks"] == cfg["step_blocks"] and "step_rounds" not in saved["settings"]
+    assert saved["settings"]["step_models"] == ["resnet20", "cnn", "mobilenetv2"]  # the rows it holds
     assert saved["settings"]["per_model"]["mobilenetv2"] == {"deltas": [0.0075], "step_steps": 200}
     assert reported == [str(tmp_path)]
 
@@ -842,7 +843,7 @@ def test_step_timing_alternates_the_models_one_step_at_a_time_with_their_own_cal
                                              batch=8, steps=6, blocks=3, warmup_steps=2, base="a")
     assert set(out) == {"a", "b"}
     for times in out.values():
-        assert times["n"] == 6 and len(times["round_medians_ms"]) == 3
+        assert times["n"] == 6 and len(times["block_medians_ms"]) == 3
         assert times["p25_ms"] <= times["median_ms"] <= times["p75_ms"]
     assert "paired_ratio" in out["b"] and "paired_ratio" not in out["a"]
     # Each turn is one training step: 2 warm-up + 6 timed, then the 3 batches of one fit.
